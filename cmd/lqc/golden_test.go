@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/lqc-dev/lqc/codegen/gguf"
+	"github.com/lqc-dev/lqc/quant"
+	"github.com/lqc-dev/lqc/testmodels"
+)
+
+// manifest is the part of shared/golden/*/manifest.json the tests read:
+// for every file llama.cpp wrote, the type and sha256 of every tensor.
+type manifest struct {
+	Outputs []struct {
+		File     string   `json:"file"`
+		Command  []string `json:"command"`
+		Metadata struct {
+			FileType uint32 `json:"general.file_type"`
+		} `json:"metadata"`
+		Tensors []struct {
+			Name   string `json:"name"`
+			Type   string `json:"type"`
+			SHA256 string `json:"sha256"`
+		} `json:"tensors"`
+	} `json:"outputs"`
+}
+
+func readManifest(t *testing.T, path string) manifest {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return m
+}
+
+// tensorDigests returns "TYPE sha256" for every tensor of a GGUF file.
+func tensorDigests(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]string{}
+	for i, ti := range f.Tensors {
+		sum := sha256.Sum256(f.TensorData(i))
+		out[ti.Name] = ti.Type.String() + " " + hex.EncodeToString(sum[:])
+	}
+	return out
+}
+
+func convert(t *testing.T, args ...string) {
+	t.Helper()
+	var stderr bytes.Buffer
+	if code := run(context.Background(), append([]string{"convert", "--quiet"}, args...), &bytes.Buffer{}, &stderr); code != 0 {
+		t.Fatalf("lqc convert %v: exit %d: %s", args, code, stderr.String())
+	}
+}
+
+// quantArgs turns a llama-quantize command line into lqc convert flags;
+// ok is false for the files whose types lqc does not produce yet.
+func quantArgs(command []string) (args []string, ok bool) {
+	for _, a := range command {
+		switch a {
+		case "--pure":
+			args = append(args, "--pure")
+		case "--imatrix":
+			return nil, false
+		}
+	}
+	ftype := command[len(command)-2]
+	if ftype == "Q4_K" { // llama-quantize's alias of Q4_K_M
+		return nil, false
+	}
+	return append(args, "--quant", ftype), true
+}
+
+// TestGoldenQuantization converts the F32 sources llama.cpp quantized and
+// checks every tensor's type and bytes against the manifests: lqc must
+// choose the same type per tensor and write the same bytes.
+func TestGoldenQuantization(t *testing.T) {
+	cases := []struct {
+		manifest string
+		sources  []string // relative to the shared folder
+		want     []string // the files that must be checked
+	}{
+		{
+			manifest: "golden/real/manifest.json",
+			sources: []string{"golden/real/stories260K-f32.gguf", "models/stories260K/hf",
+				"models/stories260K/llama2c/stories260K.bin"},
+			want: []string{"stories260K-F16.gguf", "stories260K-Q4_0.gguf", "stories260K-Q4_1.gguf",
+				"stories260K-Q5_0.gguf", "stories260K-Q5_1.gguf", "stories260K-Q8_0.gguf"},
+		},
+		{
+			manifest: "golden/quant/manifest.json",
+			sources:  []string{"golden/quant/input-f32.gguf"},
+			want: []string{"BF16.gguf", "F16.gguf", "Q4_0-pure.gguf", "Q4_0.gguf", "Q4_1.gguf", "Q5_0.gguf",
+				"Q5_1.gguf", "Q6_K-pure.gguf", "Q6_K.gguf", "Q8_0.gguf"},
+		},
+	}
+	for _, c := range cases {
+		m := readManifest(t, testmodels.Shared(t, c.manifest))
+		var checked, skipped []string
+		for _, out := range m.Outputs {
+			args, ok := quantArgs(out.Command)
+			if !ok {
+				skipped = append(skipped, out.File)
+				continue
+			}
+			if _, err := quant.ParseFileType(args[len(args)-1]); err != nil {
+				skipped = append(skipped, out.File) // a K-quant or IQ mix
+				continue
+			}
+			checked = append(checked, out.File)
+			want := map[string]string{}
+			for _, ti := range out.Tensors {
+				want[ti.Name] = ti.Type + " " + ti.SHA256
+			}
+			for _, src := range c.sources {
+				t.Run(out.File+"/"+filepath.Base(src), func(t *testing.T) {
+					dst := filepath.Join(t.TempDir(), "out.gguf")
+					convert(t, append([]string{testmodels.Shared(t, src), "-o", dst}, args...)...)
+					if diff := cmp.Diff(want, tensorDigests(t, dst)); diff != "" {
+						t.Errorf("tensors differ from llama.cpp's %s (-llama.cpp +lqc):\n%s", out.File, diff)
+					}
+				})
+			}
+		}
+		sort.Strings(checked)
+		if diff := cmp.Diff(c.want, checked); diff != "" {
+			t.Errorf("%s: checked files differ from the expected set (-want +got):\n%s", c.manifest, diff)
+		}
+		t.Logf("%s: checked %s; not yet produced by lqc: %s", c.manifest, strings.Join(checked, ", "), strings.Join(skipped, ", "))
+	}
+}

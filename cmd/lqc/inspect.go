@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/lqc-dev/lqc/codegen/gguf"
+	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/ir"
+)
+
+// tensorRow is one line of the tensor table. Ne is the GGML order (row
+// length first), as llama.cpp's tools print shapes.
+type tensorRow struct {
+	Name  string   `json:"name"`
+	Type  string   `json:"type"`
+	Ne    []uint64 `json:"ne"`
+	Bytes uint64   `json:"bytes"`
+	count uint64
+}
+
+type inspection struct {
+	Path          string            `json:"path"`
+	Format        string            `json:"format"`
+	Architecture  string            `json:"architecture,omitempty"`
+	Version       uint32            `json:"version,omitempty"`
+	Alignment     uint64            `json:"alignment,omitempty"`
+	Metadata      []metaEntry       `json:"metadata,omitempty"`
+	Tensors       []tensorRow       `json:"tensors"`
+	Parameters    uint64            `json:"parameters"`
+	Bytes         uint64            `json:"bytes"`
+	BitsPerWeight float64           `json:"bits_per_weight"`
+	TypeCounts    map[string]int    `json:"type_counts"`
+	HParams       *ir.HParams       `json:"hparams,omitempty"`
+	Extra         map[string]string `json:"-"`
+}
+
+type metaEntry struct {
+	Key   string `json:"key"`
+	Value any    `json:"value"`
+}
+
+func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("inspect", "FILE|DIR [flags]\n\nFILE is a GGUF file or a llama2.c checkpoint, DIR a Hugging Face folder.", stderr)
+	asJSON := fs.Bool("json", false, "machine-readable output")
+	showIR := fs.Bool("ir", false, "print the model's graph in lqc's IR")
+	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint")
+	pos, err := parseFlags(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	path := pos[0]
+
+	if *showIR {
+		m, err := frontend.Load(path, frontend.Options{Tokenizer: *tok})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		return m.Graph.Print(stdout)
+	}
+
+	var in *inspection
+	if st, err := os.Stat(path); err == nil && !st.IsDir() && isGGUFFile(path) {
+		f, err := gguf.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = inspectGGUF(f)
+	} else {
+		m, err := frontend.Load(path, frontend.Options{Tokenizer: *tok})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		in = inspectModel(path, m)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(in)
+	}
+	return printInspection(stdout, in)
+}
+
+func isGGUFFile(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [4]byte
+	_, err = f.ReadAt(b[:], 0)
+	return err == nil && string(b[:]) == "GGUF"
+}
+
+func inspectGGUF(f *gguf.File) *inspection {
+	in := &inspection{Path: f.Path, Format: "gguf", Version: f.Version, Alignment: f.Alignment}
+	in.Architecture, _ = f.Metadata.String("general.architecture")
+	for _, kv := range f.Metadata {
+		in.Metadata = append(in.Metadata, metaEntry{kv.Key, summarize(kv.Value)})
+	}
+	for _, ti := range f.Tensors {
+		in.Tensors = append(in.Tensors, tensorRow{Name: ti.Name, Type: ti.Type.String(), Ne: ti.Ne, Bytes: ti.NumBytes(), count: ti.NumElements()})
+	}
+	in.totals()
+	return in
+}
+
+func inspectModel(path string, m *ir.Model) *inspection {
+	format := "llama2.c"
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		format = "huggingface"
+	}
+	in := &inspection{Path: path, Format: format, Architecture: m.Arch, HParams: &m.Params}
+	for _, t := range m.Weights() {
+		ne := make([]uint64, len(t.Shape))
+		for i, d := range t.Shape {
+			ne[len(t.Shape)-1-i] = uint64(d)
+		}
+		in.Tensors = append(in.Tensors, tensorRow{Name: t.Name, Type: t.Type.String(), Ne: ne, Bytes: uint64(t.NumBytes()), count: uint64(t.NumElements())})
+	}
+	in.totals()
+	return in
+}
+
+func (in *inspection) totals() {
+	in.TypeCounts = map[string]int{}
+	for _, t := range in.Tensors {
+		in.Parameters += t.count
+		in.Bytes += t.Bytes
+		in.TypeCounts[t.Type]++
+	}
+	if in.Parameters > 0 {
+		in.BitsPerWeight = float64(in.Bytes) * 8 / float64(in.Parameters)
+	}
+}
+
+// summarize shortens long arrays (vocabularies) to their length and first
+// entries.
+func summarize(v any) any {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Slice || rv.Len() <= 8 {
+		return v
+	}
+	head := make([]any, 8)
+	for i := range head {
+		head[i] = rv.Index(i).Interface()
+	}
+	return map[string]any{"array_of": rv.Type().Elem().String(), "len": rv.Len(), "head": head}
+}
+
+func printInspection(w io.Writer, in *inspection) error {
+	fmt.Fprintf(w, "%s: %s", in.Path, in.Format)
+	if in.Version != 0 {
+		fmt.Fprintf(w, " v%d, alignment %d", in.Version, in.Alignment)
+	}
+	if in.Architecture != "" {
+		fmt.Fprintf(w, ", architecture %s", in.Architecture)
+	}
+	fmt.Fprintln(w)
+	if in.HParams != nil {
+		fmt.Fprintf(w, "hyper-parameters: %+v\n", *in.HParams)
+	}
+	if len(in.Metadata) > 0 {
+		fmt.Fprintf(w, "\nmetadata (%d keys):\n", len(in.Metadata))
+		for _, kv := range in.Metadata {
+			fmt.Fprintf(w, "  %-40s %s\n", kv.Key, formatValue(kv.Value))
+		}
+	}
+	fmt.Fprintf(w, "\ntensors (%d):\n", len(in.Tensors))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "name\ttype\tne\tbytes\t")
+	for _, t := range in.Tensors {
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t\n", t.Name, t.Type, t.Ne, t.Bytes)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	types := make([]string, 0, len(in.TypeCounts))
+	for t, n := range in.TypeCounts {
+		types = append(types, fmt.Sprintf("%s×%d", t, n))
+	}
+	sort.Strings(types)
+	_, err := fmt.Fprintf(w, "\n%d parameters, %.2f MB, %.3f bits per weight (%s)\n",
+		in.Parameters, float64(in.Bytes)/1e6, in.BitsPerWeight, strings.Join(types, ", "))
+	return err
+}
+
+func formatValue(v any) string {
+	if m, ok := v.(map[string]any); ok {
+		return fmt.Sprintf("[%v × %v] %v …", m["len"], m["array_of"], m["head"])
+	}
+	if s, ok := v.(string); ok {
+		if len(s) > 80 {
+			s = s[:80] + "…"
+		}
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprint(v)
+}

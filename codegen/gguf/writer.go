@@ -1,0 +1,417 @@
+package gguf
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/lqc-dev/lqc/ir"
+)
+
+// Progress reports how far a write has come, once per tensor written.
+type Progress struct {
+	Index, Count int    // tensors done, tensors in all
+	Name         string // the tensor just written
+	Bytes, Total int64  // data bytes written so far, and in all
+}
+
+// WriteOptions tune WriteFile.
+type WriteOptions struct {
+	// Alignment of tensor data; 0 means DefaultAlignment. Any other value
+	// is written as general.alignment.
+	Alignment int
+	// Threads produce tensor rows in parallel; 0 means GOMAXPROCS.
+	Threads int
+	// Progress, when set, is called after each tensor.
+	Progress func(Progress)
+}
+
+// WriteFile writes a GGUF v3 file with the given metadata and tensors.
+//
+// Tensors are produced one at a time, in row chunks computed by Threads
+// workers and written in order, so memory use does not grow with the
+// model. The file is written to a temporary name in the same directory
+// and renamed over path only when complete: on any error, or when ctx is
+// cancelled, no partial file is left behind.
+func WriteFile(ctx context.Context, path string, md ir.Metadata, tensors []*ir.Tensor, opt WriteOptions) (err error) {
+	align := uint64(DefaultAlignment)
+	md = append(ir.Metadata(nil), md...)
+	if opt.Alignment != 0 {
+		if opt.Alignment < 0 || opt.Alignment&(opt.Alignment-1) != 0 {
+			return fmt.Errorf("alignment %d is not a power of two", opt.Alignment)
+		}
+		align = uint64(opt.Alignment)
+		md.Set("general.alignment", uint32(align))
+	}
+	seen := map[string]bool{}
+	for _, t := range tensors {
+		if seen[t.Name] {
+			return fmt.Errorf("tensor %s would be written twice", t.Name)
+		}
+		seen[t.Name] = true
+		if len(t.Name) > maxNameLen {
+			return fmt.Errorf("tensor name %q is longer than %d bytes", t.Name, maxNameLen)
+		}
+		if len(t.Shape) > maxDims {
+			return fmt.Errorf("tensor %s has %d dimensions, GGUF allows %d", t.Name, len(t.Shape), maxDims)
+		}
+	}
+
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+
+	w := bufio.NewWriterSize(tmp, 1<<20)
+	if err := writeHeader(w, md, tensors, align); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	var total int64
+	for _, t := range tensors {
+		total += t.NumBytes()
+	}
+	var done int64
+	threads := opt.Threads
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	for i, t := range tensors {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := streamTensor(ctx, w, t, threads); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		t.Release()
+		n := t.NumBytes()
+		if err := pad(w, uint64(n), align); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		done += n
+		if opt.Progress != nil {
+			opt.Progress(Progress{Index: i + 1, Count: len(tensors), Name: t.Name, Bytes: done, Total: total})
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	return nil
+}
+
+func writeHeader(w io.Writer, md ir.Metadata, tensors []*ir.Tensor, align uint64) error {
+	e := &encoder{w: w}
+	e.u32(Magic)
+	e.u32(Version)
+	e.u64(uint64(len(tensors)))
+	e.u64(uint64(len(md)))
+	for _, kv := range md {
+		e.str(kv.Key)
+		if err := e.value(kv.Value); err != nil {
+			return fmt.Errorf("metadata %s: %w", kv.Key, err)
+		}
+	}
+	var off uint64
+	for _, t := range tensors {
+		e.str(t.Name)
+		e.u32(uint32(len(t.Shape)))
+		for i := len(t.Shape) - 1; i >= 0; i-- { // GGML order: row length first
+			e.u64(uint64(t.Shape[i]))
+		}
+		e.u32(uint32(t.Type))
+		e.u64(off)
+		off = alignUp(off+uint64(t.NumBytes()), align)
+	}
+	if e.err != nil {
+		return e.err
+	}
+	return pad(w, e.n, align)
+}
+
+func pad(w io.Writer, n, align uint64) error {
+	var zeros [64]byte
+	for p := alignUp(n, align) - n; p > 0; {
+		k := min(p, uint64(len(zeros)))
+		if _, err := w.Write(zeros[:k]); err != nil {
+			return err
+		}
+		p -= k
+	}
+	return nil
+}
+
+// chunkBytes is the target size of the row chunks workers produce.
+const chunkBytes = 4 << 20
+
+// streamTensor writes t's encoded rows in order. Chunks of rows are
+// produced by up to threads workers and written as soon as they are next
+// in line; at most 2·threads chunks are in memory at once.
+func streamTensor(ctx context.Context, w io.Writer, t *ir.Tensor, threads int) error {
+	rows, rowBytes := t.Rows(), t.RowBytes()
+	per := max(1, chunkBytes/rowBytes)
+	nChunks := (rows + per - 1) / per
+	if nChunks == 1 || threads == 1 {
+		buf := make([]byte, min(rows, per)*rowBytes)
+		for first := int64(0); first < rows; first += per {
+			n := min(per, rows-first)
+			if err := t.ReadRows(buf[:n*rowBytes], first, n); err != nil {
+				return err
+			}
+			if _, err := w.Write(buf[:n*rowBytes]); err != nil {
+				return err
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+
+	type chunk struct {
+		first, n int64
+		buf      []byte
+		done     chan error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan *chunk)
+	for range threads {
+		go func() {
+			for c := range work {
+				c.done <- t.ReadRows(c.buf, c.first, c.n)
+			}
+		}()
+	}
+	defer close(work)
+
+	inFlight := make([]*chunk, 0, 2*threads)
+	free := make(chan []byte, 2*threads)
+	next := int64(0)
+	for written := int64(0); written < nChunks; {
+		// Keep the workers fed, up to the in-flight limit.
+		for next < nChunks && len(inFlight) < 2*threads {
+			first := next * per
+			c := &chunk{first: first, n: min(per, rows-first), done: make(chan error, 1)}
+			select {
+			case c.buf = <-free:
+				c.buf = c.buf[:c.n*rowBytes]
+			default:
+				c.buf = make([]byte, c.n*rowBytes, per*rowBytes)
+			}
+			select {
+			case work <- c:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			inFlight = append(inFlight, c)
+			next++
+		}
+		c := inFlight[0]
+		select {
+		case err := <-c.done:
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if _, err := w.Write(c.buf); err != nil {
+			return err
+		}
+		inFlight = inFlight[1:]
+		free <- c.buf[:cap(c.buf)]
+		written++
+	}
+	return nil
+}
+
+// encoder writes little-endian GGUF values, keeping the first error and
+// counting bytes.
+type encoder struct {
+	w   io.Writer
+	n   uint64
+	err error
+	buf [8]byte
+}
+
+func (e *encoder) write(p []byte) {
+	if e.err != nil {
+		return
+	}
+	k, err := e.w.Write(p)
+	e.n += uint64(k)
+	e.err = err
+}
+
+func (e *encoder) u8(v uint8) { e.buf[0] = v; e.write(e.buf[:1]) }
+func (e *encoder) u16(v uint16) {
+	binary.LittleEndian.PutUint16(e.buf[:], v)
+	e.write(e.buf[:2])
+}
+func (e *encoder) u32(v uint32) {
+	binary.LittleEndian.PutUint32(e.buf[:], v)
+	e.write(e.buf[:4])
+}
+func (e *encoder) u64(v uint64) {
+	binary.LittleEndian.PutUint64(e.buf[:], v)
+	e.write(e.buf[:8])
+}
+func (e *encoder) str(s string) {
+	e.u64(uint64(len(s)))
+	if e.err == nil {
+		k, err := io.WriteString(e.w, s)
+		e.n += uint64(k)
+		e.err = err
+	}
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// valueType returns the GGUF type of a Go metadata value.
+func valueType(v any) (uint32, error) {
+	switch v.(type) {
+	case uint8:
+		return typeUint8, nil
+	case int8:
+		return typeInt8, nil
+	case uint16:
+		return typeUint16, nil
+	case int16:
+		return typeInt16, nil
+	case uint32:
+		return typeUint32, nil
+	case int32:
+		return typeInt32, nil
+	case float32:
+		return typeFloat32, nil
+	case bool:
+		return typeBool, nil
+	case string:
+		return typeString, nil
+	case uint64:
+		return typeUint64, nil
+	case int64:
+		return typeInt64, nil
+	case float64:
+		return typeFloat64, nil
+	case []uint8, []int8, []uint16, []int16, []uint32, []int32, []float32, []bool, []string, []uint64, []int64, []float64, []any:
+		return typeArray, nil
+	}
+	return 0, fmt.Errorf("unsupported metadata value type %T", v)
+}
+
+func (e *encoder) value(v any) error {
+	vt, err := valueType(v)
+	if err != nil {
+		return err
+	}
+	e.u32(vt)
+	return e.payload(v)
+}
+
+func (e *encoder) payload(v any) error {
+	switch x := v.(type) {
+	case uint8:
+		e.u8(x)
+	case int8:
+		e.u8(uint8(x))
+	case uint16:
+		e.u16(x)
+	case int16:
+		e.u16(uint16(x))
+	case uint32:
+		e.u32(x)
+	case int32:
+		e.u32(uint32(x))
+	case float32:
+		e.u32(math.Float32bits(x))
+	case bool:
+		e.u8(boolByte(x))
+	case string:
+		e.str(x)
+	case uint64:
+		e.u64(x)
+	case int64:
+		e.u64(uint64(x))
+	case float64:
+		e.u64(math.Float64bits(x))
+	case []uint8:
+		writeArray(e, typeUint8, x, e.u8)
+	case []int8:
+		writeArray(e, typeInt8, x, func(v int8) { e.u8(uint8(v)) })
+	case []uint16:
+		writeArray(e, typeUint16, x, e.u16)
+	case []int16:
+		writeArray(e, typeInt16, x, func(v int16) { e.u16(uint16(v)) })
+	case []uint32:
+		writeArray(e, typeUint32, x, e.u32)
+	case []int32:
+		writeArray(e, typeInt32, x, func(v int32) { e.u32(uint32(v)) })
+	case []float32:
+		writeArray(e, typeFloat32, x, func(v float32) { e.u32(math.Float32bits(v)) })
+	case []bool:
+		writeArray(e, typeBool, x, func(v bool) { e.u8(boolByte(v)) })
+	case []string:
+		writeArray(e, typeString, x, e.str)
+	case []uint64:
+		writeArray(e, typeUint64, x, e.u64)
+	case []int64:
+		writeArray(e, typeInt64, x, func(v int64) { e.u64(uint64(v)) })
+	case []float64:
+		writeArray(e, typeFloat64, x, func(v float64) { e.u64(math.Float64bits(v)) })
+	case []any:
+		// Nested arrays: every element must be an array itself.
+		e.u32(typeArray)
+		e.u64(uint64(len(x)))
+		for _, el := range x {
+			if vt, err := valueType(el); err != nil || vt != typeArray {
+				return errors.New("nested array elements must be arrays")
+			}
+			if err := e.payload(el); err != nil {
+				return err
+			}
+		}
+	}
+	return e.err
+}
+
+func writeArray[T any](e *encoder, et uint32, xs []T, put func(T)) {
+	e.u32(et)
+	e.u64(uint64(len(xs)))
+	for _, x := range xs {
+		put(x)
+	}
+}

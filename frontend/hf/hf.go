@@ -1,0 +1,277 @@
+// Package hf imports Hugging Face model folders: config.json, safetensors
+// weights (single or sharded) and the tokenizer, from tokenizer.model
+// (SentencePiece), tokenizer.json (byte-level BPE) or vocab.json with
+// merges.txt.
+package hf
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/lqc-dev/lqc/frontend/safetensors"
+	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/ir/arch"
+)
+
+// IsModelDir reports whether dir looks like a Hugging Face model folder.
+func IsModelDir(dir string) bool {
+	st, err := os.Stat(filepath.Join(dir, "config.json"))
+	return err == nil && st.Mode().IsRegular()
+}
+
+// Load imports the model in dir. Weights stay in the mapped files until
+// read; Close the model when done.
+func Load(dir string) (*ir.Model, error) {
+	cfgPath := filepath.Join(dir, "config.json")
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := arch.ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	mt, err := cfg.ModelType()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	a, err := arch.ForHF(mt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	p, err := a.ParamsFromHF(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := load(dir, cfg, a, p, set)
+	if err != nil {
+		set.Close()
+		return nil, err
+	}
+	m.OnClose(set.Close)
+	return m, nil
+}
+
+func load(dir string, cfg arch.Config, a arch.Arch, p ir.HParams, set *safetensors.Set) (*ir.Model, error) {
+	weights := map[string]*ir.Tensor{}
+	from := map[string]string{}
+	for _, name := range set.Names() {
+		canon, fix, ok, err := a.MapHF(name, p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+		if !ok {
+			continue
+		}
+		if prev, dup := from[canon]; dup {
+			return nil, fmt.Errorf("%s: tensors %s and %s both map to %s", dir, prev, name, canon)
+		}
+		t, err := set.Tensor(name)
+		if err != nil {
+			return nil, err
+		}
+		t = t.WithName(canon)
+		if fix != nil {
+			if t, err = fix(t, p); err != nil {
+				return nil, fmt.Errorf("%s: %w", dir, err)
+			}
+		}
+		weights[canon], from[canon] = t, name
+	}
+	if err := a.CompleteHF(cfg, p, weights); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	vocab, err := loadVocab(dir, cfg, p.VocabSize)
+	if err != nil {
+		return nil, err
+	}
+	m, err := arch.NewModel(a, filepath.Base(filepath.Clean(dir)), p, weights, vocab)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	m.Source = dir
+	return m, nil
+}
+
+// loadVocab reads the tokenizer: tokenizer.model first (SentencePiece, as
+// llama.cpp's converter prefers it), else tokenizer.json, else vocab.json
+// with merges.txt.
+func loadVocab(dir string, cfg arch.Config, vocabSize int) (*ir.Vocab, error) {
+	tc, err := readTokenizerConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	var v *ir.Vocab
+	spmPath := filepath.Join(dir, "tokenizer.model")
+	tjPath := filepath.Join(dir, "tokenizer.json")
+	vjPath, mtPath := filepath.Join(dir, "vocab.json"), filepath.Join(dir, "merges.txt")
+	switch {
+	case exists(spmPath):
+		data, err := os.ReadFile(spmPath)
+		if err != nil {
+			return nil, err
+		}
+		pieces, err := parseSPM(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", spmPath, err)
+		}
+		if v, err = spmVocab(pieces, vocabSize); err != nil {
+			return nil, fmt.Errorf("%s: %w", spmPath, err)
+		}
+		if err := applyAddedTokens(v, tc); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "tokenizer_config.json"), err)
+		}
+	case exists(tjPath):
+		data, err := os.ReadFile(tjPath)
+		if err != nil {
+			return nil, err
+		}
+		if v, err = parseTokenizerJSON(data, vocabSize); err != nil {
+			return nil, fmt.Errorf("%s: %w", tjPath, err)
+		}
+	case exists(vjPath) && exists(mtPath):
+		vj, err := os.ReadFile(vjPath)
+		if err != nil {
+			return nil, err
+		}
+		mt, err := os.ReadFile(mtPath)
+		if err != nil {
+			return nil, err
+		}
+		if v, err = parseVocabMerges(vj, mt, tc.added(), vocabSize); err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+	default:
+		return nil, fmt.Errorf("%s: no tokenizer (want tokenizer.model, tokenizer.json, or vocab.json with merges.txt)", dir)
+	}
+	if err := setSpecialTokens(v, tc, cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return v, nil
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// tokenizerConfig is the part of tokenizer_config.json lqc reads.
+type tokenizerConfig struct {
+	AddBOS       *bool                      `json:"add_bos_token"`
+	AddEOS       *bool                      `json:"add_eos_token"`
+	ChatTemplate json.RawMessage            `json:"chat_template"`
+	AddedDecoder map[string]addedTokenEntry `json:"added_tokens_decoder"`
+	Tokens       map[string]json.RawMessage `json:"-"`
+}
+
+type addedTokenEntry struct {
+	Content string `json:"content"`
+	Special bool   `json:"special"`
+}
+
+func readTokenizerConfig(dir string) (*tokenizerConfig, error) {
+	path := filepath.Join(dir, "tokenizer_config.json")
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &tokenizerConfig{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	tc := &tokenizerConfig{}
+	if err := json.Unmarshal(data, tc); err != nil {
+		return nil, fmt.Errorf("%s: invalid JSON: %w", path, err)
+	}
+	if err := json.Unmarshal(data, &tc.Tokens); err != nil {
+		return nil, fmt.Errorf("%s: invalid JSON: %w", path, err)
+	}
+	return tc, nil
+}
+
+func (tc *tokenizerConfig) added() []addedToken {
+	var out []addedToken
+	for id, e := range tc.AddedDecoder {
+		var n int
+		if _, err := fmt.Sscan(id, &n); err == nil {
+			out = append(out, addedToken{ID: n, Content: e.Content, Special: e.Special})
+		}
+	}
+	return out
+}
+
+// applyAddedTokens lets tokenizer_config.json's added tokens claim unused
+// SentencePiece ids, as llama.cpp's converter does.
+func applyAddedTokens(v *ir.Vocab, tc *tokenizerConfig) error {
+	for _, a := range tc.added() {
+		if a.ID < 0 || a.ID >= len(v.Tokens) {
+			return fmt.Errorf("added token %q has id %d beyond the vocabulary (%d)", a.Content, a.ID, len(v.Tokens))
+		}
+		if v.Types[a.ID] != ir.TokenUnused {
+			continue // the model already defines this id
+		}
+		v.Tokens[a.ID], v.Scores[a.ID] = a.Content, -1000
+		v.Types[a.ID] = ir.TokenUserDefined
+		if a.Special {
+			v.Types[a.ID] = ir.TokenControl
+		}
+	}
+	return nil
+}
+
+// setSpecialTokens resolves bos/eos/unk/pad: tokenizer_config.json names
+// the token text, config.json may give the id; add_bos_token and
+// add_eos_token and the chat template come from tokenizer_config.json.
+func setSpecialTokens(v *ir.Vocab, tc *tokenizerConfig, cfg arch.Config) error {
+	for _, s := range []struct {
+		name string
+		dst  *int32
+	}{{"bos", &v.BOS}, {"eos", &v.EOS}, {"unk", &v.UNK}, {"pad", &v.PAD}} {
+		if text := tokenText(tc.Tokens[s.name+"_token"]); text != "" {
+			if id := v.Find(text); id != ir.NoToken {
+				*s.dst = id
+				continue
+			}
+		}
+		if _, ok := cfg[s.name+"_token_id"]; ok {
+			id, err := cfg.Int(s.name + "_token_id")
+			if err != nil {
+				// Some configs list several ids; llama.cpp takes none then.
+				continue
+			}
+			if id >= len(v.Tokens) {
+				return fmt.Errorf("config.json %s_token_id %d is beyond the vocabulary (%d)", s.name, id, len(v.Tokens))
+			}
+			*s.dst = int32(id)
+		}
+	}
+	v.AddBOS, v.AddEOS = tc.AddBOS, tc.AddEOS
+	var tmpl string
+	if json.Unmarshal(tc.ChatTemplate, &tmpl) == nil {
+		v.ChatTemplate = tmpl
+	}
+	return nil
+}
+
+// tokenText reads a special-token entry: a string, or {"content": ...}.
+func tokenText(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var obj struct {
+		Content string `json:"content"`
+	}
+	if json.Unmarshal(raw, &obj) == nil {
+		return obj.Content
+	}
+	return ""
+}

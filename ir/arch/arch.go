@@ -1,0 +1,185 @@
+// Package arch is the one place each model architecture is described:
+// its hyper-parameters as config.json and GGUF spell them, its canonical
+// tensor set (named as GGUF names them), how Hugging Face tensor names and
+// layouts map onto it, and the builder of its forward graph. Frontends,
+// codegen and the runtime all go through this package, so an
+// architecture's facts are written once.
+package arch
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/lqc-dev/lqc/ir"
+)
+
+// Arch describes one model architecture.
+type Arch interface {
+	// Name is the architecture as GGUF's general.architecture spells it.
+	Name() string
+	// HFModelTypes are the config.json model_type values it accepts.
+	HFModelTypes() []string
+	// ParamsFromHF reads hyper-parameters from a parsed config.json.
+	ParamsFromHF(cfg Config) (ir.HParams, error)
+	// ParamsFromGGUF reads hyper-parameters from GGUF metadata.
+	ParamsFromGGUF(md ir.Metadata) (ir.HParams, error)
+	// GGUFMetadata writes hyper-parameters as GGUF metadata.
+	GGUFMetadata(p ir.HParams) ir.Metadata
+	// Tensors is the canonical tensor set for p.
+	Tensors(p ir.HParams) []TensorSpec
+	// MapHF maps a Hugging Face tensor name onto the canonical set. It
+	// returns ok=false for buffers the converter drops, and the layout
+	// fix (a q/k un-permutation, a transpose) the tensor needs.
+	MapHF(name string, p ir.HParams) (canonical string, fix Fix, ok bool, err error)
+	// CompleteHF checks the mapped tensors against config.json and adds
+	// those llama.cpp's converter derives rather than reads (gpt2's copy
+	// of the tied embedding as output.weight).
+	CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error
+	// Build returns the forward graph over the given weights.
+	Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, error)
+}
+
+// Fix rewrites a tensor's layout lazily.
+type Fix func(t *ir.Tensor, p ir.HParams) (*ir.Tensor, error)
+
+// TensorSpec is one tensor of the canonical set. Shape is row-major.
+type TensorSpec struct {
+	Name     string
+	Shape    []int64
+	Optional bool
+}
+
+var registry = map[string]Arch{}
+
+func register(a Arch) { registry[a.Name()] = a }
+
+// Lookup returns the architecture named as GGUF names it.
+func Lookup(name string) (Arch, error) {
+	if a, ok := registry[name]; ok {
+		return a, nil
+	}
+	return nil, fmt.Errorf("unknown architecture %q (lqc supports %s)", name, strings.Join(Names(), ", "))
+}
+
+// ForHF finds the architecture for a config.json model_type.
+func ForHF(modelType string) (Arch, error) {
+	for _, a := range registry {
+		for _, t := range a.HFModelTypes() {
+			if t == modelType {
+				return a, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("unknown architecture model_type %q (lqc supports %s)", modelType, strings.Join(Names(), ", "))
+}
+
+// Names lists the supported architectures.
+func Names() []string {
+	var ns []string
+	for n := range registry {
+		ns = append(ns, n)
+	}
+	sort.Strings(ns)
+	return ns
+}
+
+// NewModel validates weights against a's canonical tensor set and builds
+// the model's graph.
+func NewModel(a Arch, name string, p ir.HParams, weights map[string]*ir.Tensor, vocab *ir.Vocab) (*ir.Model, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", a.Name(), err)
+	}
+	if err := CheckTensors(a, p, weights); err != nil {
+		return nil, err
+	}
+	if vocab != nil {
+		if err := vocab.Validate(); err != nil {
+			return nil, err
+		}
+		if len(vocab.Tokens) != p.VocabSize {
+			return nil, fmt.Errorf("vocabulary has %d tokens, model expects %d", len(vocab.Tokens), p.VocabSize)
+		}
+	}
+	g, err := a.Build(p, weights)
+	if err != nil {
+		return nil, fmt.Errorf("%s graph: %w", a.Name(), err)
+	}
+	if err := g.Verify(); err != nil {
+		return nil, err
+	}
+	return &ir.Model{Arch: a.Name(), Name: name, Params: p, Vocab: vocab, Graph: g}, nil
+}
+
+// CheckTensors reports missing, unexpected and mis-shaped tensors.
+func CheckTensors(a Arch, p ir.HParams, weights map[string]*ir.Tensor) error {
+	specs := a.Tensors(p)
+	known := map[string]bool{}
+	for _, s := range specs {
+		known[s.Name] = true
+		t, ok := weights[s.Name]
+		if !ok {
+			if s.Optional {
+				continue
+			}
+			return fmt.Errorf("%s model is missing tensor %s", a.Name(), s.Name)
+		}
+		if !equalInts(t.Shape, s.Shape) {
+			return fmt.Errorf("tensor %s has shape %v, %s with these hyper-parameters needs %v", s.Name, t.Shape, a.Name(), s.Shape)
+		}
+	}
+	var extra []string
+	for n := range weights {
+		if !known[n] {
+			extra = append(extra, n)
+		}
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return fmt.Errorf("%s model has unexpected tensors: %s", a.Name(), strings.Join(extra, ", "))
+	}
+	return nil
+}
+
+// Ordered returns the weights in canonical order.
+func Ordered(a Arch, p ir.HParams, weights map[string]*ir.Tensor) []*ir.Tensor {
+	var ts []*ir.Tensor
+	for _, s := range a.Tensors(p) {
+		if t, ok := weights[s.Name]; ok {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+func equalInts(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+var layerName = regexp.MustCompile(`^(.*?)(\d+)\.(.*)$`)
+
+// splitLayer splits "prefix.N.rest" at its first layer index.
+func splitLayer(name string) (prefix string, layer int, rest string, ok bool) {
+	m := layerName.FindStringSubmatch(name)
+	if m == nil {
+		return "", 0, "", false
+	}
+	n, err := strconv.Atoi(m[2])
+	if err != nil {
+		return "", 0, "", false
+	}
+	return m[1], n, m[3], true
+}
+
+// blk names a per-layer tensor the way GGUF does.
+func blk(i int, name string) string { return fmt.Sprintf("blk.%d.%s", i, name) }

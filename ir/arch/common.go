@@ -1,0 +1,74 @@
+package arch
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/quant"
+)
+
+// SeqDim is the symbolic sequence length of the forward graphs.
+const SeqDim = "seq"
+
+// graphInputs adds the token-id and position inputs every decoder graph
+// takes.
+func graphInputs(g *ir.Graph) (tokens, pos *ir.Value) {
+	seq := ir.Shape{ir.Sym(SeqDim)}
+	return g.Input("tokens", quant.I32, seq), g.Input("pos", quant.I32, seq)
+}
+
+// weightSet adds weights to a graph in canonical order and looks them up
+// by name for the builder.
+type weightSet struct {
+	vals map[string]*ir.Value
+}
+
+func addWeights(g *ir.Graph, a Arch, p ir.HParams, weights map[string]*ir.Tensor) *weightSet {
+	ws := &weightSet{vals: map[string]*ir.Value{}}
+	for _, t := range Ordered(a, p, weights) {
+		ws.vals[t.Name] = g.AddWeight(t)
+	}
+	return ws
+}
+
+// get returns the weight value; a missing one is a builder bug caught by
+// the nil-input check of ir.Builder.
+func (ws *weightSet) get(name string) *ir.Value { return ws.vals[name] }
+
+func (ws *weightSet) has(name string) bool { return ws.vals[name] != nil }
+
+// attention appends scaled dot-product causal attention over q[T,H,d],
+// k[T,Hkv,d], v[T,Hkv,d] and returns the heads concatenated, [T, H·d].
+// It is spelled out (MatMul, Scale, CausalMask, Softmax, MatMul) so that
+// passes see the pattern; grouped-query heads share K and V through
+// MatMul's grouped batch broadcast instead of copies.
+func attention(b *ir.Builder, q, k, v *ir.Value, p ir.HParams) *ir.Value {
+	hd := int64(p.HeadDim())
+	toHeads := ir.Attrs{"perm": []int64{1, 0, 2}}
+	qh := b.Op("Permute", toHeads, q)
+	kh := b.Op("Permute", toHeads, k)
+	vh := b.Op("Permute", toHeads, v)
+	s := b.Op("MatMul", ir.Attrs{"transpose_b": true}, qh, kh)
+	s = b.Op("Scale", ir.Attrs{"scale": 1 / math.Sqrt(float64(hd))}, s)
+	s = b.Op("CausalMask", nil, s)
+	s = b.Op("Softmax", nil, s)
+	o := b.Op("MatMul", nil, s, vh)
+	o = b.Op("Permute", toHeads, o)
+	return b.Op("Reshape", ir.Attrs{"shape": []int64{-1, int64(p.HeadCount) * hd}}, o)
+}
+
+func heads(b *ir.Builder, x *ir.Value, n, hd int) *ir.Value {
+	return b.Op("Reshape", ir.Attrs{"shape": []int64{-1, int64(n), int64(hd)}}, x)
+}
+
+func requireUntiedConsistent(cfg Config, ts map[string]*ir.Tensor, out, lmHead string) error {
+	tied, err := cfg.BoolOr("tie_word_embeddings", false)
+	if err != nil {
+		return err
+	}
+	if _, ok := ts[out]; !ok && !tied {
+		return fmt.Errorf("config.json sets tie_word_embeddings false, but the checkpoint has no %s", lmHead)
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package arch
+
+import (
+	"fmt"
+
+	"github.com/lqc-dev/lqc/ir"
+)
+
+// paramsFromGGUF reads the "<arch>.*" hyper-parameter keys llama.cpp's
+// converter writes. rms selects the RMSNorm epsilon key over LayerNorm's.
+func paramsFromGGUF(a string, md ir.Metadata, rms bool) (ir.HParams, error) {
+	var p ir.HParams
+	var err error
+	get := func(dst *int, key string) {
+		if err != nil {
+			return
+		}
+		var u uint64
+		if u, err = md.Uint(a + "." + key); err == nil {
+			*dst = int(u)
+		}
+	}
+	get(&p.EmbeddingLength, "embedding_length")
+	get(&p.BlockCount, "block_count")
+	get(&p.FeedForwardLength, "feed_forward_length")
+	get(&p.HeadCount, "attention.head_count")
+	get(&p.ContextLength, "context_length")
+	if err != nil {
+		return p, err
+	}
+	p.HeadCountKV = p.HeadCount
+	if _, ok := md.Get(a + ".attention.head_count_kv"); ok {
+		get(&p.HeadCountKV, "attention.head_count_kv")
+	}
+	if p.HeadCount > 0 {
+		p.RopeDimensionCount = p.EmbeddingLength / p.HeadCount
+	}
+	epsKey := a + ".attention.layer_norm_epsilon"
+	if rms {
+		epsKey = a + ".attention.layer_norm_rms_epsilon"
+		if _, ok := md.Get(a + ".rope.dimension_count"); ok {
+			get(&p.RopeDimensionCount, "rope.dimension_count")
+		}
+		p.RopeFreqBase = 10000
+		if _, ok := md.Get(a + ".rope.freq_base"); ok {
+			f, ferr := md.Float(a + ".rope.freq_base")
+			if ferr != nil {
+				return p, ferr
+			}
+			p.RopeFreqBase = float32(f)
+		}
+	} else {
+		p.RopeDimensionCount = 0
+	}
+	eps, err := md.Float(epsKey)
+	if err != nil {
+		return p, err
+	}
+	p.NormEpsilon = float32(eps)
+	if _, ok := md.Get(a + ".vocab_size"); ok {
+		get(&p.VocabSize, "vocab_size")
+	} else if toks, ok := md.Get("tokenizer.ggml.tokens"); ok {
+		if s, ok := toks.([]string); ok {
+			p.VocabSize = len(s)
+		}
+	}
+	if err != nil {
+		return p, err
+	}
+	if p.VocabSize == 0 {
+		return p, fmt.Errorf("cannot tell the vocabulary size: neither %s.vocab_size nor tokenizer.ggml.tokens is present", a)
+	}
+	return p, nil
+}

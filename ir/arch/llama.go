@@ -1,0 +1,213 @@
+package arch
+
+import (
+	"fmt"
+
+	"github.com/lqc-dev/lqc/ir"
+)
+
+func init() { register(llama{}) }
+
+// llama covers Llama 1/2-style decoders (and llama2.c checkpoints): RMSNorm,
+// rotary embeddings on adjacent pairs, grouped-query attention, a SiLU-gated
+// MLP, an optional untied classifier.
+type llama struct{}
+
+func (llama) Name() string           { return "llama" }
+func (llama) HFModelTypes() []string { return []string{"llama"} }
+
+func (llama) ParamsFromHF(c Config) (ir.HParams, error) {
+	var p ir.HParams
+	var err error
+	get := func(dst *int, keys ...string) {
+		if err == nil {
+			*dst, err = c.Int(keys...)
+		}
+	}
+	get(&p.EmbeddingLength, "hidden_size")
+	get(&p.BlockCount, "num_hidden_layers")
+	get(&p.FeedForwardLength, "intermediate_size")
+	get(&p.HeadCount, "num_attention_heads")
+	get(&p.ContextLength, "max_position_embeddings")
+	get(&p.VocabSize, "vocab_size")
+	if err != nil {
+		return p, err
+	}
+	if p.HeadCountKV, err = c.IntOr(p.HeadCount, "num_key_value_heads"); err != nil {
+		return p, err
+	}
+	if p.HeadCount == 0 {
+		return p, fmt.Errorf("num_attention_heads is 0")
+	}
+	if hd, err := c.IntOr(p.EmbeddingLength/p.HeadCount, "head_dim"); err != nil {
+		return p, err
+	} else if hd != p.EmbeddingLength/p.HeadCount {
+		return p, fmt.Errorf("head_dim %d differs from hidden_size/num_attention_heads; lqc does not support that yet", hd)
+	}
+	p.RopeDimensionCount = p.EmbeddingLength / p.HeadCount
+	eps, err := c.FloatOr("rms_norm_eps", -1)
+	if err != nil {
+		return p, err
+	}
+	if eps < 0 {
+		return p, fmt.Errorf("missing key rms_norm_eps")
+	}
+	p.NormEpsilon = float32(eps)
+	theta, err := c.FloatOr("rope_theta", 10000)
+	if err != nil {
+		return p, err
+	}
+	p.RopeFreqBase = float32(theta)
+	if rs, ok := c["rope_scaling"]; ok && rs != nil {
+		return p, fmt.Errorf("rope_scaling %v is not supported yet", rs)
+	}
+	for _, k := range []string{"attention_bias", "mlp_bias"} {
+		if b, err := c.BoolOr(k, false); err != nil {
+			return p, err
+		} else if b {
+			return p, fmt.Errorf("%s true is not supported", k)
+		}
+	}
+	return p, nil
+}
+
+func (llama) ParamsFromGGUF(md ir.Metadata) (ir.HParams, error) {
+	return paramsFromGGUF("llama", md, true)
+}
+
+func (llama) GGUFMetadata(p ir.HParams) ir.Metadata {
+	return ir.Metadata{
+		{Key: "llama.vocab_size", Value: uint32(p.VocabSize)},
+		{Key: "llama.context_length", Value: uint32(p.ContextLength)},
+		{Key: "llama.embedding_length", Value: uint32(p.EmbeddingLength)},
+		{Key: "llama.block_count", Value: uint32(p.BlockCount)},
+		{Key: "llama.feed_forward_length", Value: uint32(p.FeedForwardLength)},
+		{Key: "llama.rope.dimension_count", Value: uint32(p.RopeDimensionCount)},
+		{Key: "llama.rope.freq_base", Value: p.RopeFreqBase},
+		{Key: "llama.attention.head_count", Value: uint32(p.HeadCount)},
+		{Key: "llama.attention.head_count_kv", Value: uint32(p.HeadCountKV)},
+		{Key: "llama.attention.layer_norm_rms_epsilon", Value: p.NormEpsilon},
+	}
+}
+
+func (llama) Tensors(p ir.HParams) []TensorSpec {
+	d, ff, v := int64(p.EmbeddingLength), int64(p.FeedForwardLength), int64(p.VocabSize)
+	kv := int64(p.HeadCountKV * p.HeadDim())
+	ts := []TensorSpec{{Name: "token_embd.weight", Shape: []int64{v, d}}}
+	for i := range p.BlockCount {
+		ts = append(ts,
+			TensorSpec{Name: blk(i, "attn_norm.weight"), Shape: []int64{d}},
+			TensorSpec{Name: blk(i, "attn_q.weight"), Shape: []int64{d, d}},
+			TensorSpec{Name: blk(i, "attn_k.weight"), Shape: []int64{kv, d}},
+			TensorSpec{Name: blk(i, "attn_v.weight"), Shape: []int64{kv, d}},
+			TensorSpec{Name: blk(i, "attn_output.weight"), Shape: []int64{d, d}},
+			TensorSpec{Name: blk(i, "ffn_norm.weight"), Shape: []int64{d}},
+			TensorSpec{Name: blk(i, "ffn_gate.weight"), Shape: []int64{ff, d}},
+			TensorSpec{Name: blk(i, "ffn_down.weight"), Shape: []int64{d, ff}},
+			TensorSpec{Name: blk(i, "ffn_up.weight"), Shape: []int64{ff, d}},
+		)
+	}
+	return append(ts,
+		TensorSpec{Name: "output_norm.weight", Shape: []int64{d}},
+		TensorSpec{Name: "output.weight", Shape: []int64{v, d}, Optional: true},
+	)
+}
+
+var llamaHFLayer = map[string]string{
+	"input_layernorm.weight":          "attn_norm.weight",
+	"self_attn.q_proj.weight":         "attn_q.weight",
+	"self_attn.k_proj.weight":         "attn_k.weight",
+	"self_attn.v_proj.weight":         "attn_v.weight",
+	"self_attn.o_proj.weight":         "attn_output.weight",
+	"post_attention_layernorm.weight": "ffn_norm.weight",
+	"mlp.gate_proj.weight":            "ffn_gate.weight",
+	"mlp.up_proj.weight":              "ffn_up.weight",
+	"mlp.down_proj.weight":            "ffn_down.weight",
+}
+
+func (llama) MapHF(name string, p ir.HParams) (string, Fix, bool, error) {
+	switch name {
+	case "model.embed_tokens.weight":
+		return "token_embd.weight", nil, true, nil
+	case "model.norm.weight":
+		return "output_norm.weight", nil, true, nil
+	case "lm_head.weight":
+		return "output.weight", nil, true, nil
+	}
+	prefix, i, rest, ok := splitLayer(name)
+	if ok && prefix == "model.layers." {
+		if rest == "self_attn.rotary_emb.inv_freq" {
+			return "", nil, false, nil // a cached RoPE table, recomputed at run time
+		}
+		if g, ok := llamaHFLayer[rest]; ok {
+			switch rest {
+			case "self_attn.q_proj.weight":
+				return blk(i, g), unpermuteQK(p.HeadCount), true, nil
+			case "self_attn.k_proj.weight":
+				return blk(i, g), unpermuteQK(p.HeadCountKV), true, nil
+			}
+			return blk(i, g), nil, true, nil
+		}
+	}
+	return "", nil, false, fmt.Errorf("unexpected tensor %s for llama", name)
+}
+
+// unpermuteQK undoes the row permutation Hugging Face's conversion applies
+// to q_proj/k_proj: HF's rotate_half RoPE pairs dimension i with i+d/2 of
+// each head, GGUF llama pairs 2i with 2i+1. Row h·d + 2i + j of the GGUF
+// tensor is row h·d + j·d/2 + i of the HF one.
+func unpermuteQK(nHead int) Fix {
+	return func(t *ir.Tensor, p ir.HParams) (*ir.Tensor, error) {
+		rows := t.Rows()
+		if nHead <= 0 || rows%int64(nHead) != 0 || (rows/int64(nHead))%2 != 0 {
+			return nil, fmt.Errorf("tensor %s: %d rows cannot be split into %d heads of even size", t.Name, rows, nHead)
+		}
+		hd := rows / int64(nHead)
+		return ir.PermuteRows(t, func(r int64) int64 {
+			h, w := r/hd, r%hd
+			return h*hd + (w%2)*(hd/2) + w/2
+		}), nil
+	}
+}
+
+func (llama) CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error {
+	return requireUntiedConsistent(cfg, ts, "output.weight", "lm_head.weight")
+}
+
+func (a llama) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, error) {
+	g := ir.NewGraph("llama")
+	b := ir.NewBuilder(g)
+	w := addWeights(g, a, p, weights)
+	tokens, pos := graphInputs(g)
+	eps := ir.Attrs{"eps": float64(p.NormEpsilon)}
+	rope := ir.Attrs{"n_dims": int64(p.RopeDimensionCount), "freq_base": float64(p.RopeFreqBase), "mode": "normal"}
+	hd := p.HeadDim()
+
+	x := b.Op("Embedding", nil, w.get("token_embd.weight"), tokens)
+	for i := range p.BlockCount {
+		h := b.Op("RMSNorm", eps, x, w.get(blk(i, "attn_norm.weight")))
+		q := heads(b, b.Op("Linear", nil, h, w.get(blk(i, "attn_q.weight"))), p.HeadCount, hd)
+		k := heads(b, b.Op("Linear", nil, h, w.get(blk(i, "attn_k.weight"))), p.HeadCountKV, hd)
+		v := heads(b, b.Op("Linear", nil, h, w.get(blk(i, "attn_v.weight"))), p.HeadCountKV, hd)
+		q = b.Op("RoPE", rope, q, pos)
+		k = b.Op("RoPE", rope, k, pos)
+		o := attention(b, q, k, v, p)
+		x = b.Op("Add", nil, x, b.Op("Linear", nil, o, w.get(blk(i, "attn_output.weight"))))
+		h = b.Op("RMSNorm", eps, x, w.get(blk(i, "ffn_norm.weight")))
+		gate := b.Op("SiLU", nil, b.Op("Linear", nil, h, w.get(blk(i, "ffn_gate.weight"))))
+		up := b.Op("Linear", nil, h, w.get(blk(i, "ffn_up.weight")))
+		down := b.Op("Linear", nil, b.Op("Mul", nil, gate, up), w.get(blk(i, "ffn_down.weight")))
+		x = b.Named(b.Op("Add", nil, x, down), fmt.Sprintf("blk%d", i))
+	}
+	x = b.Op("RMSNorm", eps, x, w.get("output_norm.weight"))
+	head := "output.weight"
+	if !w.has(head) {
+		head = "token_embd.weight" // tied classifier
+	}
+	logits := b.Named(b.Op("Linear", nil, x, w.get(head)), "logits")
+	if err := b.Err(); err != nil {
+		return nil, err
+	}
+	g.Outputs = []*ir.Value{logits}
+	return g, nil
+}

@@ -1,0 +1,236 @@
+package ir
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/lqc-dev/lqc/quant"
+)
+
+// Dim is one dimension of a shape: a known size, or a symbol such as
+// "seq" for sizes fixed only at run time.
+type Dim struct {
+	Size int64
+	Sym  string
+}
+
+// D makes a known dimension; Sym makes a symbolic one.
+func D(n int64) Dim       { return Dim{Size: n} }
+func Sym(s string) Dim    { return Dim{Sym: s} }
+func (d Dim) Known() bool { return d.Sym == "" }
+
+func (d Dim) String() string {
+	if d.Sym != "" {
+		return d.Sym
+	}
+	return strconv.FormatInt(d.Size, 10)
+}
+
+// Shape is a row-major list of dimensions.
+type Shape []Dim
+
+// Dims makes a shape of known sizes.
+func Dims(ns ...int64) Shape {
+	s := make(Shape, len(ns))
+	for i, n := range ns {
+		s[i] = D(n)
+	}
+	return s
+}
+
+func (s Shape) Equal(o Shape) bool {
+	if len(s) != len(o) {
+		return false
+	}
+	for i := range s {
+		if s[i] != o[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s Shape) String() string {
+	parts := make([]string, len(s))
+	for i, d := range s {
+		parts[i] = d.String()
+	}
+	return "[" + strings.Join(parts, ",") + "]"
+}
+
+// Value is an SSA value of the graph: a graph input, a weight, or the
+// output of a node.
+type Value struct {
+	ID     int
+	Name   string
+	Weight *Tensor // non-nil for weights; their type and shape are the tensor's
+	Def    *Node   // the node producing the value; nil for inputs and weights
+	typ    quant.Type
+	shape  Shape
+}
+
+// Type is the value's element type: F32 or I32 for activations, the
+// storage type for weights.
+func (v *Value) Type() quant.Type {
+	if v.Weight != nil {
+		return v.Weight.Type
+	}
+	return v.typ
+}
+
+// Shape is the value's shape.
+func (v *Value) Shape() Shape {
+	if v.Weight != nil {
+		return Dims(v.Weight.Shape...)
+	}
+	return v.shape
+}
+
+// Ref is how the printer and error messages name the value.
+func (v *Value) Ref() string {
+	if v.Weight != nil {
+		return "@" + v.Weight.Name
+	}
+	if v.Name != "" {
+		return "%" + v.Name
+	}
+	return "%" + strconv.Itoa(v.ID)
+}
+
+// Attrs are a node's static parameters. Values are int64, float64, bool,
+// string or []int64.
+type Attrs map[string]any
+
+func (a Attrs) Int(k string) int64     { v, _ := a[k].(int64); return v }
+func (a Attrs) Float(k string) float64 { v, _ := a[k].(float64); return v }
+func (a Attrs) Bool(k string) bool     { v, _ := a[k].(bool); return v }
+func (a Attrs) Str(k string) string    { v, _ := a[k].(string); return v }
+func (a Attrs) Ints(k string) []int64  { v, _ := a[k].([]int64); return v }
+func (a Attrs) Has(k string) bool      { _, ok := a[k]; return ok }
+
+// Node applies an operation to input values, defining output values.
+type Node struct {
+	Op      string
+	Inputs  []*Value
+	Outputs []*Value
+	Attrs   Attrs
+}
+
+// Graph is a dataflow graph in SSA form, with nodes in topological order.
+type Graph struct {
+	Name    string
+	Inputs  []*Value
+	Outputs []*Value
+	Weights []*Value
+	Nodes   []*Node
+	nextID  int
+}
+
+// NewGraph makes an empty graph.
+func NewGraph(name string) *Graph { return &Graph{Name: name} }
+
+func (g *Graph) newValue() *Value {
+	v := &Value{ID: g.nextID}
+	g.nextID++
+	return v
+}
+
+// Input adds a graph input.
+func (g *Graph) Input(name string, t quant.Type, s Shape) *Value {
+	v := g.newValue()
+	v.Name, v.typ, v.shape = name, t, s
+	g.Inputs = append(g.Inputs, v)
+	return v
+}
+
+// AddWeight adds a weight value for t.
+func (g *Graph) AddWeight(t *Tensor) *Value {
+	v := g.newValue()
+	v.Weight = t
+	g.Weights = append(g.Weights, v)
+	return v
+}
+
+// WeightValue returns the weight value named name, or nil.
+func (g *Graph) WeightValue(name string) *Value {
+	for _, w := range g.Weights {
+		if w.Weight.Name == name {
+			return w
+		}
+	}
+	return nil
+}
+
+// Apply appends a node running op on the inputs and returns its outputs,
+// whose types and shapes the op's inference rule derives.
+func (g *Graph) Apply(op string, attrs Attrs, inputs ...*Value) ([]*Value, error) {
+	def, ok := ops[op]
+	if !ok {
+		return nil, fmt.Errorf("unknown op %q", op)
+	}
+	n := &Node{Op: op, Inputs: inputs, Attrs: attrs}
+	outs, err := def.infer(n)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	for _, o := range outs {
+		v := g.newValue()
+		v.typ, v.shape, v.Def = o.Type, o.Shape, n
+		n.Outputs = append(n.Outputs, v)
+	}
+	g.Nodes = append(g.Nodes, n)
+	return n.Outputs, nil
+}
+
+// Users returns, for every value, the nodes that read it.
+func (g *Graph) Users() map[*Value][]*Node {
+	u := map[*Value][]*Node{}
+	for _, n := range g.Nodes {
+		for _, in := range n.Inputs {
+			u[in] = append(u[in], n)
+		}
+	}
+	return u
+}
+
+// Builder appends nodes to a graph and keeps the first error, so that an
+// architecture's graph reads as straight-line code.
+type Builder struct {
+	G   *Graph
+	err error
+}
+
+// NewBuilder returns a builder for g.
+func NewBuilder(g *Graph) *Builder { return &Builder{G: g} }
+
+// Op applies a single-output op; after an error it returns nil and does
+// nothing more.
+func (b *Builder) Op(op string, attrs Attrs, inputs ...*Value) *Value {
+	if b.err != nil {
+		return nil
+	}
+	for _, in := range inputs {
+		if in == nil {
+			b.err = fmt.Errorf("%s: missing input", op)
+			return nil
+		}
+	}
+	outs, err := b.G.Apply(op, attrs, inputs...)
+	if err != nil {
+		b.err = err
+		return nil
+	}
+	return outs[0]
+}
+
+// Named sets the value's name (for the printer) and returns it.
+func (b *Builder) Named(v *Value, name string) *Value {
+	if v != nil {
+		v.Name = name
+	}
+	return v
+}
+
+// Err is the first error met.
+func (b *Builder) Err() error { return b.err }

@@ -1,0 +1,305 @@
+package ir
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/lqc-dev/lqc/quant"
+)
+
+// OutSig is the type and shape of one output, as an op's inference rule
+// derives it.
+type OutSig struct {
+	Type  quant.Type
+	Shape Shape
+}
+
+type opDef struct {
+	doc   string
+	infer func(n *Node) ([]OutSig, error)
+}
+
+// The op set is the vocabulary shared by the architecture builders, the
+// passes and the runtime. Activations are F32 (token ids and positions
+// I32); weights may be stored in any GGML type and are consumed directly.
+var ops = map[string]opDef{
+	"Embedding": {"rows of table[V,D] picked by ids[T] -> f32[T,D]", inferEmbedding},
+	"Linear":    {"x[...,in] · w[out,in]ᵀ (+ bias[out]) -> f32[...,out]", inferLinear},
+	"RMSNorm":   {"x / sqrt(mean(x²)+eps) · w, over the last axis (attr eps)", inferNorm(2)},
+	"LayerNorm": {"(x-mean)/sqrt(var+eps) · w + b, over the last axis (attr eps)", inferNorm(3)},
+	"Add":       {"a + b, b broadcast over a's leading axes", inferBinary},
+	"Mul":       {"a · b, b broadcast over a's leading axes", inferBinary},
+	"SiLU":      {"x · sigmoid(x)", inferUnary},
+	"GELU":      {"GELU, tanh approximation", inferUnary},
+	"Scale":     {"x · scale (attr scale)", inferUnary},
+	"Softmax":   {"softmax over the last axis", inferUnary},
+	"CausalMask": {"x[...,T,S] with -inf where key position > query position " +
+		"(queries are the last T of S positions)", inferCausalMask},
+	"RoPE": {"rotary embedding of x[T,H,d] at positions pos[T] " +
+		"(attrs n_dims, freq_base, mode: \"normal\" rotates adjacent pairs, \"neox\" halves)", inferRoPE},
+	"MatMul": {"a[B,M,K] · b[Bk,K,N] (or bᵀ with transpose_b); when Bk divides B, " +
+		"batch i of a uses batch i/(B/Bk) of b (grouped-query attention)", inferMatMul},
+	"Reshape": {"same values, new shape (attr shape; -1 takes the remaining size)", inferReshape},
+	"Permute": {"axes reordered (attr perm)", inferPermute},
+	"Slice":   {"x[..., start:end] along one axis (attrs axis, start, end)", inferSlice},
+}
+
+// OpNames lists the known ops.
+func OpNames() []string {
+	names := make([]string, 0, len(ops))
+	for n := range ops {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// OpDoc describes op's semantics.
+func OpDoc(op string) string { return ops[op].doc }
+
+// IsOp reports whether op is in the op set.
+func IsOp(op string) bool { _, ok := ops[op]; return ok }
+
+func wantInputs(n *Node, counts ...int) error {
+	for _, c := range counts {
+		if len(n.Inputs) == c {
+			return nil
+		}
+	}
+	want := make([]string, len(counts))
+	for i, c := range counts {
+		want[i] = fmt.Sprint(c)
+	}
+	return fmt.Errorf("takes %s inputs, has %d", strings.Join(want, " or "), len(n.Inputs))
+}
+
+func wantF32(vs ...*Value) error {
+	for _, v := range vs {
+		if v.Type() != quant.F32 {
+			return fmt.Errorf("%s is %v, want F32", v.Ref(), v.Type())
+		}
+	}
+	return nil
+}
+
+func inferEmbedding(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 2); err != nil {
+		return nil, err
+	}
+	table, ids := n.Inputs[0], n.Inputs[1]
+	ts, is := table.Shape(), ids.Shape()
+	if len(ts) != 2 || len(is) != 1 || ids.Type() != quant.I32 {
+		return nil, fmt.Errorf("want table[V,D] and i32 ids[T], have %v%v and %v%v", table.Type(), ts, ids.Type(), is)
+	}
+	return []OutSig{{quant.F32, Shape{is[0], ts[1]}}}, nil
+}
+
+func inferLinear(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 2, 3); err != nil {
+		return nil, err
+	}
+	x, w := n.Inputs[0], n.Inputs[1]
+	if err := wantF32(x); err != nil {
+		return nil, err
+	}
+	xs, ws := x.Shape(), w.Shape()
+	if len(ws) != 2 || len(xs) == 0 || xs[len(xs)-1] != ws[1] {
+		return nil, fmt.Errorf("x%v does not match weight %s%v ([out,in])", xs, w.Ref(), ws)
+	}
+	if len(n.Inputs) == 3 {
+		if bs := n.Inputs[2].Shape(); len(bs) != 1 || bs[0] != ws[0] {
+			return nil, fmt.Errorf("bias %v does not match %d outputs", bs, ws[0].Size)
+		}
+	}
+	out := append(append(Shape{}, xs[:len(xs)-1]...), ws[0])
+	return []OutSig{{quant.F32, out}}, nil
+}
+
+func inferNorm(inputs int) func(*Node) ([]OutSig, error) {
+	return func(n *Node) ([]OutSig, error) {
+		if err := wantInputs(n, inputs); err != nil {
+			return nil, err
+		}
+		x := n.Inputs[0]
+		if err := wantF32(x); err != nil {
+			return nil, err
+		}
+		xs := x.Shape()
+		for _, p := range n.Inputs[1:] {
+			if ps := p.Shape(); len(ps) != 1 || len(xs) == 0 || ps[0] != xs[len(xs)-1] {
+				return nil, fmt.Errorf("parameter %s%v does not match x%v", p.Ref(), ps, xs)
+			}
+		}
+		if !n.Attrs.Has("eps") {
+			return nil, fmt.Errorf("missing attr eps")
+		}
+		return []OutSig{{quant.F32, xs}}, nil
+	}
+}
+
+func inferUnary(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 1); err != nil {
+		return nil, err
+	}
+	if err := wantF32(n.Inputs[0]); err != nil {
+		return nil, err
+	}
+	return []OutSig{{quant.F32, n.Inputs[0].Shape()}}, nil
+}
+
+func inferBinary(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 2); err != nil {
+		return nil, err
+	}
+	a, b := n.Inputs[0], n.Inputs[1]
+	as, bs := a.Shape(), b.Shape()
+	if err := wantF32(a); err != nil {
+		return nil, err
+	}
+	if b.Weight == nil { // weights (norm gains, biases) are converted as they are read
+		if err := wantF32(b); err != nil {
+			return nil, err
+		}
+	}
+	if len(bs) > len(as) || !as[len(as)-len(bs):].Equal(bs) {
+		return nil, fmt.Errorf("cannot broadcast %s%v onto %s%v", b.Ref(), bs, a.Ref(), as)
+	}
+	return []OutSig{{quant.F32, as}}, nil
+}
+
+func inferCausalMask(n *Node) ([]OutSig, error) {
+	out, err := inferUnary(n)
+	if err == nil && len(out[0].Shape) < 2 {
+		err = fmt.Errorf("needs at least 2 axes, has %v", out[0].Shape)
+	}
+	return out, err
+}
+
+func inferRoPE(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 2); err != nil {
+		return nil, err
+	}
+	x, pos := n.Inputs[0], n.Inputs[1]
+	xs, ps := x.Shape(), pos.Shape()
+	if err := wantF32(x); err != nil {
+		return nil, err
+	}
+	if len(xs) != 3 || len(ps) != 1 || ps[0] != xs[0] || pos.Type() != quant.I32 {
+		return nil, fmt.Errorf("want x[T,H,d] and i32 pos[T], have x%v and pos %v%v", xs, pos.Type(), ps)
+	}
+	nd := n.Attrs.Int("n_dims")
+	if nd <= 0 || nd%2 != 0 || !xs[2].Known() || nd > xs[2].Size {
+		return nil, fmt.Errorf("n_dims %d must be even and at most the head size %v", nd, xs[2])
+	}
+	if m := n.Attrs.Str("mode"); m != "normal" && m != "neox" {
+		return nil, fmt.Errorf("mode %q must be normal or neox", m)
+	}
+	return []OutSig{{quant.F32, xs}}, nil
+}
+
+func inferMatMul(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 2); err != nil {
+		return nil, err
+	}
+	a, b := n.Inputs[0], n.Inputs[1]
+	if err := wantF32(a, b); err != nil {
+		return nil, err
+	}
+	as, bs := a.Shape(), b.Shape()
+	if len(as) != 3 || len(bs) != 3 {
+		return nil, fmt.Errorf("want 3-D operands, have %v and %v", as, bs)
+	}
+	k, nn := bs[1], bs[2]
+	if n.Attrs.Bool("transpose_b") {
+		k, nn = bs[2], bs[1]
+	}
+	if as[2] != k {
+		return nil, fmt.Errorf("inner sizes differ: %v and %v", as, bs)
+	}
+	if !as[0].Known() || !bs[0].Known() || bs[0].Size == 0 || as[0].Size%bs[0].Size != 0 {
+		return nil, fmt.Errorf("batch %v is not a multiple of %v", as[0], bs[0])
+	}
+	return []OutSig{{quant.F32, Shape{as[0], as[1], nn}}}, nil
+}
+
+func inferReshape(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 1); err != nil {
+		return nil, err
+	}
+	x := n.Inputs[0]
+	xs := x.Shape()
+	want := n.Attrs.Ints("shape")
+	// Sizes are compared as a known product times at most one symbol.
+	known, sym := int64(1), ""
+	for _, d := range xs {
+		if d.Known() {
+			known *= d.Size
+		} else if sym == "" {
+			sym = d.Sym
+		} else {
+			return nil, fmt.Errorf("cannot reshape %v: more than one symbolic axis", xs)
+		}
+	}
+	out := make(Shape, len(want))
+	rest, infer := known, -1
+	for i, w := range want {
+		switch {
+		case w == -1 && infer < 0:
+			infer = i
+		case w > 0 && rest%w == 0:
+			rest /= w
+			out[i] = D(w)
+		default:
+			return nil, fmt.Errorf("cannot reshape %v to %v", xs, want)
+		}
+	}
+	switch {
+	case infer >= 0 && sym != "" && rest == 1:
+		out[infer] = Sym(sym)
+	case infer >= 0 && sym == "":
+		out[infer] = D(rest)
+	case infer < 0 && sym == "" && rest == 1:
+	default:
+		return nil, fmt.Errorf("cannot reshape %v to %v", xs, want)
+	}
+	return []OutSig{{x.Type(), out}}, nil
+}
+
+func inferPermute(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 1); err != nil {
+		return nil, err
+	}
+	xs := n.Inputs[0].Shape()
+	perm := n.Attrs.Ints("perm")
+	if len(perm) != len(xs) {
+		return nil, fmt.Errorf("perm %v does not match %v", perm, xs)
+	}
+	seen := make([]bool, len(xs))
+	out := make(Shape, len(xs))
+	for i, p := range perm {
+		if p < 0 || int(p) >= len(xs) || seen[p] {
+			return nil, fmt.Errorf("perm %v is not a permutation", perm)
+		}
+		seen[p] = true
+		out[i] = xs[p]
+	}
+	return []OutSig{{n.Inputs[0].Type(), out}}, nil
+}
+
+func inferSlice(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 1); err != nil {
+		return nil, err
+	}
+	xs := n.Inputs[0].Shape()
+	axis, start, end := n.Attrs.Int("axis"), n.Attrs.Int("start"), n.Attrs.Int("end")
+	if axis < 0 {
+		axis += int64(len(xs))
+	}
+	if axis < 0 || int(axis) >= len(xs) || !xs[axis].Known() || start < 0 || end <= start || end > xs[axis].Size {
+		return nil, fmt.Errorf("slice [%d:%d] on axis %d out of range for %v", start, end, n.Attrs.Int("axis"), xs)
+	}
+	out := append(Shape{}, xs...)
+	out[axis] = D(end - start)
+	return []OutSig{{n.Inputs[0].Type(), out}}, nil
+}

@@ -1,0 +1,64 @@
+package passes
+
+import (
+	"fmt"
+
+	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/quant"
+)
+
+// Quantize stores each weight in the type llama-quantize would choose for
+// the file type (see quant.Plan). Weights are rewrapped lazily: nothing is
+// encoded until the tensors are streamed out.
+//
+// For the float file types (F32, F16, BF16) every matrix takes the type, as
+// llama.cpp's converter writes them. Vectors (norm gains, biases) are
+// stored F32 for every file type. Matrices llama-quantize leaves alone
+// (position embeddings) keep their type.
+type Quantize struct {
+	FileType quant.FileType
+	Pure     bool
+}
+
+func (Quantize) Name() string { return "quantize" }
+
+func (q Quantize) Run(m *ir.Model) (Report, error) {
+	plan := quant.Plan{FileType: q.FileType, Pure: q.Pure, HasOutput: m.Weight("output.weight") != nil}
+	float := !q.FileType.Base().Quantized()
+	var r Report
+	requantized := 0
+	for _, w := range m.Graph.Weights {
+		t := w.Weight
+		target := t.Type
+		switch d, err := plan.Choose(t.Name, t.Shape); {
+		case err != nil:
+			return r, err
+		case len(t.Shape) == 1:
+			target = quant.F32
+		case float:
+			target = q.FileType.Base()
+		case d.Quantize:
+			target = d.Type
+			if d.Fallback != "" {
+				r.Notes = append(r.Notes, fmt.Sprintf("%s: %s", t.Name, d.Fallback))
+			}
+		}
+		if target == t.Type {
+			continue
+		}
+		if t.Type.Quantized() {
+			requantized++
+		}
+		nt, err := ir.Convert(t, target)
+		if err != nil {
+			return r, err
+		}
+		w.Weight = nt
+		r.Changed++
+	}
+	if requantized > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("re-quantized %d tensors that were already quantized: accuracy is lost twice; convert from the original weights if you have them", requantized))
+	}
+	m.FileType = q.FileType
+	return r, nil
+}
