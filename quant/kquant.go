@@ -14,10 +14,16 @@ func nearestInt(f float32) int {
 	return int(math.Float32bits(v)&0x007fffff) - 0x00400000
 }
 
-// makeQxQuants picks a symmetric scale for n values quantized to
+// makeQxQuants picks a symmetric scale for n ≤ 16 values quantized to
 // [-nmax, nmax-1], minimising the x²-weighted squared error over a small
 // grid of candidate scales (ggml's make_qx_quants with rmse_type 1 and no
 // importance weights). L receives the levels shifted to [0, 2·nmax).
+//
+// The sums of each candidate are independent of the others, so they are
+// computed three candidates at a time (six independent float chains the
+// CPU overlaps, where one candidate alone waits on add latency) and the
+// winner is then chosen in ggml's order: each sum keeps ggml's order of
+// additions, so the result is bit-identical.
 func makeQxQuants(nmax int, x []float32, L []int8) float32 {
 	amax, mx := amaxSigned(x)
 	if amax < groupMaxEps {
@@ -26,41 +32,60 @@ func makeQxQuants(nmax int, x []float32, L []int8) float32 {
 		}
 		return 0
 	}
+	var w, wx [16]float32
+	for i, xi := range x {
+		w[i] = float32(xi * xi)
+		wx[i] = float32(w[i] * xi)
+	}
 	fnmax := float32(nmax)
+	level := func(iscale, xi float32) int {
+		return clampInt(nearestInt(float32(iscale*xi)), -nmax, nmax-1)
+	}
 	iscale := -fnmax / mx
 	var sumlx, suml2 float32
 	for i, xi := range x {
-		l := clampInt(nearestInt(float32(iscale*xi)), -nmax, nmax-1)
+		l := level(iscale, xi)
 		L[i] = int8(l + nmax)
-		w := float32(xi * xi)
 		fl := float32(l)
-		sumlx += float32(float32(w*xi) * fl)
-		suml2 += float32(float32(w*fl) * fl)
+		sumlx += float32(wx[i] * fl)
+		suml2 += float32(float32(w[i]*fl) * fl)
 	}
 	var scale float32
 	if suml2 != 0 {
 		scale = sumlx / suml2
 	}
 	best := float32(scale * sumlx)
-	for is := -9; is <= 9; is++ {
-		if is == 0 {
-			continue
+
+	// Candidates is = -9..-1, 1..9.
+	var cand [18]struct{ iscale, sumlx, suml2 float32 }
+	for k := range cand {
+		is := k - 9
+		if is >= 0 {
+			is++
 		}
-		iscale = -(fnmax + float32(float32(0.1)*float32(is))) / mx
-		sumlx, suml2 = 0, 0
-		for _, xi := range x {
-			l := float32(clampInt(nearestInt(float32(iscale*xi)), -nmax, nmax-1))
-			w := float32(xi * xi)
-			sumlx += float32(float32(w*xi) * l)
-			suml2 += float32(float32(w*l) * l)
+		cand[k].iscale = -(fnmax + float32(float32(0.1)*float32(is))) / mx
+	}
+	for k := 0; k < len(cand); k += 3 {
+		a, b, c := &cand[k], &cand[k+1], &cand[k+2]
+		var ax, a2, bx, b2, cx, c2 float32
+		for i, xi := range x {
+			la, lb, lc := float32(level(a.iscale, xi)), float32(level(b.iscale, xi)), float32(level(c.iscale, xi))
+			ax += float32(wx[i] * la)
+			a2 += float32(float32(w[i]*la) * la)
+			bx += float32(wx[i] * lb)
+			b2 += float32(float32(w[i]*lb) * lb)
+			cx += float32(wx[i] * lc)
+			c2 += float32(float32(w[i]*lc) * lc)
 		}
-		if suml2 > 0 && float32(sumlx*sumlx) > float32(best*suml2) {
+		a.sumlx, a.suml2, b.sumlx, b.suml2, c.sumlx, c.suml2 = ax, a2, bx, b2, cx, c2
+	}
+	for _, c := range cand {
+		if c.suml2 > 0 && float32(c.sumlx*c.sumlx) > float32(best*c.suml2) {
 			for i, xi := range x {
-				l := clampInt(nearestInt(float32(iscale*xi)), -nmax, nmax-1)
-				L[i] = int8(l + nmax)
+				L[i] = int8(level(c.iscale, xi) + nmax)
 			}
-			scale = sumlx / suml2
-			best = float32(scale * sumlx)
+			scale = c.sumlx / c.suml2
+			best = float32(scale * c.sumlx)
 		}
 	}
 	return scale

@@ -13,14 +13,58 @@ import (
 const qk = 32
 
 // amaxSigned returns the value of largest magnitude in b (the first one
-// on ties) and its magnitude.
+// on ties) and its magnitude, as ggml's "if (amax < fabsf(v))" loop finds
+// them. For floats that are not NaN, magnitudes order like the integers of
+// their bits without the sign, so the maximum is found with integer
+// compares (no unpredictable branches), then located.
 func amaxSigned(b []float32) (amax, max float32) {
+	var m uint32
 	for _, v := range b {
-		if a := abs32(v); amax < a {
-			amax, max = a, v
+		m = bitsMax(m, math.Float32bits(v)&0x7FFFFFFF)
+	}
+	if m == 0 {
+		return 0, 0
+	}
+	if m > 0x7F800000 { // a NaN: ggml's comparisons skip it
+		for _, v := range b {
+			if a := abs32(v); amax < a {
+				amax, max = a, v
+			}
+		}
+		return amax, max
+	}
+	for _, v := range b {
+		if math.Float32bits(v)&0x7FFFFFFF == m {
+			return math.Float32frombits(m), v
 		}
 	}
-	return amax, max
+	return 0, 0 // unreachable
+}
+
+// q8Amax is ggml's "amax = MAX(amax, fabsf(v))" over a block, NaNs
+// included as that macro treats them.
+func q8Amax(b []float32) float32 {
+	var m uint32
+	for _, v := range b {
+		m = bitsMax(m, math.Float32bits(v)&0x7FFFFFFF)
+	}
+	if m <= 0x7F800000 {
+		return math.Float32frombits(m)
+	}
+	var amax float32
+	for _, v := range b {
+		if a := abs32(v); !(amax > a) { // MAX(amax, a)
+			amax = a
+		}
+	}
+	return amax
+}
+
+func bitsMax(a, b uint32) uint32 {
+	if b > a {
+		return b
+	}
+	return a
 }
 
 func minMax(b []float32) (min, max float32) {
@@ -55,10 +99,7 @@ type q8_0Codec struct{}
 func (q8_0Codec) encode(dst []byte, src []float32) {
 	for ; len(src) > 0; src, dst = src[qk:], dst[34:] {
 		b := src[:qk]
-		var amax float32
-		for _, v := range b {
-			amax = max(amax, abs32(v))
-		}
+		amax := q8Amax(b)
 		d := amax / 127
 		id := inverse(d)
 		putF16(dst, d)

@@ -132,7 +132,9 @@ func (f *File) Tensor(i int) (*ir.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.Source().(*ir.BytesSource).OnRelease = func() { mmap.Release(b) }
+	if f.unmap != nil { // only mapped pages may be dropped; heap memory must not be
+		t.Source().(*ir.BytesSource).OnRelease = func() { mmap.Release(b) }
+	}
 	return t, nil
 }
 

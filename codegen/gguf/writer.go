@@ -87,27 +87,23 @@ func WriteFile(ctx context.Context, path string, md ir.Metadata, tensors []*ir.T
 	for _, t := range tensors {
 		total += t.NumBytes()
 	}
-	var done int64
 	threads := opt.Threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	for i, t := range tensors {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := streamTensor(ctx, w, t, threads); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
+	var done int64
+	finished := func(i int) error {
+		t := tensors[i]
 		t.Release()
 		n := t.NumBytes()
-		if err := pad(w, uint64(n), align); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
 		done += n
 		if opt.Progress != nil {
 			opt.Progress(Progress{Index: i + 1, Count: len(tensors), Name: t.Name, Bytes: done, Total: total})
 		}
+		return pad(w, uint64(n), align)
+	}
+	if err := streamTensors(ctx, w, tensors, threads, finished); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
@@ -168,73 +164,101 @@ func pad(w io.Writer, n, align uint64) error {
 	return nil
 }
 
-// chunkBytes is the target size of the row chunks workers produce.
-const chunkBytes = 4 << 20
+// chunkBytes is the target size of the row chunks workers produce: small
+// enough that every tensor splits into many chunks and the workers stay
+// busy, large enough that handing chunks around costs nothing.
+const chunkBytes = 1 << 20
 
-// streamTensor writes t's encoded rows in order. Chunks of rows are
-// produced by up to threads workers and written as soon as they are next
-// in line; at most 2·threads chunks are in memory at once.
-func streamTensor(ctx context.Context, w io.Writer, t *ir.Tensor, threads int) error {
-	rows, rowBytes := t.Rows(), t.RowBytes()
-	per := max(1, chunkBytes/rowBytes)
-	nChunks := (rows + per - 1) / per
-	if nChunks == 1 || threads == 1 {
-		buf := make([]byte, min(rows, per)*rowBytes)
-		for first := int64(0); first < rows; first += per {
-			n := min(per, rows-first)
-			if err := t.ReadRows(buf[:n*rowBytes], first, n); err != nil {
-				return err
-			}
-			if _, err := w.Write(buf[:n*rowBytes]); err != nil {
-				return err
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+// chunk is a run of rows of one tensor.
+type chunk struct {
+	tensor   int
+	first, n int64
+	last     bool // the tensor's final chunk
+	buf      []byte
+	done     chan error
+}
 
-	type chunk struct {
-		first, n int64
-		buf      []byte
-		done     chan error
-	}
+// streamTensors writes the encoded rows of every tensor in order. Chunks
+// of rows are produced by threads workers in a sliding window that runs
+// across tensor boundaries, so no worker idles while a small tensor
+// finishes; they are written as soon as they are next in line. At most
+// 2·threads+1 chunks are in memory at once. finished(i) is called after
+// tensor i's last byte is written.
+func streamTensors(ctx context.Context, w io.Writer, tensors []*ir.Tensor, threads int, finished func(i int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
+	// next yields the chunks in file order.
+	ti, row := 0, int64(0)
+	next := func() *chunk {
+		for ti < len(tensors) && tensors[ti].Rows() == row {
+			ti, row = ti+1, 0
+		}
+		if ti == len(tensors) {
+			return nil
+		}
+		t := tensors[ti]
+		per := max(1, chunkBytes/t.RowBytes())
+		c := &chunk{tensor: ti, first: row, n: min(per, t.Rows()-row), done: make(chan error, 1)}
+		row += c.n
+		c.last = row == t.Rows()
+		return c
+	}
+
 	work := make(chan *chunk)
+	defer close(work)
 	for range threads {
 		go func() {
 			for c := range work {
+				t := tensors[c.tensor]
 				c.done <- t.ReadRows(c.buf, c.first, c.n)
 			}
 		}()
 	}
-	defer close(work)
 
-	inFlight := make([]*chunk, 0, 2*threads)
-	free := make(chan []byte, 2*threads)
-	next := int64(0)
-	for written := int64(0); written < nChunks; {
-		// Keep the workers fed, up to the in-flight limit.
-		for next < nChunks && len(inFlight) < 2*threads {
-			first := next * per
-			c := &chunk{first: first, n: min(per, rows-first), done: make(chan error, 1)}
-			select {
-			case c.buf = <-free:
-				c.buf = c.buf[:c.n*rowBytes]
-			default:
-				c.buf = make([]byte, c.n*rowBytes, per*rowBytes)
+	var free [][]byte
+	var window []*chunk
+	limit := 2*threads + 1
+	fill := func() error {
+		for len(window) < limit {
+			c := next()
+			if c == nil {
+				return nil
+			}
+			size := int(c.n * tensors[c.tensor].RowBytes())
+			if k := len(free); k > 0 && cap(free[k-1]) >= size {
+				c.buf, free = free[k-1][:size], free[:k-1]
+			} else {
+				c.buf = make([]byte, size, max(size, chunkBytes))
 			}
 			select {
 			case work <- c:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			inFlight = append(inFlight, c)
-			next++
+			window = append(window, c)
 		}
-		c := inFlight[0]
+		return nil
+	}
+	// Tensors with no rows to stream still count as finished, in order.
+	flushEmpty := func(upTo int, from *int) error {
+		for ; *from < upTo; *from++ {
+			if err := finished(*from); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	nextFinished := 0
+	for {
+		if err := fill(); err != nil {
+			return err
+		}
+		if len(window) == 0 {
+			return flushEmpty(len(tensors), &nextFinished)
+		}
+		c := window[0]
+		window = window[1:]
 		select {
 		case err := <-c.done:
 			if err != nil {
@@ -243,14 +267,20 @@ func streamTensor(ctx context.Context, w io.Writer, t *ir.Tensor, threads int) e
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if err := flushEmpty(c.tensor, &nextFinished); err != nil {
+			return err
+		}
 		if _, err := w.Write(c.buf); err != nil {
 			return err
 		}
-		inFlight = inFlight[1:]
-		free <- c.buf[:cap(c.buf)]
-		written++
+		free = append(free, c.buf)
+		if c.last {
+			if err := finished(c.tensor); err != nil {
+				return err
+			}
+			nextFinished = c.tensor + 1
+		}
 	}
-	return nil
 }
 
 // encoder writes little-endian GGUF values, keeping the first error and

@@ -193,7 +193,9 @@ func (f *File) Tensor(info Info) (*ir.Tensor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Path, err)
 	}
-	t.Source().(*ir.BytesSource).OnRelease = func() { mmap.Release(b) }
+	if f.unmap != nil { // only mapped pages may be dropped; heap memory must not be
+		t.Source().(*ir.BytesSource).OnRelease = func() { mmap.Release(b) }
+	}
 	return t, nil
 }
 

@@ -1,0 +1,148 @@
+// Package llamacpp runs real llama.cpp for lqc's interop tests: the
+// prebuilt library of the npm package node-llama-cpp, installed on first
+// use into a cache folder, driven by a small Node script.
+package llamacpp
+
+import (
+	"bufio"
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/lqc-dev/lqc/testmodels"
+)
+
+// Versions pinned for reproducibility: llama.cpp de3ff815 (2026-09).
+const (
+	Package  = "node-llama-cpp@3.22.1"
+	Prebuilt = "@node-llama-cpp/linux-x64@3.22.1"
+)
+
+//go:embed run.mjs
+var script []byte
+
+// Job asks llama.cpp to load Model and greedily generate N tokens after
+// Prompt (nil: BOS only).
+type Job struct {
+	Model  string `json:"model"`
+	Prompt []int  `json:"prompt"`
+	N      int    `json:"n"`
+}
+
+// Result is llama.cpp's answer to a job.
+type Result struct {
+	Model  string `json:"model"`
+	Tokens []int  `json:"tokens"`
+	Text   string `json:"text"`
+	Error  string `json:"error"`
+}
+
+// CacheDir is where node-llama-cpp is installed: $LQC_CACHE/node-llama-cpp,
+// else the user cache folder.
+func CacheDir() string {
+	base := os.Getenv("LQC_CACHE")
+	if base == "" {
+		if d, err := os.UserCacheDir(); err == nil {
+			base = filepath.Join(d, "lqc")
+		} else {
+			base = filepath.Join(os.TempDir(), "lqc-cache")
+		}
+	}
+	return filepath.Join(base, "node-llama-cpp-3.22.1")
+}
+
+// Install makes sure node-llama-cpp is installed and returns its folder.
+// It installs into a fresh temporary folder and renames it into place, so
+// concurrent test processes never see a half-installed package.
+func Install() (string, error) {
+	dir := CacheDir()
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "node-llama-cpp", "package.json")); err == nil {
+		return dir, nil
+	}
+	if _, err := exec.LookPath("npm"); err != nil {
+		return "", fmt.Errorf("npm not found: real llama.cpp comes from the npm package %s", Package)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".install-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	if err := os.WriteFile(filepath.Join(tmp, "package.json"), []byte(`{"name":"lqc-interop","private":true,"type":"module"}`), 0o644); err != nil {
+		return "", err
+	}
+	cmd := exec.Command("npm", "install", "--omit=optional", "--ignore-scripts", "--no-audit", "--no-fund", Package, Prebuilt)
+	cmd.Dir = tmp
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("npm install %s: %v\n%s", Package, err, out)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if _, statErr := os.Stat(filepath.Join(dir, "node_modules")); statErr == nil {
+			return dir, nil // another process won the race
+		}
+		return "", err
+	}
+	return dir, nil
+}
+
+// Require installs node-llama-cpp for a test: it skips the test when that
+// is impossible, or fails it under LQC_REQUIRE_FIXTURES=1.
+func Require(t testing.TB) string {
+	t.Helper()
+	dir, err := Install()
+	if err != nil {
+		if testmodels.RequireFixtures() {
+			t.Fatalf("real llama.cpp unavailable (LQC_REQUIRE_FIXTURES=1): %v", err)
+		}
+		t.Skipf("real llama.cpp unavailable: %v", err)
+	}
+	return dir
+}
+
+// Run runs the jobs in one Node process and returns their results in
+// order.
+func Run(dir string, jobs []Job) ([]Result, error) {
+	scriptPath := filepath.Join(dir, "lqc-run.mjs")
+	if old, err := os.ReadFile(scriptPath); err != nil || !bytes.Equal(old, script) {
+		if err := os.WriteFile(scriptPath+".tmp", script, 0o644); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(scriptPath+".tmp", scriptPath); err != nil {
+			return nil, err
+		}
+	}
+	in, err := json.Marshal(jobs)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("node", scriptPath)
+	cmd.Dir = dir
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %v\n%s", scriptPath, err, stderr.String())
+	}
+	var results []Result
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var r Result
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("bad line from llama.cpp harness: %q", sc.Text())
+		}
+		results = append(results, r)
+	}
+	if len(results) != len(jobs) {
+		return nil, fmt.Errorf("llama.cpp harness answered %d of %d jobs\n%s", len(results), len(jobs), stderr.String())
+	}
+	return results, nil
+}
