@@ -103,7 +103,9 @@ func seeded(name string, dtype quant.Type, shape []int64, seed uint64, norm bool
 	rowLen := shape[len(shape)-1]
 	return ir.Computed(name, dtype, shape, func(dst []float32, first, n int64) error {
 		for r := range n {
-			rng := splitmix(base + uint64(first+r)*0x9E3779B97F4A7C15)
+			// Each row starts at a hashed point of the sequence; starting
+			// rows at consecutive points would make row r+1 row r shifted.
+			rng := splitmix(mix64(base + uint64(first+r)))
 			row := dst[r*rowLen : (r+1)*rowLen]
 			for i := range row {
 				g := rng.normal()
@@ -123,7 +125,11 @@ type splitmix uint64
 
 func (s *splitmix) next() uint64 {
 	*s += 0x9E3779B97F4A7C15
-	z := uint64(*s)
+	return mix64(uint64(*s))
+}
+
+// mix64 is SplitMix64's output function, a bijective bit mixer.
+func mix64(z uint64) uint64 {
 	z = (z ^ z>>30) * 0xBF58476D1CE4E5B9
 	z = (z ^ z>>27) * 0x94D049BB133111EB
 	return z ^ z>>31

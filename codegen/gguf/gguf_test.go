@@ -2,10 +2,10 @@ package gguf
 
 import (
 	"bytes"
-	"fmt"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"

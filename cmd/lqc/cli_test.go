@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lqc-dev/lqc/testmodels"
+)
+
+// lqc runs the CLI in-process and returns its exit code and output.
+func lqc(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(context.Background(), args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+// copyDir copies a fixture folder so that a test can damage it.
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+func editJSON(t *testing.T, path string, edit func(map[string]any)) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	b, _ = json.Marshal(m)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBadInput checks that damaged models and impossible outputs end
+// with a one-line error naming the file and the problem, exit code 1, and
+// no output file left behind.
+func TestBadInput(t *testing.T) {
+	hf := testmodels.Shared(t, "models/stories260K/hf")
+	l2c := testmodels.Shared(t, "models/stories260K/llama2c/stories260K.bin")
+	st := func(dir string) string { return filepath.Join(dir, "model.safetensors") }
+	cases := []struct {
+		name   string
+		damage func(t *testing.T, dir string) string // returns the source to convert
+		want   []string
+	}{
+		{"truncated safetensors", func(t *testing.T, dir string) string {
+			b, _ := os.ReadFile(st(dir))
+			os.WriteFile(st(dir), b[:len(b)/2], 0o644)
+			return dir
+		}, []string{"model.safetensors", "out of range"}},
+		{"header length past the end", func(t *testing.T, dir string) string {
+			b, _ := os.ReadFile(st(dir))
+			binary.LittleEndian.PutUint64(b, uint64(len(b)))
+			os.WriteFile(st(dir), b, 0o644)
+			return dir
+		}, []string{"model.safetensors", "runs past the end"}},
+		{"overlapping offsets", func(t *testing.T, dir string) string {
+			editHeader(t, st(dir), func(h map[string]any) {
+				// Move model.norm.weight onto the start of another tensor.
+				e := h["model.norm.weight"].(map[string]any)
+				off := e["data_offsets"].([]any)
+				e["data_offsets"] = []any{0, off[1].(float64) - off[0].(float64)}
+			})
+			return dir
+		}, []string{"model.safetensors", "overlap"}},
+		{"dtype does not match bytes", func(t *testing.T, dir string) string {
+			b, _ := os.ReadFile(st(dir))
+			n := binary.LittleEndian.Uint64(b)
+			h := strings.Replace(string(b[8:8+n]), `"F32"`, `"F16"`, 1)
+			copy(b[8:], h)
+			os.WriteFile(st(dir), b, 0o644)
+			return dir
+		}, []string{"model.safetensors", "needs"}},
+		{"config.json missing a key", func(t *testing.T, dir string) string {
+			editJSON(t, filepath.Join(dir, "config.json"), func(m map[string]any) { delete(m, "num_hidden_layers") })
+			return dir
+		}, []string{"config.json", "missing key num_hidden_layers"}},
+		{"unknown architecture", func(t *testing.T, dir string) string {
+			editJSON(t, filepath.Join(dir, "config.json"), func(m map[string]any) { m["model_type"] = "mamba" })
+			return dir
+		}, []string{"config.json", `unknown architecture model_type "mamba"`}},
+		{"config.json not JSON", func(t *testing.T, dir string) string {
+			os.WriteFile(filepath.Join(dir, "config.json"), []byte("{"), 0o644)
+			return dir
+		}, []string{"config.json", "invalid JSON"}},
+		{"shape disagrees with config", func(t *testing.T, dir string) string {
+			editJSON(t, filepath.Join(dir, "config.json"), func(m map[string]any) { m["intermediate_size"] = 180 })
+			return dir
+		}, []string{"blk.0.ffn_gate.weight", "needs [180 64]"}},
+		{"no tokenizer", func(t *testing.T, dir string) string {
+			os.Remove(filepath.Join(dir, "tokenizer.model"))
+			return dir
+		}, []string{"no tokenizer"}},
+		{"truncated llama2.c checkpoint", func(t *testing.T, dir string) string {
+			b, _ := os.ReadFile(l2c)
+			p := filepath.Join(dir, "stories260K.bin")
+			os.WriteFile(p, b[:len(b)-100], 0o644)
+			return p
+		}, []string{"stories260K.bin", "not a model lqc can read"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src := c.damage(t, copyDir(t, hf))
+			outDir := t.TempDir()
+			code, _, stderr := lqc("convert", src, "-o", filepath.Join(outDir, "out.gguf"), "--quant", "q8_0", "--quiet")
+			if code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			if strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("error is not one line: %q", stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("error %q does not mention %q", stderr, w)
+				}
+			}
+			if entries, _ := os.ReadDir(outDir); len(entries) != 0 {
+				t.Errorf("output left behind: %v", entries)
+			}
+		})
+	}
+}
+
+// editHeader rewrites a safetensors file's JSON header, keeping its data.
+func editHeader(t *testing.T, path string, edit func(map[string]any)) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := binary.LittleEndian.Uint64(b)
+	var h map[string]any
+	if err := json.Unmarshal(b[8:8+n], &h); err != nil {
+		t.Fatal(err)
+	}
+	edit(h)
+	hb, _ := json.Marshal(h)
+	out := binary.LittleEndian.AppendUint64(nil, uint64(len(hb)))
+	out = append(append(out, hb...), b[8+n:]...)
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUnwritableOutput(t *testing.T) {
+	src := testmodels.Shared(t, "golden/real/stories260K-f32.gguf")
+	dir := t.TempDir()
+	for _, out := range []string{filepath.Join(dir, "missing", "out.gguf"), dir} {
+		code, _, stderr := lqc("convert", src, "-o", out, "--quiet")
+		if code != 1 || !strings.Contains(stderr, out) {
+			t.Errorf("-o %s: exit %d, stderr %q", out, code, stderr)
+		}
+	}
+	if os.Geteuid() != 0 { // root writes anywhere
+		ro := t.TempDir()
+		os.Chmod(ro, 0o555)
+		defer os.Chmod(ro, 0o755)
+		if code, _, stderr := lqc("convert", src, "-o", filepath.Join(ro, "out.gguf"), "--quiet"); code != 1 {
+			t.Errorf("read-only folder: exit %d, stderr %q", code, stderr)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"convert"}, {"convert", "x"}, {"convert", "x", "-o", "y", "--quant", "q3"}, {"frobnicate"}, {"inspect"},
+	} {
+		if code, _, stderr := lqc(args...); code != 2 || stderr == "" {
+			t.Errorf("lqc %v: exit %d, stderr %q; want 2 and a message", args, code, stderr)
+		}
+	}
+	if code, stdout, _ := lqc("help"); code != 0 || !strings.Contains(stdout, "convert") {
+		t.Errorf("lqc help: %d %q", code, stdout)
+	}
+}
+
+func TestInspect(t *testing.T) {
+	src := testmodels.Shared(t, "golden/real/stories260K-Q4_0.gguf")
+	code, stdout, stderr := lqc("inspect", "--json", src)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var in struct {
+		Architecture  string         `json:"architecture"`
+		Tensors       []tensorRow    `json:"tensors"`
+		Parameters    uint64         `json:"parameters"`
+		BitsPerWeight float64        `json:"bits_per_weight"`
+		TypeCounts    map[string]int `json:"type_counts"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &in); err != nil {
+		t.Fatal(err)
+	}
+	// stories260K: 47 tensors, 260,032 parameters; Q4_0 with F16 ffn_down and
+	// a Q8_0 embedding.
+	if in.Architecture != "llama" || len(in.Tensors) != 47 || in.Parameters != 260032 ||
+		in.TypeCounts["Q4_0"] != 30 || in.BitsPerWeight < 5 || in.BitsPerWeight > 8 {
+		t.Errorf("inspect --json: %+v", in)
+	}
+	code, stdout, _ = lqc("inspect", "--ir", testmodels.Shared(t, "models/stories260K/hf"))
+	if code != 0 || !strings.Contains(stdout, "graph llama(%tokens: I32[seq], %pos: I32[seq])") ||
+		!strings.Contains(stdout, "RoPE(") || !strings.Contains(stdout, "@blk.4.ffn_down.weight: F32[64,172]") {
+		t.Errorf("inspect --ir:\n%s", stdout)
+	}
+	code, stdout, _ = lqc("inspect", testmodels.Shared(t, "models/gpt2-tiny/hf"))
+	if code != 0 || !strings.Contains(stdout, "blk.1.attn_qkv.weight") {
+		t.Errorf("inspect gpt2 folder:\n%s", stdout)
+	}
+}
