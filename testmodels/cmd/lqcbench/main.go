@@ -126,9 +126,9 @@ func benchConvert(work string, layers, runs, threads int) error {
 	mb := func(n int64, d time.Duration) float64 { return float64(n) / 1e6 / d.Seconds() }
 	fmt.Printf("\nlqc convert --quant q4_0, TinyLlama-1.1B shape (%d layers), %d threads, GOMAXPROCS %d, median of %d\n",
 		layers, threads, runtime.GOMAXPROCS(0), runs)
-	fmt.Printf("  %-34s %8s %10s %10s\n", "", "wall s", "input MB/s", "peak RSS")
+	fmt.Printf("  %-44s %8s %10s %10s\n", "", "wall s", "input MB/s", "peak RSS")
 	row := func(name string, in int64, m measure) {
-		fmt.Printf("  %-34s %8.2f %10.1f %7.0f MB\n", name, m.wall.Seconds(), mb(in, m.wall), float64(m.maxRSS)/1e6)
+		fmt.Printf("  %-44s %8.2f %10.1f %7.0f MB\n", name, m.wall.Seconds(), mb(in, m.wall), float64(m.maxRSS)/1e6)
 	}
 	row("lqc, HF bf16 safetensors -> Q4_0", input, hfRun)
 	row("lqc, F16 GGUF -> Q4_0", size(f16), f16Run)
