@@ -4,9 +4,10 @@
 GO       ?= go
 BIN      := bin/lqc
 FUZZTIME ?= 10s
+SHARED   ?= $(or $(LQC_SHARED),../shared)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint interop bench demo clean
+.PHONY: all build test unit fuzz lint gate interop bench demo clean
 
 all: build
 
@@ -14,9 +15,9 @@ build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/lqc
 
 # The whole suite, as CI runs it (with LQC_REQUIRE_FIXTURES=1): lint, unit
-# and golden tests, the llama.cpp interop acceptance, and each fuzz target
-# briefly.
-test: lint unit fuzz
+# and golden tests, the llama.cpp interop acceptance, the accuracy gate,
+# and each fuzz target briefly.
+test: lint unit gate fuzz
 
 unit:
 	$(GO) test -count=1 ./...
@@ -30,6 +31,24 @@ lint:
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) build ./...
 
+# The accuracy gate lqc runs on itself: the real stories260K converted to
+# Q8_0 and Q4_0 must stay just within llama.cpp's own figures for the same
+# files, text and context (shared/golden/real/quality.json: mean KLD
+# 0.00073 and 0.0730, top-1 agreement 98.4% and 87.6%, PPL ratio 1.0019
+# and 1.066). A regression in a quantizer or a kernel fails it.
+GATE_REF  = $(SHARED)/models/stories260K/hf
+GATE_DATA = $(SHARED)/golden/real/eval.txt
+gate: build
+	@if [ ! -d "$(GATE_REF)" ]; then \
+	  if [ "$$LQC_REQUIRE_FIXTURES" = 1 ]; then echo "gate: no fixtures at $(SHARED)" >&2; exit 1; fi; \
+	  echo "gate: skipped, no fixtures at $(SHARED) (set LQC_SHARED)"; exit 0; fi
+	$(BIN) convert $(GATE_REF) -o bin/gate-q8_0.gguf --quant q8_0 --quiet
+	$(BIN) eval bin/gate-q8_0.gguf --ref $(GATE_REF) --data $(GATE_DATA) --ctx 128 \
+	  --max-kld 0.0010 --min-top1 0.97 --max-ppl-ratio 1.005
+	$(BIN) convert $(GATE_REF) -o bin/gate-q4_0.gguf --quant q4_0 --quiet
+	$(BIN) eval bin/gate-q4_0.gguf --ref $(GATE_REF) --data $(GATE_DATA) --ctx 128 \
+	  --max-kld 0.085 --min-top1 0.85 --max-ppl-ratio 1.08
+
 # Real llama.cpp (node-llama-cpp) runs the GGUF files lqc writes.
 interop:
 	$(GO) test -count=1 -v -run 'Interop' ./cmd/lqc
@@ -40,10 +59,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./quant
 	$(GO) run ./testmodels/cmd/lqcbench convert
 
-# Convert the bundled stories260K to Q4_0 GGUF and inspect it.
+# Convert the bundled stories260K to Q4_0 GGUF, inspect it and run it.
 demo: build
 	$(BIN) convert testmodels/testdata/stories260K/stories260K.bin -o stories260K-q4_0.gguf --quant q4_0
 	$(BIN) inspect stories260K-q4_0.gguf
+	$(BIN) run stories260K-q4_0.gguf -p "Once upon a time" -n 64 --seed 1
 
 clean:
 	rm -rf bin stories260K-q4_0.gguf

@@ -43,6 +43,9 @@ var ops = map[string]opDef{
 	"Reshape": {"same values, new shape (attr shape; -1 takes the remaining size)", inferReshape},
 	"Permute": {"axes reordered (attr perm)", inferPermute},
 	"Slice":   {"x[..., start:end] along one axis (attrs axis, start, end)", inferSlice},
+	"KVCache": {"appends x[T,Hkv,d] at the current positions to the cache of (attrs) layer and " +
+		"slot (\"k\" or \"v\"), and returns every cached position, [Hkv,kv,d]; kv counts the " +
+		"positions cached so far, these T included. The runtime owns the cache", inferKVCache},
 }
 
 // OpNames lists the known ops.
@@ -221,6 +224,30 @@ func inferMatMul(n *Node) ([]OutSig, error) {
 		return nil, fmt.Errorf("batch %v is not a multiple of %v", as[0], bs[0])
 	}
 	return []OutSig{{quant.F32, Shape{as[0], as[1], nn}}}, nil
+}
+
+// KVDim is the symbolic number of cached positions a KVCache op returns.
+const KVDim = "kv"
+
+func inferKVCache(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 1); err != nil {
+		return nil, err
+	}
+	x := n.Inputs[0]
+	if err := wantF32(x); err != nil {
+		return nil, err
+	}
+	xs := x.Shape()
+	if len(xs) != 3 {
+		return nil, fmt.Errorf("want x[T,Hkv,d], have %v", xs)
+	}
+	if s := n.Attrs.Str("slot"); s != "k" && s != "v" {
+		return nil, fmt.Errorf("slot %q must be k or v", s)
+	}
+	if !n.Attrs.Has("layer") {
+		return nil, fmt.Errorf("missing attr layer")
+	}
+	return []OutSig{{quant.F32, Shape{xs[1], Sym(KVDim), xs[2]}}}, nil
 }
 
 func inferReshape(n *Node) ([]OutSig, error) {

@@ -26,6 +26,9 @@ type command struct {
 var commands = []command{
 	{"convert", "convert and quantize a model to GGUF", runConvert},
 	{"inspect", "show a model's metadata, tensors and graph", runInspect},
+	{"run", "generate text with a model", runRun},
+	{"eval", "measure perplexity and KL divergence against a reference; gate CI on them", runEval},
+	{"tokenize", "print the tokens of a text", runTokenize},
 	{"version", "print lqc's version", runVersion},
 }
 

@@ -23,14 +23,18 @@ type progress struct {
 }
 
 func newProgress(w io.Writer, name string) *progress {
-	tty := false
-	if f, ok := w.(*os.File); ok {
-		if st, err := f.Stat(); err == nil {
-			tty = st.Mode()&os.ModeCharDevice != 0
-		}
-	}
 	now := time.Now()
-	return &progress{w: w, name: name, tty: tty, start: now, last: now}
+	return &progress{w: w, name: name, tty: isTerminal(w), start: now, last: now}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func (p *progress) update(pr gguf.Progress) {

@@ -38,17 +38,19 @@ func (ws *weightSet) get(name string) *ir.Value { return ws.vals[name] }
 
 func (ws *weightSet) has(name string) bool { return ws.vals[name] != nil }
 
-// attention appends scaled dot-product causal attention over q[T,H,d],
-// k[T,Hkv,d], v[T,Hkv,d] and returns the heads concatenated, [T, H·d].
-// It is spelled out (MatMul, Scale, CausalMask, Softmax, MatMul) so that
-// passes see the pattern; grouped-query heads share K and V through
-// MatMul's grouped batch broadcast instead of copies.
-func attention(b *ir.Builder, q, k, v *ir.Value, p ir.HParams) *ir.Value {
+// attention appends scaled dot-product causal attention of the layer over
+// q[T,H,d], k[T,Hkv,d], v[T,Hkv,d] and returns the heads concatenated,
+// [T, H·d]. The new keys and values join the layer's KV cache, and the
+// queries attend to every cached position. It is spelled out (MatMul,
+// Scale, CausalMask, Softmax, MatMul) so that passes see the pattern;
+// grouped-query heads share K and V through MatMul's grouped batch
+// broadcast instead of copies.
+func attention(b *ir.Builder, layer int, q, k, v *ir.Value, p ir.HParams) *ir.Value {
 	hd := int64(p.HeadDim())
 	toHeads := ir.Attrs{"perm": []int64{1, 0, 2}}
 	qh := b.Op("Permute", toHeads, q)
-	kh := b.Op("Permute", toHeads, k)
-	vh := b.Op("Permute", toHeads, v)
+	kh := b.Op("KVCache", ir.Attrs{"layer": int64(layer), "slot": "k"}, k)
+	vh := b.Op("KVCache", ir.Attrs{"layer": int64(layer), "slot": "v"}, v)
 	s := b.Op("MatMul", ir.Attrs{"transpose_b": true}, qh, kh)
 	s = b.Op("Scale", ir.Attrs{"scale": 1 / math.Sqrt(float64(hd))}, s)
 	s = b.Op("CausalMask", nil, s)

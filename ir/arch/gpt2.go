@@ -183,7 +183,7 @@ func (a gpt2) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, err
 		q := heads(b, slice(qkv, 0), p.HeadCount, hd)
 		k := heads(b, slice(qkv, 1), p.HeadCount, hd)
 		v := heads(b, slice(qkv, 2), p.HeadCount, hd)
-		x = b.Op("Add", nil, x, linear(attention(b, q, k, v, p), blk(i, "attn_output")))
+		x = b.Op("Add", nil, x, linear(attention(b, i, q, k, v, p), blk(i, "attn_output")))
 		up := b.Op("GELU", nil, linear(norm(x, blk(i, "ffn_norm")), blk(i, "ffn_up")))
 		x = b.Named(b.Op("Add", nil, x, linear(up, blk(i, "ffn_down"))), fmt.Sprintf("blk%d", i))
 	}

@@ -191,7 +191,7 @@ func (a llama) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, er
 		v := heads(b, b.Op("Linear", nil, h, w.get(blk(i, "attn_v.weight"))), p.HeadCountKV, hd)
 		q = b.Op("RoPE", rope, q, pos)
 		k = b.Op("RoPE", rope, k, pos)
-		o := attention(b, q, k, v, p)
+		o := attention(b, i, q, k, v, p)
 		x = b.Op("Add", nil, x, b.Op("Linear", nil, o, w.get(blk(i, "attn_output.weight"))))
 		h = b.Op("RMSNorm", eps, x, w.get(blk(i, "ffn_norm.weight")))
 		gate := b.Op("SiLU", nil, b.Op("Linear", nil, h, w.get(blk(i, "ffn_gate.weight"))))

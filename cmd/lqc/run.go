@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/ir"
+	lqrt "github.com/lqc-dev/lqc/runtime"
+	"github.com/lqc-dev/lqc/runtime/cpu"
+	"github.com/lqc-dev/lqc/runtime/tokenizer"
+)
+
+// loaded is a model ready to run, with its tokenizer.
+type loaded struct {
+	ir    *ir.Model
+	model *lqrt.Model
+	tok   *tokenizer.Tokenizer
+	close func()
+}
+
+func loadForRun(path, tokPath string, threads int) (*loaded, error) {
+	m, err := frontend.Load(path, frontend.Options{Tokenizer: tokPath})
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.New(m.Vocab)
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	b := cpu.New(threads)
+	rm, err := lqrt.Load(m, b)
+	if err != nil {
+		b.Close()
+		m.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &loaded{ir: m, model: rm, tok: tok, close: func() { b.Close(); m.Close() }}, nil
+}
+
+func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", "MODEL [-p PROMPT] [flags]\n\nMODEL is a GGUF file, a Hugging Face folder or a llama2.c checkpoint.", stderr)
+	prompt := fs.StringP("prompt", "p", "", "prompt (empty: start from BOS)")
+	n := fs.IntP("n-predict", "n", 128, "tokens to generate")
+	temp := fs.Float32("temp", 0.8, "temperature (0: greedy)")
+	topK := fs.Int("top-k", 40, "keep the k most likely tokens (0: all)")
+	topP := fs.Float32("top-p", 0.95, "keep the most likely tokens up to this probability (1: all)")
+	seed := fs.Uint64("seed", 0, "random seed (0: from the clock)")
+	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "threads")
+	ctxSize := fs.IntP("ctx-size", "c", 0, "context size (0: the prompt plus -n, at most the model's)")
+	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint")
+	pos, err := parseFlags(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	if *n < 0 {
+		return usageError{fmt.Errorf("-n %d is negative", *n)}
+	}
+	l, err := loadForRun(pos[0], *tok, *threads)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+
+	ids := l.tok.Encode(*prompt, true)
+	if len(ids) == 0 { // an empty prompt starts from BOS, whatever the vocabulary adds
+		if ids = []int32{l.tok.Vocab().BOS}; ids[0] == ir.NoToken {
+			return fmt.Errorf("%s: empty prompt and no BOS token to start from", pos[0])
+		}
+	}
+	size := *ctxSize
+	if size == 0 {
+		size = min(len(ids)+*n, l.ir.Params.ContextLength)
+	}
+	if len(ids) > size {
+		return fmt.Errorf("the prompt has %d tokens, more than the context of %d", len(ids), size)
+	}
+	sess, err := l.model.NewSession(size)
+	if err != nil {
+		return err
+	}
+	if *seed == 0 {
+		*seed = uint64(time.Now().UnixNano())
+	}
+	smp := lqrt.NewSampler(lqrt.SamplerOptions{Temp: *temp, TopK: *topK, TopP: *topP, Seed: *seed})
+	out := bufio.NewWriter(stdout)
+	// A SentencePiece tokenizer puts a space before the text; the first
+	// piece after BOS shows it, so it is dropped, as llama.cpp's and
+	// llama2.c's detokenizers do.
+	atStart := len(ids) == 1 && ids[0] == l.tok.Vocab().BOS
+	st, err := lqrt.Generate(ctx, sess, ids, *n, smp, l.tok.IsEOG, func(id int32) error {
+		p := l.tok.Piece(id)
+		if atStart {
+			p = l.tok.Decode([]int32{id})
+			atStart = false
+		}
+		if _, err := out.Write(p); err != nil {
+			return err
+		}
+		return out.Flush()
+	})
+	if err != nil {
+		return err
+	}
+	if isTerminal(stdout) {
+		fmt.Fprintln(out)
+	}
+	if err := out.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "\nprompt: %d tokens, %.2f t/s; generation: %d tokens, %.2f t/s (%s)\n",
+		st.PromptTokens, st.PromptRate(), st.GenTokens, st.GenRate(), l.model.Backend.Name())
+	return nil
+}

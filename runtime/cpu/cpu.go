@@ -1,0 +1,151 @@
+// Package cpu is lqc's CPU backend: kernels for every op of the IR op
+// set, working on quantized weights in place (block dot products against
+// activations quantized to 8 bits, as ggml does), parallel across cores.
+package cpu
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/quant"
+	lqrt "github.com/lqc-dev/lqc/runtime"
+)
+
+// Backend is the CPU backend.
+type Backend struct {
+	pool *pool
+}
+
+// New returns a CPU backend running on threads cores (0: all).
+func New(threads int) *Backend {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	return &Backend{pool: newPool(threads)}
+}
+
+func (b *Backend) Name() string {
+	return fmt.Sprintf("cpu (%d threads, %s)", b.pool.threads, simdName())
+}
+
+func (b *Backend) Close() error {
+	b.pool.close()
+	return nil
+}
+
+// weight is a weight matrix as kernels see it: encoded rows in place.
+type weight struct {
+	typ      quant.Type
+	rows     int
+	rowLen   int
+	rowBytes int
+	data     []byte
+}
+
+func (w *weight) row(r int) []byte { return w.data[r*w.rowBytes : (r+1)*w.rowBytes] }
+
+// Weight keeps matrices in their encoded form, mapped in place, and
+// decodes vectors (norm gains, biases) to float32 once.
+func (b *Backend) Weight(t *ir.Tensor) (*lqrt.Tensor, error) {
+	shape := make([]int, len(t.Shape))
+	for i, d := range t.Shape {
+		shape[i] = int(d)
+	}
+	if len(t.Shape) == 1 || t.Type == quant.F32 && len(t.Shape) == 0 {
+		v, err := t.Float32s()
+		if err != nil {
+			return nil, err
+		}
+		return &lqrt.Tensor{Type: quant.F32, Shape: shape, Data: v}, nil
+	}
+	if !t.Type.CanConvert() {
+		return nil, fmt.Errorf("tensor %s: the CPU backend has no kernels for %v", t.Name, t.Type)
+	}
+	data, err := t.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	w := &weight{typ: t.Type, rows: int(t.Rows()), rowLen: int(t.RowLen()), rowBytes: int(t.RowBytes()), data: data}
+	return &lqrt.Tensor{Type: t.Type, Shape: shape, Data: w}, nil
+}
+
+func (b *Backend) Alloc(t quant.Type, shape []int) *lqrt.Tensor {
+	out := &lqrt.Tensor{Type: t, Shape: append([]int(nil), shape...)}
+	switch t {
+	case quant.I32:
+		out.Data = make([]int32, out.Len())
+	default:
+		out.Data = make([]float32, out.Len())
+	}
+	return out
+}
+
+func (b *Backend) View(t *lqrt.Tensor, shape []int) *lqrt.Tensor {
+	return &lqrt.Tensor{Type: t.Type, Shape: append([]int(nil), shape...), Data: t.Data}
+}
+
+func (b *Backend) WriteI32(t *lqrt.Tensor, src []int32) error {
+	dst, ok := t.Data.([]int32)
+	if !ok || len(dst) != len(src) {
+		return fmt.Errorf("cpu: WriteI32 into %v%v", t.Type, t.Shape)
+	}
+	copy(dst, src)
+	return nil
+}
+
+func (b *Backend) ReadF32(t *lqrt.Tensor, dst []float32) error {
+	src, ok := t.Data.([]float32)
+	if !ok || len(src) < len(dst) || t.Stride0 != 0 {
+		return fmt.Errorf("cpu: ReadF32 from %v%v", t.Type, t.Shape)
+	}
+	copy(dst, src)
+	return nil
+}
+
+func f32s(t *lqrt.Tensor) []float32 { return t.Data.([]float32) }
+
+// Run dispatches one op.
+func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) error {
+	switch op {
+	case "Linear":
+		var bias []float32
+		if len(in) == 3 {
+			bias = f32s(in[2])
+		}
+		return b.linear(f32s(out), f32s(in[0]), in[1], bias)
+	case "Embedding":
+		return b.embedding(f32s(out), in[0], in[1].Data.([]int32))
+	case "RMSNorm":
+		rmsNorm(b.pool, f32s(out), f32s(in[0]), f32s(in[1]), float32(attrs.Float("eps")))
+	case "LayerNorm":
+		layerNorm(b.pool, f32s(out), f32s(in[0]), f32s(in[1]), f32s(in[2]), float32(attrs.Float("eps")))
+	case "Add":
+		broadcast(f32s(out), f32s(in[0]), f32s(in[1]), func(a, b float32) float32 { return a + b })
+	case "Mul":
+		broadcast(f32s(out), f32s(in[0]), f32s(in[1]), func(a, b float32) float32 { return a * b })
+	case "SiLU":
+		silu(f32s(out), f32s(in[0]))
+	case "GELU":
+		gelu(f32s(out), f32s(in[0]))
+	case "Scale":
+		scale(f32s(out), f32s(in[0]), float32(attrs.Float("scale")))
+	case "Softmax":
+		softmax(b.pool, f32s(out), f32s(in[0]), out.Shape[len(out.Shape)-1])
+	case "CausalMask":
+		causalMask(f32s(out), f32s(in[0]), out.Shape)
+	case "RoPE":
+		rope(f32s(out), f32s(in[0]), in[1].Data.([]int32), out.Shape, int(attrs.Int("n_dims")), attrs.Float("freq_base"), attrs.Str("mode") == "neox")
+	case "MatMul":
+		return b.matmul(out, in[0], in[1], attrs.Bool("transpose_b"))
+	case "Permute":
+		return permute(out, in[0], attrs.Ints("perm"))
+	case "Slice":
+		slice(out, in[0], int(attrs.Int("axis")), int(attrs.Int("start")))
+	case "KVCache":
+		kvCache(out, in[0], in[1], int(attrs.Int("pos")))
+	default:
+		return fmt.Errorf("cpu: no kernel for op %s", op)
+	}
+	return nil
+}

@@ -1,0 +1,142 @@
+package cpu
+
+import (
+	"encoding/binary"
+
+	"github.com/lqc-dev/lqc/quant"
+)
+
+// Portable dot products of one encoded weight row with one row of
+// activations. Each reads the weight blocks in place (no dequantized
+// copy) and accumulates integers within a block, float32 across blocks.
+// The SIMD versions (dot_amd64.go) must give the same results; the tests
+// compare them.
+
+func f16(b []byte) float32 { return quant.FP16ToFP32(binary.LittleEndian.Uint16(b)) }
+
+func dotF32Go(a, b []float32) float32 {
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+func dotQ4_0Go(w []byte, x []q8Block) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[18*b : 18*b+18]
+		qs := blk[2:18]
+		xb := &x[b]
+		var isum int32
+		for j := range 16 {
+			isum += int32(int8(qs[j]&0x0F)-8)*int32(xb.qs[j]) + int32(int8(qs[j]>>4)-8)*int32(xb.qs[j+16])
+		}
+		sum += f16(blk) * xb.d * float32(isum)
+	}
+	return sum
+}
+
+func dotQ4_1Go(w []byte, x []q8Block) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[20*b : 20*b+20]
+		qs := blk[4:20]
+		xb := &x[b]
+		var isum int32
+		for j := range 16 {
+			isum += int32(qs[j]&0x0F)*int32(xb.qs[j]) + int32(qs[j]>>4)*int32(xb.qs[j+16])
+		}
+		sum += f16(blk)*xb.d*float32(isum) + f16(blk[2:])*xb.s
+	}
+	return sum
+}
+
+func dotQ5_0Go(w []byte, x []q8Block) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[22*b : 22*b+22]
+		qh := binary.LittleEndian.Uint32(blk[2:])
+		qs := blk[6:22]
+		xb := &x[b]
+		var isum int32
+		for j := range 16 {
+			lo := int32(qs[j]&0x0F|byte(qh>>j<<4)&0x10) - 16
+			hi := int32(qs[j]>>4|byte(qh>>(j+12))&0x10) - 16
+			isum += lo*int32(xb.qs[j]) + hi*int32(xb.qs[j+16])
+		}
+		sum += f16(blk) * xb.d * float32(isum)
+	}
+	return sum
+}
+
+func dotQ5_1Go(w []byte, x []q8Block) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[24*b : 24*b+24]
+		qh := binary.LittleEndian.Uint32(blk[4:])
+		qs := blk[8:24]
+		xb := &x[b]
+		var isum int32
+		for j := range 16 {
+			lo := int32(qs[j]&0x0F | byte(qh>>j<<4)&0x10)
+			hi := int32(qs[j]>>4 | byte(qh>>(j+12))&0x10)
+			isum += lo*int32(xb.qs[j]) + hi*int32(xb.qs[j+16])
+		}
+		sum += f16(blk)*xb.d*float32(isum) + f16(blk[2:])*xb.s
+	}
+	return sum
+}
+
+func dotQ8_0Go(w []byte, x []q8Block) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[34*b : 34*b+34]
+		xb := &x[b]
+		var isum int32
+		for j := range 32 {
+			isum += int32(int8(blk[2+j])) * int32(xb.qs[j])
+		}
+		sum += f16(blk) * xb.d * float32(isum)
+	}
+	return sum
+}
+
+// dotQ6_KGo: a Q6_K super-block holds 16 groups of 16 values with int8
+// scales; value = d·scale·(q-32).
+func dotQ6_KGo(w []byte, x []q8KBlock) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[210*b : 210*b+210]
+		ql, qh, sc := blk[0:128], blk[128:192], blk[192:208]
+		xb := &x[b]
+		var isum int32
+		for n := 0; n < 256; n += 128 {
+			o, h, s := n/2, n/4, n/16
+			var g [8]int32 // the eight 16-value groups of this half
+			for l := range 32 {
+				q1 := int32(ql[o+l]&0xF|(qh[h+l]>>0&3)<<4) - 32
+				q2 := int32(ql[o+l+32]&0xF|(qh[h+l]>>2&3)<<4) - 32
+				q3 := int32(ql[o+l]>>4|(qh[h+l]>>4&3)<<4) - 32
+				q4 := int32(ql[o+l+32]>>4|(qh[h+l]>>6&3)<<4) - 32
+				is := l / 16
+				g[is] += q1 * int32(xb.qs[n+l])
+				g[is+2] += q2 * int32(xb.qs[n+l+32])
+				g[is+4] += q3 * int32(xb.qs[n+l+64])
+				g[is+6] += q4 * int32(xb.qs[n+l+96])
+			}
+			for k := range 8 {
+				isum += int32(int8(sc[s+k])) * g[k]
+			}
+		}
+		sum += f16(blk[208:]) * xb.d * float32(isum)
+	}
+	return sum
+}

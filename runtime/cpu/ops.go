@@ -1,0 +1,256 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	lqrt "github.com/lqc-dev/lqc/runtime"
+)
+
+func bytesF32(b []byte) []float32 {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+func rmsNorm(p *pool, out, x, w []float32, eps float32) {
+	d := len(w)
+	p.parallel(len(x)/d, 8, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			row, o := x[t*d:(t+1)*d], out[t*d:(t+1)*d]
+			var ss float64
+			for _, v := range row {
+				ss += float64(v) * float64(v)
+			}
+			s := float32(1 / math.Sqrt(ss/float64(d)+float64(eps)))
+			for i, v := range row {
+				o[i] = v * s * w[i]
+			}
+		}
+	})
+}
+
+func layerNorm(p *pool, out, x, w, bias []float32, eps float32) {
+	d := len(w)
+	p.parallel(len(x)/d, 8, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			row, o := x[t*d:(t+1)*d], out[t*d:(t+1)*d]
+			var mean float64
+			for _, v := range row {
+				mean += float64(v)
+			}
+			mean /= float64(d)
+			var varsum float64
+			for _, v := range row {
+				dv := float64(v) - mean
+				varsum += dv * dv
+			}
+			s := 1 / math.Sqrt(varsum/float64(d)+float64(eps))
+			for i, v := range row {
+				o[i] = float32((float64(v)-mean)*s)*w[i] + bias[i]
+			}
+		}
+	})
+}
+
+// broadcast applies f elementwise, b repeating over a's leading axes.
+func broadcast(out, a, b []float32, f func(a, b float32) float32) {
+	n := len(b)
+	for i := range a {
+		out[i] = f(a[i], b[i%n])
+	}
+}
+
+func silu(out, x []float32) {
+	for i, v := range x {
+		out[i] = v / (1 + float32(math.Exp(float64(-v))))
+	}
+}
+
+// gelu is the tanh approximation (GPT-2's gelu_new).
+func gelu(out, x []float32) {
+	const c = 0.7978845608028654 // sqrt(2/π)
+	for i, v := range x {
+		u := float64(v)
+		out[i] = float32(0.5 * u * (1 + math.Tanh(c*(u+0.044715*u*u*u))))
+	}
+}
+
+func scale(out, x []float32, s float32) {
+	for i, v := range x {
+		out[i] = v * s
+	}
+}
+
+func softmax(p *pool, out, x []float32, n int) {
+	p.parallel(len(x)/n, 16, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row, o := x[r*n:(r+1)*n], out[r*n:(r+1)*n]
+			mx := float32(math.Inf(-1))
+			for _, v := range row {
+				mx = max(mx, v)
+			}
+			var sum float64
+			for i, v := range row {
+				e := float32(math.Exp(float64(v - mx)))
+				o[i] = e
+				sum += float64(e)
+			}
+			inv := float32(1 / sum)
+			for i := range o {
+				o[i] *= inv
+			}
+		}
+	})
+}
+
+// causalMask: queries are the last T of S positions; query t may see
+// keys 0 … S-T+t.
+func causalMask(out, x []float32, shape []int) {
+	T, S := shape[len(shape)-2], shape[len(shape)-1]
+	neg := float32(math.Inf(-1))
+	for base := 0; base < len(x); base += T * S {
+		for t := range T {
+			row := base + t*S
+			limit := S - T + t
+			for s := range S {
+				if s > limit {
+					out[row+s] = neg
+				} else {
+					out[row+s] = x[row+s]
+				}
+			}
+		}
+	}
+}
+
+// rope rotates x[T,H,d] by position. Frequencies are computed in float64
+// as θ_i = pos·base^(-2i/n_dims): "normal" rotates pairs (2i, 2i+1),
+// "neox" pairs (i, i+n_dims/2).
+func rope(out, x []float32, pos []int32, shape []int, nDims int, base float64, neox bool) {
+	T, H, d := shape[0], shape[1], shape[2]
+	copy(out, x)
+	for t := range T {
+		for i := 0; i < nDims/2; i++ {
+			theta := float64(pos[t]) * math.Pow(base, -2*float64(i)/float64(nDims))
+			sin, cos := math.Sincos(theta)
+			c, s := float32(cos), float32(sin)
+			for h := range H {
+				row := out[(t*H+h)*d:]
+				src := x[(t*H+h)*d:]
+				a, b := 2*i, 2*i+1
+				if neox {
+					a, b = i, i+nDims/2
+				}
+				x0, x1 := src[a], src[b]
+				row[a] = x0*c - x1*s
+				row[b] = x0*s + x1*c
+			}
+		}
+	}
+}
+
+// matmul multiplies batches of matrices: a[B,M,K] · b[Bk,K,N] (or b[Bk,N,K]
+// transposed), batch i of a with batch i/(B/Bk) of b. Either operand may be
+// a strided view (a KV cache).
+func (b *Backend) matmul(out, a, bb *lqrt.Tensor, transB bool) error {
+	B, M, K := a.Shape[0], a.Shape[1], a.Shape[2]
+	Bk := bb.Shape[0]
+	N := out.Shape[2]
+	if B%Bk != 0 {
+		return fmt.Errorf("cpu: MatMul batch %d is not a multiple of %d", B, Bk)
+	}
+	group := B / Bk
+	as, bs := stride0(a), stride0(bb)
+	ad, bd, od := f32s(a), f32s(bb), f32s(out)
+	b.pool.parallel(B*M, 1, func(lo, hi int) {
+		col := make([]float32, K)
+		for r := lo; r < hi; r++ {
+			i, m := r/M, r%M
+			arow := ad[i*as+m*K : i*as+(m+1)*K]
+			bm := bd[(i/group)*bs:]
+			orow := od[(i*M+m)*N : (i*M+m+1)*N]
+			for n := range N {
+				if transB {
+					orow[n] = dotF32(arow, bm[n*K:(n+1)*K])
+				} else {
+					for k := range K {
+						col[k] = bm[k*N+n]
+					}
+					orow[n] = dotF32(arow, col)
+				}
+			}
+		}
+	})
+	return nil
+}
+
+func stride0(t *lqrt.Tensor) int {
+	if t.Stride0 != 0 {
+		return t.Stride0
+	}
+	n := 1
+	for _, d := range t.Shape[1:] {
+		n *= d
+	}
+	return n
+}
+
+// permute copies x (dense, up to 4 axes) into out with axes reordered.
+func permute(out, x *lqrt.Tensor, perm []int64) error {
+	if len(perm) != 3 || x.Stride0 != 0 {
+		return fmt.Errorf("cpu: Permute supports dense 3-D tensors, have %v", x.Shape)
+	}
+	src, dst := f32s(x), f32s(out)
+	s := x.Shape
+	strides := []int{s[1] * s[2], s[2], 1}
+	o := out.Shape
+	i := 0
+	for a := range o[0] {
+		for b := range o[1] {
+			for c := range o[2] {
+				idx := [3]int{}
+				idx[perm[0]], idx[perm[1]], idx[perm[2]] = a, b, c
+				dst[i] = src[idx[0]*strides[0]+idx[1]*strides[1]+idx[2]*strides[2]]
+				i++
+			}
+		}
+	}
+	return nil
+}
+
+// slice copies x[..., start:start+len] along axis into out.
+func slice(out, x *lqrt.Tensor, axis, start int) {
+	if axis < 0 {
+		axis += len(x.Shape)
+	}
+	outer := 1
+	for _, d := range x.Shape[:axis] {
+		outer *= d
+	}
+	inner := 1
+	for _, d := range x.Shape[axis+1:] {
+		inner *= d
+	}
+	src, dst := f32s(x), f32s(out)
+	n, full := out.Shape[axis]*inner, x.Shape[axis]*inner
+	for o := range outer {
+		copy(dst[o*n:(o+1)*n], src[o*full+start*inner:o*full+start*inner+n])
+	}
+}
+
+// kvCache writes x[T,Hkv,d] into cache[Hkv,ctx,d] at positions pos… and
+// makes out a view of the first pos+T positions.
+func kvCache(out, x, cache *lqrt.Tensor, pos int) {
+	T, H, d := x.Shape[0], x.Shape[1], x.Shape[2]
+	ctx := cache.Shape[1]
+	src, c := f32s(x), f32s(cache)
+	for t := range T {
+		for h := range H {
+			copy(c[(h*ctx+pos+t)*d:(h*ctx+pos+t+1)*d], src[(t*H+h)*d:(t*H+h+1)*d])
+		}
+	}
+	out.Data, out.Stride0 = c, ctx*d
+}

@@ -1,0 +1,95 @@
+package cpu
+
+import (
+	"math"
+
+	"github.com/lqc-dev/lqc/quant"
+)
+
+// Activations multiplied with block-quantized weights are quantized to 8
+// bits first, block by block, as ggml does, so that the dot product runs
+// on integers. lqc keeps the scales in float32.
+
+// q8Block is one 32-value block of quantized activations: scale d, sum
+// s = d·Σq (for the types with a minimum), and the values.
+type q8Block struct {
+	d, s float32
+	qs   [32]int8
+}
+
+// quantizeQ8 quantizes x (a multiple of 32 values) into dst.
+func quantizeQ8(dst []q8Block, x []float32) {
+	for b := range dst {
+		blk := x[32*b : 32*b+32]
+		var amax float32
+		for _, v := range blk {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+		d := amax / 127
+		id := float32(0)
+		if d != 0 {
+			id = 1 / d
+		}
+		var sum int32
+		for j, v := range blk {
+			q := int8(math.Round(float64(v * id)))
+			dst[b].qs[j] = q
+			sum += int32(q)
+		}
+		dst[b].d = d
+		dst[b].s = d * float32(sum)
+	}
+}
+
+// q8KBlock is one 256-value block of activations for the K-quants, with
+// the sums of each 16-value group.
+type q8KBlock struct {
+	d     float32
+	qs    [256]int8
+	bsums [16]int16
+}
+
+func quantizeQ8K(dst []q8KBlock, x []float32) {
+	for b := range dst {
+		blk := x[256*b : 256*b+256]
+		var amax float32
+		for _, v := range blk {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+		d := amax / 127
+		id := float32(0)
+		if d != 0 {
+			id = 1 / d
+		}
+		for j, v := range blk {
+			dst[b].qs[j] = int8(math.Round(float64(v * id)))
+		}
+		for g := range 16 {
+			var s int16
+			for _, q := range dst[b].qs[16*g : 16*g+16] {
+				s += int16(q)
+			}
+			dst[b].bsums[g] = s
+		}
+		dst[b].d = d
+	}
+}
+
+// actFormat says how a weight type wants its activations.
+type actFormat int
+
+const (
+	actF32 actFormat = iota // dense float32 (F32, F16, BF16 weights)
+	actQ8                   // 32-value q8 blocks
+	actQ8K                  // 256-value q8 blocks
+)
+
+func activationFormat(t quant.Type) actFormat {
+	switch t {
+	case quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1, quant.Q8_0:
+		return actQ8
+	case quant.Q6_K:
+		return actQ8K
+	}
+	return actF32
+}

@@ -1,0 +1,109 @@
+package runtime_test
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"os"
+	"testing"
+
+	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/runtime"
+	"github.com/lqc-dev/lqc/runtime/cpu"
+	"github.com/lqc-dev/lqc/testmodels"
+)
+
+type promptRef struct {
+	PromptIDs []int32 `json:"prompt_ids"`
+	Shape     [2]int  `json:"shape"`
+	logits    []float32
+}
+
+func readRef(t *testing.T, dir, name string) promptRef {
+	t.Helper()
+	var r promptRef
+	b, err := os.ReadFile(testmodels.Shared(t, dir, name+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(testmodels.Shared(t, dir, name+"_logits.f32.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.logits = make([]float32, len(raw)/4)
+	for i := range r.logits {
+		r.logits[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	return r
+}
+
+func load(t *testing.T, path string, threads int) *runtime.Model {
+	t.Helper()
+	m, err := frontend.Load(path, frontend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	b := cpu.New(threads)
+	t.Cleanup(func() { b.Close() })
+	rm, err := runtime.Load(m, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rm
+}
+
+func maxDiff(a, b []float32) float64 {
+	var d float64
+	for i := range a {
+		d = max(d, math.Abs(float64(a[i]-b[i])))
+	}
+	return d
+}
+
+// TestReferenceLogits runs the reference prompts through lqc's runtime in
+// float32, from every source format, in one batch and token by token with
+// the KV cache, and compares every logit with the PyTorch reference.
+func TestReferenceLogits(t *testing.T) {
+	cases := []struct {
+		name, model, refDir, ref string
+	}{
+		{"stories260K hf", "models/stories260K/hf", "models/stories260K/reference", "prompt64"},
+		{"stories260K llama2c", "models/stories260K/llama2c/stories260K.bin", "models/stories260K/reference", "prompt64"},
+		{"stories260K gguf", "golden/real/stories260K-f32.gguf", "models/stories260K/reference", "prompt64"},
+		{"gpt2-tiny hf", "models/gpt2-tiny/hf", "models/gpt2-tiny/reference", "prompt32"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ref := readRef(t, c.refDir, c.ref)
+			m := load(t, testmodels.Shared(t, c.model), 2)
+			s, err := m.NewSession(len(ref.PromptIDs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch, err := s.Forward(ref.PromptIDs, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := maxDiff(batch, ref.logits); d > 1e-4 {
+				t.Errorf("batched: max |logit - reference| = %.3g", d)
+			}
+			s.Reset()
+			var inc []float32
+			for _, id := range ref.PromptIDs {
+				l, err := s.Forward([]int32{id}, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				inc = append(inc, l...)
+			}
+			if d := maxDiff(inc, ref.logits); d > 1e-4 {
+				t.Errorf("token by token: max |logit - reference| = %.3g", d)
+			}
+			t.Logf("max |Δlogit| batched %.2g, incremental %.2g", maxDiff(batch, ref.logits), maxDiff(inc, ref.logits))
+		})
+	}
+}

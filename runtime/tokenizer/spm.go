@@ -1,0 +1,131 @@
+package tokenizer
+
+import (
+	"container/heap"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/lqc-dev/lqc/ir"
+)
+
+// spm is SentencePiece-style BPE as llama.cpp runs it on GGUF "llama"
+// vocabularies: the text, with a space in front and spaces written as
+// U+2581, is split into characters, and adjacent pairs whose
+// concatenation is a token are merged, highest token score first. What
+// remains unknown is spelled out as byte tokens <0xNN>.
+type spm struct {
+	t *Tokenizer
+}
+
+func newSPM(t *Tokenizer) *spm { return &spm{t: t} }
+
+func (s *spm) spacePrefix() bool { return true }
+
+func (s *spm) piece(id int32) []byte {
+	tok := s.t.v.Tokens[id]
+	if s.t.v.Types[id] == ir.TokenByte {
+		var b byte
+		if _, err := fmt.Sscanf(tok, "<0x%02X>", &b); err == nil {
+			return []byte{b}
+		}
+	}
+	return []byte(strings.ReplaceAll(tok, "\u2581", " "))
+}
+
+type spmSymbol struct {
+	text       string
+	prev, next int
+}
+
+type spmBigram struct {
+	left, right int
+	score       float32
+	size        int
+}
+
+type bigramQueue []spmBigram
+
+func (q bigramQueue) Len() int { return len(q) }
+func (q bigramQueue) Less(i, j int) bool {
+	if q[i].score != q[j].score {
+		return q[i].score > q[j].score
+	}
+	return q[i].left < q[j].left
+}
+func (q bigramQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *bigramQueue) Push(x any)   { *q = append(*q, x.(spmBigram)) }
+func (q *bigramQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
+}
+
+func (s *spm) encode(text string, out []int32) []int32 {
+	text = strings.ReplaceAll(" "+text, " ", "\u2581")
+	var syms []spmSymbol
+	for i := 0; i < len(text); {
+		_, n := utf8.DecodeRuneInString(text[i:])
+		syms = append(syms, spmSymbol{text: text[i : i+n], prev: len(syms) - 1, next: len(syms) + 1})
+		i += n
+	}
+	syms[len(syms)-1].next = -1
+	var q bigramQueue
+	tryAdd := func(left, right int) {
+		if left < 0 || right < 0 {
+			return
+		}
+		str := syms[left].text + syms[right].text
+		id, ok := s.t.find(str)
+		if !ok {
+			return
+		}
+		heap.Push(&q, spmBigram{left: left, right: right, score: s.t.v.Scores[id], size: len(str)})
+	}
+	for i := 1; i < len(syms); i++ {
+		tryAdd(i-1, i)
+	}
+	for q.Len() > 0 {
+		bg := heap.Pop(&q).(spmBigram)
+		l, r := &syms[bg.left], &syms[bg.right]
+		if l.text == "" || r.text == "" || len(l.text)+len(r.text) != bg.size {
+			continue // one side was merged away since
+		}
+		l.text += r.text
+		r.text = ""
+		l.next = r.next
+		if r.next >= 0 {
+			syms[r.next].prev = bg.left
+		}
+		tryAdd(l.prev, bg.left)
+		tryAdd(bg.left, l.next)
+	}
+	// Merges only ever form tokens, so every symbol left is a token or a
+	// single character the vocabulary lacks, spelled out as bytes.
+	for i := 0; i >= 0; i = syms[i].next {
+		str := syms[i].text
+		if str == "" {
+			continue
+		}
+		if id, ok := s.t.find(str); ok {
+			out = append(out, id)
+			continue
+		}
+		for j := 0; j < len(str); j++ {
+			out = append(out, s.byteToken(str[j]))
+		}
+	}
+	return out
+}
+
+// byteToken is the <0xNN> token of a byte, or the one-byte token.
+func (s *spm) byteToken(b byte) int32 {
+	if id, ok := s.t.find(fmt.Sprintf("<0x%02X>", b)); ok {
+		return id
+	}
+	if id, ok := s.t.find(string([]byte{b})); ok {
+		return id
+	}
+	return s.t.v.UNK
+}

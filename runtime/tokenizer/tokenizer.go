@@ -1,0 +1,142 @@
+// Package tokenizer turns text into token ids and back for the
+// vocabularies lqc reads: SentencePiece-style BPE with byte fallback
+// (GGUF tokenizer model "llama") and byte-level BPE with GPT-2's
+// pre-tokenizer ("gpt2"). Both follow llama.cpp's tokenizers, and are
+// tested against its test vectors.
+package tokenizer
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/lqc-dev/lqc/ir"
+)
+
+// Tokenizer encodes and decodes text for one vocabulary.
+type Tokenizer struct {
+	v      *ir.Vocab
+	ids    map[string]int32
+	impl   encoder
+	addBOS bool
+	addEOS bool
+}
+
+type encoder interface {
+	encode(text string, out []int32) []int32
+	piece(id int32) []byte // the bytes a token stands for
+	// spacePrefix reports whether encoding prefixes a space that decoding
+	// should drop again.
+	spacePrefix() bool
+}
+
+// New builds the tokenizer for v.
+func New(v *ir.Vocab) (*Tokenizer, error) {
+	if v == nil {
+		return nil, fmt.Errorf("the model has no vocabulary")
+	}
+	t := &Tokenizer{v: v, ids: make(map[string]int32, len(v.Tokens))}
+	for i, s := range v.Tokens {
+		if _, dup := t.ids[s]; !dup {
+			t.ids[s] = int32(i)
+		}
+	}
+	switch v.Model {
+	case "llama":
+		t.impl = newSPM(t)
+		t.addBOS = true
+	case "gpt2":
+		var err error
+		if t.impl, err = newBPE(t); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("tokenizer model %q is not supported (lqc has llama and gpt2)", v.Model)
+	}
+	if v.AddBOS != nil {
+		t.addBOS = *v.AddBOS
+	}
+	if v.AddEOS != nil {
+		t.addEOS = *v.AddEOS
+	}
+	if t.addBOS && v.BOS == ir.NoToken {
+		t.addBOS = false
+	}
+	if t.addEOS && v.EOS == ir.NoToken {
+		t.addEOS = false
+	}
+	return t, nil
+}
+
+// Vocab is the tokenizer's vocabulary.
+func (t *Tokenizer) Vocab() *ir.Vocab { return t.v }
+
+// AddsBOS reports whether Encode with special tokens starts with BOS.
+func (t *Tokenizer) AddsBOS() bool { return t.addBOS }
+
+// Encode tokenizes text. With special set it adds BOS/EOS as the
+// vocabulary asks (llama.cpp's add_special); control tokens written in the
+// text are not parsed, they are ordinary text.
+func (t *Tokenizer) Encode(text string, special bool) []int32 {
+	var out []int32
+	if special && t.addBOS {
+		out = append(out, t.v.BOS)
+	}
+	if text != "" {
+		out = t.impl.encode(text, out)
+	}
+	if special && t.addEOS {
+		out = append(out, t.v.EOS)
+	}
+	return out
+}
+
+// Piece returns the bytes token id stands for: control tokens (BOS, EOS)
+// stand for nothing. Pieces of SentencePiece vocabularies keep their
+// leading space.
+func (t *Tokenizer) Piece(id int32) []byte {
+	if id < 0 || int(id) >= len(t.v.Tokens) {
+		return nil
+	}
+	switch t.v.Types[id] {
+	case ir.TokenControl, ir.TokenUnused:
+		return nil
+	}
+	return t.impl.piece(id)
+}
+
+// Decode turns ids back into text, as llama.cpp's detokenizer does with
+// special tokens removed: control tokens vanish, and the space a
+// SentencePiece tokenizer put in front of the text is dropped.
+func (t *Tokenizer) Decode(ids []int32) []byte {
+	var b []byte
+	first := true
+	for _, id := range ids {
+		p := t.Piece(id)
+		if len(p) == 0 {
+			continue
+		}
+		if first && t.impl.spacePrefix() && p[0] == ' ' {
+			p = p[1:]
+		}
+		first = false
+		b = append(b, p...)
+	}
+	return b
+}
+
+// IsEOG reports whether id ends generation.
+func (t *Tokenizer) IsEOG(id int32) bool {
+	if id == t.v.EOS {
+		return true
+	}
+	if id >= 0 && int(id) < len(t.v.Tokens) && t.v.Types[id] == ir.TokenControl {
+		s := t.v.Tokens[id]
+		return strings.Contains(s, "eot") || strings.Contains(s, "end_of_turn") || s == "<|endoftext|>"
+	}
+	return false
+}
+
+func (t *Tokenizer) find(s string) (int32, bool) {
+	id, ok := t.ids[s]
+	return id, ok
+}
