@@ -53,11 +53,15 @@ gate: build
 interop:
 	$(GO) test -count=1 -v -run 'Interop' ./cmd/lqc
 
-# Conversion speed and memory against llama.cpp's own quantizer, measured
-# in the same run, and the quantizers' micro-benchmarks.
+# lqc against llama.cpp, measured in the same run on the same files and
+# threads: conversion (speed, peak RSS) against llama.cpp's quantizer, and
+# pp64/tg32 tokens/s against llama.cpp's runtime; then the quantizer and
+# kernel micro-benchmarks.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 200x ./quant
 	$(GO) run ./testmodels/cmd/lqcbench convert
+	$(GO) run ./testmodels/cmd/lqcbench run
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./quant
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./runtime/cpu
 
 # Convert the bundled stories260K to Q4_0 GGUF, inspect it and run it.
 demo: build

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/passes"
+	"github.com/lqc-dev/lqc/quant"
 	"github.com/lqc-dev/lqc/runtime"
 	"github.com/lqc-dev/lqc/runtime/cpu"
 	"github.com/lqc-dev/lqc/testmodels"
@@ -105,5 +107,55 @@ func TestReferenceLogits(t *testing.T) {
 			}
 			t.Logf("max |Δlogit| batched %.2g, incremental %.2g", maxDiff(batch, ref.logits), maxDiff(inc, ref.logits))
 		})
+	}
+}
+
+// TestEveryType runs stories260K converted to every type lqc writes, and
+// checks that the next-token predictions on the reference prompt mostly
+// agree with the reference: every kernel path gives sane results.
+func TestEveryType(t *testing.T) {
+	ref := readRef(t, "models/stories260K/reference", "prompt64")
+	src, err := frontend.Load(testmodels.Shared(t, "models/stories260K/hf"), frontend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	want := map[quant.FileType]float64{ // minimum top-1 agreement with the reference
+		quant.FileAllF32: 1, quant.FileMostlyF16: 1, quant.FileMostlyBF16: 0.9, quant.FileMostlyQ8_0: 0.95,
+		quant.FileMostlyQ6_K: 0.9, quant.FileMostlyQ5_1: 0.85, quant.FileMostlyQ5_0: 0.85,
+		quant.FileMostlyQ4_1: 0.7, quant.FileMostlyQ4_0: 0.7,
+	}
+	for ft, min := range want {
+		m, err := frontend.Load(testmodels.Shared(t, "models/stories260K/hf"), frontend.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := (&passes.Manager{Passes: []passes.Pass{passes.Quantize{FileType: ft}}}).Run(m); err != nil {
+			t.Fatal(err)
+		}
+		b := cpu.New(2)
+		rm, err := runtime.Load(m, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := rm.NewSession(len(ref.PromptIDs))
+		logits, err := s.Forward(ref.PromptIDs, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		V := rm.VocabSize()
+		agree := 0
+		for i := range ref.PromptIDs {
+			if runtime.Argmax(logits[i*V:(i+1)*V]) == runtime.Argmax(ref.logits[i*V:(i+1)*V]) {
+				agree++
+			}
+		}
+		frac := float64(agree) / float64(len(ref.PromptIDs))
+		if frac < min {
+			t.Errorf("%v: top-1 agrees with the reference at %.2f of positions, want at least %.2f", ft, frac, min)
+		}
+		t.Logf("%-5v top-1 agreement %.3f, max |Δlogit| %.3g", ft, frac, maxDiff(logits, ref.logits))
+		b.Close()
+		m.Close()
 	}
 }

@@ -11,6 +11,20 @@ var (
 	dotQ8_0 = dotQ8_0Go
 	dotQ6_K = dotQ6_KGo
 	simd    = "portable Go"
+
+	// dot4 kernels take the activations of four tokens at once (nb blocks
+	// each, one after the other), unpacking each weight block once.
+	dotQ4_0x4 = dot4Of(&dotQ4_0)
+	dotQ8_0x4 = dot4Of(&dotQ8_0)
 )
+
+// dot4Of makes a four-token kernel of four calls to a one-token kernel.
+func dot4Of(dot *func([]byte, []q8Block) float32) func(w []byte, x []q8Block, nb int, out *[4]float32) {
+	return func(w []byte, x []q8Block, nb int, out *[4]float32) {
+		for t := range 4 {
+			out[t] = (*dot)(w, x[t*nb:(t+1)*nb])
+		}
+	}
+}
 
 func simdName() string { return simd }

@@ -29,19 +29,36 @@ func dotF32Go(a, b []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
+// lanes accumulates blocks as the SIMD kernels do: lane L holds the
+// products of values 4L..4L+3 of every block, each block's integer lane
+// sum converted to float, multiplied by the block's scale and added in.
+type lanes [8]float32
+
+func (l *lanes) add(isum *[8]int32, d float32) {
+	for k := range l {
+		l[k] += float32(float32(isum[k]) * d) // no fused multiply-add: the kernels do not fuse
+	}
+}
+
+// sum reduces the lanes in the SIMD kernels' order.
+func (l *lanes) sum() float32 {
+	return ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+}
+
 func dotQ4_0Go(w []byte, x []q8Block) float32 {
-	var sum float32
+	var acc lanes
 	for b := range x {
 		blk := w[18*b : 18*b+18]
 		qs := blk[2:18]
 		xb := &x[b]
-		var isum int32
+		var isum [8]int32
 		for j := range 16 {
-			isum += int32(int8(qs[j]&0x0F)-8)*int32(xb.qs[j]) + int32(int8(qs[j]>>4)-8)*int32(xb.qs[j+16])
+			isum[j/4] += int32(int8(qs[j]&0x0F)-8) * int32(xb.qs[j])
+			isum[4+j/4] += int32(int8(qs[j]>>4)-8) * int32(xb.qs[j+16])
 		}
-		sum += f16(blk) * xb.d * float32(isum)
+		acc.add(&isum, f16(blk)*xb.d)
 	}
-	return sum
+	return acc.sum()
 }
 
 func dotQ4_1Go(w []byte, x []q8Block) float32 {
@@ -96,17 +113,17 @@ func dotQ5_1Go(w []byte, x []q8Block) float32 {
 }
 
 func dotQ8_0Go(w []byte, x []q8Block) float32 {
-	var sum float32
+	var acc lanes
 	for b := range x {
 		blk := w[34*b : 34*b+34]
 		xb := &x[b]
-		var isum int32
+		var isum [8]int32
 		for j := range 32 {
-			isum += int32(int8(blk[2+j])) * int32(xb.qs[j])
+			isum[j/4] += int32(int8(blk[2+j])) * int32(xb.qs[j])
 		}
-		sum += f16(blk) * xb.d * float32(isum)
+		acc.add(&isum, f16(blk)*xb.d)
 	}
-	return sum
+	return acc.sum()
 }
 
 // dotQ6_KGo: a Q6_K super-block holds 16 groups of 16 values with int8

@@ -30,11 +30,66 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32) erro
 				quantizeQ8(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
 			}
 		})
-		dot := dotQ8For(w.typ)
+		dot, dot4 := dotQ8For(w.typ), dot4For(w.typ)
+		if zero, ok := wideZero[w.typ]; ok && wideDot != nil && nb%2 == 0 {
+			wa := toWide(xq, T, nb, zero)
+			// Cache blocking: for a block of weight rows, a tile of tokens
+			// and a slice of the inner dimension, the activations (three
+			// bytes a value in the wide layout) stay in L1 while every row
+			// of the block passes over them.
+			// A tile of four tokens over 2048 values takes 24 KB. Decoding
+			// reads every row once: whole rows per call.
+			pairs := nb / 2
+			tile, kPairs := 4, 32
+			if T < 4 {
+				kPairs = pairs
+			}
+			b.pool.parallel(nout, rowGrain, func(lo, hi int) {
+				var four [4]float32
+				for rb := lo; rb < hi; rb += 32 {
+					re := min(rb+32, hi)
+					for t0 := 0; t0 < T; t0 += tile {
+						t1 := min(t0+tile, T)
+						for p0 := 0; p0 < pairs; p0 += kPairs {
+							np := min(kPairs, pairs-p0)
+							for o := rb; o < re; o++ {
+								row := w.row(o)
+								for t := t0; t < t1; {
+									k := 1
+									if t+4 <= t1 {
+										k = 4
+									}
+									wideDot(w.typ, row, &wa, t, p0, np, four[:k])
+									for j, v := range four[:k] {
+										if p0 == 0 {
+											out[(t+j)*nout+o] = v
+										} else {
+											out[(t+j)*nout+o] += v
+										}
+									}
+									t += k
+								}
+							}
+						}
+					}
+				}
+			})
+			break
+		}
 		b.pool.parallel(nout, rowGrain, func(lo, hi int) {
+			var four [4]float32
 			for o := lo; o < hi; o++ {
 				row := w.row(o)
-				for t := range T {
+				t := 0
+				if dot4 != nil {
+					for ; t+4 <= T; t += 4 {
+						dot4(row, xq[t*nb:(t+4)*nb], nb, &four)
+						for k, v := range four {
+							out[(t+k)*nout+o] = v
+						}
+					}
+				}
+				for ; t < T; t++ {
 					out[t*nout+o] = dot(row, xq[t*nb:(t+1)*nb])
 				}
 			}
@@ -88,6 +143,17 @@ func decodeRow(w *weight, r int, scratch []float32) []float32 {
 	}
 	w.typ.Decode(scratch, w.row(r))
 	return scratch
+}
+
+// dot4For is the four-token kernel of a type, if it has one.
+func dot4For(t quant.Type) func([]byte, []q8Block, int, *[4]float32) {
+	switch t {
+	case quant.Q4_0:
+		return dotQ4_0x4
+	case quant.Q8_0:
+		return dotQ8_0x4
+	}
+	return nil
 }
 
 func dotQ8For(t quant.Type) func([]byte, []q8Block) float32 {

@@ -58,8 +58,11 @@ func layerNorm(p *pool, out, x, w, bias []float32, eps float32) {
 // broadcast applies f elementwise, b repeating over a's leading axes.
 func broadcast(out, a, b []float32, f func(a, b float32) float32) {
 	n := len(b)
-	for i := range a {
-		out[i] = f(a[i], b[i%n])
+	for base := 0; base < len(a); base += n {
+		o, x := out[base:base+n], a[base:base+n]
+		for i := range o {
+			o[i] = f(x[i], b[i])
+		}
 	}
 }
 
@@ -165,21 +168,28 @@ func (b *Backend) matmul(out, a, bb *lqrt.Tensor, transB bool) error {
 	group := B / Bk
 	as, bs := stride0(a), stride0(bb)
 	ad, bd, od := f32s(a), f32s(bb), f32s(out)
-	b.pool.parallel(B*M, 1, func(lo, hi int) {
-		col := make([]float32, K)
-		for r := lo; r < hi; r++ {
-			i, m := r/M, r%M
-			arow := ad[i*as+m*K : i*as+(m+1)*K]
+	// One batch per task: b's matrix, transposed when it is not already,
+	// is then read along rows by dotF32.
+	b.pool.parallel(B, 1, func(lo, hi int) {
+		var bt []float32
+		for i := lo; i < hi; i++ {
 			bm := bd[(i/group)*bs:]
-			orow := od[(i*M+m)*N : (i*M+m+1)*N]
-			for n := range N {
-				if transB {
-					orow[n] = dotF32(arow, bm[n*K:(n+1)*K])
-				} else {
-					for k := range K {
-						col[k] = bm[k*N+n]
+			if !transB {
+				if bt == nil {
+					bt = make([]float32, N*K)
+				}
+				for k := range K {
+					for n := range N {
+						bt[n*K+k] = bm[k*N+n]
 					}
-					orow[n] = dotF32(arow, col)
+				}
+				bm = bt
+			}
+			for m := range M {
+				arow := ad[i*as+m*K : i*as+(m+1)*K]
+				orow := od[(i*M+m)*N : (i*M+m+1)*N]
+				for n := range N {
+					orow[n] = dotF32(arow, bm[n*K:(n+1)*K])
 				}
 			}
 		}

@@ -32,7 +32,7 @@ func quantizeQ8(dst []q8Block, x []float32) {
 		}
 		var sum int32
 		for j, v := range blk {
-			q := int8(math.Round(float64(v * id)))
+			q := int8(roundToInt(v * id))
 			dst[b].qs[j] = q
 			sum += int32(q)
 		}
@@ -62,7 +62,7 @@ func quantizeQ8K(dst []q8KBlock, x []float32) {
 			id = 1 / d
 		}
 		for j, v := range blk {
-			dst[b].qs[j] = int8(math.Round(float64(v * id)))
+			dst[b].qs[j] = int8(roundToInt(v * id))
 		}
 		for g := range 16 {
 			var s int16
@@ -73,6 +73,13 @@ func quantizeQ8K(dst []q8KBlock, x []float32) {
 		}
 		dst[b].d = d
 	}
+}
+
+// roundToInt rounds |f| ≤ 2^22 to the nearest integer, ties to even, by
+// adding 1.5·2^23 and reading the mantissa (much cheaper than
+// math.Round).
+func roundToInt(f float32) int32 {
+	return int32(math.Float32bits(f+12582912)&0x007fffff) - 0x00400000
 }
 
 // actFormat says how a weight type wants its activations.

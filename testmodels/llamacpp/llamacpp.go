@@ -27,19 +27,31 @@ const (
 var script []byte
 
 // Job asks llama.cpp to load Model and greedily generate N tokens after
-// Prompt (nil: BOS only).
+// Prompt (nil: BOS only), or, with Bench, to time it.
 type Job struct {
 	Model  string `json:"model"`
 	Prompt []int  `json:"prompt"`
 	N      int    `json:"n"`
+	Bench  *Bench `json:"bench,omitempty"`
+}
+
+// Bench times prompt processing of PP tokens in one batch and generation
+// of TG tokens, Reps times after a warm-up, as llama-bench's ppN and tgN.
+type Bench struct {
+	PP      int `json:"pp"`
+	TG      int `json:"tg"`
+	Threads int `json:"threads"`
+	Reps    int `json:"reps"`
 }
 
 // Result is llama.cpp's answer to a job.
 type Result struct {
-	Model  string `json:"model"`
-	Tokens []int  `json:"tokens"`
-	Text   string `json:"text"`
-	Error  string `json:"error"`
+	Model  string    `json:"model"`
+	Tokens []int     `json:"tokens"`
+	Text   string    `json:"text"`
+	PPms   []float64 `json:"pp_ms"`
+	TGms   []float64 `json:"tg_ms"`
+	Error  string    `json:"error"`
 }
 
 // CacheDir is where node-llama-cpp is installed: $LQC_CACHE/node-llama-cpp,

@@ -3,6 +3,10 @@
 // result per job on stdout:
 //   job:    {"model": PATH, "prompt": [ids] | null (BOS only), "n": N}
 //   result: {"model": PATH, "tokens": [ids], "text": "..."} or {"model": PATH, "error": "..."}
+// A job with "bench": {"pp": P, "tg": G, "threads": T, "reps": R} instead
+// times prompt processing of P tokens as one batch and the generation of
+// G tokens, like llama-bench's ppP and tgG, and answers
+//   {"model": PATH, "pp_ms": [...], "tg_ms": [...]}, one entry per repetition.
 import {getLlama} from "node-llama-cpp";
 
 const chunks = [];
@@ -13,6 +17,14 @@ const jobs = JSON.parse(Buffer.concat(chunks).toString("utf8"));
 // small shared machine and a 260K-parameter model takes minutes.
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 for (const job of jobs) {
+  if (job.bench) {
+    try {
+      process.stdout.write(JSON.stringify(await bench(job)) + "\n");
+    } catch (e) {
+      process.stdout.write(JSON.stringify({model: job.model, error: String(e?.message ?? e)}) + "\n");
+    }
+    continue;
+  }
   try {
     const model = await llama.loadModel({modelPath: job.model});
     const ctx = await model.createContext({contextSize: Math.max(64, (job.prompt?.length ?? 1) + job.n + 8), threads: 1});
@@ -31,4 +43,31 @@ for (const job of jobs) {
   } catch (e) {
     process.stdout.write(JSON.stringify({model: job.model, error: String(e?.message ?? e)}) + "\n");
   }
+}
+
+async function bench(job) {
+  const {pp, tg, threads, reps} = job.bench;
+  const model = await llama.loadModel({modelPath: job.model});
+  const ctx = await model.createContext({contextSize: Math.max(pp, tg) + 16, batchSize: pp, threads});
+  const seq = ctx.getSequence();
+  const vocab = model.tokens.eos + 1;
+  const prompt = Array.from({length: pp}, (_, i) => 1 + (i * 7919) % 1000);
+  const res = {model: job.model, pp_ms: [], tg_ms: []};
+  for (let r = 0; r <= reps; r++) { // the first round warms up
+    await seq.clearHistory();
+    let t0 = performance.now();
+    await seq.evaluateWithoutGeneratingNewTokens(prompt);
+    const ppMs = performance.now() - t0;
+    await seq.clearHistory();
+    let n = 0;
+    t0 = performance.now();
+    for await (const tok of seq.evaluate([model.tokens.bos], {temperature: 0})) {
+      if (++n >= tg) break;
+    }
+    const tgMs = performance.now() - t0;
+    if (r > 0) { res.pp_ms.push(ppMs); res.tg_ms.push(tgMs); }
+  }
+  await ctx.dispose();
+  await model.dispose();
+  return res;
 }

@@ -4,6 +4,10 @@
 //	lqcbench convert   lqc convert --quant q4_0 of a TinyLlama-1.1B-shaped
 //	                   bf16 checkpoint: wall time, input MB/s, peak RSS,
 //	                   against llama.cpp's quantizer on the same weights.
+//	lqcbench run       prompt processing (pp64) and generation (tg32)
+//	                   tokens/s of the same model as Q4_0 and Q8_0 GGUF,
+//	                   lqc's runtime against llama.cpp (node-llama-cpp) on
+//	                   the same file and thread count.
 package main
 
 import (
@@ -28,20 +32,52 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] != "convert" {
-		fmt.Fprintln(os.Stderr, "usage: lqcbench convert [flags]")
+	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run") {
+		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run [flags]")
 		os.Exit(2)
 	}
-	fs := flag.NewFlagSet("convert", flag.ExitOnError)
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	layers := fs.Int("layers", testmodels.TinyLlama.Layers, "layers of the TinyLlama-shaped model (22 = 1.1B)")
-	runs := fs.Int("runs", 3, "runs of each command; the median is reported")
+	runs := fs.Int("runs", 3, "repetitions of each measurement; the median is reported")
 	threads := fs.Int("threads", 2, "threads for lqc and llama.cpp")
 	work := fs.String("work", filepath.Join(os.TempDir(), "lqc-bench"), "folder for the model and outputs")
 	fs.Parse(os.Args[2:])
-	if err := benchConvert(*work, *layers, *runs, *threads); err != nil {
+	var err error
+	if os.Args[1] == "convert" {
+		err = benchConvert(*work, *layers, *runs, *threads)
+	} else {
+		err = benchRun(*work, *layers, *runs, *threads)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "lqcbench:", err)
 		os.Exit(1)
 	}
+}
+
+// model writes the TinyLlama-shaped bf16 checkpoint once and returns its
+// folder.
+func model(work string, layers int) (string, error) {
+	shape := testmodels.TinyLlama
+	shape.Layers = layers
+	dir := filepath.Join(work, fmt.Sprintf("tinyllama-%dl-bf16", layers))
+	if size(filepath.Join(dir, "model.safetensors")) == 0 {
+		fmt.Fprintf(os.Stderr, "writing %s (%.2fB parameters, bf16)...\n", dir, float64(shape.Params())/1e9)
+		if err := testmodels.WriteLlamaHF(dir, shape, quant.BF16, 1); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// buildLQC builds the lqc binary into work.
+func buildLQC(work string) (string, error) {
+	lqc := filepath.Join(work, "lqc")
+	build := exec.Command("go", "build", "-o", lqc, "./cmd/lqc")
+	build.Dir, build.Stderr = testmodels.RepoRoot(), os.Stderr
+	if err := build.Run(); err != nil {
+		return "", fmt.Errorf("go build: %w", err)
+	}
+	return lqc, nil
 }
 
 type measure struct {
@@ -91,20 +127,13 @@ func size(path string) int64 {
 }
 
 func benchConvert(work string, layers, runs, threads int) error {
-	shape := testmodels.TinyLlama
-	shape.Layers = layers
-	model := filepath.Join(work, fmt.Sprintf("tinyllama-%dl-bf16", layers))
-	if size(filepath.Join(model, "model.safetensors")) == 0 {
-		fmt.Fprintf(os.Stderr, "writing %s (%.2fB parameters, bf16)...\n", model, float64(shape.Params())/1e9)
-		if err := testmodels.WriteLlamaHF(model, shape, quant.BF16, 1); err != nil {
-			return err
-		}
+	model, err := model(work, layers)
+	if err != nil {
+		return err
 	}
-	lqc := filepath.Join(work, "lqc")
-	build := exec.Command("go", "build", "-o", lqc, "./cmd/lqc")
-	build.Dir, build.Stderr = testmodels.RepoRoot(), os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("go build: %w", err)
+	lqc, err := buildLQC(work)
+	if err != nil {
+		return err
 	}
 	input := size(filepath.Join(model, "model.safetensors"))
 	t := fmt.Sprint(threads)

@@ -1,0 +1,427 @@
+// Command asm generates the CPU backend's AVX2 kernels with avo:
+//
+//	cd runtime/cpu && go generate
+//
+// It is its own module so that lqc's users do not inherit avo. Every
+// kernel computes exactly what its portable Go twin in dot.go computes, so
+// the two agree bit for bit (dotF32 excepted: it sums in eight lanes with
+// fused multiply-adds): integer products are summed exactly, and the float
+// steps (the conversion, the multiply by the block scale, the add into
+// the lane accumulator, the final reduction) happen in the same order.
+package main
+
+import (
+	"fmt"
+
+	"github.com/mmcloughlin/avo/ir"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+const (
+	q8BlockSize  = 40  // sizeof(q8Block): d, s float32; qs [32]int8
+	q8KBlockSize = 292 // sizeof(q8KBlock): d float32; qs [256]int8; bsums [16]int16
+)
+
+var nibbleMask, eightBytes, onesWords, mask30 Mem
+
+func constants() {
+	nibbleMask = GLOBL("nibbleMask", RODATA|NOPTR)
+	for i := 0; i < 32; i++ {
+		DATA(i, U8(0x0F))
+	}
+	eightBytes = GLOBL("eightBytes", RODATA|NOPTR)
+	for i := 0; i < 32; i++ {
+		DATA(i, U8(8))
+	}
+	onesWords = GLOBL("onesWords", RODATA|NOPTR)
+	for i := 0; i < 16; i++ {
+		DATA(2*i, U16(1))
+	}
+	mask30 = GLOBL("mask30", RODATA|NOPTR)
+	for i := 0; i < 32; i++ {
+		DATA(i, U8(0x30))
+	}
+}
+
+// VPDPBUSD emits VPDPBUSD (AVX512-VNNI: dst's int32 lanes += Σ of four
+// unsigned bytes of u times the signed bytes of s), which the Go assembler
+// knows but avo's instruction table lacks.
+func VPDPBUSD(s, u, dst Op) {
+	Instruction(&ir.Instruction{
+		Opcode: "VPDPBUSD", Operands: []Op{s, u, dst},
+		Inputs: []Op{s, u, dst}, Outputs: []Op{dst}, ISA: []string{"AVX512VNNI"},
+	})
+}
+
+// wide emits the AVX-512 VNNI kernel of a 32-value block type, two blocks
+// (64 values) per step, over activations in the wide layout (wide_amd64.go):
+// signed bytes x, for each pair of blocks the negated lane sums
+// −k·Σx of every four values (k = 8 for Q4_0, 128 for Q8_0), and a vector of
+// the two blocks' activation scales, eight lanes each.
+//
+//	func dot<T>Widex<tokens>(w, x, corr, dx *byte, xStride, cStride, pairs int, out *float32)
+//
+// Weights enter VPDPBUSD as unsigned bytes: Q4_0's nibbles as they are
+// (q = w+8), Q8_0's values plus 128, so Σq·x − k·Σx = Σw·x per lane,
+// exactly. Each pair's lane sums are converted to float and accumulated
+// with a fused multiply-add by dw·dx.
+func wide(name string, size int, tokens int) {
+	fn := fmt.Sprintf("dot%sWidex%d", name, tokens)
+	TEXT(fn, NOSPLIT, "func(w, x, corr, dx *byte, xStride, cStride, pairs int, out *float32)")
+	w := Load(Param("w"), GP64())
+	x := Load(Param("x"), GP64())
+	corr := Load(Param("corr"), GP64())
+	dx := Load(Param("dx"), GP64())
+	xStride := Load(Param("xStride"), GP64())
+	cStride := Load(Param("cStride"), GP64())
+	n := Load(Param("pairs"), GP64())
+	xs, cs, ds := []Register{x}, []Register{corr}, []Register{dx}
+	for t := 1; t < tokens; t++ {
+		p, c, d := GP64(), GP64(), GP64()
+		LEAQ(Mem{Base: xs[t-1], Index: xStride, Scale: 1}, p)
+		LEAQ(Mem{Base: cs[t-1], Index: cStride, Scale: 1}, c)
+		LEAQ(Mem{Base: ds[t-1], Index: cStride, Scale: 1}, d)
+		xs, cs, ds = append(xs, p), append(cs, c), append(ds, d)
+	}
+	acc := make([]VecVirtual, tokens)
+	for t := range acc {
+		acc[t] = ZMM()
+		VPXORD(acc[t], acc[t], acc[t])
+	}
+	Label(fn + "_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(fn + "_done"))
+
+	// The pair's 64 weights as unsigned bytes, in value order.
+	q := ZMM()
+	if name == "Q4_0" {
+		nib := YMM()
+		VMOVDQU(Mem{Base: w, Disp: 2}, nib.AsX())
+		VINSERTI128(Imm(1), Mem{Base: w, Disp: 2 + size}, nib, nib)
+		hi := YMM()
+		VPSRLW(Imm(4), nib, hi)
+		VPAND(nibbleMask, hi, hi)
+		VPAND(nibbleMask, nib, nib)
+		VINSERTI64X4(Imm(1), hi, nib.AsZ(), q) // [b0 lo, b1 lo, b0 hi, b1 hi]
+		VSHUFI64X2(Imm(0xD8), q, q, q)         // [b0 lo, b0 hi, b1 lo, b1 hi]
+	} else {
+		VMOVDQU(Mem{Base: w, Disp: 2}, q.AsY())
+		VINSERTI64X4(Imm(1), Mem{Base: w, Disp: 2 + size}, q, q)
+		VPXORD(signBits64(), q, q)
+	}
+	// dw: the two blocks' scales, eight lanes each.
+	dw := ZMM()
+	h := YMM()
+	VPBROADCASTW(Mem{Base: w}, h.AsX())
+	hw := XMM()
+	VPBROADCASTW(Mem{Base: w, Disp: size}, hw)
+	VINSERTI128(Imm(1), hw, h, h)
+	VCVTPH2PS(h, dw)
+
+	for t := 0; t < tokens; t++ {
+		p := ZMM()
+		VMOVDQU32(Mem{Base: cs[t]}, p)
+		VPDPBUSD(Mem{Base: xs[t]}, q, p)
+		VCVTDQ2PS(p, p)
+		d := ZMM()
+		VMULPS(Mem{Base: ds[t]}, dw, d)
+		VFMADD231PS(p, d, acc[t])
+	}
+	ADDQ(Imm(uint64(2*size)), w)
+	for t := range xs {
+		ADDQ(Imm(64), xs[t])
+		ADDQ(Imm(64), cs[t])
+		ADDQ(Imm(64), ds[t])
+	}
+	DECQ(n)
+	JMP(LabelRef(fn + "_loop"))
+	Label(fn + "_done")
+	o := Load(Param("out"), GP64())
+	for t := range acc {
+		lo := YMM()
+		VEXTRACTF64X4(Imm(1), acc[t], lo)
+		VADDPS(lo, acc[t].AsY(), lo)
+		MOVSS(reduce8(lo), Mem{Base: o, Disp: 4 * t})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+var signs64 *Mem
+
+// signBits64 is 64 bytes of 0x80: XOR adds 128 to signed bytes.
+func signBits64() Mem {
+	if signs64 == nil {
+		m := GLOBL("signBits64", RODATA|NOPTR)
+		for i := 0; i < 64; i++ {
+			DATA(i, U8(0x80))
+		}
+		signs64 = &m
+	}
+	return *signs64
+}
+
+func main() {
+	ConstraintExpr("amd64")
+	constants()
+	for _, k := range []struct {
+		name string
+		size int
+		load func(w Register) VecVirtual
+	}{{"Q4_0", 18, loadQ4_0}, {"Q8_0", 34, loadQ8_0}} {
+		for _, tokens := range []int{1, 4} {
+			blockDot(k.name, k.size, tokens, k.load)
+			wide(k.name, k.size, tokens)
+		}
+	}
+	dotQ6_K()
+	dotF32()
+	Generate()
+}
+
+// loadQ4_0 unpacks a Q4_0 block's 16 bytes of nibbles into its 32 values
+// as signed bytes: low nibbles are values 0-15, high nibbles 16-31.
+func loadQ4_0(w Register) VecVirtual {
+	q := YMM()
+	VMOVDQU(Mem{Base: w, Disp: 2}, q.AsX())
+	hi := XMM()
+	VPSRLW(Imm(4), q.AsX(), hi)
+	VINSERTI128(Imm(1), hi, q, q)
+	VPAND(nibbleMask, q, q)
+	VPSUBB(eightBytes, q, q)
+	return q
+}
+
+func loadQ8_0(w Register) VecVirtual {
+	q := YMM()
+	VMOVDQU(Mem{Base: w, Disp: 2}, q)
+	return q
+}
+
+// blockDot emits the AVX2 dot product of one row of a 32-value block type
+// (f16 scale first, size bytes per block) with the q8 activations of
+// `tokens` tokens:
+//
+//	func dot<T>x<tokens>AVX2(w, x *byte, stride, nb int, out *float32)
+//
+// Token t's blocks start at x + t·stride bytes; out[t] receives its dot
+// product. Each block's products are summed in eight int32 lanes (lane L
+// covers values 4L..4L+3), converted to float, multiplied by the two
+// scales and added into eight float lanes, which are reduced at the end:
+// the portable kernels do exactly this.
+func blockDot(name string, size, tokens int, load func(w Register) VecVirtual) {
+	fn := fmt.Sprintf("dot%sx%dAVX2", name, tokens)
+	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
+	w := Load(Param("w"), GP64())
+	x := Load(Param("x"), GP64())
+	stride := Load(Param("stride"), GP64())
+	n := Load(Param("nb"), GP64())
+	xs := []Register{x}
+	for t := 1; t < tokens; t++ {
+		p := GP64()
+		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
+		xs = append(xs, p)
+	}
+	acc := make([]VecVirtual, tokens)
+	for t := range acc {
+		acc[t] = YMM()
+		VXORPS(acc[t], acc[t], acc[t])
+	}
+	Label(fn + "_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(fn + "_done"))
+	dw := XMM()
+	s := GP32()
+	MOVWLZX(Mem{Base: w}, s)
+	VMOVD(s, dw)
+	VCVTPH2PS(dw, dw)
+	q := load(w)
+	absw := YMM()
+	VPSIGNB(q, q, absw)
+	for t := 0; t < tokens; t++ {
+		// d = dw·dx, broadcast to the eight lanes.
+		d := YMM()
+		VMULSS(Mem{Base: xs[t]}, dw, d.AsX())
+		VBROADCASTSS(d.AsX(), d)
+		a := YMM()
+		VMOVDQU(Mem{Base: xs[t], Disp: 8}, a)
+		// Signed × signed bytes through VPMADDUBSW (unsigned × signed):
+		// |w| times x carrying w's sign.
+		VPSIGNB(q, a, a)
+		VPMADDUBSW(a, absw, a)
+		VPMADDWD(onesWords, a, a)
+		VCVTDQ2PS(a, a)
+		VMULPS(d, a, a)
+		VADDPS(a, acc[t], acc[t])
+	}
+	ADDQ(Imm(uint64(size)), w)
+	for _, p := range xs {
+		ADDQ(Imm(q8BlockSize), p)
+	}
+	DECQ(n)
+	JMP(LabelRef(fn + "_loop"))
+	Label(fn + "_done")
+	o := Load(Param("out"), GP64())
+	for t := range acc {
+		MOVSS(reduce8(acc[t]), Mem{Base: o, Disp: 4 * t})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// reduce8 sums eight float lanes as ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)),
+// the order the portable kernels use.
+func reduce8(v VecVirtual) Register {
+	hi := XMM()
+	VEXTRACTF128(Imm(1), v, hi)
+	lo := v.AsX()
+	VADDPS(hi, lo, lo)
+	VHADDPS(lo, lo, lo)
+	VHADDPS(lo, lo, lo)
+	return lo
+}
+
+// dotQ6_K emits func dotQ6_KAVX2(w, x *byte, nb int) float32 over Q6_K
+// super-blocks (ql[128], qh[64], scales[16], f16 d) and q8K activations.
+// The 6-bit values are used unsigned (0..63) and 32·Σx is subtracted per
+// group from the activations' group sums, so the integer result is the
+// same as summing (q-32)·x; the groups' int8 scales multiply the
+// pairwise sums in VPMADDWD.
+func dotQ6_K() {
+	TEXT("dotQ6_KAVX2", NOSPLIT, "func(w, x *byte, nb int) float32")
+	w := Load(Param("w"), GP64())
+	x := Load(Param("x"), GP64())
+	n := Load(Param("nb"), GP64())
+	acc := XMM()
+	VXORPS(acc, acc, acc)
+	Label("q6k_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("q6k_done"))
+	isum := YMM()
+	VPXOR(isum, isum, isum)
+	for half := 0; half < 2; half++ {
+		ql0, ql1, qh := YMM(), YMM(), YMM()
+		VMOVDQU(Mem{Base: w, Disp: 64 * half}, ql0)
+		VMOVDQU(Mem{Base: w, Disp: 64*half + 32}, ql1)
+		VMOVDQU(Mem{Base: w, Disp: 128 + 32*half}, qh)
+		for k := 0; k < 4; k++ {
+			// q_k = low or high nibbles of ql0 or ql1, with two bits of qh
+			// (shifted by 2k) on top.
+			q, h := YMM(), YMM()
+			src := ql0
+			if k%2 == 1 {
+				src = ql1
+			}
+			if k < 2 {
+				VPAND(nibbleMask, src, q)
+			} else {
+				VPSRLW(Imm(4), src, q)
+				VPAND(nibbleMask, q, q)
+			}
+			switch shift := 4 - 2*k; {
+			case shift > 0:
+				VPSLLW(Imm(uint64(shift)), qh, h)
+			case shift < 0:
+				VPSRLW(Imm(uint64(-shift)), qh, h)
+			default:
+				VMOVDQA(qh, h)
+			}
+			VPAND(mask30, h, h)
+			VPOR(h, q, q)
+			// Σ q·x in sixteen int16 pairs.
+			VPMADDUBSW(Mem{Base: x, Disp: 4 + 128*half + 32*k}, q, q)
+			// Scales of the two 16-value groups of this run: lanes 0-7
+			// take group 8·half+2k, lanes 8-15 group 8·half+2k+1.
+			sc := YMM()
+			scHi := XMM()
+			g := GP32()
+			MOVBLSX(Mem{Base: w, Disp: 192 + 8*half + 2*k}, g)
+			VMOVD(g, sc.AsX())
+			VPBROADCASTW(sc.AsX(), sc.AsX())
+			MOVBLSX(Mem{Base: w, Disp: 192 + 8*half + 2*k + 1}, g)
+			VMOVD(g, scHi)
+			VPBROADCASTW(scHi, scHi)
+			VINSERTI128(Imm(1), scHi, sc, sc)
+			VPMADDWD(sc, q, q)
+			VPADDD(q, isum, isum)
+		}
+	}
+	// isum -= 32·Σ_g scale_g·bsum_g
+	sc16, bs := YMM(), YMM()
+	VPMOVSXBW(Mem{Base: w, Disp: 192}, sc16)
+	VMOVDQU(Mem{Base: x, Disp: 260}, bs)
+	VPMADDWD(bs, sc16, bs)
+	VPSLLD(Imm(5), bs, bs)
+	VPSUBD(bs, isum, isum)
+	h := XMM()
+	VEXTRACTI128(Imm(1), isum, h)
+	VPADDD(h, isum.AsX(), h)
+	t := XMM()
+	VPSHUFD(Imm(0x4E), h, t)
+	VPADDD(t, h, h)
+	VPSHUFD(Imm(0xB1), h, t)
+	VPADDD(t, h, h)
+	VCVTDQ2PS(h, h)
+	// acc += (f16(d) · dx) · isum
+	d := XMM()
+	s := GP32()
+	MOVWLZX(Mem{Base: w, Disp: 208}, s)
+	VMOVD(s, d)
+	VCVTPH2PS(d, d)
+	VMULSS(Mem{Base: x}, d, d)
+	VMULSS(h, d, d)
+	VADDSS(d, acc, acc)
+	ADDQ(U32(210), w)
+	ADDQ(U32(q8KBlockSize), x)
+	DECQ(n)
+	JMP(LabelRef("q6k_loop"))
+	Label("q6k_done")
+	VZEROUPPER()
+	Store(acc, ReturnIndex(0))
+	RET()
+}
+
+// dotF32 emits func dotF32AVX2(a, b *float32, n int) float32 for n a
+// multiple of 8: four ymm accumulators of fused multiply-adds.
+func dotF32() {
+	TEXT("dotF32AVX2", NOSPLIT, "func(a, b *float32, n int) float32")
+	a := Load(Param("a"), GP64())
+	b := Load(Param("b"), GP64())
+	n := Load(Param("n"), GP64())
+	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, r := range acc {
+		VXORPS(r, r, r)
+	}
+	Label("f32_loop32")
+	CMPQ(n, Imm(32))
+	JL(LabelRef("f32_loop8"))
+	for i, r := range acc {
+		t := YMM()
+		VMOVUPS(Mem{Base: a, Disp: 32 * i}, t)
+		VFMADD231PS(Mem{Base: b, Disp: 32 * i}, t, r)
+	}
+	ADDQ(Imm(128), a)
+	ADDQ(Imm(128), b)
+	SUBQ(Imm(32), n)
+	JMP(LabelRef("f32_loop32"))
+	Label("f32_loop8")
+	CMPQ(n, Imm(8))
+	JL(LabelRef("f32_done"))
+	t := YMM()
+	VMOVUPS(Mem{Base: a}, t)
+	VFMADD231PS(Mem{Base: b}, t, acc[0])
+	ADDQ(Imm(32), a)
+	ADDQ(Imm(32), b)
+	SUBQ(Imm(8), n)
+	JMP(LabelRef("f32_loop8"))
+	Label("f32_done")
+	VADDPS(acc[1], acc[0], acc[0])
+	VADDPS(acc[3], acc[2], acc[2])
+	VADDPS(acc[2], acc[0], acc[0])
+	Store(reduce8(acc[0]), ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}

@@ -1,0 +1,109 @@
+package cpu
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/lqc-dev/lqc/quant"
+)
+
+func randRow(rng *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	x[3] = 7 // an outlier
+	return x
+}
+
+// TestKernelsAgree checks every dot kernel in use (SIMD where the CPU has
+// it) against the portable one, and both against a float64 dot product of
+// the dequantized weights with the dequantized activations.
+func TestKernelsAgree(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const n = 1024
+	for _, typ := range []quant.Type{quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1, quant.Q8_0, quant.Q6_K} {
+		for trial := range 20 {
+			wf := randRow(rng, n)
+			w := make([]byte, typ.RowSize(n))
+			if err := typ.Encode(w, wf); err != nil {
+				t.Fatal(err)
+			}
+			wd := make([]float32, n)
+			typ.Decode(wd, w)
+			x := randRow(rng, n)
+			var got, want float32
+			var exact float64
+			if typ == quant.Q6_K {
+				xq := make([]q8KBlock, n/256)
+				quantizeQ8K(xq, x)
+				got, want = dotQ6_K(w, xq), dotQ6_KGo(w, xq)
+				for i := range n {
+					exact += float64(wd[i]) * float64(xq[i/256].qs[i%256]) * float64(xq[i/256].d)
+				}
+			} else {
+				xq := make([]q8Block, n/32)
+				quantizeQ8(xq, x)
+				fast, slow := dotQ8For(typ), map[quant.Type]func([]byte, []q8Block) float32{
+					quant.Q4_0: dotQ4_0Go, quant.Q4_1: dotQ4_1Go, quant.Q5_0: dotQ5_0Go, quant.Q5_1: dotQ5_1Go, quant.Q8_0: dotQ8_0Go}[typ]
+				got, want = fast(w, xq), slow(w, xq)
+				for i := range n {
+					exact += float64(wd[i]) * float64(xq[i/32].qs[i%32]) * float64(xq[i/32].d)
+				}
+			}
+			if got != want {
+				t.Errorf("%v trial %d: kernel %v, portable %v (%s)", typ, trial, got, want, simdName())
+			}
+			if k4 := map[quant.Type]func([]byte, []q8Block, int, *[4]float32){quant.Q4_0: dotQ4_0x4, quant.Q8_0: dotQ8_0x4}[typ]; k4 != nil {
+				nb := n / 32
+				xs := make([]q8Block, 4*nb)
+				for k := range 4 {
+					quantizeQ8(xs[k*nb:(k+1)*nb], randRow(rng, n))
+				}
+				var four [4]float32
+				k4(w, xs, nb, &four)
+				for k := range 4 {
+					if one := dotQ8For(typ)(w, xs[k*nb:(k+1)*nb]); four[k] != one {
+						t.Errorf("%v: four-token kernel gives %v for token %d, one-token %v", typ, four[k], k, one)
+					}
+				}
+			}
+			if math.Abs(float64(want)-exact) > 1e-4*math.Max(1, math.Abs(exact)) {
+				t.Errorf("%v trial %d: portable %v, exact %v", typ, trial, want, exact)
+			}
+		}
+	}
+	for _, n := range []int{1, 7, 8, 33, 64, 1000} {
+		a, b := randRow(rng, n+8)[:n], randRow(rng, n+8)[:n]
+		var exact float64
+		for i := range a {
+			exact += float64(a[i]) * float64(b[i])
+		}
+		if g, w := dotF32(a, b), dotF32Go(a, b); math.Abs(float64(g)-exact) > 1e-5*(1+math.Abs(exact)) || math.Abs(float64(w)-exact) > 1e-5*(1+math.Abs(exact)) {
+			t.Errorf("dotF32 n=%d: kernel %v, portable %v, exact %v", n, g, w, exact)
+		}
+	}
+}
+
+func BenchmarkDot(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const n = 4096
+	x := randRow(rng, n)
+	xq := make([]q8Block, n/32)
+	quantizeQ8(xq, x)
+	for _, c := range []struct {
+		name string
+		typ  quant.Type
+		fn   func([]byte, []q8Block) float32
+	}{{"Q4_0/go", quant.Q4_0, dotQ4_0Go}, {"Q4_0/kernel", quant.Q4_0, dotQ4_0}, {"Q8_0/go", quant.Q8_0, dotQ8_0Go}, {"Q8_0/kernel", quant.Q8_0, dotQ8_0}} {
+		w := make([]byte, c.typ.RowSize(n))
+		c.typ.Encode(w, randRow(rng, n))
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(w)))
+			for b.Loop() {
+				c.fn(w, xq)
+			}
+		})
+	}
+}

@@ -1,0 +1,3 @@
+package cpu
+
+//go:generate sh -c "cd asm && go run . -pkg cpu -out ../dot_amd64.s -stubs ../dot_stubs_amd64.go"

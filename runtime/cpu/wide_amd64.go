@@ -1,0 +1,57 @@
+//go:build amd64
+
+package cpu
+
+import (
+	"os"
+	"unsafe"
+
+	xcpu "golang.org/x/sys/cpu"
+
+	"github.com/lqc-dev/lqc/quant"
+)
+
+// useAVX512 reports whether the AVX-512 VNNI kernels run (LQC_NOSIMD=1 or
+// LQC_NOAVX512=1 turn them off).
+var useAVX512 = useAVX2 && xcpu.X86.HasAVX512F && xcpu.X86.HasAVX512BW && xcpu.X86.HasAVX512VNNI &&
+	os.Getenv("LQC_NOAVX512") != "1"
+
+func init() {
+	if useAVX512 {
+		wideDot = wideDotAVX512
+		simd = "AVX2+AVX512-VNNI"
+	}
+}
+
+// wideZero is the zero point each type's weights are shifted by to enter
+// VPDPBUSD as unsigned bytes: Q4_0's nibbles are w+8, Q8_0 gets w+128.
+var wideZero = map[quant.Type]int32{quant.Q4_0: 8, quant.Q8_0: 128}
+
+// wideDotAVX512 computes out[k] = the dot product of row with token t+k,
+// for len(out) (1 or 4) tokens, over block pairs [p0, p0+np).
+func wideDotAVX512(typ quant.Type, row []byte, a *wideAct, t, p0, np int, out []float32) {
+	nb := 2 * a.pairs
+	cStride := a.pairs * 16 * 4
+	x := unsafe.Pointer(&a.qs[t*nb*32+p0*64])
+	c := unsafe.Pointer(&a.corr[t*a.pairs*16+p0*16])
+	d := unsafe.Pointer(&a.dv[t*a.pairs*16+p0*16])
+	_ = a.dv[(t+len(out)-1)*a.pairs*16+(p0+np)*16-1]
+	switch typ {
+	case quant.Q4_0:
+		_ = row[36*(p0+np)-1]
+		w := &row[36*p0]
+		if len(out) == 4 {
+			dotQ4_0Widex4(w, (*byte)(x), (*byte)(c), (*byte)(d), nb*32, cStride, np, &out[0])
+		} else {
+			dotQ4_0Widex1(w, (*byte)(x), (*byte)(c), (*byte)(d), 0, 0, np, &out[0])
+		}
+	case quant.Q8_0:
+		_ = row[68*(p0+np)-1]
+		w := &row[68*p0]
+		if len(out) == 4 {
+			dotQ8_0Widex4(w, (*byte)(x), (*byte)(c), (*byte)(d), nb*32, cStride, np, &out[0])
+		} else {
+			dotQ8_0Widex1(w, (*byte)(x), (*byte)(c), (*byte)(d), 0, 0, np, &out[0])
+		}
+	}
+}

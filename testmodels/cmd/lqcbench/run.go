@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/lqc-dev/lqc/frontend"
+	lqrt "github.com/lqc-dev/lqc/runtime"
+	"github.com/lqc-dev/lqc/runtime/cpu"
+	"github.com/lqc-dev/lqc/testmodels/llamacpp"
+)
+
+const (
+	benchPP = 64 // prompt tokens, as llama-bench's pp64
+	benchTG = 32 // generated tokens, as tg32
+)
+
+// benchRun compares lqc's runtime with llama.cpp on the same GGUF files.
+func benchRun(work string, layers, runs, threads int) error {
+	dir, err := model(work, layers)
+	if err != nil {
+		return err
+	}
+	lqc, err := buildLQC(work)
+	if err != nil {
+		return err
+	}
+	types := []string{"q4_0", "q8_0"}
+	files := map[string]string{}
+	for _, q := range types {
+		files[q] = filepath.Join(work, fmt.Sprintf("run-%dl-%s.gguf", layers, q))
+		if size(files[q]) == 0 {
+			if _, err := timeCmd(lqc, "convert", dir, "-o", files[q], "--quant", q, "--quiet"); err != nil {
+				return err
+			}
+		}
+	}
+	fmt.Printf("\npp%d / tg%d tokens/s, TinyLlama-1.1B shape (%d layers), %d threads, median of %d\n", benchPP, benchTG, layers, threads, runs)
+	fmt.Printf("  %-6s %10s %10s %10s %10s %8s %8s\n", "", "lqc pp", "llama pp", "lqc tg", "llama tg", "pp ×", "tg ×")
+	nlc, nlcErr := llamacpp.Install()
+	for _, q := range types {
+		pp, tg, err := benchLQC(files[q], runs, threads)
+		if err != nil {
+			return err
+		}
+		lpp, ltg := 0.0, 0.0
+		if nlcErr == nil {
+			res, err := llamacpp.Run(nlc, []llamacpp.Job{{Model: files[q], Bench: &llamacpp.Bench{PP: benchPP, TG: benchTG, Threads: threads, Reps: runs}}})
+			if err != nil {
+				return err
+			}
+			if res[0].Error != "" {
+				return fmt.Errorf("llama.cpp: %s", res[0].Error)
+			}
+			lpp = float64(benchPP) / (medianF(res[0].PPms) / 1000)
+			ltg = float64(benchTG) / (medianF(res[0].TGms) / 1000)
+		}
+		fmt.Printf("  %-6s %10.1f %10.1f %10.1f %10.1f %8.2f %8.2f\n", q, pp, lpp, tg, ltg, pp/lpp, tg/ltg)
+	}
+	if nlcErr != nil {
+		fmt.Printf("  llama.cpp unavailable (%v): no ratios\n", nlcErr)
+	}
+	return nil
+}
+
+// benchLQC measures pp and tg like llama-bench: the prompt as one batch
+// into an empty cache, then tg tokens generated one at a time from BOS.
+func benchLQC(path string, runs, threads int) (pp, tg float64, err error) {
+	m, err := frontend.LoadGGUF(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer m.Close()
+	b := cpu.New(threads)
+	defer b.Close()
+	rm, err := lqrt.Load(m, b)
+	if err != nil {
+		return 0, 0, err
+	}
+	s, err := rm.NewSession(max(benchPP, benchTG) + 1)
+	if err != nil {
+		return 0, 0, err
+	}
+	prompt := make([]int32, benchPP)
+	for i := range prompt {
+		prompt[i] = int32(1 + (i*7919)%1000)
+	}
+	var pps, tgs []float64
+	for r := 0; r <= runs; r++ { // the first round warms up
+		s.Reset()
+		t0 := time.Now()
+		if _, err := s.Forward(prompt, false); err != nil {
+			return 0, 0, err
+		}
+		ppT := time.Since(t0)
+		s.Reset()
+		t0 = time.Now()
+		tok := m.Vocab.BOS
+		for range benchTG {
+			logits, err := s.Forward([]int32{tok}, false)
+			if err != nil {
+				return 0, 0, err
+			}
+			tok = lqrt.Argmax(logits)
+		}
+		tgT := time.Since(t0)
+		if r > 0 {
+			pps = append(pps, float64(benchPP)/ppT.Seconds())
+			tgs = append(tgs, float64(benchTG)/tgT.Seconds())
+		}
+	}
+	return medianF(pps), medianF(tgs), nil
+}
+
+func medianF(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
