@@ -122,4 +122,3 @@ func medianF(v []float64) float64 {
 	}
 	return s[len(s)/2]
 }
-
