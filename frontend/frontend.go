@@ -36,7 +36,7 @@ func Load(path string, opt Options) (*ir.Model, error) {
 		return hf.Load(path)
 	}
 	switch {
-	case isGGUF(path):
+	case IsGGUF(path):
 		return LoadGGUF(path)
 	case llama2c.IsCheckpoint(path):
 		return llama2c.Load(path, opt.Tokenizer)
@@ -44,7 +44,8 @@ func Load(path string, opt Options) (*ir.Model, error) {
 	return nil, fmt.Errorf("%s: not a model lqc can read (want a Hugging Face folder, a GGUF file or a llama2.c checkpoint)", path)
 }
 
-func isGGUF(path string) bool {
+// IsGGUF reports whether path is a file that starts with GGUF's magic.
+func IsGGUF(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
 		return false

@@ -24,19 +24,16 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	showPasses := fs.Bool("passes", false, "print the pass pipeline and what each pass changed")
 	dumpIR := fs.Bool("dump-ir", false, "print the graph after every pass")
 	quiet := fs.BoolP("quiet", "q", false, "no progress on stderr")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
-	_ = fs.MarkHidden("cpuprofile")
+	profile := profileFlag(fs)
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
 		return err
 	}
-	if *cpuProfile != "" {
-		stop, err := startCPUProfile(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer stop()
+	stop, err := profile()
+	if err != nil {
+		return err
 	}
+	defer stop()
 	if *out == "" {
 		fs.Usage()
 		return usageError{fmt.Errorf("missing -o OUT.gguf")}

@@ -68,7 +68,7 @@ func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	var in *inspection
-	if st, err := os.Stat(path); err == nil && !st.IsDir() && isGGUFFile(path) {
+	if st, err := os.Stat(path); err == nil && !st.IsDir() && frontend.IsGGUF(path) {
 		f, err := gguf.Open(path)
 		if err != nil {
 			return err
@@ -89,17 +89,6 @@ func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) erro
 		return enc.Encode(in)
 	}
 	return printInspection(stdout, in)
-}
-
-func isGGUFFile(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	var b [4]byte
-	_, err = f.ReadAt(b[:], 0)
-	return err == nil && string(b[:]) == "GGUF"
 }
 
 func inspectGGUF(f *gguf.File) *inspection {

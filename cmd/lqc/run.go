@@ -54,19 +54,16 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "threads")
 	ctxSize := fs.IntP("ctx-size", "c", 0, "context size (0: the prompt plus -n, at most the model's)")
 	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
-	_ = fs.MarkHidden("cpuprofile")
+	profile := profileFlag(fs)
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
 		return err
 	}
-	if *cpuProfile != "" {
-		stop, err := startCPUProfile(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer stop()
+	stop, err := profile()
+	if err != nil {
+		return err
 	}
+	defer stop()
 	if *n < 0 {
 		return usageError{fmt.Errorf("-n %d is negative", *n)}
 	}

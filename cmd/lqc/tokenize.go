@@ -75,7 +75,7 @@ func runTokenize(_ context.Context, args []string, stdout, stderr io.Writer) err
 // loadVocab reads only the vocabulary of a GGUF file (which may hold no
 // tensors), or loads any other model.
 func loadVocab(path, tokPath string) (*ir.Vocab, error) {
-	if st, err := os.Stat(path); err == nil && !st.IsDir() && isGGUFFile(path) {
+	if st, err := os.Stat(path); err == nil && !st.IsDir() && frontend.IsGGUF(path) {
 		f, err := gguf.Open(path)
 		if err != nil {
 			return nil, err

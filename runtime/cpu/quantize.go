@@ -17,19 +17,24 @@ type q8Block struct {
 	qs   [32]int8
 }
 
+// scaleOf returns the scale d that maps blk's largest magnitude to 127,
+// and its inverse (0 for an all-zero block).
+func scaleOf(blk []float32) (d, id float32) {
+	var amax float32
+	for _, v := range blk {
+		amax = max(amax, float32(math.Abs(float64(v))))
+	}
+	if d = amax / 127; d != 0 {
+		id = 1 / d
+	}
+	return d, id
+}
+
 // quantizeQ8 quantizes x (a multiple of 32 values) into dst.
 func quantizeQ8(dst []q8Block, x []float32) {
 	for b := range dst {
 		blk := x[32*b : 32*b+32]
-		var amax float32
-		for _, v := range blk {
-			amax = max(amax, float32(math.Abs(float64(v))))
-		}
-		d := amax / 127
-		id := float32(0)
-		if d != 0 {
-			id = 1 / d
-		}
+		d, id := scaleOf(blk)
 		var sum int32
 		for j, v := range blk {
 			q := int8(roundToInt(v * id))
@@ -52,15 +57,7 @@ type q8KBlock struct {
 func quantizeQ8K(dst []q8KBlock, x []float32) {
 	for b := range dst {
 		blk := x[256*b : 256*b+256]
-		var amax float32
-		for _, v := range blk {
-			amax = max(amax, float32(math.Abs(float64(v))))
-		}
-		d := amax / 127
-		id := float32(0)
-		if d != 0 {
-			id = 1 / d
-		}
+		d, id := scaleOf(blk)
 		for j, v := range blk {
 			dst[b].qs[j] = int8(roundToInt(v * id))
 		}

@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"fmt"
 	"strings"
 	"unicode"
@@ -64,24 +63,6 @@ type bpeBigram struct {
 	rank, size  int
 }
 
-type bpeQueue []bpeBigram
-
-func (q bpeQueue) Len() int { return len(q) }
-func (q bpeQueue) Less(i, j int) bool {
-	if q[i].rank != q[j].rank {
-		return q[i].rank < q[j].rank
-	}
-	return q[i].left < q[j].left
-}
-func (q bpeQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *bpeQueue) Push(x any)   { *q = append(*q, x.(bpeBigram)) }
-func (q *bpeQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
-}
-
 func (b *bpe) encode(text string, out []int32) []int32 {
 	for _, word := range splitGPT2(text) {
 		var sb strings.Builder
@@ -108,20 +89,25 @@ func (b *bpe) encodeWord(word string, out []int32) []int32 {
 		i += n
 	}
 	syms[len(syms)-1].next = -1
-	var q bpeQueue
+	q := queue[bpeBigram]{less: func(a, b bpeBigram) bool {
+		if a.rank != b.rank {
+			return a.rank < b.rank // the earliest merge first
+		}
+		return a.left < b.left
+	}}
 	tryAdd := func(l, r int) {
 		if l < 0 || r < 0 {
 			return
 		}
 		if rank, ok := b.ranks[syms[l].text+" "+syms[r].text]; ok {
-			heap.Push(&q, bpeBigram{left: l, right: r, rank: rank, size: len(syms[l].text) + len(syms[r].text)})
+			q.Push(bpeBigram{left: l, right: r, rank: rank, size: len(syms[l].text) + len(syms[r].text)})
 		}
 	}
 	for i := 1; i < len(syms); i++ {
 		tryAdd(i-1, i)
 	}
 	for q.Len() > 0 {
-		bg := heap.Pop(&q).(bpeBigram)
+		bg := q.Pop()
 		l, r := &syms[bg.left], &syms[bg.right]
 		if l.text == "" || r.text == "" || len(l.text)+len(r.text) != bg.size || l.next != bg.right {
 			continue

@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -44,24 +43,6 @@ type spmBigram struct {
 	size        int
 }
 
-type bigramQueue []spmBigram
-
-func (q bigramQueue) Len() int { return len(q) }
-func (q bigramQueue) Less(i, j int) bool {
-	if q[i].score != q[j].score {
-		return q[i].score > q[j].score
-	}
-	return q[i].left < q[j].left
-}
-func (q bigramQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *bigramQueue) Push(x any)   { *q = append(*q, x.(spmBigram)) }
-func (q *bigramQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
-}
-
 func (s *spm) encode(text string, out []int32) []int32 {
 	text = strings.ReplaceAll(" "+text, " ", "\u2581")
 	var syms []spmSymbol
@@ -71,7 +52,12 @@ func (s *spm) encode(text string, out []int32) []int32 {
 		i += n
 	}
 	syms[len(syms)-1].next = -1
-	var q bigramQueue
+	q := queue[spmBigram]{less: func(a, b spmBigram) bool {
+		if a.score != b.score {
+			return a.score > b.score // the highest-scoring token first
+		}
+		return a.left < b.left
+	}}
 	tryAdd := func(left, right int) {
 		if left < 0 || right < 0 {
 			return
@@ -81,13 +67,13 @@ func (s *spm) encode(text string, out []int32) []int32 {
 		if !ok {
 			return
 		}
-		heap.Push(&q, spmBigram{left: left, right: right, score: s.t.v.Scores[id], size: len(str)})
+		q.Push(spmBigram{left: left, right: right, score: s.t.v.Scores[id], size: len(str)})
 	}
 	for i := 1; i < len(syms); i++ {
 		tryAdd(i-1, i)
 	}
 	for q.Len() > 0 {
-		bg := heap.Pop(&q).(spmBigram)
+		bg := q.Pop()
 		l, r := &syms[bg.left], &syms[bg.right]
 		if l.text == "" || r.text == "" || len(l.text)+len(r.text) != bg.size {
 			continue // one side was merged away since
