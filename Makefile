@@ -55,11 +55,13 @@ interop:
 
 # lqc against llama.cpp, measured in the same run on the same files and
 # threads: conversion (speed, peak RSS) against llama.cpp's quantizer, and
-# pp64/tg32 tokens/s against llama.cpp's runtime; then the quantizer and
-# kernel micro-benchmarks.
+# pp64/tg32 tokens/s against llama.cpp's runtime; fused against unfused
+# attention (time, peak memory); then the quantizer and kernel
+# micro-benchmarks.
 bench:
 	$(GO) run ./testmodels/cmd/lqcbench convert
 	$(GO) run ./testmodels/cmd/lqcbench run
+	$(GO) run ./testmodels/cmd/lqcbench attention
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./quant
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./runtime/cpu
 

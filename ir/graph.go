@@ -194,6 +194,30 @@ func (g *Graph) Users() map[*Value][]*Node {
 	return u
 }
 
+// Fuse replaces the nodes in dead by one node running op on inputs, whose
+// single output is out, the value the fused region produced (so its users
+// need no change). The new node takes out's producer's place in the
+// order; the inputs must be defined before it.
+func (g *Graph) Fuse(dead []*Node, op string, attrs Attrs, inputs []*Value, out *Value) *Node {
+	n := &Node{Op: op, Inputs: inputs, Outputs: []*Value{out}, Attrs: attrs}
+	gone := map[*Node]bool{}
+	for _, d := range dead {
+		gone[d] = true
+	}
+	nodes := g.Nodes[:0]
+	for _, old := range g.Nodes {
+		switch {
+		case old == out.Def:
+			nodes = append(nodes, n)
+		case !gone[old]:
+			nodes = append(nodes, old)
+		}
+	}
+	g.Nodes = nodes
+	out.Def = n
+	return n
+}
+
 // Builder appends nodes to a graph and keeps the first error, so that an
 // architecture's graph reads as straight-line code.
 type Builder struct {

@@ -33,7 +33,7 @@ var ops = map[string]opDef{
 	"SiLU":      {"x · sigmoid(x)", inferUnary},
 	"GELU":      {"GELU, tanh approximation", inferUnary},
 	"Scale":     {"x · scale (attr scale)", inferUnary},
-	"Softmax":   {"softmax over the last axis", inferUnary},
+	"Softmax":   {"softmax over the last axis (attr axis, -1 when absent; the runtime supports only -1)", inferUnary},
 	"CausalMask": {"x[...,T,S] with -inf where key position > query position " +
 		"(queries are the last T of S positions)", inferCausalMask},
 	"RoPE": {"rotary embedding of x[T,H,d] at positions pos[T] " +
@@ -43,6 +43,9 @@ var ops = map[string]opDef{
 	"Reshape": {"same values, new shape (attr shape; -1 takes the remaining size)", inferReshape},
 	"Permute": {"axes reordered (attr perm)", inferPermute},
 	"Slice":   {"x[..., start:end] along one axis (attrs axis, start, end)", inferSlice},
+	"FlashAttention": {"softmax(q·kᵀ·scale (+ mask) (causal)) · v over q[H,T,d], k[Hkv,S,d], v[Hkv,S,d] " +
+		"and an optional additive mask[T,S], without the T×S scores (attrs scale, causal, n_head, n_head_kv, " +
+		"softcap: 0 for none); query head h uses key/value head h/(H/Hkv)", inferFlashAttention},
 	"KVCache": {"appends x[T,Hkv,d] at the current positions to the cache of (attrs) layer and " +
 		"slot (\"k\" or \"v\"), and returns every cached position, [Hkv,kv,d]; kv counts the " +
 		"positions cached so far, these T included. The runtime owns the cache", inferKVCache},
@@ -224,6 +227,32 @@ func inferMatMul(n *Node) ([]OutSig, error) {
 		return nil, fmt.Errorf("batch %v is not a multiple of %v", as[0], bs[0])
 	}
 	return []OutSig{{quant.F32, Shape{as[0], as[1], nn}}}, nil
+}
+
+func inferFlashAttention(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 3, 4); err != nil {
+		return nil, err
+	}
+	if err := wantF32(n.Inputs...); err != nil {
+		return nil, err
+	}
+	q, k, v := n.Inputs[0].Shape(), n.Inputs[1].Shape(), n.Inputs[2].Shape()
+	if len(q) != 3 || len(k) != 3 || len(v) != 3 || k[1] != v[1] || q[2] != k[2] || k[0] != v[0] {
+		return nil, fmt.Errorf("want q[H,T,d], k[Hkv,S,d], v[Hkv,S,dv], have %v %v %v", q, k, v)
+	}
+	h, hkv := n.Attrs.Int("n_head"), n.Attrs.Int("n_head_kv")
+	if !q[0].Known() || !k[0].Known() || q[0].Size != h || k[0].Size != hkv || hkv <= 0 || h%hkv != 0 {
+		return nil, fmt.Errorf("heads %v and %v do not match n_head %d, n_head_kv %d", q[0], k[0], h, hkv)
+	}
+	if len(n.Inputs) == 4 {
+		if m := n.Inputs[3].Shape(); len(m) != 2 || m[0] != q[1] || m[1] != k[1] {
+			return nil, fmt.Errorf("mask %v does not match scores [%v,%v]", m, q[1], k[1])
+		}
+	}
+	if !n.Attrs.Has("scale") {
+		return nil, fmt.Errorf("missing attr scale")
+	}
+	return []OutSig{{quant.F32, Shape{q[0], q[1], v[2]}}}, nil
 }
 
 // KVDim is the symbolic number of cached positions a KVCache op returns.

@@ -42,10 +42,13 @@ func readRef(t *testing.T, dir, name string) promptRef {
 	return r
 }
 
-func load(t *testing.T, path string, threads int) *runtime.Model {
+func load(t *testing.T, path string, threads int, ps ...passes.Pass) *runtime.Model {
 	t.Helper()
 	m, err := frontend.Load(path, frontend.Options{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&passes.Manager{Passes: ps}).Run(m); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
@@ -56,6 +59,14 @@ func load(t *testing.T, path string, threads int) *runtime.Model {
 		t.Fatal(err)
 	}
 	return rm
+}
+
+func maxAbs(a []float32) float64 {
+	var m float64
+	for _, x := range a {
+		m = max(m, math.Abs(float64(x)))
+	}
+	return m
 }
 
 func maxDiff(a, b []float32) float64 {
@@ -106,6 +117,31 @@ func TestReferenceLogits(t *testing.T) {
 				t.Errorf("token by token: max |logit - reference| = %.3g", d)
 			}
 			t.Logf("max |Δlogit| batched %.2g, incremental %.2g", maxDiff(batch, ref.logits), maxDiff(inc, ref.logits))
+
+			// The same with attention fused: it must not change the result.
+			fm := load(t, testmodels.Shared(t, c.model), 2, passes.FlashAttention{})
+			fs, _ := fm.NewSession(len(ref.PromptIDs))
+			fused, err := fs.Forward(ref.PromptIDs, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Within 1e-5 of the logits' scale: the attention outputs agree to
+			// 1e-5 (runtime/cpu's test), and five layers carry the rounding on.
+			tol := 1e-5 * maxAbs(batch)
+			if d := maxDiff(fused, batch); d > tol {
+				t.Errorf("fused attention: max |logit - unfused| = %.3g > %.3g", d, tol)
+			}
+			fs.Reset()
+			for i, id := range ref.PromptIDs {
+				l, err := fs.Forward([]int32{id}, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				V := fm.VocabSize()
+				if d := maxDiff(l, inc[i*V:(i+1)*V]); d > tol {
+					t.Fatalf("fused attention, token %d by token: max |logit - unfused| = %.3g", i, d)
+				}
+			}
 		})
 	}
 }

@@ -22,6 +22,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint (default: tokenizer.bin or tok*.bin beside it)")
 	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "worker threads")
 	showPasses := fs.Bool("passes", false, "print the pass pipeline and what each pass changed")
+	verbose := fs.BoolP("verbose", "v", false, "same as --passes")
 	dumpIR := fs.Bool("dump-ir", false, "print the graph after every pass")
 	quiet := fs.BoolP("quiet", "q", false, "no progress on stderr")
 	profile := profileFlag(fs)
@@ -53,7 +54,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer m.Close()
 
 	pm := &passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.Quantize{FileType: ft, Pure: *pure}}}
-	if *showPasses {
+	if *showPasses || *verbose {
 		fmt.Fprintf(stderr, "pipeline: %s\n", pm.Names())
 		pm.Trace = stderr
 	} else if !*quiet {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,8 +28,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	maxRatio := fs.Float64("max-ppl-ratio", 0, "fail if PPL(MODEL)/PPL(REF) exceeds this")
 	minTop1 := fs.Float64("min-top1", 0, "fail if the top-1 agreement (0 to 1) is below this")
 	asJSON := fs.Bool("json", false, "machine-readable output")
-	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "threads")
-	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint")
+	opts := addRunFlags(fs)
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
 		return err
@@ -46,14 +44,14 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	l, err := loadForRun(pos[0], *tok, *threads)
+	l, err := loadForRun(pos[0], opts, stderr)
 	if err != nil {
 		return err
 	}
 	defer l.close()
 	var refModel *lqrt.Model
 	if *ref != "" {
-		r, err := loadForRun(*ref, *tok, *threads)
+		r, err := loadForRun(*ref, opts, stderr)
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/lqc-dev/lqc/codegen/gguf"
 	"github.com/lqc-dev/lqc/frontend"
 	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/passes"
 )
 
 // tensorRow is one line of the tensor table. Ne is the GGML order (row
@@ -51,6 +52,7 @@ func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("inspect", "FILE|DIR [flags]\n\nFILE is a GGUF file or a llama2.c checkpoint, DIR a Hugging Face folder.", stderr)
 	asJSON := fs.Bool("json", false, "machine-readable output")
 	showIR := fs.Bool("ir", false, "print the model's graph in lqc's IR")
+	showPasses := fs.Bool("passes", false, "with --ir: run the passes the runtime runs, print what each changed, then the graph")
 	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint")
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
@@ -64,6 +66,13 @@ func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer m.Close()
+		if *showPasses {
+			pm := &passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.FlashAttention{}}, Trace: stdout}
+			fmt.Fprintf(stdout, "pipeline: %s\n", pm.Names())
+			if err := pm.Run(m); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+		}
 		return m.Graph.Print(stdout)
 	}
 

@@ -8,8 +8,11 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/lqc-dev/lqc/frontend"
 	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/passes"
 	lqrt "github.com/lqc-dev/lqc/runtime"
 	"github.com/lqc-dev/lqc/runtime/cpu"
 	"github.com/lqc-dev/lqc/runtime/tokenizer"
@@ -23,17 +26,58 @@ type loaded struct {
 	close func()
 }
 
-func loadForRun(path, tokPath string, threads int) (*loaded, error) {
-	m, err := frontend.Load(path, frontend.Options{Tokenizer: tokPath})
+// runOptions are the flags run and eval share.
+type runOptions struct {
+	threads   int
+	tokenizer string
+	flashAttn string
+	verbose   bool
+}
+
+func addRunFlags(fs *pflag.FlagSet) *runOptions {
+	o := &runOptions{}
+	fs.IntVarP(&o.threads, "threads", "t", runtime.GOMAXPROCS(0), "threads")
+	fs.StringVar(&o.tokenizer, "tokenizer", "", "tokenizer file of a llama2.c checkpoint")
+	fs.StringVar(&o.flashAttn, "flash-attn", "auto", "fused attention: on, off, or auto (on where the backend has the kernel)")
+	fs.BoolVarP(&o.verbose, "verbose", "v", false, "print what the passes did")
+	return o
+}
+
+// pipeline is the passes a model goes through before it runs.
+func (o *runOptions) pipeline(stderr io.Writer) (*passes.Manager, error) {
+	pm := &passes.Manager{Passes: []passes.Pass{passes.DeadCode{}}}
+	switch o.flashAttn {
+	case "on", "auto": // the CPU backend has the FlashAttention kernel
+		pm.Passes = append(pm.Passes, passes.FlashAttention{})
+	case "off":
+	default:
+		return nil, usageError{fmt.Errorf("--flash-attn %q: want on, off or auto", o.flashAttn)}
+	}
+	if o.verbose {
+		pm.Trace = stderr
+	}
+	return pm, nil
+}
+
+func loadForRun(path string, o *runOptions, stderr io.Writer) (*loaded, error) {
+	pm, err := o.pipeline(stderr)
 	if err != nil {
 		return nil, err
+	}
+	m, err := frontend.Load(path, frontend.Options{Tokenizer: o.tokenizer})
+	if err != nil {
+		return nil, err
+	}
+	if err := pm.Run(m); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	tok, err := tokenizer.New(m.Vocab)
 	if err != nil {
 		m.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	b := cpu.New(threads)
+	b := cpu.New(o.threads)
 	rm, err := lqrt.Load(m, b)
 	if err != nil {
 		b.Close()
@@ -51,9 +95,8 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	topK := fs.Int("top-k", 40, "keep the k most likely tokens (0: all)")
 	topP := fs.Float32("top-p", 0.95, "keep the most likely tokens up to this probability (1: all)")
 	seed := fs.Uint64("seed", 0, "random seed (0: from the clock)")
-	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "threads")
 	ctxSize := fs.IntP("ctx-size", "c", 0, "context size (0: the prompt plus -n, at most the model's)")
-	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint")
+	opts := addRunFlags(fs)
 	profile := profileFlag(fs)
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
@@ -67,7 +110,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *n < 0 {
 		return usageError{fmt.Errorf("-n %d is negative", *n)}
 	}
-	l, err := loadForRun(pos[0], *tok, *threads)
+	l, err := loadForRun(pos[0], opts, stderr)
 	if err != nil {
 		return err
 	}

@@ -144,6 +144,15 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 		slice(out, in[0], int(attrs.Int("axis")), int(attrs.Int("start")))
 	case "KVCache":
 		kvCache(out, in[0], in[1], int(attrs.Int("pos")))
+	case "FlashAttention":
+		if attrs.Float("softcap") != 0 {
+			return fmt.Errorf("cpu: FlashAttention with softcap is not supported yet")
+		}
+		var mask *lqrt.Tensor
+		if len(in) == 4 {
+			mask = in[3]
+		}
+		b.flashAttention(out, in[0], in[1], in[2], mask, float32(attrs.Float("scale")), attrs.Bool("causal"))
 	default:
 		return fmt.Errorf("cpu: no kernel for op %s", op)
 	}

@@ -4,6 +4,7 @@ package cpu
 // versions; dot_amd64.go swaps in SIMD versions where the CPU has them.
 var (
 	dotF32  = dotF32Go
+	axpy    = axpyGo
 	dotQ4_0 = dotQ4_0Go
 	dotQ4_1 = dotQ4_1Go
 	dotQ5_0 = dotQ5_0Go

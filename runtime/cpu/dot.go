@@ -45,6 +45,14 @@ func (l *lanes) sum() float32 {
 	return ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
 }
 
+// axpyGo adds a·x to y.
+func axpyGo(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += a * x[i]
+	}
+}
+
 func dotQ4_0Go(w []byte, x []q8Block) float32 {
 	var acc lanes
 	for b := range x {

@@ -19,6 +19,7 @@ func init() {
 	}
 	dotF32, dotQ4_0, dotQ8_0, dotQ6_K = dotF32Fast, dotQ4_0Fast, dotQ8_0Fast, dotQ6_KFast
 	dotQ4_0x4, dotQ8_0x4 = dotQ4_0x4Fast, dotQ8_0x4Fast
+	axpy = axpyFast
 	simd = "AVX2"
 }
 
@@ -73,4 +74,15 @@ func dotF32Fast(a, b []float32) float32 {
 		s += a[i] * b[i]
 	}
 	return s
+}
+
+func axpyFast(y []float32, a float32, x []float32) {
+	n := len(y) &^ 7
+	if n > 0 {
+		_ = x[n-1]
+		axpyF32AVX2(a, &x[0], &y[0], n)
+	}
+	for i := n; i < len(y); i++ {
+		y[i] += a * x[i]
+	}
 }

@@ -980,3 +980,47 @@ f32_done:
 	MOVSS        X0, ret+24(FP)
 	VZEROUPPER
 	RET
+
+// func axpyF32AVX2(a float32, x *float32, y *float32, n int)
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·axpyF32AVX2(SB), NOSPLIT, $0-32
+	MOVSS        a+0(FP), X0
+	VBROADCASTSS X0, Y0
+	MOVQ         x+8(FP), AX
+	MOVQ         y+16(FP), CX
+	MOVQ         n+24(FP), DX
+
+axpy_loop32:
+	CMPQ        DX, $0x20
+	JL          axpy_loop8
+	VMOVUPS     (CX), Y1
+	VFMADD231PS (AX), Y0, Y1
+	VMOVUPS     Y1, (CX)
+	VMOVUPS     32(CX), Y1
+	VFMADD231PS 32(AX), Y0, Y1
+	VMOVUPS     Y1, 32(CX)
+	VMOVUPS     64(CX), Y1
+	VFMADD231PS 64(AX), Y0, Y1
+	VMOVUPS     Y1, 64(CX)
+	VMOVUPS     96(CX), Y1
+	VFMADD231PS 96(AX), Y0, Y1
+	VMOVUPS     Y1, 96(CX)
+	ADDQ        $0x80, AX
+	ADDQ        $0x80, CX
+	SUBQ        $0x20, DX
+	JMP         axpy_loop32
+
+axpy_loop8:
+	CMPQ        DX, $0x08
+	JL          axpy_done
+	VMOVUPS     (CX), Y1
+	VFMADD231PS (AX), Y0, Y1
+	VMOVUPS     Y1, (CX)
+	ADDQ        $0x20, AX
+	ADDQ        $0x20, CX
+	SUBQ        $0x08, DX
+	JMP         axpy_loop8
+
+axpy_done:
+	VZEROUPPER
+	RET

@@ -23,3 +23,5 @@ func dotQ8_0Widex4(w *byte, x *byte, corr *byte, dx *byte, xStride int, cStride 
 func dotQ6_KAVX2(w *byte, x *byte, nb int) float32
 
 func dotF32AVX2(a *float32, b *float32, n int) float32
+
+func axpyF32AVX2(a float32, x *float32, y *float32, n int)

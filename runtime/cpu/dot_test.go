@@ -86,6 +86,21 @@ func TestKernelsAgree(t *testing.T) {
 	}
 }
 
+func TestAxpy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, n := range []int{1, 8, 13, 64, 128, 1000} {
+		x, y := randRow(rng, n+8)[:n], randRow(rng, n+8)[:n]
+		want := append([]float32(nil), y...)
+		axpyGo(want, 0.37, x)
+		axpy(y, 0.37, x)
+		for i := range y {
+			if math.Abs(float64(y[i]-want[i])) > 1e-6*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("n=%d: axpy[%d] = %v, portable %v", n, i, y[i], want[i])
+			}
+		}
+	}
+}
+
 func BenchmarkDot(b *testing.B) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const n = 4096

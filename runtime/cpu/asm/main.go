@@ -179,6 +179,7 @@ func main() {
 	}
 	dotQ6_K()
 	dotF32()
+	axpyF32()
 	Generate()
 }
 
@@ -422,6 +423,45 @@ func dotF32() {
 	VADDPS(acc[3], acc[2], acc[2])
 	VADDPS(acc[2], acc[0], acc[0])
 	Store(reduce8(acc[0]), ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// axpyF32 emits func axpyF32AVX2(a float32, x, y *float32, n int), y += a·x
+// for n a multiple of 8, with fused multiply-adds.
+func axpyF32() {
+	TEXT("axpyF32AVX2", NOSPLIT, "func(a float32, x, y *float32, n int)")
+	av := YMM()
+	a := Load(Param("a"), XMM())
+	VBROADCASTSS(a, av)
+	x := Load(Param("x"), GP64())
+	y := Load(Param("y"), GP64())
+	n := Load(Param("n"), GP64())
+	Label("axpy_loop32")
+	CMPQ(n, Imm(32))
+	JL(LabelRef("axpy_loop8"))
+	for i := 0; i < 4; i++ {
+		t := YMM()
+		VMOVUPS(Mem{Base: y, Disp: 32 * i}, t)
+		VFMADD231PS(Mem{Base: x, Disp: 32 * i}, av, t)
+		VMOVUPS(t, Mem{Base: y, Disp: 32 * i})
+	}
+	ADDQ(Imm(128), x)
+	ADDQ(Imm(128), y)
+	SUBQ(Imm(32), n)
+	JMP(LabelRef("axpy_loop32"))
+	Label("axpy_loop8")
+	CMPQ(n, Imm(8))
+	JL(LabelRef("axpy_done"))
+	t := YMM()
+	VMOVUPS(Mem{Base: y}, t)
+	VFMADD231PS(Mem{Base: x}, av, t)
+	VMOVUPS(t, Mem{Base: y})
+	ADDQ(Imm(32), x)
+	ADDQ(Imm(32), y)
+	SUBQ(Imm(8), n)
+	JMP(LabelRef("axpy_loop8"))
+	Label("axpy_done")
 	VZEROUPPER()
 	RET()
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/passes"
 	lqrt "github.com/lqc-dev/lqc/runtime"
 	"github.com/lqc-dev/lqc/runtime/cpu"
 	"github.com/lqc-dev/lqc/testmodels/llamacpp"
@@ -73,6 +74,10 @@ func benchLQC(path string, runs, threads int) (pp, tg float64, err error) {
 		return 0, 0, err
 	}
 	defer m.Close()
+	// The passes lqc run applies by default.
+	if err := (&passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.FlashAttention{}}}).Run(m); err != nil {
+		return 0, 0, err
+	}
 	b := cpu.New(threads)
 	defer b.Close()
 	rm, err := lqrt.Load(m, b)
