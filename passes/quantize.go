@@ -23,7 +23,12 @@ type Quantize struct {
 func (Quantize) Name() string { return "quantize" }
 
 func (q Quantize) Run(m *ir.Model) (Report, error) {
-	plan := quant.Plan{FileType: q.FileType, Pure: q.Pure, HasOutput: m.Weight("output.weight") != nil}
+	p := m.Params
+	plan := quant.Plan{
+		FileType: q.FileType, Pure: q.Pure, HasOutput: m.Weight("output.weight") != nil,
+		Layers: p.BlockCount, GQA: max(1, p.HeadCount/max(1, p.HeadCountKV)),
+		Is70B: m.Arch == "llama" && p.BlockCount == 80 && p.HeadCount != p.HeadCountKV,
+	}
 	float := !q.FileType.Base().Quantized()
 	var r Report
 	requantized := 0

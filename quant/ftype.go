@@ -13,15 +13,25 @@ type FileType uint32
 
 // llama_ftype values (llama.h). Only the ones lqc can produce are listed.
 const (
-	FileAllF32     FileType = 0
-	FileMostlyF16  FileType = 1
-	FileMostlyQ4_0 FileType = 2
-	FileMostlyQ4_1 FileType = 3
-	FileMostlyQ8_0 FileType = 7
-	FileMostlyQ5_0 FileType = 8
-	FileMostlyQ5_1 FileType = 9
-	FileMostlyQ6_K FileType = 18
-	FileMostlyBF16 FileType = 32
+	FileAllF32       FileType = 0
+	FileMostlyF16    FileType = 1
+	FileMostlyQ4_0   FileType = 2
+	FileMostlyQ4_1   FileType = 3
+	FileMostlyQ8_0   FileType = 7
+	FileMostlyQ5_0   FileType = 8
+	FileMostlyQ5_1   FileType = 9
+	FileMostlyQ2_K   FileType = 10
+	FileMostlyQ3_K_S FileType = 11
+	FileMostlyQ3_K_M FileType = 12
+	FileMostlyQ3_K_L FileType = 13
+	FileMostlyQ4_K_S FileType = 14
+	FileMostlyQ4_K_M FileType = 15
+	FileMostlyQ5_K_S FileType = 16
+	FileMostlyQ5_K_M FileType = 17
+	FileMostlyQ6_K   FileType = 18
+	FileMostlyIQ4_NL FileType = 25
+	FileMostlyIQ4_XS FileType = 30
+	FileMostlyBF16   FileType = 32
 )
 
 type fileTypeInfo struct {
@@ -30,24 +40,38 @@ type fileTypeInfo struct {
 }
 
 var fileTypes = map[FileType]fileTypeInfo{
-	FileAllF32:     {"F32", F32},
-	FileMostlyF16:  {"F16", F16},
-	FileMostlyBF16: {"BF16", BF16},
-	FileMostlyQ8_0: {"Q8_0", Q8_0},
-	FileMostlyQ4_0: {"Q4_0", Q4_0},
-	FileMostlyQ4_1: {"Q4_1", Q4_1},
-	FileMostlyQ5_0: {"Q5_0", Q5_0},
-	FileMostlyQ5_1: {"Q5_1", Q5_1},
-	FileMostlyQ6_K: {"Q6_K", Q6_K},
+	FileAllF32:       {"F32", F32},
+	FileMostlyF16:    {"F16", F16},
+	FileMostlyBF16:   {"BF16", BF16},
+	FileMostlyQ8_0:   {"Q8_0", Q8_0},
+	FileMostlyQ4_0:   {"Q4_0", Q4_0},
+	FileMostlyQ4_1:   {"Q4_1", Q4_1},
+	FileMostlyQ5_0:   {"Q5_0", Q5_0},
+	FileMostlyQ5_1:   {"Q5_1", Q5_1},
+	FileMostlyQ2_K:   {"Q2_K", Q2_K},
+	FileMostlyQ3_K_S: {"Q3_K_S", Q3_K},
+	FileMostlyQ3_K_M: {"Q3_K_M", Q3_K},
+	FileMostlyQ3_K_L: {"Q3_K_L", Q3_K},
+	FileMostlyQ4_K_S: {"Q4_K_S", Q4_K},
+	FileMostlyQ4_K_M: {"Q4_K_M", Q4_K},
+	FileMostlyQ5_K_S: {"Q5_K_S", Q5_K},
+	FileMostlyQ5_K_M: {"Q5_K_M", Q5_K},
+	FileMostlyQ6_K:   {"Q6_K", Q6_K},
+	FileMostlyIQ4_NL: {"IQ4_NL", IQ4_NL},
+	FileMostlyIQ4_XS: {"IQ4_XS", IQ4_XS},
 }
 
 // Aliases users may type for --quant, beside the llama-quantize names.
-// "q8"/"int8" and "q4"/"int4" name the recommended 8- and 4-bit mixes.
+// "q8"/"int8" and "q4"/"int4" name the recommended 8- and 4-bit mixes;
+// q3_k, q4_k and q5_k are llama-quantize's names for the _M mixes.
 var fileTypeAliases = map[string]FileType{
 	"q8":   FileMostlyQ8_0,
 	"int8": FileMostlyQ8_0,
-	"q4":   FileMostlyQ4_0,
-	"int4": FileMostlyQ4_0,
+	"q4":   FileMostlyQ4_K_M,
+	"int4": FileMostlyQ4_K_M,
+	"q3_k": FileMostlyQ3_K_M,
+	"q4_k": FileMostlyQ4_K_M,
+	"q5_k": FileMostlyQ5_K_M,
 }
 
 func (f FileType) String() string {

@@ -18,6 +18,12 @@ type Plan struct {
 	// does not, the token embedding is also the classifier and is treated
 	// as the output.
 	HasOutput bool
+	// Layers, GQA (query heads per key/value head) and Is70B (llama.cpp's
+	// LLM_TYPE_70B: 80 layers with grouped-query attention) steer the
+	// per-layer rules of the K-quant mixes.
+	Layers int
+	GQA    int
+	Is70B  bool
 }
 
 // Decision is the outcome of Plan.Choose for one tensor.
@@ -65,6 +71,8 @@ func (p Plan) Choose(name string, shape []int64) (Decision, error) {
 		case t != Q8_0:
 			t = Q6_K
 		}
+	} else if name != "token_embd.weight" {
+		t = p.layerRule(name, t)
 	}
 	if t.Fits(row) {
 		return Decision{Quantize: true, Type: t}, nil
@@ -89,4 +97,100 @@ func (p Plan) Choose(name string, shape []int64) (Decision, error) {
 		Type:     fb,
 		Fallback: fmt.Sprintf("row length %d is not a multiple of %v's block size %d: using %v", row, t, t.BlockSize(), fb),
 	}, nil
+}
+
+// useMoreBits is llama.cpp's choice of the layers that get more bits: the
+// first and last eighth, and every third in between.
+func useMoreBits(i, n int) bool {
+	return i < n/8 || i >= 7*n/8 || (i-n/8)%3 == 2
+}
+
+// layerOf is the block index of a per-layer tensor name ("blk.N.…").
+func layerOf(name string) int {
+	rest, ok := strings.CutPrefix(name, "blk.")
+	if !ok {
+		return 0
+	}
+	n := 0
+	for _, c := range rest {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = 10*n + int(c-'0')
+	}
+	return n
+}
+
+// layerRule is the per-tensor part of llama_tensor_get_type for the mixes
+// lqc makes. llama-quantize visits layers in order, so its running
+// counters of attn_v and ffn_down tensors equal the layer index.
+func (p Plan) layerRule(name string, t Type) Type {
+	ft, i, n := p.FileType, layerOf(name), p.Layers
+	switch {
+	case strings.Contains(name, "attn_v.weight"):
+		switch {
+		case ft == FileMostlyQ2_K:
+			t = Q3_K
+			if p.GQA >= 4 {
+				t = Q4_K
+			}
+		case ft == FileMostlyQ3_K_M:
+			t = Q4_K
+			if i < 2 {
+				t = Q5_K
+			}
+		case ft == FileMostlyQ3_K_L:
+			t = Q5_K
+		case (ft == FileMostlyIQ4_NL || ft == FileMostlyIQ4_XS) && p.GQA >= 4:
+			t = Q5_K
+		case (ft == FileMostlyQ4_K_M || ft == FileMostlyQ5_K_M) && useMoreBits(i, n):
+			t = Q6_K
+		case ft == FileMostlyQ4_K_S && i < 4:
+			t = Q5_K
+		}
+		if p.Is70B && (t == Q3_K || t == Q4_K) {
+			t = Q5_K
+		}
+	case strings.Contains(name, "ffn_down"):
+		switch {
+		case ft == FileMostlyQ2_K:
+			t = Q3_K
+		case ft == FileMostlyQ3_K_M:
+			t = Q4_K
+			if i < n/16 {
+				t = Q5_K
+			}
+		case ft == FileMostlyQ3_K_L:
+			t = Q5_K
+		case ft == FileMostlyQ4_K_M:
+			if useMoreBits(i, n) {
+				t = Q6_K
+			}
+		case i < n/8 && (ft == FileMostlyIQ4_NL || ft == FileMostlyIQ4_XS):
+			t = Q5_K
+		case ft == FileMostlyQ5_K_M && useMoreBits(i, n):
+			t = Q6_K
+		case ft == FileMostlyQ4_K_S && i < n/8:
+			t = Q5_K
+		}
+	case strings.Contains(name, "attn_output.weight"):
+		switch ft {
+		case FileMostlyQ2_K:
+			t = Q3_K
+		case FileMostlyQ3_K_M:
+			t = Q4_K
+		case FileMostlyQ3_K_L:
+			t = Q5_K
+		}
+	case strings.Contains(name, "attn_qkv.weight"):
+		switch ft {
+		case FileMostlyQ3_K_M, FileMostlyQ3_K_L:
+			t = Q4_K
+		case FileMostlyQ4_K_M:
+			t = Q5_K
+		case FileMostlyQ5_K_M:
+			t = Q6_K
+		}
+	}
+	return t
 }

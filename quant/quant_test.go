@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -91,7 +92,8 @@ func TestRoundTripError(t *testing.T) {
 	x[5] = 9 // an outlier in the first block
 	// relative bound: max error / block max magnitude
 	bounds := map[Type]float64{F32: 0, F16: 1e-3, BF16: 8e-3, Q8_0: 1.0 / 127, Q4_0: 1.0 / 8, Q4_1: 1.0 / 15,
-		Q5_0: 1.0 / 16, Q5_1: 1.0 / 31, Q6_K: 1.0 / 20}
+		Q5_0: 1.0 / 16, Q5_1: 1.0 / 31, Q6_K: 1.0 / 20, Q2_K: 0.7, Q3_K: 0.35, Q4_K: 0.2, Q5_K: 0.1,
+		IQ4_NL: 0.2, IQ4_XS: 0.2}
 	for _, typ := range ConvertibleTypes() {
 		bound, ok := bounds[typ]
 		if !ok {
@@ -128,8 +130,8 @@ func TestEncodeRejectsPartialBlocks(t *testing.T) {
 	if err := Q8_0.Encode(make([]byte, 10), make([]float32, 32)); err == nil {
 		t.Error("Q8_0 accepted a short buffer")
 	}
-	if err := Q2_K.Encode(make([]byte, 84), make([]float32, 256)); err == nil {
-		t.Error("Q2_K encoded without a codec")
+	if err := IQ2_XXS.Encode(make([]byte, 66), make([]float32, 256)); err == nil {
+		t.Error("IQ2_XXS encoded without a codec")
 	}
 }
 
@@ -150,7 +152,7 @@ func TestTypeTraits(t *testing.T) {
 
 func TestParseFileType(t *testing.T) {
 	for in, want := range map[string]FileType{
-		"q4": FileMostlyQ4_0, "int4": FileMostlyQ4_0, "Q8": FileMostlyQ8_0, "int8": FileMostlyQ8_0,
+		"q4": FileMostlyQ4_K_M, "int4": FileMostlyQ4_K_M, "q4_k": FileMostlyQ4_K_M, "Q8": FileMostlyQ8_0, "int8": FileMostlyQ8_0,
 		"q8_0": FileMostlyQ8_0, "Q5_1": FileMostlyQ5_1, "f32": FileAllF32, "bf16": FileMostlyBF16, "q6_k": FileMostlyQ6_K,
 	} {
 		if got, err := ParseFileType(in); err != nil || got != want {
@@ -220,4 +222,56 @@ func BenchmarkEncode(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestLayerRules checks the per-layer rules of the K-quant mixes on a
+// 22-layer model (the golden files have only two layers): which layers
+// llama-quantize gives more bits.
+func TestLayerRules(t *testing.T) {
+	layers := func(ft FileType, tensor string, gqa int) map[Type][]int {
+		p := Plan{FileType: ft, HasOutput: true, Layers: 22, GQA: gqa}
+		got := map[Type][]int{}
+		for i := range 22 {
+			d, err := p.Choose(fmt.Sprintf("blk.%d.%s", i, tensor), []int64{2048, 2048})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[d.Type] = append(got[d.Type], i)
+		}
+		return got
+	}
+	more := []int{0, 1, 4, 7, 10, 13, 16, 19, 20, 21} // use_more_bits(i, 22)
+	rest := []int{2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18}
+	cases := []struct {
+		ft     FileType
+		tensor string
+		gqa    int
+		want   map[Type][]int
+	}{
+		{FileMostlyQ4_K_M, "attn_v.weight", 8, map[Type][]int{Q6_K: more, Q4_K: rest}},
+		{FileMostlyQ4_K_M, "ffn_down.weight", 8, map[Type][]int{Q6_K: more, Q4_K: rest}},
+		{FileMostlyQ5_K_M, "ffn_down.weight", 8, map[Type][]int{Q6_K: more, Q5_K: rest}},
+		{FileMostlyQ3_K_M, "ffn_down.weight", 8, map[Type][]int{Q5_K: {0}, Q4_K: seq(1, 22)}},
+		{FileMostlyQ3_K_M, "attn_v.weight", 8, map[Type][]int{Q5_K: {0, 1}, Q4_K: seq(2, 22)}},
+		{FileMostlyQ4_K_S, "attn_v.weight", 1, map[Type][]int{Q5_K: {0, 1, 2, 3}, Q4_K: seq(4, 22)}},
+		{FileMostlyQ4_K_S, "ffn_down.weight", 1, map[Type][]int{Q5_K: {0, 1}, Q4_K: seq(2, 22)}},
+		{FileMostlyQ2_K, "attn_v.weight", 8, map[Type][]int{Q4_K: seq(0, 22)}},
+		{FileMostlyQ2_K, "attn_v.weight", 1, map[Type][]int{Q3_K: seq(0, 22)}},
+		{FileMostlyIQ4_XS, "attn_v.weight", 8, map[Type][]int{Q5_K: seq(0, 22)}},
+		{FileMostlyIQ4_NL, "ffn_down.weight", 1, map[Type][]int{Q5_K: {0, 1}, IQ4_NL: seq(2, 22)}},
+		{FileMostlyQ4_K_M, "attn_q.weight", 8, map[Type][]int{Q4_K: seq(0, 22)}},
+	}
+	for _, c := range cases {
+		if diff := cmp.Diff(c.want, layers(c.ft, c.tensor, c.gqa)); diff != "" {
+			t.Errorf("%v %s gqa %d (-want +got):\n%s", c.ft, c.tensor, c.gqa, diff)
+		}
+	}
+}
+
+func seq(from, to int) []int {
+	var s []int
+	for i := from; i < to; i++ {
+		s = append(s, i)
+	}
+	return s
 }

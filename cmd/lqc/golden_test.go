@@ -84,11 +84,7 @@ func quantArgs(command []string) (args []string, ok bool) {
 			return nil, false
 		}
 	}
-	ftype := command[len(command)-2]
-	if ftype == "Q4_K" { // llama-quantize's alias of Q4_K_M
-		return nil, false
-	}
-	return append(args, "--quant", ftype), true
+	return append(args, "--quant", command[len(command)-2]), true
 }
 
 // TestGoldenQuantization converts the F32 sources llama.cpp quantized and
@@ -110,8 +106,9 @@ func TestGoldenQuantization(t *testing.T) {
 		{
 			manifest: "golden/quant/manifest.json",
 			sources:  []string{"golden/quant/input-f32.gguf"},
-			want: []string{"BF16.gguf", "F16.gguf", "Q4_0-pure.gguf", "Q4_0.gguf", "Q4_1.gguf", "Q5_0.gguf",
-				"Q5_1.gguf", "Q6_K-pure.gguf", "Q6_K.gguf", "Q8_0.gguf"},
+			want: []string{"BF16.gguf", "F16.gguf", "IQ4_NL.gguf", "IQ4_XS.gguf", "Q2_K.gguf", "Q3_K_M.gguf",
+				"Q3_K_S.gguf", "Q4_0-pure.gguf", "Q4_0.gguf", "Q4_1.gguf", "Q4_K-pure.gguf", "Q4_K_M.gguf", "Q4_K_S.gguf",
+				"Q5_0.gguf", "Q5_1.gguf", "Q5_K_M.gguf", "Q5_K_S.gguf", "Q6_K-pure.gguf", "Q6_K.gguf", "Q8_0.gguf"},
 		},
 	}
 	for _, c := range cases {
@@ -124,7 +121,7 @@ func TestGoldenQuantization(t *testing.T) {
 				continue
 			}
 			if _, err := quant.ParseFileType(args[len(args)-1]); err != nil {
-				skipped = append(skipped, out.File) // a K-quant or IQ mix
+				skipped = append(skipped, out.File)
 				continue
 			}
 			checked = append(checked, out.File)
