@@ -101,9 +101,25 @@ func Convert(t *Tensor, typ quant.Type) (*Tensor, error) {
 	return &Tensor{Name: t.Name, Type: typ, Shape: t.Shape, src: &convertSource{in: t, typ: typ}}, nil
 }
 
+// ConvertWeighted is Convert with importance weights: every row is
+// quantized weighting column j by weights[j] (llama.cpp's imatrix path),
+// where typ's quantizer takes weights.
+func ConvertWeighted(t *Tensor, typ quant.Type, weights []float32) (*Tensor, error) {
+	if int64(len(weights)) != t.RowLen() {
+		return nil, fmt.Errorf("tensor %s: %d importance weights for rows of %d", t.Name, len(weights), t.RowLen())
+	}
+	c, err := Convert(t, typ)
+	if err != nil || c == t {
+		return c, err
+	}
+	c.src.(*convertSource).weights = weights
+	return c, nil
+}
+
 type convertSource struct {
-	in  *Tensor
-	typ quant.Type
+	in      *Tensor
+	typ     quant.Type
+	weights []float32 // importance of each column, or nil
 }
 
 func (s *convertSource) ReadRows(dst []byte, first, n int64) error {
@@ -111,6 +127,9 @@ func (s *convertSource) ReadRows(dst []byte, first, n int64) error {
 	defer putF32(buf)
 	if err := s.in.ReadRowsF32(*buf, first, n); err != nil {
 		return err
+	}
+	if s.weights != nil {
+		return s.typ.EncodeWeighted(dst, *buf, int(s.in.RowLen()), s.weights)
 	}
 	return s.typ.Encode(dst, *buf)
 }

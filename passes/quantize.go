@@ -5,6 +5,7 @@ import (
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
+	"github.com/lqc-dev/lqc/quant/imatrix"
 )
 
 // Quantize stores each weight in the type llama-quantize would choose for
@@ -18,6 +19,9 @@ import (
 type Quantize struct {
 	FileType quant.FileType
 	Pure     bool
+	// Imatrix, when set, weights the quantization error of the matrices
+	// it covers by their inputs' importance, as llama-quantize --imatrix.
+	Imatrix *imatrix.Matrix
 }
 
 func (Quantize) Name() string { return "quantize" }
@@ -27,7 +31,13 @@ func (q Quantize) Run(m *ir.Model) (Report, error) {
 	plan := quant.Plan{
 		FileType: q.FileType, Pure: q.Pure, HasOutput: m.Weight("output.weight") != nil,
 		Layers: p.BlockCount, GQA: max(1, p.HeadCount/max(1, p.HeadCountKV)),
-		Is70B: m.Arch == "llama" && p.BlockCount == 80 && p.HeadCount != p.HeadCountKV,
+		Is70B:      m.Arch == "llama" && p.BlockCount == 80 && p.HeadCount != p.HeadCountKV,
+		HasImatrix: q.Imatrix != nil,
+	}
+	if q.Imatrix != nil {
+		if err := q.Imatrix.Check(m.Weights()); err != nil {
+			return Report{}, err
+		}
 	}
 	float := !q.FileType.Base().Quantized()
 	var r Report
@@ -54,7 +64,13 @@ func (q Quantize) Run(m *ir.Model) (Report, error) {
 		if t.Type.Quantized() {
 			requantized++
 		}
-		nt, err := ir.Convert(t, target)
+		var nt *ir.Tensor
+		var err error
+		if e := q.imatrixEntry(t.Name); e != nil && target.TakesWeights() {
+			nt, err = ir.ConvertWeighted(t, target, e.Weights())
+		} else {
+			nt, err = ir.Convert(t, target)
+		}
 		if err != nil {
 			return r, err
 		}
@@ -65,5 +81,17 @@ func (q Quantize) Run(m *ir.Model) (Report, error) {
 		r.Notes = append(r.Notes, fmt.Sprintf("re-quantized %d tensors that were already quantized: accuracy is lost twice; convert from the original weights if you have them", requantized))
 	}
 	m.FileType = q.FileType
+	if q.Imatrix != nil {
+		for _, kv := range q.Imatrix.Metadata() {
+			m.Extra.Set(kv.Key, kv.Value)
+		}
+	}
 	return r, nil
+}
+
+func (q Quantize) imatrixEntry(name string) *imatrix.Entry {
+	if q.Imatrix == nil {
+		return nil
+	}
+	return q.Imatrix.Entries[name]
 }

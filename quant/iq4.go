@@ -33,15 +33,23 @@ func sqrt32(x float32) float32 { return float32(math.Sqrt(float64(x))) }
 
 // iq4Block quantizes one super-block of superSize values (32 for IQ4_NL,
 // 256 for IQ4_XS) in 32-value blocks to the non-linear levels, as
-// llama.cpp's quantize_row_iq4_nl_impl does with ntry 7 and no importance
-// weights (each value weighted by x²). It returns the f16 super-block
-// scale bits; for IQ4_XS it also fills the 6-bit block scales.
-func iq4Block(x []float32, q4 []byte, scalesH *uint16, scalesL []byte) uint16 {
+// llama.cpp's quantize_row_iq4_nl_impl does with ntry 7: each value is
+// weighted by x², or with importance weights qw by qw·sqrt(σ² + x²). It
+// returns the f16 super-block scale bits; for IQ4_XS it also fills the
+// 6-bit block scales.
+func iq4Block(x []float32, q4 []byte, scalesH *uint16, scalesL []byte, qw []float32) uint16 {
 	const ntry = 7
 	superSize := len(x)
 	var L [qkK]uint8
 	var scales [8]float32
 	var weight [32]float32
+	var sigma2 float32
+	if qw != nil {
+		for _, v := range x {
+			sigma2 += float32(v * v)
+		}
+		sigma2 = float32(sigma2 * (2 / float32(superSize)))
+	}
 	clear(q4[:superSize/2])
 	var maxScale, amaxScale float32
 	v0 := float32(kvaluesIQ4NL[0])
@@ -49,7 +57,11 @@ func iq4Block(x []float32, q4 []byte, scalesH *uint16, scalesL []byte) uint16 {
 		xb := x[32*ib : 32*ib+32]
 		Lb := L[32*ib : 32*ib+32]
 		for j, v := range xb {
-			weight[j] = float32(v * v)
+			if qw != nil {
+				weight[j] = float32(qw[32*ib+j] * sqrt32(sigma2+float32(v*v)))
+			} else {
+				weight[j] = float32(v * v)
+			}
 		}
 		amax, mx := amaxSigned(xb)
 		if amax < groupMaxEps {
@@ -141,7 +153,7 @@ type iq4_NLCodec struct{}
 func (iq4_NLCodec) encode(dst []byte, src []float32) {
 	var unusedH uint16
 	for ; len(src) > 0; src, dst = src[32:], dst[18:] {
-		dh := iq4Block(src[:32], dst[2:18], &unusedH, nil)
+		dh := iq4Block(src[:32], dst[2:18], &unusedH, nil, nil)
 		dst[0], dst[1] = byte(dh), byte(dh>>8)
 	}
 }
@@ -163,7 +175,7 @@ type iq4_XSCodec struct{}
 func (iq4_XSCodec) encode(dst []byte, src []float32) {
 	for ; len(src) > 0; src, dst = src[qkK:], dst[136:] {
 		var sh uint16
-		dh := iq4Block(src[:qkK], dst[8:136], &sh, dst[4:8])
+		dh := iq4Block(src[:qkK], dst[8:136], &sh, dst[4:8], nil)
 		dst[0], dst[1] = byte(dh), byte(dh>>8)
 		dst[2], dst[3] = byte(sh), byte(sh>>8)
 	}

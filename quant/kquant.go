@@ -14,17 +14,18 @@ func nearestInt(f float32) int {
 	return int(math.Float32bits(v)&0x007fffff) - 0x00400000
 }
 
-// makeQxQuants picks a symmetric scale for n ≤ 16 values quantized to
-// [-nmax, nmax-1], minimising the x²-weighted squared error over a small
-// grid of candidate scales (ggml's make_qx_quants with rmse_type 1 and no
-// importance weights). L receives the levels shifted to [0, 2·nmax).
+// makeQxQuants picks a symmetric scale for n ≤ 32 values quantized to
+// [-nmax, nmax-1], minimising the weighted squared error over a small
+// grid of candidate scales: ggml's make_qx_quants with rmse_type 1, each
+// value weighted by qw, or by x² when qw is nil. L receives the levels
+// shifted to [0, 2·nmax).
 //
 // The sums of each candidate are independent of the others, so they are
 // computed three candidates at a time (six independent float chains the
 // CPU overlaps, where one candidate alone waits on add latency) and the
 // winner is then chosen in ggml's order: each sum keeps ggml's order of
 // additions, so the result is bit-identical.
-func makeQxQuants(nmax int, x []float32, L []int8) float32 {
+func makeQxQuants(nmax int, x []float32, L []int8, qw []float32) float32 {
 	amax, mx := amaxSigned(x)
 	if amax < groupMaxEps {
 		for i := range x {
@@ -32,9 +33,13 @@ func makeQxQuants(nmax int, x []float32, L []int8) float32 {
 		}
 		return 0
 	}
-	var w, wx [16]float32
+	var w, wx [32]float32
 	for i, xi := range x {
-		w[i] = float32(xi * xi)
+		if qw != nil {
+			w[i] = qw[i]
+		} else {
+			w[i] = float32(xi * xi)
+		}
 		wx[i] = float32(w[i] * xi)
 	}
 	fnmax := float32(nmax)
@@ -97,17 +102,29 @@ func clampInt(v, lo, hi int) int { return max(lo, min(hi, v)) }
 // of 16 values, value = d * scale[sub] * (q - 32).
 type q6_KCodec struct{}
 
-func (q6_KCodec) encode(dst []byte, src []float32) {
+func (q6_KCodec) encode(dst []byte, src []float32) { encodeQ6K(dst, src, nil) }
+
+// encodeQ6K is quantize_row_q6_K_ref, or with importance weights qw (one
+// per value of src) quantize_row_q6_K_impl.
+func encodeQ6K(dst []byte, src, qw []float32) {
 	var L [qkK]int8
 	var scales [qkK / 16]float32
 	for ; len(src) > 0; src, dst = src[qkK:], dst[210:] {
+		var w []float32
+		if qw != nil {
+			w, qw = qw[:qkK], qw[qkK:]
+		}
 		x := src[:qkK]
 		blk := dst[:210]
 		ql, qh, sc := blk[0:128], blk[128:192], blk[192:208]
 
 		var maxScale, maxAbsScale float32
 		for ib := range qkK / 16 {
-			s := makeQxQuants(32, x[16*ib:16*ib+16], L[16*ib:16*ib+16])
+			var sw []float32
+			if w != nil {
+				sw = w[16*ib : 16*ib+16]
+			}
+			s := makeQxQuants(32, x[16*ib:16*ib+16], L[16*ib:16*ib+16], sw)
 			scales[ib] = s
 			if a := abs32(s); a > maxAbsScale {
 				maxAbsScale, maxScale = a, s

@@ -251,7 +251,7 @@ func (q3_KCodec) encode(dst []byte, src []float32) {
 	var scales [16]float32
 	for ; len(src) > 0; src, dst = src[qkK:], dst[110:] {
 		x := src[:qkK]
-		hmask, qs, sc := dst[0:32], dst[32:96], dst[96:108]
+		sc := dst[96:108]
 		var maxScale, amax float32
 		for j := range 16 {
 			scales[j] = makeQ3Quants(4, x[16*j:16*j+16], L[16*j:16*j+16])
@@ -277,31 +277,7 @@ func (q3_KCodec) encode(dst []byte, src []float32) {
 		} else {
 			putF16(dst[108:], 0)
 		}
-		d0 := getF16(dst[108:])
-		for j := range 16 {
-			d := float32(d0 * float32(q3Scale(sc, j)))
-			if d == 0 {
-				continue
-			}
-			for ii := range 16 {
-				L[16*j+ii] = int8(clampInt(nearestInt(x[16*j+ii]/d), -4, 3) + 4)
-			}
-		}
-		clear(hmask)
-		m, hm := 0, byte(1)
-		var U [qkK]uint8
-		for j := range qkK {
-			l := L[j]
-			if l > 3 {
-				hmask[m] |= hm
-				l -= 4
-			}
-			U[j] = uint8(l)
-			if m++; m == qkK/8 {
-				m, hm = 0, hm<<1
-			}
-		}
-		packQ2Bits(qs, U[:])
+		finishQ3K(dst[:110], x, L[:])
 	}
 }
 
@@ -429,11 +405,15 @@ func (q4_KCodec) encode(dst []byte, src []float32) {
 		subblockFit32(x, L[:], 15, -1, 0.1, 20, &scales, &mins)
 		encodeScalesMinsK4(blk, &scales, &mins)
 		requantK4(x, L[:], blk, 15)
-		q := blk[16:]
-		for j := 0; j < qkK; j += 64 {
-			for l := range 32 {
-				q[j/2+l] = L[j+l] | L[j+l+32]<<4
-			}
+		packQ4K(blk[16:], L[:])
+	}
+}
+
+// packQ4K stores 4-bit levels two per byte, 64 values per 32 bytes.
+func packQ4K(q []byte, L []uint8) {
+	for j := 0; j < qkK; j += 64 {
+		for l := range 32 {
+			q[j/2+l] = L[j+l] | L[j+l+32]<<4
 		}
 	}
 }
@@ -469,25 +449,29 @@ func (q5_KCodec) encode(dst []byte, src []float32) {
 		subblockFit32(x, L[:], 31, -0.5, 0.1, 15, &scales, &mins)
 		encodeScalesMinsK4(blk, &scales, &mins)
 		requantK4(x, L[:], blk, 31)
-		qh, ql := blk[16:48], blk[48:176]
-		clear(qh)
-		m1, m2 := byte(1), byte(2)
-		for n := 0; n < qkK; n += 64 {
-			o := n / 2
-			for j := range 32 {
-				l1, l2 := L[n+j], L[n+j+32]
-				if l1 > 15 {
-					l1 -= 16
-					qh[j] |= m1
-				}
-				if l2 > 15 {
-					l2 -= 16
-					qh[j] |= m2
-				}
-				ql[o+j] = l1 | l2<<4
+		packQ5K(blk[16:48], blk[48:176], L[:])
+	}
+}
+
+// packQ5K stores 5-bit levels: low nibbles in ql, fifth bits in qh.
+func packQ5K(qh, ql []byte, L []uint8) {
+	clear(qh)
+	m1, m2 := byte(1), byte(2)
+	for n := 0; n < qkK; n += 64 {
+		o := n / 2
+		for j := range 32 {
+			l1, l2 := L[n+j], L[n+j+32]
+			if l1 > 15 {
+				l1 -= 16
+				qh[j] |= m1
 			}
-			m1, m2 = m1<<2, m2<<2
+			if l2 > 15 {
+				l2 -= 16
+				qh[j] |= m2
+			}
+			ql[o+j] = l1 | l2<<4
 		}
+		m1, m2 = m1<<2, m2<<2
 	}
 }
 

@@ -24,6 +24,9 @@ type Plan struct {
 	Layers int
 	GQA    int
 	Is70B  bool
+	// HasImatrix is true when an importance matrix steers quantization;
+	// a few rules depend on it.
+	HasImatrix bool
 }
 
 // Decision is the outcome of Plan.Choose for one tensor.
@@ -166,12 +169,19 @@ func (p Plan) layerRule(name string, t Type) Type {
 			if useMoreBits(i, n) {
 				t = Q6_K
 			}
-		case i < n/8 && (ft == FileMostlyIQ4_NL || ft == FileMostlyIQ4_XS):
+		case i < n/8 && (ft == FileMostlyIQ4_NL || ft == FileMostlyIQ4_XS) && !p.HasImatrix:
 			t = Q5_K
 		case ft == FileMostlyQ5_K_M && useMoreBits(i, n):
 			t = Q6_K
 		case ft == FileMostlyQ4_K_S && i < n/8:
 			t = Q5_K
+		case (ft == FileMostlyQ4_0 || ft == FileMostlyQ5_0) && p.HasImatrix && i < n/8:
+			// llama.cpp guards the first ffn_down layers, which go wrong
+			// even with an imatrix at these types.
+			t = Q4_1
+			if ft == FileMostlyQ5_0 {
+				t = Q5_1
+			}
 		}
 	case strings.Contains(name, "attn_output.weight"):
 		switch ft {

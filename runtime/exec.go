@@ -51,6 +51,11 @@ type Session struct {
 	ctx   int
 	pos   int
 	cache map[[2]int64]*Tensor // (layer, 0 for k / 1 for v)
+
+	// Observe, when set, sees the input of every matrix product with a
+	// weight, before it runs: rows × in values for weight name (the
+	// importance-matrix collector uses it).
+	Observe func(weight string, x []float32, in int)
 }
 
 // NewSession starts a sequence that may grow to ctx positions.
@@ -122,6 +127,13 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 			}
 			in[0] = last
 			shape[0] = 1
+		}
+		if s.Observe != nil && n.Op == "Linear" && n.Inputs[1].Weight != nil {
+			x := make([]float32, in[0].Len())
+			if err := b.ReadF32(in[0], x); err != nil {
+				return nil, err
+			}
+			s.Observe(n.Inputs[1].Weight.Name, x, in[0].Shape[len(in[0].Shape)-1])
 		}
 		var out *Tensor
 		switch n.Op {

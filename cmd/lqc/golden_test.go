@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,12 +24,10 @@ import (
 // for every file llama.cpp wrote, the type and sha256 of every tensor.
 type manifest struct {
 	Outputs []struct {
-		File     string   `json:"file"`
-		Command  []string `json:"command"`
-		Metadata struct {
-			FileType uint32 `json:"general.file_type"`
-		} `json:"metadata"`
-		Tensors []struct {
+		File     string         `json:"file"`
+		Command  []string       `json:"command"`
+		Metadata map[string]any `json:"metadata"`
+		Tensors  []struct {
 			Name   string `json:"name"`
 			Type   string `json:"type"`
 			SHA256 string `json:"sha256"`
@@ -47,6 +46,25 @@ func readManifest(t *testing.T, path string) manifest {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return m
+}
+
+// metadataDiff compares the metadata the manifest recorded with a GGUF
+// file's.
+func metadataDiff(t *testing.T, want map[string]any, path string) string {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, got := map[string]string{}, map[string]string{}
+	for k, v := range want {
+		w[k] = fmt.Sprint(v)
+		if g, ok := f.Metadata.Get(k); ok {
+			got[k] = fmt.Sprint(g)
+		}
+	}
+	return cmp.Diff(w, got)
 }
 
 // tensorDigests returns "TYPE sha256" for every tensor of a GGUF file.
@@ -74,17 +92,18 @@ func convert(t *testing.T, args ...string) {
 }
 
 // quantArgs turns a llama-quantize command line into lqc convert flags;
-// ok is false for the files whose types lqc does not produce yet.
-func quantArgs(command []string) (args []string, ok bool) {
-	for _, a := range command {
-		switch a {
+// an --imatrix file is taken from dir, the manifest's folder.
+func quantArgs(command []string, dir string) (args []string) {
+	for i := 0; i < len(command); i++ {
+		switch command[i] {
 		case "--pure":
 			args = append(args, "--pure")
 		case "--imatrix":
-			return nil, false
+			i++
+			args = append(args, "--imatrix", filepath.Join(dir, command[i]))
 		}
 	}
-	return append(args, "--quant", command[len(command)-2]), true
+	return append(args, "--quant", command[len(command)-2])
 }
 
 // TestGoldenQuantization converts the F32 sources llama.cpp quantized and
@@ -106,8 +125,9 @@ func TestGoldenQuantization(t *testing.T) {
 		{
 			manifest: "golden/quant/manifest.json",
 			sources:  []string{"golden/quant/input-f32.gguf"},
-			want: []string{"BF16.gguf", "F16.gguf", "IQ4_NL.gguf", "IQ4_XS.gguf", "Q2_K.gguf", "Q3_K_M.gguf",
-				"Q3_K_S.gguf", "Q4_0-pure.gguf", "Q4_0.gguf", "Q4_1.gguf", "Q4_K-pure.gguf", "Q4_K_M.gguf", "Q4_K_S.gguf",
+			want: []string{"BF16.gguf", "F16.gguf", "IQ4_NL-imat.gguf", "IQ4_NL.gguf", "IQ4_XS.gguf", "Q2_K-imat.gguf",
+				"Q2_K.gguf", "Q3_K_M-imat.gguf", "Q3_K_M.gguf", "Q3_K_S.gguf", "Q4_0-imat.gguf", "Q4_0-pure.gguf",
+				"Q4_0.gguf", "Q4_1.gguf", "Q4_K-pure.gguf", "Q4_K_M-imat.gguf", "Q4_K_M.gguf", "Q4_K_S.gguf",
 				"Q5_0.gguf", "Q5_1.gguf", "Q5_K_M.gguf", "Q5_K_S.gguf", "Q6_K-pure.gguf", "Q6_K.gguf", "Q8_0.gguf"},
 		},
 	}
@@ -115,11 +135,7 @@ func TestGoldenQuantization(t *testing.T) {
 		m := readManifest(t, testmodels.Shared(t, c.manifest))
 		var checked, skipped []string
 		for _, out := range m.Outputs {
-			args, ok := quantArgs(out.Command)
-			if !ok {
-				skipped = append(skipped, out.File)
-				continue
-			}
+			args := quantArgs(out.Command, filepath.Dir(testmodels.Shared(t, c.manifest)))
 			if _, err := quant.ParseFileType(args[len(args)-1]); err != nil {
 				skipped = append(skipped, out.File)
 				continue
@@ -135,6 +151,9 @@ func TestGoldenQuantization(t *testing.T) {
 					convert(t, append([]string{testmodels.Shared(t, src), "-o", dst}, args...)...)
 					if diff := cmp.Diff(want, tensorDigests(t, dst)); diff != "" {
 						t.Errorf("tensors differ from llama.cpp's %s (-llama.cpp +lqc):\n%s", out.File, diff)
+					}
+					if diff := metadataDiff(t, out.Metadata, dst); diff != "" {
+						t.Errorf("metadata differs from llama.cpp's %s (-llama.cpp +lqc):\n%s", out.File, diff)
 					}
 				})
 			}

@@ -25,6 +25,7 @@ type command struct {
 
 var commands = []command{
 	{"convert", "convert and quantize a model to GGUF", runConvert},
+	{"imatrix", "measure an importance matrix on calibration text (for convert --imatrix)", runImatrix},
 	{"inspect", "show a model's metadata, tensors and graph", runInspect},
 	{"run", "generate text with a model", runRun},
 	{"eval", "measure perplexity and KL divergence against a reference; gate CI on them", runEval},

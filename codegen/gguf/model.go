@@ -29,10 +29,11 @@ func ModelMetadata(m *ir.Model) (ir.Metadata, error) {
 		md = append(md, ir.KV{Key: "general.name", Value: m.Name})
 	}
 	md = append(md, a.GGUFMetadata(m.Params)...)
-	md = append(md, ir.KV{Key: "general.file_type", Value: uint32(m.FileType)})
-	if anyQuantized(m) {
-		md = append(md, ir.KV{Key: "general.quantization_version", Value: uint32(QuantizationVersion)})
-	}
+	// Both llama.cpp's converter and llama-quantize record the block
+	// format revision in every file, float ones included.
+	md = append(md,
+		ir.KV{Key: "general.file_type", Value: uint32(m.FileType)},
+		ir.KV{Key: "general.quantization_version", Value: uint32(QuantizationVersion)})
 	for _, kv := range m.Extra {
 		if _, dup := md.Get(kv.Key); !dup {
 			md = append(md, kv)
@@ -42,15 +43,6 @@ func ModelMetadata(m *ir.Model) (ir.Metadata, error) {
 		md = append(md, VocabMetadata(m.Vocab)...)
 	}
 	return md, nil
-}
-
-func anyQuantized(m *ir.Model) bool {
-	for _, t := range m.Weights() {
-		if t.Type.Quantized() {
-			return true
-		}
-	}
-	return false
 }
 
 // WriteModel writes m as a GGUF model file (see WriteFile).

@@ -7,11 +7,14 @@ import (
 	"bufio"
 	"bytes"
 	_ "embed"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/lqc-dev/lqc/testmodels"
@@ -157,4 +160,70 @@ func Run(dir string, jobs []Job) ([]Result, error) {
 		return nil, fmt.Errorf("llama.cpp harness answered %d of %d jobs\n%s", len(results), len(jobs), stderr.String())
 	}
 	return results, nil
+}
+
+// Bins is the folder of the prebuilt libraries (libllama, libggml-base)
+// inside an installation dir.
+func Bins(dir string) string {
+	return filepath.Join(dir, "node_modules", "@node-llama-cpp", "linux-x64", "bins", "linux-x64")
+}
+
+//go:embed quantchunk.py
+var quantChunk []byte
+
+// QuantJob asks ggml to quantize rows of RowLen values in X to ggml type
+// Type, weighting the columns by Imatrix when it is not nil, as
+// llama-quantize --imatrix does.
+type QuantJob struct {
+	Type       uint32
+	RowLen     int
+	X, Imatrix []float32
+}
+
+// QuantizeRows runs the jobs through ggml's own ggml_quantize_chunk in
+// one python3 process and returns the quantized bytes of each.
+func QuantizeRows(dir string, jobs []QuantJob) ([][]byte, error) {
+	work, err := os.MkdirTemp("", "lqc-quantchunk-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	writeF32 := func(path string, v []float32) error {
+		b := make([]byte, 0, 4*len(v))
+		for _, f := range v {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
+		}
+		return os.WriteFile(path, b, 0o644)
+	}
+	var list strings.Builder
+	for i, j := range jobs {
+		in, imat := filepath.Join(work, fmt.Sprint(i, ".f32")), "-"
+		if err := writeF32(in, j.X); err != nil {
+			return nil, err
+		}
+		if j.Imatrix != nil {
+			imat = filepath.Join(work, fmt.Sprint(i, ".imatrix"))
+			if err := writeF32(imat, j.Imatrix); err != nil {
+				return nil, err
+			}
+		}
+		fmt.Fprintf(&list, "%d %d %s %s %s\n", j.Type, j.RowLen, in, imat, filepath.Join(work, fmt.Sprint(i, ".out")))
+	}
+	script, jobsFile := filepath.Join(work, "quantchunk.py"), filepath.Join(work, "jobs")
+	if err := os.WriteFile(script, quantChunk, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(jobsFile, []byte(list.String()), 0o644); err != nil {
+		return nil, err
+	}
+	if msg, err := exec.Command("python3", script, Bins(dir), jobsFile).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("python3 quantchunk.py: %v\n%s", err, msg)
+	}
+	out := make([][]byte, len(jobs))
+	for i := range jobs {
+		if out[i], err = os.ReadFile(filepath.Join(work, fmt.Sprint(i, ".out"))); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

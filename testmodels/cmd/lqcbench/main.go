@@ -187,7 +187,7 @@ func benchConvert(work string, layers, runs, threads int) error {
 		fmt.Printf("  llama.cpp quantizer unavailable (%v): no ratio\n", err)
 		return nil
 	}
-	bins := filepath.Join(dir, "node_modules", "@node-llama-cpp", "linux-x64", "bins", "linux-x64")
+	bins := llamacpp.Bins(dir)
 	script := filepath.Join(testmodels.RepoRoot(), "testmodels", "llamacpp", "quantize.py")
 	peerOut := filepath.Join(work, "llama-q4_0.gguf")
 	peer, err := median("python3", runs, script, bins, f16, peerOut, fmt.Sprint(uint32(quant.FileMostlyQ4_0)), t)

@@ -1,0 +1,221 @@
+package imatrix_test
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/quant/imatrix"
+	"github.com/lqc-dev/lqc/runtime"
+	"github.com/lqc-dev/lqc/runtime/cpu"
+	"github.com/lqc-dev/lqc/runtime/tokenizer"
+	"github.com/lqc-dev/lqc/testmodels"
+)
+
+func read(t *testing.T, path string) *imatrix.Matrix {
+	t.Helper()
+	m, err := imatrix.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func weights(m *imatrix.Matrix) map[string][]float32 {
+	w := map[string][]float32{}
+	for name, e := range m.Entries {
+		w[name] = e.Weights()
+	}
+	return w
+}
+
+// TestFormatsAgree reads llama.cpp's legacy and GGUF files of the same
+// matrix: the weights a quantizer uses must agree bit for bit.
+func TestFormatsAgree(t *testing.T) {
+	dat := read(t, testmodels.Shared(t, "golden/quant/imatrix.dat"))
+	gg := read(t, testmodels.Shared(t, "golden/quant/imatrix.gguf"))
+	if len(dat.Entries) != 14 || dat.ChunkCount != 39 || gg.ChunkCount != 39 || gg.ChunkSize != 128 {
+		t.Errorf("entries %d, chunks %d/%d, chunk size %d; want 14, 39, 128", len(dat.Entries), dat.ChunkCount, gg.ChunkCount, gg.ChunkSize)
+	}
+	want := []string{"imatrix-calib.txt"}
+	if diff := cmp.Diff(want, dat.Datasets); diff != "" {
+		t.Errorf(".dat datasets (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want, gg.Datasets); diff != "" {
+		t.Errorf(".gguf datasets (-want +got):\n%s", diff)
+	}
+	if e := gg.Entries["blk.0.ffn_down.weight"]; e == nil || len(e.Sums) != 768 || e.Count != 4992 {
+		t.Errorf("blk.0.ffn_down.weight entry: %+v", e)
+	}
+	if diff := cmp.Diff(weights(dat), weights(gg)); diff != "" {
+		t.Errorf(".dat and .gguf weights differ (-dat +gguf):\n%s", diff)
+	}
+}
+
+// TestWriteRoundTrip writes the golden matrix in both formats and reads
+// it back.
+func TestWriteRoundTrip(t *testing.T) {
+	src := read(t, testmodels.Shared(t, "golden/quant/imatrix.gguf"))
+	for _, name := range []string{"m.gguf", "m.dat"} {
+		path := filepath.Join(t.TempDir(), name)
+		if err := src.Write(path); err != nil {
+			t.Fatal(err)
+		}
+		got := read(t, path)
+		if got.ChunkCount != src.ChunkCount || !cmp.Equal(got.Datasets, src.Datasets) {
+			t.Errorf("%s: chunks %d datasets %v", name, got.ChunkCount, got.Datasets)
+		}
+		// The legacy format stores mean × calls, which the reader divides
+		// again: one rounding each way.
+		ulps := uint32(0)
+		if strings.HasSuffix(name, ".dat") {
+			ulps = 1
+		}
+		want := weights(src)
+		for n, w := range weights(got) {
+			for j := range w {
+				if d := int64(math.Float32bits(w[j])) - int64(math.Float32bits(want[n][j])); d > int64(ulps) || d < -int64(ulps) {
+					t.Fatalf("%s: %s[%d] = %g, want %g", name, n, j, w[j], want[n][j])
+				}
+			}
+		}
+		if len(got.Entries) != len(want) {
+			t.Errorf("%s: %d entries, want %d", name, len(got.Entries), len(want))
+		}
+	}
+}
+
+func TestReadErrors(t *testing.T) {
+	dir := t.TempDir()
+	dat, err := os.ReadFile(testmodels.Shared(t, "golden/quant/imatrix.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"truncated.dat", dat[:len(dat)/2], "truncated"},
+		{"empty.dat", nil, "not an importance matrix"},
+		{"negative.dat", []byte{0xff, 0xff, 0xff, 0xff}, "not an importance matrix"},
+	}
+	for _, c := range cases {
+		p := filepath.Join(dir, c.name)
+		os.WriteFile(p, c.data, 0o644)
+		if _, err := imatrix.Read(p); err == nil || !strings.Contains(err.Error(), c.name) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one naming the file and %q", c.name, err, c.want)
+		}
+	}
+	// A model is a GGUF file, but not an importance matrix.
+	model := testmodels.Shared(t, "golden/real/stories260K-Q8_0.gguf")
+	if _, err := imatrix.Read(model); err == nil || !strings.Contains(err.Error(), "not imatrix") {
+		t.Errorf("model read as imatrix: %v", err)
+	}
+}
+
+// TestCheck: a matrix whose names or sizes do not fit the model is
+// refused.
+func TestCheck(t *testing.T) {
+	mat := read(t, testmodels.Shared(t, "golden/quant/imatrix.gguf"))
+	load := func(path string) []*ir.Tensor {
+		m, err := frontend.Load(testmodels.Shared(t, path), frontend.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m.Weights()
+	}
+	if err := mat.Check(load("golden/quant/input-f32.gguf")); err != nil {
+		t.Errorf("the model it was made for: %v", err)
+	}
+	if err := mat.Check(load("golden/real/stories260K-f32.gguf")); err == nil || !strings.Contains(err.Error(), "another model") {
+		t.Errorf("another model: %v", err)
+	}
+	other := &imatrix.Matrix{Path: "x.gguf", Entries: map[string]*imatrix.Entry{"model.layers.0.mlp.up_proj.weight": {Sums: []float32{1}, Count: 1}}}
+	if err := other.Check(load("golden/quant/input-f32.gguf")); err == nil || !strings.Contains(err.Error(), "none of its 1 entries") {
+		t.Errorf("no name matches: %v", err)
+	}
+}
+
+// TestComputeMatchesLlamaCpp recomputes the golden importance matrix from
+// its calibration text with llama-imatrix's settings (-c 128) and compares
+// it with llama.cpp's.
+func TestComputeMatchesLlamaCpp(t *testing.T) {
+	m, err := frontend.Load(testmodels.Shared(t, "golden/quant/input-f32.gguf"), frontend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tok, err := tokenizer.New(m.Vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(testmodels.Shared(t, "golden/quant/imatrix-calib.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cpu.New(2)
+	defer b.Close()
+	rm, err := runtime.Load(m, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := imatrix.Compute(context.Background(), rm, tok.Encode(string(text), true), imatrix.Options{Ctx: 128, BOS: m.Vocab.BOS, Dataset: "imatrix-calib.txt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := read(t, testmodels.Shared(t, "golden/quant/imatrix.gguf"))
+	if got.ChunkCount != want.ChunkCount || got.ChunkSize != 128 {
+		t.Errorf("chunks %d of %d, want %d of 128", got.ChunkCount, got.ChunkSize, want.ChunkCount)
+	}
+	if diff := cmp.Diff(want.Names(), got.Names()); diff != "" {
+		t.Fatalf("entries (-llama.cpp +lqc):\n%s", diff)
+	}
+	worst := 0.0
+	for name, we := range want.Entries {
+		ge := got.Entries[name]
+		if ge.Count != we.Count {
+			t.Errorf("%s: %g tokens, want %g", name, ge.Count, we.Count)
+		}
+		gw, ww := ge.Weights(), we.Weights()
+		for j := range ww {
+			if ww[j] == 0 {
+				if gw[j] != 0 {
+					t.Errorf("%s[%d] = %g, want exactly 0", name, j, gw[j])
+				}
+				continue
+			}
+			worst = max(worst, math.Abs(float64(gw[j]-ww[j]))/float64(ww[j]))
+		}
+	}
+	t.Logf("largest relative difference from llama.cpp's importance: %.2g", worst)
+	if worst > 1e-3 {
+		t.Errorf("largest relative difference %.3g > 1e-3", worst)
+	}
+}
+
+// FuzzParse feeds the legacy and GGUF readers arbitrary bytes: they must
+// return an error, never panic.
+func FuzzParse(f *testing.F) {
+	for _, p := range []string{"golden/quant/imatrix.dat", "golden/quant/imatrix.gguf"} {
+		if b, err := os.ReadFile(filepath.Join(testmodels.SharedDir(), p)); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte{1, 0, 0, 0, 3, 0, 0, 0, 'a', 'b', 'c', 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 128, 63})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if m, err := imatrix.Parse(b); err == nil {
+			for _, e := range m.Entries {
+				e.Weights()
+			}
+		}
+	})
+}
