@@ -5,6 +5,8 @@ import (
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
+	"github.com/lqc-dev/lqc/quant/calib"
+	"github.com/lqc-dev/lqc/quant/gptq"
 	"github.com/lqc-dev/lqc/quant/imatrix"
 )
 
@@ -22,41 +24,70 @@ type Quantize struct {
 	// Imatrix, when set, weights the quantization error of the matrices
 	// it covers by their inputs' importance, as llama-quantize --imatrix.
 	Imatrix *imatrix.Matrix
+	// Calib, when set and Imatrix is not, supplies the importance from a
+	// calibration run (after any AWQ scaling), and GPTQ's Gram matrices.
+	Calib *calib.Stats
+	// GPTQ quantizes every matrix whose input Calib measured with GPTQ.
+	GPTQ        bool
+	GPTQOptions gptq.Options
+	// Method is recorded in the file as quantize.method when set.
+	Method string
 }
 
 func (Quantize) Name() string { return "quantize" }
 
-func (q Quantize) Run(m *ir.Model) (Report, error) {
+// plan is llama-quantize's per-tensor type choice for m.
+func plan(m *ir.Model, ft quant.FileType, pure, importance bool) quant.Plan {
 	p := m.Params
-	plan := quant.Plan{
-		FileType: q.FileType, Pure: q.Pure, HasOutput: m.Weight("output.weight") != nil,
+	return quant.Plan{
+		FileType: ft, Pure: pure, HasOutput: m.Weight("output.weight") != nil,
 		Layers: p.BlockCount, GQA: max(1, p.HeadCount/max(1, p.HeadCountKV)),
 		Is70B:      m.Arch == "llama" && p.BlockCount == 80 && p.HeadCount != p.HeadCountKV,
-		HasImatrix: q.Imatrix != nil,
+		HasImatrix: importance,
 	}
-	if q.Imatrix != nil {
-		if err := q.Imatrix.Check(m.Weights()); err != nil {
+}
+
+// targetType is the type plan gives t, and a note when it is a fallback.
+func targetType(pl quant.Plan, t *ir.Tensor) (quant.Type, string, error) {
+	d, err := pl.Choose(t.Name, t.Shape)
+	switch {
+	case err != nil:
+		return 0, "", err
+	case len(t.Shape) == 1:
+		return quant.F32, "", nil
+	case !pl.FileType.Base().Quantized():
+		return pl.FileType.Base(), "", nil
+	case d.Quantize:
+		return d.Type, d.Fallback, nil
+	}
+	return t.Type, "", nil
+}
+
+func (q Quantize) Run(m *ir.Model) (Report, error) {
+	imat := q.Imatrix
+	if imat == nil && q.Calib != nil {
+		imat = q.Calib.Imatrix(false)
+	}
+	if q.GPTQ && q.Calib == nil {
+		return Report{}, fmt.Errorf("GPTQ needs a calibration run")
+	}
+	if imat != nil {
+		if err := imat.Check(m.Weights()); err != nil {
 			return Report{}, err
 		}
 	}
-	float := !q.FileType.Base().Quantized()
+	pl := plan(m, q.FileType, q.Pure, imat != nil)
+	gptqs := map[gptqKey]*lazyQuantizer{}
 	var r Report
-	requantized := 0
+	requantized, withGPTQ := 0, 0
 	for _, w := range m.Graph.Weights {
 		t := w.Weight
-		target := t.Type
-		switch d, err := plan.Choose(t.Name, t.Shape); {
-		case err != nil:
+		target, fallback, err := targetType(pl, t)
+		if err != nil {
 			return r, err
-		case len(t.Shape) == 1:
-			target = quant.F32
-		case float:
-			target = q.FileType.Base()
-		case d.Quantize:
-			target = d.Type
-			if d.Fallback != "" {
-				r.Notes = append(r.Notes, fmt.Sprintf("%s: %s", t.Name, d.Fallback))
-			}
+		}
+		if fallback != "" {
+			r.Notes = append(r.Notes, fmt.Sprintf("%s: %s", t.Name, fallback))
 		}
 		if target == t.Type {
 			continue
@@ -65,10 +96,21 @@ func (q Quantize) Run(m *ir.Model) (Report, error) {
 			requantized++
 		}
 		var nt *ir.Tensor
-		var err error
-		if e := q.imatrixEntry(t.Name); e != nil && target.TakesWeights() {
-			nt, err = ir.ConvertWeighted(t, target, e.Weights())
-		} else {
+		var in *calib.Input
+		if q.Calib != nil {
+			in = q.Calib.Inputs[t.Name]
+		}
+		switch {
+		case q.GPTQ && in != nil && in.Gram != nil && target.HasGrid():
+			key := gptqKey{in, target}
+			if gptqs[key] == nil {
+				gptqs[key] = &lazyQuantizer{in: in, typ: target, opt: q.GPTQOptions}
+			}
+			nt, err = gptqTensor(t, gptqs[key])
+			withGPTQ++
+		case imat != nil && imat.Entries[t.Name] != nil && target.TakesWeights():
+			nt, err = ir.ConvertWeighted(t, target, imat.Entries[t.Name].Weights())
+		default:
 			nt, err = ir.Convert(t, target)
 		}
 		if err != nil {
@@ -80,18 +122,17 @@ func (q Quantize) Run(m *ir.Model) (Report, error) {
 	if requantized > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("re-quantized %d tensors that were already quantized: accuracy is lost twice; convert from the original weights if you have them", requantized))
 	}
+	if q.GPTQ {
+		r.Notes = append(r.Notes, fmt.Sprintf("GPTQ on %d matrices, %d distinct inputs", withGPTQ, len(gptqs)))
+	}
 	m.FileType = q.FileType
-	if q.Imatrix != nil {
-		for _, kv := range q.Imatrix.Metadata() {
+	if imat != nil {
+		for _, kv := range imat.Metadata() {
 			m.Extra.Set(kv.Key, kv.Value)
 		}
 	}
-	return r, nil
-}
-
-func (q Quantize) imatrixEntry(name string) *imatrix.Entry {
-	if q.Imatrix == nil {
-		return nil
+	if q.Method != "" {
+		m.Extra.Set("quantize.method", q.Method)
 	}
-	return q.Imatrix.Entries[name]
+	return r, nil
 }

@@ -139,12 +139,18 @@ func iq4Block(x []float32, q4 []byte, scalesH *uint16, scalesL []byte, qw []floa
 			L[j] = uint8(bestIndexInt8(&kvaluesIQ4NL, float32(id*v)))
 		}
 	}
-	for i := 0; i < superSize/32; i++ {
+	packIQ4(q4, L[:superSize])
+	return dh
+}
+
+// packIQ4 stores 4-bit table indices, 32 values per 16 bytes: the first
+// sixteen in the low nibbles.
+func packIQ4(q4 []byte, L []uint8) {
+	for i := 0; i < len(L)/32; i++ {
 		for j := range 16 {
 			q4[16*i+j] = L[32*i+j] | L[32*i+16+j]<<4
 		}
 	}
-	return dh
 }
 
 // iq4_nl: {f16 d; uint8 qs[16]}, value = d·kvalues[q]

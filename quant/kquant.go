@@ -151,18 +151,24 @@ func encodeQ6K(dst []byte, src, qw []float32) {
 				L[16*j+ii] = int8(l + 32)
 			}
 		}
-		for j := 0; j < qkK; j += 128 {
-			o := j / 2 // ql advances 64 bytes per 128 values
-			h := j / 4 // qh advances 32 bytes per 128 values
-			for l := range 32 {
-				q1 := uint8(L[j+l]) & 0xF
-				q2 := uint8(L[j+l+32]) & 0xF
-				q3 := uint8(L[j+l+64]) & 0xF
-				q4 := uint8(L[j+l+96]) & 0xF
-				ql[o+l] = q1 | q3<<4
-				ql[o+l+32] = q2 | q4<<4
-				qh[h+l] = uint8(L[j+l])>>4 | (uint8(L[j+l+32])>>4)<<2 | (uint8(L[j+l+64])>>4)<<4 | (uint8(L[j+l+96])>>4)<<6
-			}
+		packQ6K(ql, qh, L[:])
+	}
+}
+
+// packQ6K stores 6-bit levels (0…63 for −32…31): low nibbles in ql, the
+// two high bits in qh.
+func packQ6K[T int8 | uint8](ql, qh []byte, L []T) {
+	for j := 0; j < qkK; j += 128 {
+		o := j / 2 // ql advances 64 bytes per 128 values
+		h := j / 4 // qh advances 32 bytes per 128 values
+		for l := range 32 {
+			q1 := uint8(L[j+l]) & 0xF
+			q2 := uint8(L[j+l+32]) & 0xF
+			q3 := uint8(L[j+l+64]) & 0xF
+			q4 := uint8(L[j+l+96]) & 0xF
+			ql[o+l] = q1 | q3<<4
+			ql[o+l+32] = q2 | q4<<4
+			qh[h+l] = uint8(L[j+l])>>4 | (uint8(L[j+l+32])>>4)<<2 | (uint8(L[j+l+64])>>4)<<4 | (uint8(L[j+l+96])>>4)<<6
 		}
 	}
 }

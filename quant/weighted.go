@@ -230,9 +230,7 @@ func (q4_0Codec) encodeRow(dst []byte, row, qw []float32) {
 		d := makeQxQuants(8, xb, L[:], w[:])
 		blk := dst[18*b:]
 		putF16(blk, d)
-		for j := range 16 {
-			blk[2+j] = uint8(L[j]) | uint8(L[j+16])<<4
-		}
+		packNibbles(blk[2:18], L[:])
 	}
 }
 
@@ -280,11 +278,7 @@ func minBlockRow(dst []byte, row, qw []float32, nmax, size int, pack func(blk []
 }
 
 func (q4_1Codec) encodeRow(dst []byte, row, qw []float32) {
-	minBlockRow(dst, row, qw, 15, 20, func(blk []byte, L []uint8) {
-		for j := range 16 {
-			blk[4+j] = L[j] | L[j+16]<<4
-		}
-	})
+	minBlockRow(dst, row, qw, 15, 20, func(blk []byte, L []uint8) { packNibbles(blk[4:20], L) })
 }
 
 func (q5_1Codec) encodeRow(dst []byte, row, qw []float32) {
@@ -381,16 +375,22 @@ func finishQ3K(blk []byte, x []float32, L []int8) {
 			L[16*j+ii] = int8(clampInt(nearestInt(x[16*j+ii]/d), -4, 3) + 4)
 		}
 	}
+	packQ3K(hmask, qs, L)
+}
+
+// packQ3K stores 3-bit levels (0…7 for −4…3): the high bit in hmask, the
+// low two bits in qs.
+func packQ3K[T int8 | uint8](hmask, qs []byte, L []T) {
 	clear(hmask)
 	m, hm := 0, byte(1)
 	var U [qkK]uint8
 	for j := range qkK {
-		l := L[j]
+		l := uint8(L[j])
 		if l > 3 {
 			hmask[m] |= hm
 			l -= 4
 		}
-		U[j] = uint8(l)
+		U[j] = l
 		if m++; m == qkK/8 {
 			m, hm = 0, hm<<1
 		}

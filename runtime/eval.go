@@ -18,24 +18,25 @@ type EvalOptions struct {
 // EvalResult holds llama-perplexity's measures of a model, and with a
 // reference model its KL divergence from it.
 type EvalResult struct {
-	Chunks, Tokens int     // chunks evaluated, tokens scored
-	PPL            float64 // exp(mean NLL)
-	PPLStdErr      float64
-	Ref            *RefResult `json:",omitempty"`
+	Chunks    int        `json:"chunks"`        // chunks evaluated
+	Tokens    int        `json:"tokens"`        // tokens scored
+	PPL       float64    `json:"ppl"`           // exp(mean NLL)
+	PPLStdErr float64    `json:"ppl_stderr"`    //
+	Ref       *RefResult `json:"ref,omitempty"` // the comparison with --ref
 }
 
 // RefResult compares a model with a reference on the same tokens.
 type RefResult struct {
-	PPL         float64 // the reference's perplexity
-	PPLRatio    float64 // PPL / reference PPL
-	MeanLnRatio float64 // mean ln(PPL/PPL_ref)
-	KLDMean     float64 // mean KL(P_ref ‖ P) per token
-	KLDStdErr   float64
-	KLDMedian   float64
-	KLD99       float64 // 99th percentile
-	KLDMax      float64
-	Top1        float64 // fraction of tokens whose most likely next token agrees
-	Top1StdErr  float64
+	PPL         float64 `json:"ppl"`           // the reference's perplexity
+	PPLRatio    float64 `json:"ppl_ratio"`     // PPL / reference PPL
+	MeanLnRatio float64 `json:"mean_ln_ratio"` // mean ln(PPL/PPL_ref)
+	KLDMean     float64 `json:"kld_mean"`      // mean KL(P_ref ‖ P) per token
+	KLDStdErr   float64 `json:"kld_stderr"`
+	KLDMedian   float64 `json:"kld_median"`
+	KLD99       float64 `json:"kld_p99"` // 99th percentile
+	KLDMax      float64 `json:"kld_max"`
+	Top1        float64 `json:"top1"` // fraction of tokens whose most likely next token agrees
+	Top1StdErr  float64 `json:"top1_stderr"`
 }
 
 // Evaluate scores tokens as llama-perplexity does: the text is cut into

@@ -53,9 +53,11 @@ type Session struct {
 	cache map[[2]int64]*Tensor // (layer, 0 for k / 1 for v)
 
 	// Observe, when set, sees the input of every matrix product with a
-	// weight, before it runs: rows × in values for weight name (the
-	// importance-matrix collector uses it).
-	Observe func(weight string, x []float32, in int)
+	// weight before it runs: rows × cols values multiplied by the weight
+	// named weight. input identifies the activation, so that matrices
+	// sharing an input (q, k and v) can be told apart from ones that do
+	// not. Calibration uses it.
+	Observe func(weight string, input int, x []float32, cols int)
 }
 
 // NewSession starts a sequence that may grow to ctx positions.
@@ -133,7 +135,7 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 			if err := b.ReadF32(in[0], x); err != nil {
 				return nil, err
 			}
-			s.Observe(n.Inputs[1].Weight.Name, x, in[0].Shape[len(in[0].Shape)-1])
+			s.Observe(n.Inputs[1].Weight.Name, n.Inputs[0].ID, x, in[0].Shape[len(in[0].Shape)-1])
 		}
 		var out *Tensor
 		switch n.Op {

@@ -12,6 +12,8 @@ import (
 	"github.com/lqc-dev/lqc/frontend"
 	"github.com/lqc-dev/lqc/passes"
 	"github.com/lqc-dev/lqc/quant"
+	"github.com/lqc-dev/lqc/quant/calib"
+	"github.com/lqc-dev/lqc/quant/gptq"
 	"github.com/lqc-dev/lqc/quant/imatrix"
 )
 
@@ -21,7 +23,10 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	q := fs.String("quant", "f16", "quantization: "+joinNames(quant.FileTypeNames()))
 	pure := fs.Bool("pure", false, "give every weight matrix the --quant type, without llama.cpp's per-tensor rules")
 	imatFile := fs.String("imatrix", "", "importance matrix (llama.cpp .gguf or .dat) that weights the quantization error, as llama-quantize --imatrix")
-	calib := addCalibFlags(fs, "calib", "calib-")
+	calibration := addCalibFlags(fs, "calib", "calib-")
+	method := fs.String("method", "", "how weights are rounded: rtn, imatrix, awq, gptq or awq+gptq (default: imatrix with --imatrix or --calib, else rtn)")
+	actOrder := fs.Bool("act-order", false, "gptq: round columns by decreasing importance")
+	damp := fs.Float64("damp", 0.01, "gptq: damping added to the Hessian's diagonal, as a fraction of its mean")
 	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint (default: tokenizer.bin or tok*.bin beside it)")
 	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "worker threads")
 	showPasses := fs.Bool("passes", false, "print the pass pipeline and what each pass changed")
@@ -46,24 +51,29 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return usageError{err}
 	}
-	if *imatFile != "" && calib.data != "" {
+	if *imatFile != "" && calibration.data != "" {
 		return usageError{fmt.Errorf("--imatrix and --calib both give an importance matrix: pick one")}
+	}
+	m0, err := parseMethod(*method, *imatFile != "", calibration.data != "")
+	if err != nil {
+		return usageError{err}
 	}
 	if st, err := os.Stat(*out); err == nil && st.IsDir() {
 		return fmt.Errorf("%s is a directory", *out)
 	}
 
 	var imat *imatrix.Matrix
+	var stats *calib.Stats
 	switch {
 	case *imatFile != "":
 		if imat, err = imatrix.Read(*imatFile); err != nil {
 			return err
 		}
-	case calib.data != "":
-		// The importance is measured on the unquantized source, loaded a
+	case calibration.data != "":
+		// The inputs are measured on the unquantized source, loaded a
 		// second time: the mapping is shared by the page cache.
 		run := &runOptions{threads: *threads, tokenizer: *tok, flashAttn: "auto"}
-		if imat, err = calib.compute(ctx, pos[0], run, stderr, !*quiet); err != nil {
+		if stats, err = calibration.compute(ctx, pos[0], run, stderr, !*quiet, m0.awq || m0.gptq); err != nil {
 			return err
 		}
 	}
@@ -74,7 +84,12 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer m.Close()
 
-	pm := &passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.Quantize{FileType: ft, Pure: *pure, Imatrix: imat}}}
+	pm := &passes.Manager{Passes: []passes.Pass{passes.DeadCode{}}}
+	if m0.awq {
+		pm.Passes = append(pm.Passes, passes.AWQ{FileType: ft, Pure: *pure, Calib: stats})
+	}
+	pm.Passes = append(pm.Passes, passes.Quantize{FileType: ft, Pure: *pure, Imatrix: imat, Calib: stats,
+		GPTQ: m0.gptq, GPTQOptions: gptq.Options{ActOrder: *actOrder, Damp: *damp, Threads: *threads}, Method: m0.name})
 	if *showPasses || *verbose {
 		fmt.Fprintf(stderr, "pipeline: %s\n", pm.Names())
 		pm.Trace = stderr
@@ -101,4 +116,40 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		prog.finish()
 	}
 	return nil
+}
+
+// quantMethod is a parsed --method.
+type quantMethod struct {
+	name      string // as recorded in quantize.method; empty for llama.cpp's own methods
+	awq, gptq bool
+}
+
+// parseMethod checks --method against the calibration given: rtn takes
+// none, imatrix an importance matrix from either source, and the methods
+// that need every input's Gram matrix a calibration text.
+func parseMethod(method string, imatrixFile, calibText bool) (quantMethod, error) {
+	if method == "" {
+		method = "rtn"
+		if imatrixFile || calibText {
+			method = "imatrix"
+		}
+	}
+	switch method {
+	case "rtn":
+		if imatrixFile || calibText {
+			return quantMethod{}, fmt.Errorf("--method rtn uses no calibration: drop --imatrix/--calib")
+		}
+		return quantMethod{}, nil
+	case "imatrix":
+		if !imatrixFile && !calibText {
+			return quantMethod{}, fmt.Errorf("--method imatrix needs --imatrix FILE or --calib TEXT")
+		}
+		return quantMethod{}, nil
+	case "awq", "gptq", "awq+gptq":
+		if !calibText {
+			return quantMethod{}, fmt.Errorf("--method %s needs --calib TEXT (an importance matrix file holds too little)", method)
+		}
+		return quantMethod{name: method, awq: method != "gptq", gptq: method != "awq"}, nil
+	}
+	return quantMethod{}, fmt.Errorf("--method %q: want rtn, imatrix, awq, gptq or awq+gptq", method)
 }

@@ -9,7 +9,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/lqc-dev/lqc/quant/imatrix"
+	"github.com/lqc-dev/lqc/quant/calib"
+	lqrt "github.com/lqc-dev/lqc/runtime"
 )
 
 func runImatrix(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -26,10 +27,11 @@ func runImatrix(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Usage()
 		return usageError{fmt.Errorf("need --data TEXT and -o OUT")}
 	}
-	mat, err := c.compute(ctx, pos[0], opts, stderr, !*quiet)
+	st, err := c.compute(ctx, pos[0], opts, stderr, !*quiet, false)
 	if err != nil {
 		return err
 	}
+	mat := st.Imatrix(c.processOutput)
 	if err := mat.Write(*out); err != nil {
 		return err
 	}
@@ -59,10 +61,11 @@ func addCalibFlags(fs *pflag.FlagSet, dataFlag, prefix string) *calibFlags {
 	return c
 }
 
-// compute measures the importance matrix of the model at path on the
-// calibration text, as llama-imatrix does: the text is tokenized as a
-// whole and cut into chunks that each start with BOS.
-func (c *calibFlags) compute(ctx context.Context, path string, opts *runOptions, stderr io.Writer, showProgress bool) (*imatrix.Matrix, error) {
+// compute runs the model at path over the calibration text and measures
+// the input of every weight matrix (with Gram matrices when gram is set),
+// as llama-imatrix does: the text is tokenized as a whole and cut into
+// chunks that each start with BOS.
+func (c *calibFlags) compute(ctx context.Context, path string, opts *runOptions, stderr io.Writer, showProgress, gram bool) (*calib.Stats, error) {
 	text, err := os.ReadFile(c.data)
 	if err != nil {
 		return nil, err
@@ -82,15 +85,15 @@ func (c *calibFlags) compute(ctx context.Context, path string, opts *runOptions,
 	if l.tok.AddsBOS() {
 		bos = l.tok.Vocab().BOS
 	}
-	opt := imatrix.Options{
-		Ctx: c.ctx, Chunks: c.chunks, BOS: bos, ProcessOutput: c.processOutput, Dataset: filepath.Base(c.data),
+	opt := lqrt.CalibrateOptions{
+		Ctx: c.ctx, Chunks: c.chunks, BOS: bos, ProcessOutput: c.processOutput, Gram: gram, Dataset: filepath.Base(c.data),
 	}
 	if showProgress {
 		opt.Progress = chunkProgress(stderr)
 	}
-	mat, err := imatrix.Compute(ctx, l.model, l.tok.Encode(string(text), true), opt)
+	st, err := lqrt.Calibrate(ctx, l.model, l.tok.Encode(string(text), true), opt)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.data, err)
 	}
-	return mat, nil
+	return st, nil
 }

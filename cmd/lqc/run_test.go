@@ -59,9 +59,15 @@ func TestEvalGate(t *testing.T) {
 	}
 	var res struct {
 		Result struct {
-			Chunks, Tokens int
-			PPL            float64
-			Ref            struct{ KLDMean, Top1, PPLRatio, PPL float64 }
+			Chunks int     `json:"chunks"`
+			Tokens int     `json:"tokens"`
+			PPL    float64 `json:"ppl"`
+			Ref    struct {
+				KLDMean  float64 `json:"kld_mean"`
+				Top1     float64 `json:"top1"`
+				PPLRatio float64 `json:"ppl_ratio"`
+				PPL      float64 `json:"ppl"`
+			} `json:"ref"`
 		} `json:"result"`
 		Pass bool `json:"pass"`
 	}

@@ -40,6 +40,28 @@ type Arch interface {
 	CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error
 	// Build returns the forward graph over the given weights.
 	Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, error)
+	// ScaleGroups lists where activation-aware quantization (AWQ) can
+	// fold a per-channel scale without changing what the model computes.
+	ScaleGroups(p ir.HParams) []ScaleGroup
+}
+
+// ScaleGroup is one place where a per-channel scale s folds exactly: the
+// input columns of the Next matrices are multiplied by s and whatever
+// produces their input is divided by s. The producer is either norm
+// vectors (a norm's weight and bias, divided elementwise) or rows
+// [RowOffset, RowOffset+Channels) of a matrix and its bias: attention is
+// linear in v, and a gated MLP is linear in its up projection.
+type ScaleGroup struct {
+	Next      []string
+	Vectors   []string // norm weight and bias names
+	Rows      string   // or a matrix ...
+	RowBias   string   // ... with this bias (optional)
+	RowOffset int64
+	// Channels is the length of s. NextCol maps a column of the Next
+	// matrices to its channel (nil: the identity): with grouped-query
+	// attention several heads' output columns share one v row.
+	Channels int64
+	NextCol  func(col int64) int64
 }
 
 // Fix rewrites a tensor's layout lazily.

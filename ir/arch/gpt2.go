@@ -158,6 +158,24 @@ func (gpt2) CompleteHF(_ Config, _ ir.HParams, ts map[string]*ir.Tensor) error {
 	return nil
 }
 
+// ScaleGroups: the MLP's GELU sits between ffn_up and ffn_down, so only
+// the two norms and v fold a scale.
+func (gpt2) ScaleGroups(p ir.HParams) []ScaleGroup {
+	d := int64(p.EmbeddingLength)
+	var gs []ScaleGroup
+	for i := range p.BlockCount {
+		gs = append(gs,
+			ScaleGroup{Vectors: []string{blk(i, "attn_norm.weight"), blk(i, "attn_norm.bias")}, Channels: d,
+				Next: []string{blk(i, "attn_qkv.weight")}},
+			ScaleGroup{Rows: blk(i, "attn_qkv.weight"), RowBias: blk(i, "attn_qkv.bias"), RowOffset: 2 * d, Channels: d,
+				Next: []string{blk(i, "attn_output.weight")}},
+			ScaleGroup{Vectors: []string{blk(i, "ffn_norm.weight"), blk(i, "ffn_norm.bias")}, Channels: d,
+				Next: []string{blk(i, "ffn_up.weight")}},
+		)
+	}
+	return gs
+}
+
 func (a gpt2) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, error) {
 	g := ir.NewGraph("gpt2")
 	b := ir.NewBuilder(g)

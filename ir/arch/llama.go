@@ -170,6 +170,25 @@ func unpermuteQK(nHead int) Fix {
 	}
 }
 
+func (llama) ScaleGroups(p ir.HParams) []ScaleGroup {
+	d, ff, hd := int64(p.EmbeddingLength), int64(p.FeedForwardLength), int64(p.HeadDim())
+	group := int64(p.HeadCount / p.HeadCountKV) // query heads per kv head
+	var gs []ScaleGroup
+	for i := range p.BlockCount {
+		gs = append(gs,
+			ScaleGroup{Vectors: []string{blk(i, "attn_norm.weight")}, Channels: d,
+				Next: []string{blk(i, "attn_q.weight"), blk(i, "attn_k.weight"), blk(i, "attn_v.weight")}},
+			ScaleGroup{Rows: blk(i, "attn_v.weight"), Channels: int64(p.HeadCountKV) * hd,
+				Next:    []string{blk(i, "attn_output.weight")},
+				NextCol: func(c int64) int64 { return c/hd/group*hd + c%hd }},
+			ScaleGroup{Vectors: []string{blk(i, "ffn_norm.weight")}, Channels: d,
+				Next: []string{blk(i, "ffn_gate.weight"), blk(i, "ffn_up.weight")}},
+			ScaleGroup{Rows: blk(i, "ffn_up.weight"), Channels: ff, Next: []string{blk(i, "ffn_down.weight")}},
+		)
+	}
+	return gs
+}
+
 func (llama) CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error {
 	return requireUntiedConsistent(cfg, ts, "output.weight", "lm_head.weight")
 }

@@ -165,3 +165,156 @@ func dotQ6_KGo(w []byte, x []q8KBlock) float32 {
 	}
 	return sum
 }
+
+// The other K-quants against 256-value q8 activations, as ggml's
+// ggml_vec_dot_*_q8_K: integer sums per sub-block, scaled once per
+// super-block.
+
+// dotQ2_KGo: 16 sub-blocks of 16 values, 2-bit levels; scale and minimum
+// (4 bits each) per sub-block.
+func dotQ2_KGo(w []byte, x []q8KBlock) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[84*b : 84*b+84]
+		sc, q := blk[0:16], blk[16:80]
+		xb := &x[b]
+		var isum, msum int32
+		for is := range 16 {
+			shift := 2 * uint((is%8)/2)
+			qs := q[32*(is/8)+16*(is%2):]
+			var s int32
+			for l := range 16 {
+				s += int32(qs[l]>>shift&3) * int32(xb.qs[16*is+l])
+			}
+			isum += int32(sc[is]&0xF) * s
+			msum += int32(sc[is]>>4) * int32(xb.bsums[is])
+		}
+		sum += xb.d*f16(blk[80:])*float32(isum) - xb.d*f16(blk[82:])*float32(msum)
+	}
+	return sum
+}
+
+// dotQ3_KGo: 16 sub-blocks of 16 values, 3-bit levels (two bits in qs, the
+// third in hmask, clear meaning −4), signed 6-bit scales.
+func dotQ3_KGo(w []byte, x []q8KBlock) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[110*b : 110*b+110]
+		hm, q, sc := blk[0:32], blk[32:96], blk[96:108]
+		xb := &x[b]
+		var isum int32
+		for is := range 16 {
+			shift := 2 * uint((is%8)/2)
+			m := byte(1) << (4*(is/8) + (is%8)/2)
+			half := 16 * (is % 2)
+			qs := q[32*(is/8)+half:]
+			var s int32
+			for l := range 16 {
+				v := int32(qs[l] >> shift & 3)
+				if hm[half+l]&m == 0 {
+					v -= 4
+				}
+				s += v * int32(xb.qs[16*is+l])
+			}
+			isum += int32(quant.ScaleQ3K(sc, is)) * s
+		}
+		sum += f16(blk[108:]) * xb.d * float32(isum)
+	}
+	return sum
+}
+
+// dotQ4_KGo: 8 sub-blocks of 32 values, 4-bit levels, 6-bit scales and
+// minimums; the minimums meet the activations' 16-value sums.
+func dotQ4_KGo(w []byte, x []q8KBlock) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[144*b : 144*b+144]
+		sc, q := blk[4:16], blk[16:144]
+		xb := &x[b]
+		var isum, msum int32
+		for j := range 4 {
+			s1, m1 := quant.ScaleMinK4(2*j, sc)
+			s2, m2 := quant.ScaleMinK4(2*j+1, sc)
+			var lo, hi int32
+			for l := range 32 {
+				lo += int32(q[32*j+l]&0xF) * int32(xb.qs[64*j+l])
+				hi += int32(q[32*j+l]>>4) * int32(xb.qs[64*j+32+l])
+			}
+			isum += int32(s1)*lo + int32(s2)*hi
+			msum += int32(m1)*(int32(xb.bsums[4*j])+int32(xb.bsums[4*j+1])) + int32(m2)*(int32(xb.bsums[4*j+2])+int32(xb.bsums[4*j+3]))
+		}
+		sum += f16(blk[0:])*xb.d*float32(isum) - f16(blk[2:])*xb.d*float32(msum)
+	}
+	return sum
+}
+
+// dotQ5_KGo is dotQ4_KGo with a fifth bit per value in qh.
+func dotQ5_KGo(w []byte, x []q8KBlock) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[176*b : 176*b+176]
+		sc, qh, q := blk[4:16], blk[16:48], blk[48:176]
+		xb := &x[b]
+		var isum, msum int32
+		for j := range 4 {
+			s1, m1 := quant.ScaleMinK4(2*j, sc)
+			s2, m2 := quant.ScaleMinK4(2*j+1, sc)
+			u1, u2 := byte(1)<<(2*j), byte(2)<<(2*j)
+			var lo, hi int32
+			for l := range 32 {
+				v1, v2 := int32(q[32*j+l]&0xF), int32(q[32*j+l]>>4)
+				if qh[l]&u1 != 0 {
+					v1 += 16
+				}
+				if qh[l]&u2 != 0 {
+					v2 += 16
+				}
+				lo += v1 * int32(xb.qs[64*j+l])
+				hi += v2 * int32(xb.qs[64*j+32+l])
+			}
+			isum += int32(s1)*lo + int32(s2)*hi
+			msum += int32(m1)*(int32(xb.bsums[4*j])+int32(xb.bsums[4*j+1])) + int32(m2)*(int32(xb.bsums[4*j+2])+int32(xb.bsums[4*j+3]))
+		}
+		sum += f16(blk[0:])*xb.d*float32(isum) - f16(blk[2:])*xb.d*float32(msum)
+	}
+	return sum
+}
+
+var iq4Values = quant.IQ4NLValues()
+
+// dotIQ4_XSGo: 8 sub-blocks of 32 values on the IQ4_NL grid, signed 6-bit
+// scales.
+func dotIQ4_XSGo(w []byte, x []q8KBlock) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[136*b : 136*b+136]
+		sh := int32(blk[2]) | int32(blk[3])<<8
+		xb := &x[b]
+		var isum int32
+		for ib := range 8 {
+			ls := int32(blk[4+ib/2]>>(4*(ib%2))&0xF) | (sh>>(2*ib)&3)<<4
+			qs := blk[8+16*ib : 8+16*ib+16]
+			var s int32
+			for j := range 16 {
+				s += int32(iq4Values[qs[j]&0xF])*int32(xb.qs[32*ib+j]) + int32(iq4Values[qs[j]>>4])*int32(xb.qs[32*ib+16+j])
+			}
+			isum += (ls - 32) * s
+		}
+		sum += f16(blk[0:]) * xb.d * float32(isum)
+	}
+	return sum
+}
+
+// dotIQ4_NLGo: 32-value blocks on the IQ4_NL grid against q8 blocks.
+func dotIQ4_NLGo(w []byte, x []q8Block) float32 {
+	var sum float32
+	for b := range x {
+		blk := w[18*b : 18*b+18]
+		var s int32
+		for j := range 16 {
+			s += int32(iq4Values[blk[2+j]&0xF])*int32(x[b].qs[j]) + int32(iq4Values[blk[2+j]>>4])*int32(x[b].qs[j+16])
+		}
+		sum += f16(blk) * x[b].d * float32(s)
+	}
+	return sum
+}

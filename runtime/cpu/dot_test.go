@@ -23,7 +23,15 @@ func randRow(rng *rand.Rand, n int) []float32 {
 func TestKernelsAgree(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const n = 1024
-	for _, typ := range []quant.Type{quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1, quant.Q8_0, quant.Q6_K} {
+	portable8 := map[quant.Type]func([]byte, []q8Block) float32{
+		quant.Q4_0: dotQ4_0Go, quant.Q4_1: dotQ4_1Go, quant.Q5_0: dotQ5_0Go, quant.Q5_1: dotQ5_1Go, quant.Q8_0: dotQ8_0Go, quant.IQ4_NL: dotIQ4_NLGo}
+	portable8K := map[quant.Type]func([]byte, []q8KBlock) float32{
+		quant.Q2_K: dotQ2_KGo, quant.Q3_K: dotQ3_KGo, quant.Q4_K: dotQ4_KGo, quant.Q5_K: dotQ5_KGo, quant.Q6_K: dotQ6_KGo, quant.IQ4_XS: dotIQ4_XSGo}
+	for _, typ := range []quant.Type{quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1, quant.Q8_0, quant.IQ4_NL,
+		quant.Q2_K, quant.Q3_K, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS} {
+		if activationFormat(typ) == actF32 {
+			t.Fatalf("%v multiplies float activations", typ)
+		}
 		for trial := range 20 {
 			wf := randRow(rng, n)
 			w := make([]byte, typ.RowSize(n))
@@ -35,19 +43,23 @@ func TestKernelsAgree(t *testing.T) {
 			x := randRow(rng, n)
 			var got, want float32
 			var exact float64
-			if typ == quant.Q6_K {
+			if activationFormat(typ) == actQ8K {
 				xq := make([]q8KBlock, n/256)
 				quantizeQ8K(xq, x)
-				got, want = dotQ6_K(w, xq), dotQ6_KGo(w, xq)
+				for i, v := range x {
+					blk := &xq[i/256]
+					if e := math.Abs(float64(v - blk.d*float32(blk.qs[i%256]))); e > math.Abs(float64(blk.d))*0.5001 {
+						t.Fatalf("q8_K: %v came back as %v", v, blk.d*float32(blk.qs[i%256]))
+					}
+				}
+				got, want = dotQ8KFor(typ)(w, xq), portable8K[typ](w, xq)
 				for i := range n {
 					exact += float64(wd[i]) * float64(xq[i/256].qs[i%256]) * float64(xq[i/256].d)
 				}
 			} else {
 				xq := make([]q8Block, n/32)
 				quantizeQ8(xq, x)
-				fast, slow := dotQ8For(typ), map[quant.Type]func([]byte, []q8Block) float32{
-					quant.Q4_0: dotQ4_0Go, quant.Q4_1: dotQ4_1Go, quant.Q5_0: dotQ5_0Go, quant.Q5_1: dotQ5_1Go, quant.Q8_0: dotQ8_0Go}[typ]
-				got, want = fast(w, xq), slow(w, xq)
+				got, want = dotQ8For(typ)(w, xq), portable8[typ](w, xq)
 				for i := range n {
 					exact += float64(wd[i]) * float64(xq[i/32].qs[i%32]) * float64(xq[i/32].d)
 				}

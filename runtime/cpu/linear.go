@@ -102,11 +102,12 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32) erro
 				quantizeQ8K(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
 			}
 		})
+		dot := dotQ8KFor(w.typ)
 		b.pool.parallel(nout, rowGrain, func(lo, hi int) {
 			for o := lo; o < hi; o++ {
 				row := w.row(o)
 				for t := range T {
-					out[t*nout+o] = dotQ6_K(row, xq[t*nb:(t+1)*nb])
+					out[t*nout+o] = dot(row, xq[t*nb:(t+1)*nb])
 				}
 			}
 		})
@@ -166,8 +167,28 @@ func dotQ8For(t quant.Type) func([]byte, []q8Block) float32 {
 		return dotQ5_0
 	case quant.Q5_1:
 		return dotQ5_1
+	case quant.IQ4_NL:
+		return dotIQ4_NLGo
 	}
 	return dotQ8_0
+}
+
+// dotQ8KFor is the kernel of a type whose activations are 256-value q8
+// blocks.
+func dotQ8KFor(t quant.Type) func([]byte, []q8KBlock) float32 {
+	switch t {
+	case quant.Q2_K:
+		return dotQ2_KGo
+	case quant.Q3_K:
+		return dotQ3_KGo
+	case quant.Q4_K:
+		return dotQ4_KGo
+	case quant.Q5_K:
+		return dotQ5_KGo
+	case quant.IQ4_XS:
+		return dotIQ4_XSGo
+	}
+	return dotQ6_K
 }
 
 // embedding copies the rows of table picked by ids, decoded to float32.

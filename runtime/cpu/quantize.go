@@ -54,12 +54,25 @@ type q8KBlock struct {
 	bsums [16]int16
 }
 
+// quantizeQ8K is ggml's quantize_row_q8_K_ref, which ggml's CPU backend
+// uses on x86: the scale comes from the signed value of largest
+// magnitude, so that value maps to −127.
 func quantizeQ8K(dst []q8KBlock, x []float32) {
 	for b := range dst {
 		blk := x[256*b : 256*b+256]
-		d, id := scaleOf(blk)
+		var amax, mx float32
+		for _, v := range blk {
+			if a := float32(math.Abs(float64(v))); a > amax {
+				amax, mx = a, v
+			}
+		}
+		if amax == 0 {
+			dst[b] = q8KBlock{}
+			continue
+		}
+		iscale := -127 / mx
 		for j, v := range blk {
-			dst[b].qs[j] = int8(roundToInt(v * id))
+			dst[b].qs[j] = int8(min(127, roundToInt(iscale*v)))
 		}
 		for g := range 16 {
 			var s int16
@@ -68,7 +81,7 @@ func quantizeQ8K(dst []q8KBlock, x []float32) {
 			}
 			dst[b].bsums[g] = s
 		}
-		dst[b].d = d
+		dst[b].d = 1 / iscale
 	}
 }
 
@@ -90,9 +103,9 @@ const (
 
 func activationFormat(t quant.Type) actFormat {
 	switch t {
-	case quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1, quant.Q8_0:
+	case quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1, quant.Q8_0, quant.IQ4_NL:
 		return actQ8
-	case quant.Q6_K:
+	case quant.Q2_K, quant.Q3_K, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS:
 		return actQ8K
 	}
 	return actF32

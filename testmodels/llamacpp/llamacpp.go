@@ -36,6 +36,9 @@ type Job struct {
 	Prompt []int  `json:"prompt"`
 	N      int    `json:"n"`
 	Bench  *Bench `json:"bench,omitempty"`
+	// Logits asks instead for the raw logits after every prompt token,
+	// the prompt evaluated as one batch.
+	Logits bool `json:"logits,omitempty"`
 }
 
 // Bench times prompt processing of PP tokens in one batch and generation
@@ -49,12 +52,13 @@ type Bench struct {
 
 // Result is llama.cpp's answer to a job.
 type Result struct {
-	Model  string    `json:"model"`
-	Tokens []int     `json:"tokens"`
-	Text   string    `json:"text"`
-	PPms   []float64 `json:"pp_ms"`
-	TGms   []float64 `json:"tg_ms"`
-	Error  string    `json:"error"`
+	Model  string      `json:"model"`
+	Tokens []int       `json:"tokens"`
+	Text   string      `json:"text"`
+	PPms   []float64   `json:"pp_ms"`
+	TGms   []float64   `json:"tg_ms"`
+	Logits [][]float32 `json:"logits"`
+	Error  string      `json:"error"`
 }
 
 // CacheDir is where node-llama-cpp is installed: $LQC_CACHE/node-llama-cpp,

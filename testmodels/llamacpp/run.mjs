@@ -3,6 +3,9 @@
 // result per job on stdout:
 //   job:    {"model": PATH, "prompt": [ids] | null (BOS only), "n": N}
 //   result: {"model": PATH, "tokens": [ids], "text": "..."} or {"model": PATH, "error": "..."}
+// A job with "logits": true evaluates the prompt (teacher-forced) and
+// answers {"model": PATH, "logits": [[...vocab] per position]}: the raw
+// logits after every prompt token.
 // A job with "bench": {"pp": P, "tg": G, "threads": T, "reps": R} instead
 // times prompt processing of P tokens as one batch and the generation of
 // G tokens, like llama-bench's ppP and tgG, and answers
@@ -20,6 +23,14 @@ for (const job of jobs) {
   if (job.bench) {
     try {
       process.stdout.write(JSON.stringify(await bench(job)) + "\n");
+    } catch (e) {
+      process.stdout.write(JSON.stringify({model: job.model, error: String(e?.message ?? e)}) + "\n");
+    }
+    continue;
+  }
+  if (job.logits) {
+    try {
+      process.stdout.write(JSON.stringify(await logits(job)) + "\n");
     } catch (e) {
       process.stdout.write(JSON.stringify({model: job.model, error: String(e?.message ?? e)}) + "\n");
     }
@@ -66,6 +77,23 @@ async function bench(job) {
     }
     const tgMs = performance.now() - t0;
     if (r > 0) { res.pp_ms.push(ppMs); res.tg_ms.push(tgMs); }
+  }
+  await ctx.dispose();
+  await model.dispose();
+  return res;
+}
+
+async function logits(job) {
+  const model = await llama.loadModel({modelPath: job.model});
+  const ctx = await model.createContext({contextSize: job.prompt.length + 8, batchSize: job.prompt.length, threads: 1});
+  const seq = ctx.getSequence();
+  const input = job.prompt.map((t) => [t, {generateNext: {logits: true}}]);
+  const out = await seq.controlledEvaluate(input);
+  const res = {model: job.model, logits: []};
+  for (const o of out) {
+    const row = new Array(o.next.logits.size).fill(0);
+    for (const [tok, v] of o.next.logits) row[tok] = v;
+    res.logits.push(row);
   }
   await ctx.dispose();
   await model.dispose();
