@@ -7,7 +7,7 @@ FUZZTIME ?= 10s
 SHARED   ?= $(or $(LQC_SHARED),../shared)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint gate interop bench demo clean
+.PHONY: all build test unit fuzz lint gate interop bench quality demo clean
 
 all: build
 
@@ -59,6 +59,11 @@ interop:
 # pp64/tg32 tokens/s against llama.cpp's runtime; fused against unfused
 # attention (time, peak memory); then the quantizer and kernel
 # micro-benchmarks.
+# Quantization quality of every type and method (bin/quality/quality.md
+# and .json): the table in the README comes from here.
+quality:
+	$(GO) run ./testmodels/cmd/lqcbench quality
+
 bench:
 	$(GO) run ./testmodels/cmd/lqcbench convert
 	$(GO) run ./testmodels/cmd/lqcbench run

@@ -20,11 +20,10 @@ func nearestInt(f float32) int {
 // value weighted by qw, or by x² when qw is nil. L receives the levels
 // shifted to [0, 2·nmax).
 //
-// The sums of each candidate are independent of the others, so they are
-// computed three candidates at a time (six independent float chains the
-// CPU overlaps, where one candidate alone waits on add latency) and the
-// winner is then chosen in ggml's order: each sum keeps ggml's order of
-// additions, so the result is bit-identical.
+// The eighteen candidates' sums are independent, so they are computed
+// eight at a time, one per SIMD lane (qxSums), and the winner is then
+// chosen in ggml's order: each sum keeps ggml's order of additions, so
+// the result is bit-identical.
 func makeQxQuants(nmax int, x []float32, L []int8, qw []float32) float32 {
 	amax, mx := amaxSigned(x)
 	if amax < groupMaxEps {
@@ -61,36 +60,29 @@ func makeQxQuants(nmax int, x []float32, L []int8, qw []float32) float32 {
 	}
 	best := float32(scale * sumlx)
 
-	// Candidates is = -9..-1, 1..9.
-	var cand [18]struct{ iscale, sumlx, suml2 float32 }
-	for k := range cand {
-		is := k - 9
+	// Candidates is = -9..-1, 1..9, in three batches of eight lanes.
+	const nc = 18
+	var isc [3 * qkxBatch]float32
+	for k := range isc {
+		is := min(k, nc-1) - 9
 		if is >= 0 {
 			is++
 		}
-		cand[k].iscale = -(fnmax + float32(float32(0.1)*float32(is))) / mx
+		isc[k] = -(fnmax + float32(float32(0.1)*float32(is))) / mx
 	}
-	for k := 0; k < len(cand); k += 3 {
-		a, b, c := &cand[k], &cand[k+1], &cand[k+2]
-		var ax, a2, bx, b2, cx, c2 float32
-		for i, xi := range x {
-			la, lb, lc := float32(level(a.iscale, xi)), float32(level(b.iscale, xi)), float32(level(c.iscale, xi))
-			ax += float32(wx[i] * la)
-			a2 += float32(float32(w[i]*la) * la)
-			bx += float32(wx[i] * lb)
-			b2 += float32(float32(w[i]*lb) * lb)
-			cx += float32(wx[i] * lc)
-			c2 += float32(float32(w[i]*lc) * lc)
-		}
-		a.sumlx, a.suml2, b.sumlx, b.suml2, c.sumlx, c.suml2 = ax, a2, bx, b2, cx, c2
+	var sums [3][2][qkxBatch]float32
+	n := len(x)
+	for b := range 3 {
+		qxSums(x, w[:n], wx[:n], (*[qkxBatch]float32)(isc[b*qkxBatch:]), float32(-nmax), float32(nmax-1), &sums[b])
 	}
-	for _, c := range cand {
-		if c.suml2 > 0 && float32(c.sumlx*c.sumlx) > float32(best*c.suml2) {
+	for k := range nc {
+		sx, s2 := sums[k/qkxBatch][0][k%qkxBatch], sums[k/qkxBatch][1][k%qkxBatch]
+		if s2 > 0 && float32(sx*sx) > float32(best*s2) {
 			for i, xi := range x {
-				L[i] = int8(level(c.iscale, xi) + nmax)
+				L[i] = int8(level(isc[k], xi) + nmax)
 			}
-			scale = c.sumlx / c.suml2
-			best = float32(scale * c.sumlx)
+			scale = sx / s2
+			best = float32(scale * sx)
 		}
 	}
 	return scale

@@ -11,7 +11,7 @@ package quant
 // lowest weighted error (absolute with useMad, squared otherwise); ggml's
 // make_qkx2_quants. It returns the scale and the minimum (as a positive
 // number to subtract).
-func makeQkx2Quants(nmax int, x, weights []float32, L, Laux []uint8, rmin, rdelta float32, nstep int, useMad bool) (scale, theMin float32) {
+func makeQkx2Quants(nmax int, x, weights []float32, L []uint8, rmin, rdelta float32, nstep int, useMad bool) (scale, theMin float32) {
 	n := len(x)
 	mn, mx := x[0], x[0]
 	sumW := weights[0]
@@ -39,54 +39,22 @@ func makeQkx2Quants(nmax int, x, weights []float32, L, Laux []uint8, rmin, rdelt
 	fnmax := float32(nmax)
 	iscale := fnmax / (mx - mn)
 	scale = 1 / iscale
-	errOf := func(d float32) float32 {
-		if useMad {
-			return abs32(d)
-		}
-		return float32(d * d)
-	}
 	var bestErr float32
 	for i := range n {
 		l := clampInt(nearestInt(float32(iscale*float32(x[i]-mn))), 0, nmax)
 		L[i] = uint8(l)
 		diff := float32(float32(scale*float32(l))+mn) - x[i]
-		bestErr += float32(weights[i] * errOf(diff))
+		if useMad {
+			bestErr += float32(weights[i] * abs32(diff))
+		} else {
+			bestErr += float32(weights[i] * float32(diff*diff))
+		}
 	}
 	if nstep < 1 {
 		return scale, -mn
 	}
-	for is := 0; is <= nstep; is++ {
-		iscale = float32(float32(rmin+float32(rdelta*float32(is)))+fnmax) / (mx - mn)
-		var sumL, sumL2, sumXL float32
-		for i := range n {
-			l := clampInt(nearestInt(float32(iscale*float32(x[i]-mn))), 0, nmax)
-			Laux[i] = uint8(l)
-			w := weights[i]
-			fl := float32(l)
-			sumL += float32(w * fl)
-			sumL2 += float32(float32(w*fl) * fl)
-			sumXL += float32(float32(w*fl) * x[i])
-		}
-		D := float32(sumW*sumL2) - float32(sumL*sumL)
-		if D > 0 {
-			thisScale := (float32(sumW*sumXL) - float32(sumX*sumL)) / D
-			thisMin := (float32(sumL2*sumX) - float32(sumL*sumXL)) / D
-			if thisMin > 0 {
-				thisMin = 0
-				thisScale = sumXL / sumL2
-			}
-			var cur float32
-			for i := range n {
-				diff := float32(float32(thisScale*float32(Laux[i]))+thisMin) - x[i]
-				cur += float32(weights[i] * errOf(diff))
-			}
-			if cur < bestErr {
-				copy(L[:n], Laux[:n])
-				bestErr, scale, mn = cur, thisScale, thisMin
-			}
-		}
-	}
-	return scale, -mn
+	s, m := qkxSearch(x, weights, L, nmax, rmin, rdelta, nstep, useMad, sumW, sumX, mx, mn, scale, bestErr)
+	return s, -m
 }
 
 // makeQ3Quants is ggml's make_q3_quants with do_rmse: L ∈ [-nmax, nmax)
@@ -156,7 +124,7 @@ func packQ2Bits(qs []byte, L []uint8) {
 type q2_KCodec struct{}
 
 func (q2_KCodec) encode(dst []byte, src []float32) {
-	var L, Laux [qkK]uint8
+	var L [qkK]uint8
 	var weights [16]float32
 	var mins, scales [16]float32
 	const q4scale = 15
@@ -168,7 +136,7 @@ func (q2_KCodec) encode(dst []byte, src []float32) {
 			for l := range 16 {
 				weights[l] = abs32(x[16*j+l])
 			}
-			scales[j], mins[j] = makeQkx2Quants(3, x[16*j:16*j+16], weights[:], L[16*j:16*j+16], Laux[:16], -0.5, 0.1, 15, true)
+			scales[j], mins[j] = makeQkx2Quants(3, x[16*j:16*j+16], weights[:], L[16*j:16*j+16], -0.5, 0.1, 15, true)
 			if scales[j] > maxScale {
 				maxScale = scales[j]
 			}
@@ -362,7 +330,6 @@ func max32(m, v float32) float32 {
 // super-block with ggml's weights av_x + |x|.
 func subblockFit32(x []float32, L []uint8, nmax int, rmin, rdelta float32, nstep int, scales, mins *[8]float32) {
 	var weights [32]float32
-	var Laux [32]uint8
 	for j := range 8 {
 		var sumX2 float32
 		for l := range 32 {
@@ -372,7 +339,7 @@ func subblockFit32(x []float32, L []uint8, nmax int, rmin, rdelta float32, nstep
 		for l := range 32 {
 			weights[l] = avX + abs32(x[32*j+l])
 		}
-		scales[j], mins[j] = makeQkx2Quants(nmax, x[32*j:32*j+32], weights[:], L[32*j:32*j+32], Laux[:], rmin, rdelta, nstep, false)
+		scales[j], mins[j] = makeQkx2Quants(nmax, x[32*j:32*j+32], weights[:], L[32*j:32*j+32], rmin, rdelta, nstep, false)
 	}
 }
 

@@ -81,7 +81,7 @@ func TestMatchesGGMLQuantizeChunk(t *testing.T) {
 			}
 		}
 	}
-	wants, err := llamacpp.QuantizeRows(dir, jobs)
+	wants, _, err := llamacpp.QuantizeRows(dir, jobs)
 	if err != nil {
 		t.Fatal(err)
 	}

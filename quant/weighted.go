@@ -65,7 +65,7 @@ func importance(w, x, qw []float32, sigma2 float32) {
 
 // makeQkx3Quants is makeQkx2Quants as ggml's make_qkx3_quants: the search
 // starts from the best fit so far, and levels are clamped before rounding.
-func makeQkx3Quants(nmax int, x, weights []float32, L, Laux []uint8, rmin, rdelta float32, nstep int) (scale, theMin float32) {
+func makeQkx3Quants(nmax int, x, weights []float32, L []uint8, rmin, rdelta float32, nstep int) (scale, theMin float32) {
 	n := len(x)
 	mn, mx := x[0], x[0]
 	sumW := weights[0]
@@ -102,41 +102,10 @@ func makeQkx3Quants(nmax int, x, weights []float32, L, Laux []uint8, rmin, rdelt
 	if nstep < 1 {
 		return scale, -mn
 	}
-	for is := 0; is <= nstep; is++ {
-		iscale = float32(float32(rmin+float32(rdelta*float32(is)))+fnmax) / (mx - mn)
-		var sumL, sumL2, sumXL float32
-		for i := range n {
-			v := float32(iscale * float32(x[i]-mn))
-			l := 0
-			if v > 0 {
-				l = nearestInt(min(v, fnmax))
-			}
-			Laux[i] = uint8(l)
-			w, fl := weights[i], float32(l)
-			sumL += float32(w * fl)
-			sumL2 += float32(float32(w*fl) * fl)
-			sumXL += float32(float32(w*fl) * x[i])
-		}
-		D := float32(sumW*sumL2) - float32(sumL*sumL)
-		if D > 0 {
-			thisScale := (float32(sumW*sumXL) - float32(sumX*sumL)) / D
-			thisMin := (float32(sumL2*sumX) - float32(sumL*sumXL)) / D
-			if thisMin > 0 {
-				thisMin = 0
-				thisScale = sumXL / sumL2
-			}
-			var cur float32
-			for i := range n {
-				diff := float32(float32(thisScale*float32(Laux[i]))+thisMin) - x[i]
-				cur += float32(weights[i] * float32(diff*diff))
-			}
-			if cur < best {
-				copy(L[:n], Laux[:n])
-				best, scale, mn = cur, thisScale, thisMin
-			}
-		}
-	}
-	return scale, -mn
+	// Clamping before rounding, as make_qkx3_quants does, gives the same
+	// levels as rounding first: nmax is an integer.
+	s, m := qkxSearch(x, weights, L, nmax, rmin, rdelta, nstep, false, sumW, sumX, mx, mn, scale, best)
+	return s, -m
 }
 
 // makeQpQuants quantizes non-negative x (sub-block scales) to [0, nmax]
@@ -265,11 +234,11 @@ func packQ5[T int8 | uint8](qh, qs []byte, L []T) {
 func minBlockRow(dst []byte, row, qw []float32, nmax, size int, pack func(blk []byte, L []uint8)) {
 	sigma2 := rowSigma2(row, false)
 	var w [32]float32
-	var L, Laux [32]uint8
+	var L [32]uint8
 	for b := 0; b < len(row)/32; b++ {
 		xb := row[32*b : 32*b+32]
 		importance(w[:], xb, qw[32*b:32*b+32], sigma2)
-		d, mn := makeQkx3Quants(nmax, xb, w[:], L[:], Laux[:], -0.9, 0.05, 36)
+		d, mn := makeQkx3Quants(nmax, xb, w[:], L[:], -0.9, 0.05, 36)
 		blk := dst[size*b:]
 		putF16(blk, d)
 		putF16(blk[2:], -mn)
@@ -288,7 +257,7 @@ func (q5_1Codec) encodeRow(dst []byte, row, qw []float32) {
 // The K-quants: sigma² per super-block.
 
 func (q2_KCodec) encodeRow(dst []byte, row, qw []float32) {
-	var L, Laux [qkK]uint8
+	var L [qkK]uint8
 	var w [16]float32
 	var mins, scales, sw [16]float32
 	var Ls, Lm [16]uint8
@@ -302,7 +271,7 @@ func (q2_KCodec) encodeRow(dst []byte, row, qw []float32) {
 			for _, v := range w {
 				sw[j] += v
 			}
-			scales[j], mins[j] = makeQkx3Quants(3, x[16*j:16*j+16], w[:], L[16*j:16*j+16], Laux[:16], -0.9, 0.05, 36)
+			scales[j], mins[j] = makeQkx3Quants(3, x[16*j:16*j+16], w[:], L[16*j:16*j+16], -0.9, 0.05, 36)
 		}
 		dm := makeQpQuants(15, scales[:], Ls[:], sw[:])
 		mm := makeQpQuants(15, mins[:], Lm[:], sw[:])
@@ -403,7 +372,6 @@ func packQ3K[T int8 | uint8](hmask, qs []byte, L []T) {
 // make_qp_quants weighted by each sub-block's total importance.
 func fitK4Weighted(blk []byte, x, q []float32, L []uint8, nmax int) {
 	var w [32]float32
-	var Laux [32]uint8
 	var scales, mins, sw [8]float32
 	var Ls, Lm [8]uint8
 	sigma2 := rowSigma2(x, true)
@@ -413,7 +381,7 @@ func fitK4Weighted(blk []byte, x, q []float32, L []uint8, nmax int) {
 		for _, v := range w {
 			sw[j] += v
 		}
-		scales[j], mins[j] = makeQkx3Quants(nmax, x[32*j:32*j+32], w[:], L[32*j:32*j+32], Laux[:], -0.9, 0.05, 36)
+		scales[j], mins[j] = makeQkx3Quants(nmax, x[32*j:32*j+32], w[:], L[32*j:32*j+32], -0.9, 0.05, 36)
 	}
 	dBlock := makeQpQuants(63, scales[:], Ls[:], sw[:])
 	mBlock := makeQpQuants(63, mins[:], Lm[:], sw[:])

@@ -190,6 +190,9 @@ func TestUnwritableOutput(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"convert"}, {"convert", "x"}, {"convert", "x", "-o", "y", "--quant", "q3"}, {"frobnicate"}, {"inspect"},
+		{"convert", "x", "-o", "y", "--method", "gptq"}, {"convert", "x", "-o", "y", "--method", "awq", "--imatrix", "i.gguf"},
+		{"convert", "x", "-o", "y", "--method", "rtn", "--calib", "c.txt"}, {"convert", "x", "-o", "y", "--method", "imatrix"},
+		{"convert", "x", "-o", "y", "--method", "best"}, {"imatrix", "x", "-o", "y"},
 	} {
 		if code, _, stderr := lqc(args...); code != 2 || stderr == "" {
 			t.Errorf("lqc %v: exit %d, stderr %q; want 2 and a message", args, code, stderr)

@@ -14,8 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lqc-dev/lqc/testmodels"
 )
@@ -185,11 +187,12 @@ type QuantJob struct {
 }
 
 // QuantizeRows runs the jobs through ggml's own ggml_quantize_chunk in
-// one python3 process and returns the quantized bytes of each.
-func QuantizeRows(dir string, jobs []QuantJob) ([][]byte, error) {
+// one python3 process and returns the quantized bytes of each and the
+// time ggml took (one thread).
+func QuantizeRows(dir string, jobs []QuantJob) ([][]byte, []time.Duration, error) {
 	work, err := os.MkdirTemp("", "lqc-quantchunk-")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer os.RemoveAll(work)
 	writeF32 := func(path string, v []float32) error {
@@ -203,31 +206,43 @@ func QuantizeRows(dir string, jobs []QuantJob) ([][]byte, error) {
 	for i, j := range jobs {
 		in, imat := filepath.Join(work, fmt.Sprint(i, ".f32")), "-"
 		if err := writeF32(in, j.X); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if j.Imatrix != nil {
 			imat = filepath.Join(work, fmt.Sprint(i, ".imatrix"))
 			if err := writeF32(imat, j.Imatrix); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		fmt.Fprintf(&list, "%d %d %s %s %s\n", j.Type, j.RowLen, in, imat, filepath.Join(work, fmt.Sprint(i, ".out")))
 	}
 	script, jobsFile := filepath.Join(work, "quantchunk.py"), filepath.Join(work, "jobs")
 	if err := os.WriteFile(script, quantChunk, 0o644); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := os.WriteFile(jobsFile, []byte(list.String()), 0o644); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if msg, err := exec.Command("python3", script, Bins(dir), jobsFile).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("python3 quantchunk.py: %v\n%s", err, msg)
+	cmd := exec.Command("python3", script, Bins(dir), jobsFile)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		return nil, nil, fmt.Errorf("python3 quantchunk.py: %v\n%s", err, stderr.String())
+	}
+	var times []time.Duration
+	for _, f := range strings.Fields(string(stdout)) {
+		sec, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("quantchunk.py printed %q", f)
+		}
+		times = append(times, time.Duration(sec*float64(time.Second)))
 	}
 	out := make([][]byte, len(jobs))
 	for i := range jobs {
 		if out[i], err = os.ReadFile(filepath.Join(work, fmt.Sprint(i, ".out"))); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return out, nil
+	return out, times, nil
 }

@@ -5,8 +5,9 @@
 # usage: python3 quantchunk.py BINS_DIR JOBS
 # Each line of JOBS is "GGML_TYPE N_PER_ROW IN.f32 IMATRIX.f32|- OUT":
 # IN.f32 holds the rows (little-endian float32), IMATRIX.f32 one weight per
-# column or "-" for none; OUT receives the quantized bytes.
-import ctypes, os, sys
+# column or "-" for none; OUT receives the quantized bytes. One line per job
+# on stdout: the seconds ggml_quantize_chunk took (one thread).
+import ctypes, os, sys, time
 
 lib = ctypes.CDLL(os.path.join(sys.argv[1], "libggml-base.so"))
 lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
@@ -22,5 +23,8 @@ for line in open(sys.argv[2]):
     nrows = len(x) // 4 // n_per_row
     w = None if imat == "-" else ctypes.create_string_buffer(open(imat, "rb").read())
     out = ctypes.create_string_buffer(lib.ggml_row_size(typ, n_per_row) * nrows)
-    n = lib.ggml_quantize_chunk(typ, ctypes.create_string_buffer(x), out, 0, nrows, n_per_row, w)
+    src_buf = ctypes.create_string_buffer(x)
+    t0 = time.perf_counter()
+    n = lib.ggml_quantize_chunk(typ, src_buf, out, 0, nrows, n_per_row, w)
+    print(time.perf_counter() - t0, flush=True)
     open(dst, "wb").write(out.raw[:n])

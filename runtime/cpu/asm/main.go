@@ -1,6 +1,7 @@
-// Command asm generates the CPU backend's AVX2 kernels with avo:
+// Command asm generates lqc's AVX2 kernels with avo:
 //
-//	cd runtime/cpu && go generate
+//	cd runtime/cpu && go generate   # the CPU backend's dot products
+//	cd quant && go generate         # the K-quant candidate search (LQC_ASM_SET=quant)
 //
 // It is its own module so that lqc's users do not inherit avo. Every
 // kernel computes exactly what its portable Go twin in dot.go computes, so
@@ -12,6 +13,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/mmcloughlin/avo/ir"
 
@@ -166,6 +168,14 @@ func signBits64() Mem {
 
 func main() {
 	ConstraintExpr("amd64")
+	if os.Getenv("LQC_ASM_SET") == "quant" {
+		qkxSums()
+		qkxErr("qkxErrSqAVX2", false)
+		qkxErr("qkxErrAbsAVX2", true)
+		qxSums()
+		Generate()
+		return
+	}
 	constants()
 	for _, k := range []struct {
 		name string
@@ -462,6 +472,171 @@ func axpyF32() {
 	SUBQ(Imm(8), n)
 	JMP(LabelRef("axpy_loop8"))
 	Label("axpy_done")
+	VZEROUPPER()
+	RET()
+}
+
+// qkxSums emits func qkxSumsAVX2(x, w *float32, n int, mn float32, isc
+// *float32, nmax float32, lv, sums *float32): eight candidates of the
+// K-quant scale search, one per lane (quant/qkx.go's qkxSumsGo). For each
+// value: its level in every lane, clamp(round(isc·(x−mn)), 0, nmax),
+// stored to lv, and Σw·l, Σw·l², Σw·l·x accumulated in value order. No
+// fused multiply-adds: every product is rounded as ggml's C rounds it.
+func qkxSums() {
+	TEXT("qkxSumsAVX2", NOSPLIT, "func(x, w *float32, n int, mn float32, isc *float32, nmax float32, lv, sums *float32)")
+	Pragma("noescape")
+	x := Load(Param("x"), GP64())
+	w := Load(Param("w"), GP64())
+	n := Load(Param("n"), GP64())
+	mn := Load(Param("mn"), XMM())
+	iscP := Load(Param("isc"), GP64())
+	nmaxS := Load(Param("nmax"), XMM())
+	lv := Load(Param("lv"), GP64())
+	sums := Load(Param("sums"), GP64())
+	isc, nmax, zero := YMM(), YMM(), YMM()
+	VMOVUPS(Mem{Base: iscP}, isc)
+	VBROADCASTSS(nmaxS, nmax)
+	VXORPS(zero, zero, zero)
+	sL, sL2, sXL := YMM(), YMM(), YMM()
+	VXORPS(sL, sL, sL)
+	VXORPS(sL2, sL2, sL2)
+	VXORPS(sXL, sXL, sXL)
+	Label("qkx_sums_loop")
+	TESTQ(n, n)
+	JZ(LabelRef("qkx_sums_done"))
+	xs := XMM()
+	VMOVSS(Mem{Base: x}, xs)
+	xm := XMM()
+	VSUBSS(mn, xs, xm) // x − mn
+	xmV, l := YMM(), YMM()
+	VBROADCASTSS(xm, xmV)
+	VMULPS(xmV, isc, l)
+	VROUNDPS(Imm(8), l, l) // nearest, ties to even; no precision exception
+	VMAXPS(zero, l, l)
+	VMINPS(nmax, l, l)
+	VMOVUPS(l, Mem{Base: lv})
+	wV, wl, t, xV := YMM(), YMM(), YMM(), YMM()
+	VBROADCASTSS(Mem{Base: w}, wV)
+	VMULPS(l, wV, wl) // w·l
+	VADDPS(wl, sL, sL)
+	VMULPS(l, wl, t) // (w·l)·l
+	VADDPS(t, sL2, sL2)
+	VBROADCASTSS(Mem{Base: x}, xV)
+	VMULPS(xV, wl, t) // (w·l)·x
+	VADDPS(t, sXL, sXL)
+	ADDQ(Imm(4), x)
+	ADDQ(Imm(4), w)
+	ADDQ(Imm(32), lv)
+	DECQ(n)
+	JMP(LabelRef("qkx_sums_loop"))
+	Label("qkx_sums_done")
+	VMOVUPS(sL, Mem{Base: sums})
+	VMOVUPS(sL2, Mem{Base: sums, Disp: 32})
+	VMOVUPS(sXL, Mem{Base: sums, Disp: 64})
+	VZEROUPPER()
+	RET()
+}
+
+// qkxErr emits func name(x, w *float32, n int, lv, sc, mins, cur *float32):
+// each lane's weighted error Σw·e(sc·l+min−x), e the absolute value when
+// abs is set, else the square (quant/qkx.go's qkxErrGo).
+func qkxErr(name string, abs bool) {
+	TEXT(name, NOSPLIT, "func(x, w *float32, n int, lv, sc, mins, cur *float32)")
+	Pragma("noescape")
+	x := Load(Param("x"), GP64())
+	w := Load(Param("w"), GP64())
+	n := Load(Param("n"), GP64())
+	lv := Load(Param("lv"), GP64())
+	scP := Load(Param("sc"), GP64())
+	minsP := Load(Param("mins"), GP64())
+	cur := Load(Param("cur"), GP64())
+	sc, mins, acc := YMM(), YMM(), YMM()
+	VMOVUPS(Mem{Base: scP}, sc)
+	VMOVUPS(Mem{Base: minsP}, mins)
+	VXORPS(acc, acc, acc)
+	var absMask VecVirtual
+	if abs {
+		absMask = YMM()
+		g := GP32()
+		MOVL(U32(0x7fffffff), g)
+		m := XMM()
+		MOVD(g, m)
+		VBROADCASTSS(m, absMask)
+	}
+	loop, done := name+"_loop", name+"_done"
+	Label(loop)
+	TESTQ(n, n)
+	JZ(LabelRef(done))
+	d, xV, wV := YMM(), YMM(), YMM()
+	VMULPS(Mem{Base: lv}, sc, d) // sc·l
+	VADDPS(mins, d, d)           // + min
+	VBROADCASTSS(Mem{Base: x}, xV)
+	VSUBPS(xV, d, d) // − x
+	if abs {
+		VANDPS(absMask, d, d)
+	} else {
+		VMULPS(d, d, d)
+	}
+	VBROADCASTSS(Mem{Base: w}, wV)
+	VMULPS(d, wV, d) // w·e
+	VADDPS(d, acc, acc)
+	ADDQ(Imm(4), x)
+	ADDQ(Imm(4), w)
+	ADDQ(Imm(32), lv)
+	DECQ(n)
+	JMP(LabelRef(loop))
+	Label(done)
+	VMOVUPS(acc, Mem{Base: cur})
+	VZEROUPPER()
+	RET()
+}
+
+// qxSums emits func qxSumsAVX2(x, w, wx *float32, n int, isc *float32, lo,
+// hi float32, sums *float32): eight candidates of make_qx_quants' scale
+// search, one per lane (quant/qkx.go's qxSumsGo): levels
+// clamp(round(isc·x), lo, hi), Σwx·l and Σ(w·l)·l in value order.
+func qxSums() {
+	TEXT("qxSumsAVX2", NOSPLIT, "func(x, w, wx *float32, n int, isc *float32, lo, hi float32, sums *float32)")
+	Pragma("noescape")
+	x := Load(Param("x"), GP64())
+	w := Load(Param("w"), GP64())
+	wx := Load(Param("wx"), GP64())
+	n := Load(Param("n"), GP64())
+	iscP := Load(Param("isc"), GP64())
+	loS := Load(Param("lo"), XMM())
+	hiS := Load(Param("hi"), XMM())
+	sums := Load(Param("sums"), GP64())
+	isc, lo, hi := YMM(), YMM(), YMM()
+	VMOVUPS(Mem{Base: iscP}, isc)
+	VBROADCASTSS(loS, lo)
+	VBROADCASTSS(hiS, hi)
+	sLX, sL2 := YMM(), YMM()
+	VXORPS(sLX, sLX, sLX)
+	VXORPS(sL2, sL2, sL2)
+	Label("qx_sums_loop")
+	TESTQ(n, n)
+	JZ(LabelRef("qx_sums_done"))
+	l, t, v := YMM(), YMM(), YMM()
+	VBROADCASTSS(Mem{Base: x}, v)
+	VMULPS(v, isc, l)
+	VROUNDPS(Imm(8), l, l)
+	VMAXPS(lo, l, l)
+	VMINPS(hi, l, l)
+	VBROADCASTSS(Mem{Base: wx}, v)
+	VMULPS(l, v, t) // wx·l
+	VADDPS(t, sLX, sLX)
+	VBROADCASTSS(Mem{Base: w}, v)
+	VMULPS(l, v, t) // w·l
+	VMULPS(l, t, t) // (w·l)·l
+	VADDPS(t, sL2, sL2)
+	ADDQ(Imm(4), x)
+	ADDQ(Imm(4), w)
+	ADDQ(Imm(4), wx)
+	DECQ(n)
+	JMP(LabelRef("qx_sums_loop"))
+	Label("qx_sums_done")
+	VMOVUPS(sLX, Mem{Base: sums})
+	VMOVUPS(sL2, Mem{Base: sums, Disp: 32})
 	VZEROUPPER()
 	RET()
 }

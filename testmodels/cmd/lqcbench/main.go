@@ -11,6 +11,10 @@
 //	lqcbench attention time and peak memory of fused (FlashAttention)
 //	                   against unfused causal attention, 512 to 16384
 //	                   positions, head sizes 64 and 128.
+//	lqcbench quality   every type and method on stories260K and the
+//	                   synthetic golden model: bits per weight,
+//	                   perplexity, KL divergence and top-1 against F32,
+//	                   beside llama.cpp's figures (make quality).
 package main
 
 import (
@@ -42,8 +46,8 @@ func main() {
 		}
 		return
 	}
-	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention") {
-		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention [flags]")
+	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality") {
+		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|quality [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -61,6 +65,8 @@ func main() {
 		err = benchRun(*work, *layers, *runs, *threads)
 	case "attention":
 		err = benchAttention(*threads, *heads)
+	case "quality":
+		err = benchQuality(*work, *threads)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lqcbench:", err)
@@ -157,9 +163,8 @@ func benchConvert(work string, layers, runs, threads int) error {
 	}
 	input := size(filepath.Join(model, "model.safetensors"))
 	t := fmt.Sprint(threads)
-	out := filepath.Join(work, "lqc-q4_0.gguf")
 	fmt.Fprintf(os.Stderr, "lqc convert --quant q4_0, %d runs...\n", runs)
-	hfRun, err := median(lqc, runs, "convert", model, "-o", out, "--quant", "q4_0", "--quiet", "--threads", t)
+	hfRun, err := median(lqc, runs, "convert", model, "-o", filepath.Join(work, "lqc-q4_0.gguf"), "--quant", "q4_0", "--quiet", "--threads", t)
 	if err != nil {
 		return err
 	}
@@ -167,20 +172,46 @@ func benchConvert(work string, layers, runs, threads int) error {
 	if _, err := timeCmd(lqc, "convert", model, "-o", f16, "--quant", "f16", "--quiet"); err != nil {
 		return err
 	}
-	lqcF16Out := filepath.Join(work, "lqc-f16-q4_0.gguf")
-	f16Run, err := median(lqc, runs, "convert", f16, "-o", lqcF16Out, "--quant", "q4_0", "--quiet", "--threads", t)
-	if err != nil {
+	// An importance matrix of the model itself, from four chunks of the
+	// golden calibration text (the values do not change the work done).
+	imat := filepath.Join(work, "imatrix.gguf")
+	if _, err := timeCmd(lqc, "imatrix", f16, "--data", filepath.Join(testmodels.SharedDir(), "golden/quant/imatrix-calib.txt"),
+		"-o", imat, "-c", "128", "--chunks", "4", "--quiet", "--threads", t); err != nil {
 		return err
 	}
+	type job struct {
+		name, quant string
+		imatrix     bool
+		ftype       quant.FileType
+	}
+	jobs := []job{
+		{"Q4_0", "q4_0", false, quant.FileMostlyQ4_0},
+		{"Q4_K_M", "q4_k_m", false, quant.FileMostlyQ4_K_M},
+		{"Q4_0 --imatrix", "q4_0", true, 0},
+		{"Q4_K_M --imatrix", "q4_k_m", true, 0},
+	}
 	mb := func(n int64, d time.Duration) float64 { return float64(n) / 1e6 / d.Seconds() }
-	fmt.Printf("\nlqc convert --quant q4_0, TinyLlama-1.1B shape (%d layers), %d threads, GOMAXPROCS %d, median of %d\n",
+	lqcRuns := map[string]measure{}
+	for _, j := range jobs {
+		fmt.Fprintf(os.Stderr, "lqc F16 -> %s, %d runs...\n", j.name, runs)
+		args := []string{"convert", f16, "-o", filepath.Join(work, "lqc-"+j.quant+".gguf"), "--quant", j.quant, "--quiet", "--threads", t}
+		if j.imatrix {
+			args = append(args, "--imatrix", imat, "-o", filepath.Join(work, "lqc-"+j.quant+"-imat.gguf"))
+		}
+		if lqcRuns[j.name], err = median(lqc, runs, args...); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("\nlqc convert, TinyLlama-1.1B shape (%d layers), %d threads, GOMAXPROCS %d, median of %d\n",
 		layers, threads, runtime.GOMAXPROCS(0), runs)
-	fmt.Printf("  %-44s %8s %10s %10s\n", "", "wall s", "input MB/s", "peak RSS")
+	fmt.Printf("  %-46s %8s %10s %10s\n", "", "wall s", "input MB/s", "peak RSS")
 	row := func(name string, in int64, m measure) {
-		fmt.Printf("  %-44s %8.2f %10.1f %7.0f MB\n", name, m.wall.Seconds(), mb(in, m.wall), float64(m.maxRSS)/1e6)
+		fmt.Printf("  %-46s %8.2f %10.1f %7.0f MB\n", name, m.wall.Seconds(), mb(in, m.wall), float64(m.maxRSS)/1e6)
 	}
 	row("lqc, HF bf16 safetensors -> Q4_0", input, hfRun)
-	row("lqc, F16 GGUF -> Q4_0", size(f16), f16Run)
+	for _, j := range jobs {
+		row("lqc, F16 GGUF -> "+j.name, size(f16), lqcRuns[j.name])
+	}
 
 	dir, err := llamacpp.Install()
 	if err != nil {
@@ -189,25 +220,44 @@ func benchConvert(work string, layers, runs, threads int) error {
 	}
 	bins := llamacpp.Bins(dir)
 	script := filepath.Join(testmodels.RepoRoot(), "testmodels", "llamacpp", "quantize.py")
-	peerOut := filepath.Join(work, "llama-q4_0.gguf")
-	peer, err := median("python3", runs, script, bins, f16, peerOut, fmt.Sprint(uint32(quant.FileMostlyQ4_0)), t)
-	if err != nil {
-		return err
+	var ratios, same []string
+	var mismatch error
+	peers := map[string]measure{}
+	for _, j := range jobs {
+		if j.imatrix {
+			continue // llama_model_quantize takes its imatrix as a C++ map: see the kernel table
+		}
+		peerOut := filepath.Join(work, "llama-"+j.quant+".gguf")
+		peer, err := median("python3", runs, script, bins, f16, peerOut, fmt.Sprint(uint32(j.ftype)), t)
+		if err != nil {
+			return err
+		}
+		row("llama.cpp llama_model_quantize F16 -> "+j.name, size(f16), peer)
+		peers[j.name] = peer
+		lq := lqcRuns[j.name]
+		ratios = append(ratios, fmt.Sprintf("%s %.2f (RSS %.2f)", j.name, mb(size(f16), lq.wall)/mb(size(f16), peer.wall),
+			float64(lq.maxRSS)/float64(peer.maxRSS)))
+		if j.name == "Q4_K_M" {
+			imatRun := lqcRuns["Q4_K_M --imatrix"]
+			ratios = append(ratios, fmt.Sprintf("Q4_K_M --imatrix against llama.cpp's Q4_K_M without %.2f", mb(size(f16), imatRun.wall)/mb(size(f16), peer.wall)))
+		}
+		n, diff, err := compareTensors(filepath.Join(work, "lqc-"+j.quant+".gguf"), peerOut)
+		if err != nil {
+			return err
+		}
+		same = append(same, fmt.Sprintf("%s %d of %d", j.name, n, n+len(diff)))
+		if len(diff) > 0 {
+			mismatch = fmt.Errorf("lqc's %s differs from llama.cpp's in %d tensors: %s", j.name, len(diff), strings.Join(diff, " "))
+		}
 	}
-	row("llama.cpp llama_model_quantize F16 -> Q4_0", size(f16), peer)
-	fmt.Printf("\n  ratio lqc/llama.cpp, input MB/s: %.2f (HF bf16), %.2f (same F16 GGUF)\n",
-		mb(input, hfRun.wall)/mb(size(f16), peer.wall), mb(size(f16), f16Run.wall)/mb(size(f16), peer.wall))
-	fmt.Printf("  ratio lqc/llama.cpp, peak RSS:   %.2f (HF bf16), %.2f (same F16 GGUF)\n",
-		float64(hfRun.maxRSS)/float64(peer.maxRSS), float64(f16Run.maxRSS)/float64(peer.maxRSS))
-	same, diff, err := compareTensors(lqcF16Out, peerOut)
-	if err != nil {
-		return err
+	fmt.Printf("\n  ratio lqc/llama.cpp, input MB/s (same F16 GGUF): %s\n", strings.Join(ratios, "; "))
+	fmt.Printf("  ratio lqc HF bf16 -> Q4_0 / llama.cpp F16 -> Q4_0, input MB/s: %.2f (RSS %.2f)\n",
+		mb(input, hfRun.wall)/mb(size(f16), peers["Q4_0"].wall), float64(hfRun.maxRSS)/float64(peers["Q4_0"].maxRSS))
+	fmt.Printf("  tensors byte-identical to llama.cpp's: %s\n", strings.Join(same, ", "))
+	if mismatch != nil {
+		return mismatch
 	}
-	fmt.Printf("  tensors byte-identical to llama.cpp's: %d of %d %s\n", same, same+len(diff), strings.Join(diff, " "))
-	if len(diff) > 0 {
-		return fmt.Errorf("lqc's Q4_0 differs from llama.cpp's in %d tensors", len(diff))
-	}
-	return nil
+	return benchKernels(dir, runs)
 }
 
 func digests(path string) (map[string]string, error) {
