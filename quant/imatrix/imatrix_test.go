@@ -1,6 +1,7 @@
 package imatrix_test
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/lqc-dev/lqc/codegen/gguf"
 	"github.com/lqc-dev/lqc/frontend"
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant/imatrix"
@@ -85,6 +87,42 @@ func TestWriteRoundTrip(t *testing.T) {
 		if len(got.Entries) != len(want) {
 			t.Errorf("%s: %d entries, want %d", name, len(got.Entries), len(want))
 		}
+	}
+}
+
+// TestWriteLayout: lqc's GGUF imatrix has the tensors (names, types,
+// shapes, order aside) and metadata of the one llama.cpp's llama-imatrix
+// wrote.
+func TestWriteLayout(t *testing.T) {
+	golden := testmodels.Shared(t, "golden/quant/imatrix.gguf")
+	path := filepath.Join(t.TempDir(), "m.gguf")
+	if err := read(t, golden).Write(path); err != nil {
+		t.Fatal(err)
+	}
+	layout := func(p string) (map[string]string, map[string]string) {
+		f, err := gguf.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		ts, md := map[string]string{}, map[string]string{}
+		for _, ti := range f.Tensors {
+			ts[ti.Name] = fmt.Sprint(ti.Type, ti.Shape())
+		}
+		for _, kv := range f.Metadata {
+			if kv.Key != "general.alignment" {
+				md[kv.Key] = fmt.Sprint(kv.Value)
+			}
+		}
+		return ts, md
+	}
+	wantT, wantM := layout(golden)
+	gotT, gotM := layout(path)
+	if diff := cmp.Diff(wantT, gotT); diff != "" {
+		t.Errorf("tensors (-llama.cpp +lqc):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantM, gotM); diff != "" {
+		t.Errorf("metadata (-llama.cpp +lqc):\n%s", diff)
 	}
 }
 
