@@ -18,7 +18,7 @@ import (
 )
 
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("convert", "SRC -o OUT.gguf [flags]\n\nSRC is a Hugging Face folder, a llama2.c checkpoint or a GGUF file.", stderr)
+	fs := newFlags("convert", "SRC -o OUT.gguf [flags]\n\nSRC is a Hugging Face folder, a llama2.c checkpoint or a GGUF file; or a LoRA adapter (a PEFT\nfolder) with --base MODEL, written as a llama.cpp adapter GGUF.", stderr)
 	out := fs.StringP("output", "o", "", "output GGUF file (required)")
 	q := fs.String("quant", "f16", "quantization: "+joinNames(quant.FileTypeNames()))
 	pure := fs.Bool("pure", false, "give every weight matrix the --quant type, without llama.cpp's per-tensor rules")
@@ -27,6 +27,8 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	method := fs.String("method", "", "how weights are rounded: rtn, imatrix, awq, gptq or awq+gptq (default: imatrix with --imatrix or --calib, else rtn)")
 	actOrder := fs.Bool("act-order", false, "gptq: round columns by decreasing importance")
 	damp := fs.Float64("damp", 0.01, "gptq: damping added to the Hessian's diagonal, as a fraction of its mean")
+	fuse := fs.StringArray("fuse-lora", nil, "merge a LoRA adapter (PEFT folder or GGUF adapter) into the weights, PATH or PATH:WEIGHT; repeatable")
+	base := fs.String("base", "", "the base model of an adapter SRC")
 	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint (default: tokenizer.bin or tok*.bin beside it)")
 	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "worker threads")
 	showPasses := fs.Bool("passes", false, "print the pass pipeline and what each pass changed")
@@ -46,6 +48,19 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *out == "" {
 		fs.Usage()
 		return usageError{fmt.Errorf("missing -o OUT.gguf")}
+	}
+	if frontend.IsAdapter(pos[0]) {
+		if len(*fuse) > 0 || *imatFile != "" || calibration.data != "" {
+			return usageError{fmt.Errorf("%s is an adapter: --fuse-lora, --imatrix and --calib apply to models", pos[0])}
+		}
+		return convertAdapter(ctx, pos[0], *base, *out, *q, fs.Changed("quant"), *threads, *quiet, stderr)
+	}
+	if *base != "" {
+		return usageError{fmt.Errorf("--base is for converting an adapter; %s is a model (to merge an adapter, use --fuse-lora)", pos[0])}
+	}
+	fuseSpecs, err := parseAdapterSpecs(*fuse)
+	if err != nil {
+		return err
 	}
 	ft, err := quant.ParseFileType(*q)
 	if err != nil {
@@ -72,7 +87,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case calibration.data != "":
 		// The inputs are measured on the unquantized source, loaded a
 		// second time: the mapping is shared by the page cache.
-		run := &runOptions{threads: *threads, tokenizer: *tok, flashAttn: "auto"}
+		run := &runOptions{threads: *threads, tokenizer: *tok, flashAttn: "auto", fuse: fuseSpecs}
 		if stats, err = calibration.compute(ctx, pos[0], run, stderr, !*quiet, m0.awq || m0.gptq); err != nil {
 			return err
 		}
@@ -84,7 +99,15 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer m.Close()
 
+	adapters, closeAdapters, err := loadAdapters(fuseSpecs, m)
+	if err != nil {
+		return err
+	}
+	m.OnClose(func() error { closeAdapters(); return nil })
 	pm := &passes.Manager{Passes: []passes.Pass{passes.DeadCode{}}}
+	if len(adapters) > 0 {
+		pm.Passes = append(pm.Passes, passes.FuseLoRA{Adapters: adapters})
+	}
 	if m0.awq {
 		pm.Passes = append(pm.Passes, passes.AWQ{FileType: ft, Pure: *pure, Calib: stats})
 	}

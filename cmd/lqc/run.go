@@ -32,6 +32,7 @@ type runOptions struct {
 	tokenizer string
 	flashAttn string
 	verbose   bool
+	fuse      []adapterSpec // adapters merged into the weights before running
 }
 
 func addRunFlags(fs *pflag.FlagSet) *runOptions {
@@ -67,6 +68,15 @@ func loadForRun(path string, o *runOptions, stderr io.Writer) (*loaded, error) {
 	m, err := frontend.Load(path, frontend.Options{Tokenizer: o.tokenizer})
 	if err != nil {
 		return nil, err
+	}
+	adapters, closeAdapters, err := loadAdapters(o.fuse, m)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	m.OnClose(func() error { closeAdapters(); return nil })
+	if len(adapters) > 0 {
+		pm.Passes = append([]passes.Pass{passes.FuseLoRA{Adapters: adapters}}, pm.Passes...)
 	}
 	if err := pm.Run(m); err != nil {
 		m.Close()

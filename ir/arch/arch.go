@@ -43,6 +43,12 @@ type Arch interface {
 	// ScaleGroups lists where activation-aware quantization (AWQ) can
 	// fold a per-channel scale without changing what the model computes.
 	ScaleGroups(p ir.HParams) []ScaleGroup
+	// RowFix is the permutation the canonical tensor's rows went through
+	// on import from Hugging Face (llama's q/k un-permutation), or nil.
+	// A LoRA adapter's B and DoRA's magnitude, whose rows are the
+	// weight's output rows, take the same permutation; PEFT stores A and B
+	// Linear-shaped even for gpt2's Conv1D, so no transpose applies.
+	RowFix(canonical string, p ir.HParams) Fix
 }
 
 // ScaleGroup is one place where a per-channel scale s folds exactly: the

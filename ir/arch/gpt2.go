@@ -176,6 +176,8 @@ func (gpt2) ScaleGroups(p ir.HParams) []ScaleGroup {
 	return gs
 }
 
+func (gpt2) RowFix(string, ir.HParams) Fix { return nil }
+
 func (a gpt2) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, error) {
 	g := ir.NewGraph("gpt2")
 	b := ir.NewBuilder(g)

@@ -2,6 +2,7 @@ package arch
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/lqc-dev/lqc/ir"
 )
@@ -187,6 +188,16 @@ func (llama) ScaleGroups(p ir.HParams) []ScaleGroup {
 		)
 	}
 	return gs
+}
+
+func (llama) RowFix(canonical string, p ir.HParams) Fix {
+	switch {
+	case strings.HasSuffix(canonical, ".attn_q.weight"):
+		return unpermuteQK(p.HeadCount)
+	case strings.HasSuffix(canonical, ".attn_k.weight"):
+		return unpermuteQK(p.HeadCountKV)
+	}
+	return nil
 }
 
 func (llama) CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error {

@@ -41,6 +41,16 @@ type Job struct {
 	// Logits asks instead for the raw logits after every prompt token,
 	// the prompt evaluated as one batch.
 	Logits bool `json:"logits,omitempty"`
+	// LoRA lists adapters to apply on top of Model.
+	LoRA []LoRA `json:"lora,omitempty"`
+	// F32 keeps llama.cpp's KV cache in float32, without flash attention.
+	F32 bool `json:"f32,omitempty"`
+}
+
+// LoRA is an adapter file and its scale.
+type LoRA struct {
+	Path  string  `json:"path"`
+	Scale float64 `json:"scale"`
 }
 
 // Bench times prompt processing of PP tokens in one batch and generation

@@ -3,6 +3,9 @@
 // result per job on stdout:
 //   job:    {"model": PATH, "prompt": [ids] | null (BOS only), "n": N}
 //   result: {"model": PATH, "tokens": [ids], "text": "..."} or {"model": PATH, "error": "..."}
+// A job may add "lora": [{"path": P, "scale": S}] to run with LoRA adapters,
+// and "f32": true for a float32 KV cache without flash attention (so that
+// llama.cpp's own float16 rounding does not hide small differences).
 // A job with "logits": true evaluates the prompt (teacher-forced) and
 // answers {"model": PATH, "logits": [[...vocab] per position]}: the raw
 // logits after every prompt token.
@@ -38,7 +41,7 @@ for (const job of jobs) {
   }
   try {
     const model = await llama.loadModel({modelPath: job.model});
-    const ctx = await model.createContext({contextSize: Math.max(64, (job.prompt?.length ?? 1) + job.n + 8), threads: 1});
+    const ctx = await model.createContext({contextSize: Math.max(64, (job.prompt?.length ?? 1) + job.n + 8), threads: 1, lora: loraOf(job), ...precision(job)});
     const seq = ctx.getSequence();
     const prompt = job.prompt ?? [model.tokens.bos];
     const out = [];
@@ -85,7 +88,7 @@ async function bench(job) {
 
 async function logits(job) {
   const model = await llama.loadModel({modelPath: job.model});
-  const ctx = await model.createContext({contextSize: job.prompt.length + 8, batchSize: job.prompt.length, threads: 1});
+  const ctx = await model.createContext({contextSize: job.prompt.length + 8, batchSize: job.prompt.length, threads: 1, lora: loraOf(job), ...precision(job)});
   const seq = ctx.getSequence();
   const input = job.prompt.map((t) => [t, {generateNext: {logits: true}}]);
   const out = await seq.controlledEvaluate(input);
@@ -98,4 +101,14 @@ async function logits(job) {
   await ctx.dispose();
   await model.dispose();
   return res;
+}
+
+function loraOf(job) {
+  if (!job.lora?.length) return undefined;
+  return {adapters: job.lora.map((a) => ({filePath: a.path, scale: a.scale ?? 1}))};
+}
+
+function precision(job) {
+  if (!job.f32) return {};
+  return {experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32", flashAttention: false};
 }
