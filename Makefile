@@ -68,6 +68,7 @@ bench:
 	$(GO) run ./testmodels/cmd/lqcbench convert
 	$(GO) run ./testmodels/cmd/lqcbench run
 	$(GO) run ./testmodels/cmd/lqcbench attention
+	$(GO) run ./testmodels/cmd/lqcbench lora
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./quant
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./runtime/cpu
 
@@ -76,6 +77,10 @@ demo: build
 	$(BIN) convert testmodels/testdata/stories260K/stories260K.bin -o stories260K-q4_0.gguf --quant q4_0
 	$(BIN) inspect stories260K-q4_0.gguf
 	$(BIN) run stories260K-q4_0.gguf -p "Once upon a time" -n 64 --seed 1
+	# The bundled LoRA adapter, merged into a Q4_K_M model, then applied unmerged.
+	$(BIN) convert testmodels/testdata/stories260K/stories260K.bin -o stories260K-lora-q4.gguf --quant q4 --fuse-lora testmodels/testdata/stories260K-lora
+	$(BIN) run stories260K-lora-q4.gguf -p "Once upon a time" -n 64 --seed 1
+	$(BIN) run stories260K-q4_0.gguf --lora testmodels/testdata/stories260K-lora -p "Once upon a time" -n 64 --seed 1
 
 clean:
-	rm -rf bin stories260K-q4_0.gguf
+	rm -rf bin stories260K-q4_0.gguf stories260K-lora-q4.gguf

@@ -45,7 +45,10 @@ type Backend interface {
 	// Run executes op on the inputs into out, whose shape the executor has
 	// bound. KVCache receives the layer's cache tensor [Hkv, ctx, d] as a
 	// second input and the first position to write as attrs["pos"]; its
-	// out is a view of the cache.
+	// out is a view of the cache. Besides the IR's ops the executor issues
+	// two of its own: LowRank, a LoRA update added in place to rows
+	// [start, end) of out: out += scale·(x·Aᵀ)·Bᵀ with in = [x, A, B]; and
+	// Concat, the inputs' rows one after the other (batched decoding).
 	Run(op string, attrs ir.Attrs, out *Tensor, in []*Tensor) error
 	// View returns t reshaped, sharing its storage (t must be dense).
 	View(t *Tensor, shape []int) *Tensor

@@ -13,6 +13,8 @@ type EvalOptions struct {
 	BOS int32 // written over each chunk's first token; -1 for none
 	// Progress, when set, is called after each chunk.
 	Progress func(done, total int)
+	// Adapters are applied to the evaluated model (not the reference).
+	Adapters []Applied
 }
 
 // EvalResult holds llama-perplexity's measures of a model, and with a
@@ -56,6 +58,9 @@ func Evaluate(ctx context.Context, m, ref *Model, tokens []int32, opt EvalOption
 	}
 	sess, err := m.NewSession(n)
 	if err != nil {
+		return nil, err
+	}
+	if err := sess.SetAdapters(opt.Adapters...); err != nil {
 		return nil, err
 	}
 	var refSess *Session

@@ -58,6 +58,8 @@ type Session struct {
 	// sharing an input (q, k and v) can be told apart from ones that do
 	// not. Calibration uses it.
 	Observe func(weight string, input int, x []float32, cols int)
+
+	adapters []Applied // LoRA adapters applied to this session's matrix products
 }
 
 // NewSession starts a sequence that may grow to ctx positions.
@@ -130,39 +132,12 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 			in[0] = last
 			shape[0] = 1
 		}
-		if s.Observe != nil && n.Op == "Linear" && n.Inputs[1].Weight != nil {
-			x := make([]float32, in[0].Len())
-			if err := b.ReadF32(in[0], x); err != nil {
-				return nil, err
-			}
-			s.Observe(n.Inputs[1].Weight.Name, n.Inputs[0].ID, x, in[0].Shape[len(in[0].Shape)-1])
+		out, err := s.runNode(n, in, shape)
+		if err != nil {
+			return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
 		}
-		var out *Tensor
-		switch n.Op {
-		case "Reshape":
-			out = b.View(in[0], shape)
-		case "KVCache":
-			key := [2]int64{n.Attrs.Int("layer"), 0}
-			if n.Attrs.Str("slot") == "v" {
-				key[1] = 1
-			}
-			cache := s.cache[key]
-			if cache == nil {
-				x := in[0].Shape
-				cache = b.Alloc(quant.F32, []int{x[1], s.ctx, x[2]})
-				s.cache[key] = cache
-			}
-			out = &Tensor{Type: quant.F32, Shape: shape}
-			attrs := ir.Attrs{"pos": int64(s.pos)}
-			for k, v := range n.Attrs {
-				attrs[k] = v
-			}
-			if err := b.Run(n.Op, attrs, out, []*Tensor{in[0], cache}); err != nil {
-				return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
-			}
-		default:
-			out = b.Alloc(o.Type(), shape)
-			if err := b.Run(n.Op, n.Attrs, out, in); err != nil {
+		if n.Op == "Linear" {
+			if err := s.applyAdapters(n, in[0], out, 0, out.Shape[0]); err != nil {
 				return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
 			}
 		}
@@ -183,6 +158,41 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 		logits = logits[len(logits)-m.VocabSize():]
 	}
 	return logits, nil
+}
+
+// runNode runs one node of the session's graph on bound inputs.
+func (s *Session) runNode(n *ir.Node, in []*Tensor, shape []int) (*Tensor, error) {
+	b := s.m.Backend
+	if s.Observe != nil && n.Op == "Linear" && n.Inputs[1].Weight != nil {
+		x := make([]float32, in[0].Len())
+		if err := b.ReadF32(in[0], x); err != nil {
+			return nil, err
+		}
+		s.Observe(n.Inputs[1].Weight.Name, n.Inputs[0].ID, x, in[0].Shape[len(in[0].Shape)-1])
+	}
+	switch n.Op {
+	case "Reshape":
+		return b.View(in[0], shape), nil
+	case "KVCache":
+		key := [2]int64{n.Attrs.Int("layer"), 0}
+		if n.Attrs.Str("slot") == "v" {
+			key[1] = 1
+		}
+		cache := s.cache[key]
+		if cache == nil {
+			x := in[0].Shape
+			cache = b.Alloc(quant.F32, []int{x[1], s.ctx, x[2]})
+			s.cache[key] = cache
+		}
+		out := &Tensor{Type: quant.F32, Shape: shape}
+		attrs := ir.Attrs{"pos": int64(s.pos)}
+		for k, v := range n.Attrs {
+			attrs[k] = v
+		}
+		return out, b.Run(n.Op, attrs, out, []*Tensor{in[0], cache})
+	}
+	out := b.Alloc(n.Outputs[0].Type(), shape)
+	return out, b.Run(n.Op, n.Attrs, out, in)
 }
 
 func (s *Session) lastRow(x *Tensor) (*Tensor, error) {

@@ -35,6 +35,7 @@ type PEFTAdapter struct {
 	AlphaPattern  []PEFTPattern
 	ModulesToSave []string // whole modules trained and saved: "lm_head", "embed_tokens"
 	Seed          uint64
+	BaseModel     string // base_model_name_or_path (default: the base folder)
 }
 
 // WritePEFT writes adapter a for the Hugging Face model in baseDir into
@@ -148,9 +149,13 @@ func WritePEFT(dir, baseDir string, a PEFTAdapter) error {
 	if len(a.ModulesToSave) > 0 {
 		save = a.ModulesToSave
 	}
+	baseName := a.BaseModel
+	if baseName == "" {
+		baseName = baseDir
+	}
 	cfg := orderedJSON{
 		{"alpha_pattern", pattern(a.AlphaPattern)},
-		{"base_model_name_or_path", baseDir},
+		{"base_model_name_or_path", baseName},
 		{"bias", "none"},
 		{"fan_in_fan_out", conv1D},
 		{"inference_mode", true},

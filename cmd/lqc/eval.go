@@ -33,6 +33,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	if err := opts.parseAdapters(); err != nil {
+		return err
+	}
 	if *data == "" {
 		fs.Usage()
 		return usageError{fmt.Errorf("missing --data TEXT")}
@@ -51,7 +54,9 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer l.close()
 	var refModel *lqrt.Model
 	if *ref != "" {
-		r, err := loadForRun(*ref, opts, stderr)
+		refOpts := *opts
+		refOpts.lora, refOpts.fuse = nil, nil // the reference is the model as it is
+		r, err := loadForRun(*ref, &refOpts, stderr)
 		if err != nil {
 			return err
 		}
@@ -69,7 +74,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if l.tok.AddsBOS() {
 		bos = l.tok.Vocab().BOS
 	}
-	opt := lqrt.EvalOptions{Ctx: *nctx, BOS: bos}
+	opt := lqrt.EvalOptions{Ctx: *nctx, BOS: bos, Adapters: l.adapters}
 	if !*asJSON {
 		opt.Progress = chunkProgress(stderr)
 	}

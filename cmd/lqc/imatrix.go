@@ -23,6 +23,12 @@ func runImatrix(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	if err := opts.parseAdapters(); err != nil {
+		return err
+	}
+	if len(opts.lora) > 0 {
+		return usageError{fmt.Errorf("measure an adapted model with --fuse-lora: the matrices calibration sees are the merged ones")}
+	}
 	if *out == "" || c.data == "" {
 		fs.Usage()
 		return usageError{fmt.Errorf("need --data TEXT and -o OUT")}

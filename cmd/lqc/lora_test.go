@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -165,5 +166,86 @@ func TestAdapterBadInput(t *testing.T) {
 				t.Errorf("output left behind: %v", entries)
 			}
 		})
+	}
+}
+
+// TestRunLoRA: lqc run with an adapter applied beside the weights (from
+// its GGUF or its PEFT folder) generates what the merged model generates,
+// and eval measures the same.
+func TestRunLoRA(t *testing.T) {
+	base := testmodels.Shared(t, "models/stories260K/hf")
+	peftDir := filepath.Join(repoRootTestdata(), "stories260K-lora")
+	adapter := filepath.Join(t.TempDir(), "adapter.gguf")
+	convert(t, peftDir, "--base", base, "-o", adapter)
+	var texts []string
+	for _, flags := range [][]string{{"--lora", adapter}, {"--lora", peftDir + ":1"}, {"--fuse-lora", peftDir}} {
+		code, stdout, stderr := lqc(append([]string{"run", base, "--temp", "0", "-n", "40"}, flags...)...)
+		if code != 0 {
+			t.Fatalf("%v: %s", flags, stderr)
+		}
+		texts = append(texts, stdout)
+	}
+	_, plain, _ := lqc("run", base, "--temp", "0", "-n", "40")
+	if texts[0] != texts[2] || texts[1] != texts[2] || texts[0] == plain {
+		t.Errorf("unfused and fused generations differ, or equal the base's:\n%q\n%q\n%q\nbase %q", texts[0], texts[1], texts[2], plain)
+	}
+	data := testmodels.Shared(t, "golden/real/eval.txt")
+	var ppl []string
+	for _, flags := range [][]string{{"--lora", adapter}, {"--fuse-lora", peftDir}} {
+		code, stdout, stderr := lqc(append([]string{"eval", base, "--data", data, "-c", "128"}, flags...)...)
+		if code != 0 {
+			t.Fatalf("%v: %s", flags, stderr)
+		}
+		ppl = append(ppl, strings.Fields(strings.SplitN(stdout, "perplexity", 2)[1])[0])
+	}
+	if ppl[0] != ppl[1] {
+		t.Errorf("perplexity with the adapter unfused %s, fused %s", ppl[0], ppl[1])
+	}
+}
+
+func repoRootTestdata() string { return filepath.Join(testmodels.RepoRoot(), "testmodels", "testdata") }
+
+// TestLoRAQuantized measures what merging an adapter before quantizing
+// costs against keeping it unmerged beside a quantized base: both are
+// compared with the adapter merged in float32, on the evaluation text.
+// Either way the loss must stay that of quantizing the base itself
+// (within 1.5×); the figures are logged for the closing note.
+func TestLoRAQuantized(t *testing.T) {
+	base := testmodels.Shared(t, "models/stories260K/hf")
+	data := testmodels.Shared(t, "golden/real/eval.txt")
+	peftDir := filepath.Join(repoRootTestdata(), "stories260K-lora")
+	tmp := t.TempDir()
+	ref, adapter := filepath.Join(tmp, "ref.gguf"), filepath.Join(tmp, "adapter.gguf")
+	convert(t, base, "--fuse-lora", peftDir, "--quant", "f32", "-o", ref)
+	convert(t, peftDir, "--base", base, "-o", adapter)
+	kld := func(args ...string) float64 {
+		t.Helper()
+		code, stdout, stderr := lqc(append([]string{"eval", "--data", data, "-c", "128", "--json"}, args...)...)
+		if code != 0 {
+			t.Fatalf("eval %v: %s", args, stderr)
+		}
+		var res struct {
+			Result struct {
+				Ref struct {
+					KLD float64 `json:"kld_mean"`
+				} `json:"ref"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+			t.Fatal(err)
+		}
+		return res.Result.Ref.KLD
+	}
+	for _, q := range []string{"q8_0", "q4_0"} {
+		fusedQ, baseQ := filepath.Join(tmp, "fused-"+q+".gguf"), filepath.Join(tmp, "base-"+q+".gguf")
+		convert(t, base, "--fuse-lora", peftDir, "--quant", q, "-o", fusedQ)
+		convert(t, base, "--quant", q, "-o", baseQ)
+		fused := kld(fusedQ, "--ref", ref)
+		unfused := kld(baseQ, "--lora", adapter, "--ref", ref)
+		plain := kld(baseQ, "--ref", base)
+		t.Logf("%s: mean KLD from the float32 merge: merged then quantized %.6f, unmerged beside the quantized base %.6f (the base quantized, from the base: %.6f)", q, fused, unfused, plain)
+		if fused > 1.5*plain || unfused > 1.5*plain {
+			t.Errorf("%s: adapter quantization loss %.4g (merged) / %.4g (unmerged) exceeds 1.5× the base's %.4g", q, fused, unfused, plain)
+		}
 	}
 }

@@ -20,10 +20,11 @@ import (
 
 // loaded is a model ready to run, with its tokenizer.
 type loaded struct {
-	ir    *ir.Model
-	model *lqrt.Model
-	tok   *tokenizer.Tokenizer
-	close func()
+	ir       *ir.Model
+	model    *lqrt.Model
+	tok      *tokenizer.Tokenizer
+	adapters []lqrt.Applied // --lora: applied beside the weights
+	close    func()
 }
 
 // runOptions are the flags run and eval share.
@@ -33,6 +34,9 @@ type runOptions struct {
 	flashAttn string
 	verbose   bool
 	fuse      []adapterSpec // adapters merged into the weights before running
+	lora      []adapterSpec // adapters applied beside the weights
+	fuseFlag  []string
+	loraFlag  []string
 }
 
 func addRunFlags(fs *pflag.FlagSet) *runOptions {
@@ -41,7 +45,19 @@ func addRunFlags(fs *pflag.FlagSet) *runOptions {
 	fs.StringVar(&o.tokenizer, "tokenizer", "", "tokenizer file of a llama2.c checkpoint")
 	fs.StringVar(&o.flashAttn, "flash-attn", "auto", "fused attention: on, off, or auto (on where the backend has the kernel)")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "print what the passes did")
+	fs.StringArrayVar(&o.loraFlag, "lora", nil, "apply a LoRA adapter (GGUF adapter or PEFT folder) beside the weights, PATH or PATH:SCALE; repeatable")
+	fs.StringArrayVar(&o.fuseFlag, "fuse-lora", nil, "merge a LoRA adapter into the weights before running, PATH or PATH:WEIGHT; repeatable")
 	return o
+}
+
+// parseAdapters reads --lora and --fuse-lora.
+func (o *runOptions) parseAdapters() error {
+	var err error
+	if o.lora, err = parseAdapterSpecs(o.loraFlag); err != nil {
+		return err
+	}
+	o.fuse, err = parseAdapterSpecs(o.fuseFlag)
+	return err
 }
 
 // pipeline is the passes a model goes through before it runs.
@@ -94,7 +110,22 @@ func loadForRun(path string, o *runOptions, stderr io.Writer) (*loaded, error) {
 		m.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &loaded{ir: m, model: rm, tok: tok, close: func() { b.Close(); m.Close() }}, nil
+	l := &loaded{ir: m, model: rm, tok: tok, close: func() { b.Close(); m.Close() }}
+	for _, spec := range o.lora {
+		a, err := frontend.LoadAdapter(spec.path, m)
+		if err != nil {
+			l.close()
+			return nil, err
+		}
+		m.OnClose(a.Close)
+		ra, err := rm.LoadAdapter(a)
+		if err != nil {
+			l.close()
+			return nil, err
+		}
+		l.adapters = append(l.adapters, lqrt.Applied{Adapter: ra, Scale: spec.weight})
+	}
+	return l, nil
 }
 
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -110,6 +141,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	profile := profileFlag(fs)
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
+		return err
+	}
+	if err := opts.parseAdapters(); err != nil {
 		return err
 	}
 	stop, err := profile()
@@ -141,6 +175,9 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	sess, err := l.model.NewSession(size)
 	if err != nil {
+		return err
+	}
+	if err := sess.SetAdapters(l.adapters...); err != nil {
 		return err
 	}
 	if *seed == 0 {

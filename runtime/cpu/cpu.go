@@ -144,6 +144,14 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 		slice(out, in[0], int(attrs.Int("axis")), int(attrs.Int("start")))
 	case "KVCache":
 		kvCache(out, in[0], in[1], int(attrs.Int("pos")))
+	case "LowRank":
+		return b.lowRank(f32s(out), in[0], in[1], in[2], attrs.Float("scale"), int(attrs.Int("start")), int(attrs.Int("end")))
+	case "Concat":
+		off := 0
+		dst := f32s(out)
+		for _, t := range in {
+			off += copy(dst[off:], f32s(t)[:t.Len()])
+		}
 	case "FlashAttention":
 		if attrs.Float("softcap") != 0 {
 			return fmt.Errorf("cpu: FlashAttention with softcap is not supported yet")

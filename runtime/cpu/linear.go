@@ -208,3 +208,41 @@ func (b *Backend) embedding(out []float32, table *lqrt.Tensor, ids []int32) erro
 	}
 	return nil
 }
+
+// lowRank adds scale·(x·Aᵀ)·Bᵀ to rows [start, end) of out, x's rows
+// being the same: a LoRA update beside the base product. The rank-r
+// intermediate is tiny, so it is computed on the calling thread; the
+// product with B is spread over the pool by output column.
+func (b *Backend) lowRank(out []float32, x, a, bw *lqrt.Tensor, scale float64, start, end int) error {
+	wa, ok := a.Data.(*weight)
+	wb, ok2 := bw.Data.(*weight)
+	if !ok || !ok2 || wa.rows != wb.rowLen {
+		return fmt.Errorf("cpu: LowRank weights are not a matching pair of matrices")
+	}
+	in, r, nout := wa.rowLen, wa.rows, wb.rows
+	rows := end - start
+	xs := f32s(x)[start*in : end*in]
+	t := make([]float32, rows*r)
+	scratch := make([]float32, max(in, r))
+	s := float32(scale)
+	for k := range r {
+		ak := decodeRow(wa, k, scratch[:in])
+		for i := range rows {
+			t[i*r+k] = s * dotF32(ak, xs[i*in:(i+1)*in])
+		}
+	}
+	dst := out[start*nout : end*nout]
+	b.pool.parallel(nout, 512, func(lo, hi int) {
+		var sc []float32
+		if wb.typ != quant.F32 {
+			sc = make([]float32, r)
+		}
+		for o := lo; o < hi; o++ {
+			bo := decodeRow(wb, o, sc)
+			for i := range rows {
+				dst[i*nout+o] += dotF32(bo, t[i*r:(i+1)*r])
+			}
+		}
+	})
+	return nil
+}

@@ -11,6 +11,9 @@
 //	lqcbench attention time and peak memory of fused (FlashAttention)
 //	                   against unfused causal attention, 512 to 16384
 //	                   positions, head sizes 64 and 128.
+//	lqcbench lora      unfused LoRA at decode: one rank-16 adapter's
+//	                   overhead over the base, and four sequences with
+//	                   four adapters batched against one after another.
 //	lqcbench quality   every type and method on stories260K and the
 //	                   synthetic golden model: bits per weight,
 //	                   perplexity, KL divergence and top-1 against F32,
@@ -46,8 +49,8 @@ func main() {
 		}
 		return
 	}
-	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality") {
-		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|quality [flags]")
+	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality" && os.Args[1] != "lora") {
+		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|lora|quality [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -67,6 +70,8 @@ func main() {
 		err = benchAttention(*threads, *heads)
 	case "quality":
 		err = benchQuality(*work, *threads)
+	case "lora":
+		err = benchLoRA(*work, *layers, *runs, *threads)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lqcbench:", err)

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/frontend/peft"
+	"github.com/lqc-dev/lqc/passes"
+	lqrt "github.com/lqc-dev/lqc/runtime"
+	"github.com/lqc-dev/lqc/runtime/cpu"
+	"github.com/lqc-dev/lqc/testmodels"
+)
+
+// benchLoRA measures unfused LoRA adapters at decode time on the
+// TinyLlama-shaped Q4_0 model: the per-token overhead of one rank-16
+// adapter on q, k, v and o over the base, and four sequences decoding
+// with four different adapters, batched (one pass over the base weights
+// per step, low-rank parts per adapter) against one after another.
+func benchLoRA(work string, layers, runs, threads int) error {
+	dir, err := model(work, layers)
+	if err != nil {
+		return err
+	}
+	lqc, err := buildLQC(work)
+	if err != nil {
+		return err
+	}
+	file := filepath.Join(work, fmt.Sprintf("run-%dl-q4_0.gguf", layers))
+	if size(file) == 0 {
+		if _, err := timeCmd(lqc, "convert", dir, "-o", file, "--quant", "q4_0", "--quiet"); err != nil {
+			return err
+		}
+	}
+	m, err := frontend.LoadGGUF(file)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := (&passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.FlashAttention{}}}).Run(m); err != nil {
+		return err
+	}
+	b := cpu.New(threads)
+	defer b.Close()
+	rm, err := lqrt.Load(m, b)
+	if err != nil {
+		return err
+	}
+	var adapters []*lqrt.Adapter
+	for i := range 4 {
+		ad := filepath.Join(work, fmt.Sprintf("lora-%dl-%d", layers, i))
+		if size(filepath.Join(ad, "adapter_model.safetensors")) == 0 {
+			a := testmodels.PEFTAdapter{Targets: []string{"q_proj", "k_proj", "v_proj", "o_proj"}, R: 16, Alpha: 32, Seed: uint64(i + 1)}
+			if err := testmodels.WritePEFT(ad, dir, a); err != nil {
+				return err
+			}
+		}
+		a, err := peft.Load(ad, m)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+		ra, err := rm.LoadAdapter(a)
+		if err != nil {
+			return err
+		}
+		adapters = append(adapters, ra)
+	}
+
+	// Decode benchTG tokens from BOS, timed per run.
+	decode := func(as ...lqrt.Applied) (float64, error) {
+		s, err := rm.NewSession(benchTG + 1)
+		if err != nil {
+			return 0, err
+		}
+		if err := s.SetAdapters(as...); err != nil {
+			return 0, err
+		}
+		var rates []float64
+		for r := 0; r <= runs; r++ {
+			s.Reset()
+			tok := m.Vocab.BOS
+			t0 := time.Now()
+			for range benchTG {
+				logits, err := s.Forward([]int32{tok}, false)
+				if err != nil {
+					return 0, err
+				}
+				tok = lqrt.Argmax(logits)
+			}
+			if r > 0 {
+				rates = append(rates, float64(benchTG)/time.Since(t0).Seconds())
+			}
+		}
+		return medianF(rates), nil
+	}
+	base, err := decode()
+	if err != nil {
+		return err
+	}
+	one, err := decode(lqrt.Applied{Adapter: adapters[0], Scale: 1})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nunfused LoRA at decode, TinyLlama-1.1B shape (%d layers) Q4_0, %d threads, tg%d, median of %d\n", layers, threads, benchTG, runs)
+	fmt.Printf("  base                               %8.2f tokens/s\n", base)
+	fmt.Printf("  + one rank-16 adapter on q,k,v,o   %8.2f tokens/s   overhead %.1f%%\n", one, 100*(base/one-1))
+
+	// Four sequences, four adapters: one after another, then batched.
+	var seqTotal time.Duration
+	var batchRates []float64
+	for r := 0; r <= runs; r++ {
+		t0 := time.Now()
+		for _, a := range adapters {
+			s, _ := rm.NewSession(benchTG + 1)
+			s.SetAdapters(lqrt.Applied{Adapter: a, Scale: 1})
+			tok := m.Vocab.BOS
+			for range benchTG {
+				logits, err := s.Forward([]int32{tok}, false)
+				if err != nil {
+					return err
+				}
+				tok = lqrt.Argmax(logits)
+			}
+		}
+		if r > 0 {
+			seqTotal += time.Since(t0)
+		}
+		sessions := make([]*lqrt.Session, len(adapters))
+		next := make([]int32, len(adapters))
+		for i, a := range adapters {
+			sessions[i], _ = rm.NewSession(benchTG + 1)
+			sessions[i].SetAdapters(lqrt.Applied{Adapter: a, Scale: 1})
+			next[i] = m.Vocab.BOS
+		}
+		t0 = time.Now()
+		for range benchTG {
+			logits, err := rm.Step(sessions, next)
+			if err != nil {
+				return err
+			}
+			for i := range next {
+				next[i] = lqrt.Argmax(logits[i])
+			}
+		}
+		if r > 0 {
+			batchRates = append(batchRates, float64(benchTG*len(adapters))/time.Since(t0).Seconds())
+		}
+	}
+	seqRate := float64(benchTG*len(adapters)*runs) / seqTotal.Seconds()
+	batched := medianF(batchRates)
+	fmt.Printf("  4 sequences × 4 adapters, one after another  %8.2f tokens/s\n", seqRate)
+	fmt.Printf("  4 sequences × 4 adapters, batched (Step)     %8.2f tokens/s   %.2f×\n", batched, batched/seqRate)
+	return nil
+}
