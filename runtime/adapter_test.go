@@ -76,12 +76,35 @@ func TestUnfusedAdapter(t *testing.T) {
 			}
 		}
 	}
+	// Two adapters, the second at half weight: merged in order, or both
+	// beside the weights.
+	b2 := adapter(t, dir, baseIR, 6, "q_proj", "v_proj", "down_proj")
+	ad2, err := base.LoadAdapter(b2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fused := load(t, dir, 2, passes.FuseLoRA{Adapters: []passes.WeightedAdapter{{Adapter: a, Weight: 1}, {Adapter: b2, Weight: 0.5}}})
+	fs, _ := fused.NewSession(64)
+	want, err := fs.Forward(prompt, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both, _ := base.NewSession(64)
+	both.SetAdapters(runtime.Applied{Adapter: ad, Scale: 1}, runtime.Applied{Adapter: ad2, Scale: 0.5})
+	got, err := both.Forward(prompt, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(got, want); d > 1e-4*maxAbs(want) {
+		t.Errorf("two adapters: unfused logits differ from fused by %.3g", d)
+	}
+
 	plain, _ := base.NewSession(64)
 	s, _ := base.NewSession(64)
 	s.SetAdapters(runtime.Applied{Adapter: ad, Scale: 1})
 	s.SetAdapters()
-	want, _ := plain.Forward(prompt, true)
-	got, _ := s.Forward(prompt, true)
+	want, _ = plain.Forward(prompt, true)
+	got, _ = s.Forward(prompt, true)
 	if d := maxDiff(got, want); d != 0 {
 		t.Errorf("after removing the adapter the logits differ from the base by %.3g", d)
 	}
