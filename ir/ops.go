@@ -28,18 +28,18 @@ var ops = map[string]opDef{
 	"Linear":    {"x[...,in] · w[out,in]ᵀ (+ bias[out]) -> f32[...,out]", inferLinear},
 	"RMSNorm":   {"x / sqrt(mean(x²)+eps) · w, over the last axis (attr eps)", inferNorm(2)},
 	"LayerNorm": {"(x-mean)/sqrt(var+eps) · w + b, over the last axis (attr eps)", inferNorm(3)},
-	"Add":       {"a + b, b broadcast over a's leading axes", inferBinary},
-	"Mul":       {"a · b, b broadcast over a's leading axes", inferBinary},
+	"Add":       {"a + b, numpy broadcasting (the transformer graphs: b over a's leading axes, weights of any float type)", inferBinary},
+	"Mul":       {"a · b, numpy broadcasting (as Add)", inferBinary},
 	"SiLU":      {"x · sigmoid(x)", inferUnary},
-	"GELU":      {"GELU, tanh approximation", inferUnary},
+	"GELU":      {"GELU: the tanh approximation, or exact (erf) with attr approximate \"none\"", inferUnary},
 	"Scale":     {"x · scale (attr scale)", inferUnary},
-	"Softmax":   {"softmax over the last axis (attr axis, -1 when absent; the runtime supports only -1)", inferUnary},
+	"Softmax":   {"softmax over attr axis (-1 when absent)", inferUnaryGeneric(floatsOnly)},
 	"CausalMask": {"x[...,T,S] with -inf where key position > query position " +
 		"(queries are the last T of S positions)", inferCausalMask},
 	"RoPE": {"rotary embedding of x[T,H,d] at positions pos[T] " +
 		"(attrs n_dims, freq_base, mode: \"normal\" rotates adjacent pairs, \"neox\" halves)", inferRoPE},
 	"MatMul": {"a[B,M,K] · b[Bk,K,N] (or bᵀ with transpose_b); when Bk divides B, " +
-		"batch i of a uses batch i/(B/Bk) of b (grouped-query attention)", inferMatMul},
+		"batch i of a uses batch i/(B/Bk) of b (grouped-query attention); other shapes multiply as numpy's matmul", inferMatMul},
 	"Reshape": {"same values, new shape (attr shape; -1 takes the remaining size)", inferReshape},
 	"Permute": {"axes reordered (attr perm)", inferPermute},
 	"Slice":   {"x[..., start:end] along one axis (attrs axis, start, end)", inferSlice},
@@ -160,18 +160,13 @@ func inferBinary(n *Node) ([]OutSig, error) {
 	}
 	a, b := n.Inputs[0], n.Inputs[1]
 	as, bs := a.Shape(), b.Shape()
-	if err := wantF32(a); err != nil {
-		return nil, err
+	// The transformer graphs' form: b (a weight of any float type, or
+	// F32) repeats over a's leading axes.
+	if a.Type() == quant.F32 && (b.Type() == quant.F32 || b.Weight != nil && b.Type().IsFloat()) &&
+		len(bs) <= len(as) && as[len(as)-len(bs):].Equal(bs) {
+		return []OutSig{{quant.F32, as}}, nil
 	}
-	if b.Weight == nil { // weights (norm gains, biases) are converted as they are read
-		if err := wantF32(b); err != nil {
-			return nil, err
-		}
-	}
-	if len(bs) > len(as) || !as[len(as)-len(bs):].Equal(bs) {
-		return nil, fmt.Errorf("cannot broadcast %s%v onto %s%v", b.Ref(), bs, a.Ref(), as)
-	}
-	return []OutSig{{quant.F32, as}}, nil
+	return inferBroadcast(false)(n)
 }
 
 func inferCausalMask(n *Node) ([]OutSig, error) {
@@ -209,24 +204,36 @@ func inferMatMul(n *Node) ([]OutSig, error) {
 		return nil, err
 	}
 	a, b := n.Inputs[0], n.Inputs[1]
-	if err := wantF32(a, b); err != nil {
+	as, bs := a.Shape(), b.Shape()
+	grouped := len(as) == 3 && len(bs) == 3 && as[0].Known() && bs[0].Known() && bs[0].Size > 0 &&
+		as[0].Size%bs[0].Size == 0 && as[0] != bs[0] && bs[0].Size != 1
+	if n.Attrs.Bool("transpose_b") || grouped {
+		if err := wantF32(a, b); err != nil {
+			return nil, err
+		}
+		if len(as) != 3 || len(bs) != 3 {
+			return nil, fmt.Errorf("transpose_b takes 3-D operands, have %v and %v", as, bs)
+		}
+		k, nn := bs[1], bs[2]
+		if n.Attrs.Bool("transpose_b") {
+			k, nn = bs[2], bs[1]
+		}
+		if as[2] != k {
+			return nil, fmt.Errorf("inner sizes differ: %v and %v", as, bs)
+		}
+		if !as[0].Known() || !bs[0].Known() || bs[0].Size == 0 || as[0].Size%bs[0].Size != 0 {
+			return nil, fmt.Errorf("batch %v is not a multiple of %v", as[0], bs[0])
+		}
+		return []OutSig{{quant.F32, Shape{as[0], as[1], nn}}}, nil
+	}
+	if a.Type() != b.Type() && !(a.Type() == quant.F32 && b.Weight != nil && b.Type().IsFloat()) {
+		return nil, fmt.Errorf("%s is %v, %s is %v", a.Ref(), a.Type(), b.Ref(), b.Type())
+	}
+	s, err := MatMulShape(as, bs)
+	if err != nil {
 		return nil, err
 	}
-	as, bs := a.Shape(), b.Shape()
-	if len(as) != 3 || len(bs) != 3 {
-		return nil, fmt.Errorf("want 3-D operands, have %v and %v", as, bs)
-	}
-	k, nn := bs[1], bs[2]
-	if n.Attrs.Bool("transpose_b") {
-		k, nn = bs[2], bs[1]
-	}
-	if as[2] != k {
-		return nil, fmt.Errorf("inner sizes differ: %v and %v", as, bs)
-	}
-	if !as[0].Known() || !bs[0].Known() || bs[0].Size == 0 || as[0].Size%bs[0].Size != 0 {
-		return nil, fmt.Errorf("batch %v is not a multiple of %v", as[0], bs[0])
-	}
-	return []OutSig{{quant.F32, Shape{as[0], as[1], nn}}}, nil
+	return []OutSig{{a.Type(), s}}, nil
 }
 
 func inferFlashAttention(n *Node) ([]OutSig, error) {
@@ -298,6 +305,20 @@ func inferReshape(n *Node) ([]OutSig, error) {
 		}
 	}
 	out := make(Shape, len(want))
+	if known == 0 { // an empty tensor takes any shape holding a zero
+		zero := false
+		for i, w := range want {
+			if w < -1 {
+				return nil, fmt.Errorf("cannot reshape %v to %v", xs, want)
+			}
+			out[i] = D(max(w, 0)) // -1 is 0 here
+			zero = zero || w <= 0
+		}
+		if !zero {
+			return nil, fmt.Errorf("cannot reshape %v to %v", xs, want)
+		}
+		return []OutSig{{x.Type(), out}}, nil
+	}
 	rest, infer := known, -1
 	for i, w := range want {
 		switch {

@@ -56,11 +56,8 @@ func NewTensor(name string, typ quant.Type, shape []int64, src Source) *Tensor {
 }
 
 func (t *Tensor) check() error {
-	if len(t.Shape) == 0 {
-		return fmt.Errorf("tensor %s: no dimensions", t.Name)
-	}
 	for _, d := range t.Shape {
-		if d <= 0 {
+		if d < 0 {
 			return fmt.Errorf("tensor %s: bad shape %v", t.Name, t.Shape)
 		}
 	}
@@ -73,14 +70,20 @@ func (t *Tensor) check() error {
 	return nil
 }
 
-// RowLen is the number of values in one row (GGML ne[0]).
-func (t *Tensor) RowLen() int64 { return t.Shape[len(t.Shape)-1] }
+// RowLen is the number of values in one row (GGML ne[0]); a scalar
+// (no dimensions, as imported graphs have) is one row of one value.
+func (t *Tensor) RowLen() int64 {
+	if len(t.Shape) == 0 {
+		return 1
+	}
+	return t.Shape[len(t.Shape)-1]
+}
 
 // Rows is the number of rows (the product of all but the last dimension).
 func (t *Tensor) Rows() int64 {
 	n := int64(1)
-	for _, d := range t.Shape[:len(t.Shape)-1] {
-		n *= d
+	for i := 0; i < len(t.Shape)-1; i++ {
+		n *= t.Shape[i]
 	}
 	return n
 }

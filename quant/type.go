@@ -54,6 +54,34 @@ const (
 	MXFP4   Type = 39
 )
 
+// Element types GGML has no id for, which lqc's runtime uses for the
+// activations of imported graphs (ONNX's unsigned integers and booleans).
+// Their ids lie far above GGML's; they never appear in a GGUF file.
+const (
+	U8   Type = 1000
+	U16  Type = 1001
+	U32  Type = 1002
+	U64  Type = 1003
+	Bool Type = 1004
+)
+
+// InGGML reports whether t is a GGML type id that GGUF files may hold.
+func (t Type) InGGML() bool { return t.Known() && t < U8 }
+
+// IsInt reports whether t is an integer element type (bool excluded).
+func (t Type) IsInt() bool {
+	switch t {
+	case I8, I16, I32, I64, U8, U16, U32, U64, I4, U4, I2, U2:
+		return true
+	}
+	return false
+}
+
+// IsFloat reports whether t is an unquantized floating-point type.
+func (t Type) IsFloat() bool {
+	return t == F32 || t == F16 || t == BF16 || t == F64 || t.IsMiniFloat()
+}
+
 // qkK is the super-block size of the K-quants (QK_K in ggml).
 const qkK = 256
 
@@ -106,6 +134,11 @@ var table = map[Type]traits{
 	TQ1_0:   {"TQ1_0", qkK, 54, true, nil},
 	TQ2_0:   {"TQ2_0", qkK, 66, true, nil},
 	MXFP4:   {"MXFP4", 32, 17, true, nil},
+	U8:      {"U8", 1, 1, false, nil},
+	U16:     {"U16", 1, 2, false, nil},
+	U32:     {"U32", 1, 4, false, nil},
+	U64:     {"U64", 1, 8, false, nil},
+	Bool:    {"BOOL", 1, 1, false, nil},
 }
 
 // Known reports whether t is a GGML type id lqc knows the layout of.
@@ -189,11 +222,11 @@ func ParseType(name string) (Type, error) {
 	return 0, fmt.Errorf("unknown GGML type %q", name)
 }
 
-// ConvertibleTypes lists the types lqc can encode, in id order.
+// ConvertibleTypes lists the GGML types lqc can encode, in id order.
 func ConvertibleTypes() []Type {
 	var ts []Type
 	for t, tr := range table {
-		if tr.codec != nil {
+		if tr.codec != nil && t.InGGML() {
 			ts = append(ts, t)
 		}
 	}

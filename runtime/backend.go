@@ -50,12 +50,19 @@ type Backend interface {
 	// [start, end) of out: out += scale·(x·Aᵀ)·Bᵀ with in = [x, A, B]; and
 	// Concat, the inputs' rows one after the other (batched decoding).
 	Run(op string, attrs ir.Attrs, out *Tensor, in []*Tensor) error
+	// RunOutputs runs an op with several outputs (LayerNormalization's
+	// statistics, Attention's caches, DynamicQuantizeLinear's parameters).
+	RunOutputs(op string, attrs ir.Attrs, outs []*Tensor, in []*Tensor) error
 	// View returns t reshaped, sharing its storage (t must be dense).
 	View(t *Tensor, shape []int) *Tensor
 	// WriteI32 copies host integers into an I32 tensor.
 	WriteI32(t *Tensor, src []int32) error
 	// ReadF32 copies an F32 tensor to the host.
 	ReadF32(t *Tensor, dst []float32) error
+	// Write and Read copy a tensor of any element type from and to
+	// little-endian bytes (F16 and BF16 as their 16 bits).
+	Write(t *Tensor, src []byte) error
+	Read(t *Tensor) ([]byte, error)
 	// Close releases the backend's resources (worker threads).
 	Close() error
 }

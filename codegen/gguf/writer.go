@@ -62,6 +62,9 @@ func WriteFile(ctx context.Context, path string, md ir.Metadata, tensors []*ir.T
 		if len(t.Shape) > maxDims {
 			return fmt.Errorf("tensor %s has %d dimensions, GGUF allows %d", t.Name, len(t.Shape), maxDims)
 		}
+		if !t.Type.InGGML() {
+			return fmt.Errorf("tensor %s has element type %v, which GGUF cannot hold", t.Name, t.Type)
+		}
 	}
 
 	dir, base := filepath.Split(path)

@@ -52,12 +52,29 @@ func (b *Backend) Weight(t *ir.Tensor) (*lqrt.Tensor, error) {
 	for i, d := range t.Shape {
 		shape[i] = int(d)
 	}
-	if len(t.Shape) == 1 || t.Type == quant.F32 && len(t.Shape) == 0 {
+	if !t.Type.CanConvert() && !t.Type.Quantized() { // integers, bools, F64: constants of imported graphs
+		data, err := t.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		d, err := fromBytes(t.Type, data)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", t.Name, err)
+		}
+		return &lqrt.Tensor{Type: t.Type, Shape: shape, Data: d}, nil
+	}
+	if len(t.Shape) <= 1 {
 		v, err := t.Float32s()
 		if err != nil {
 			return nil, err
 		}
-		return &lqrt.Tensor{Type: quant.F32, Shape: shape, Data: v}, nil
+		// F16 and BF16 values are exact in float32 and keep their type
+		// (generic kernels round results to it); block types become F32.
+		typ := quant.F32
+		if t.Type == quant.F16 || t.Type == quant.BF16 {
+			typ = t.Type
+		}
+		return &lqrt.Tensor{Type: typ, Shape: shape, Data: v}, nil
 	}
 	if !t.Type.CanConvert() {
 		return nil, fmt.Errorf("tensor %s: the CPU backend has no kernels for %v", t.Name, t.Type)
@@ -72,12 +89,7 @@ func (b *Backend) Weight(t *ir.Tensor) (*lqrt.Tensor, error) {
 
 func (b *Backend) Alloc(t quant.Type, shape []int) *lqrt.Tensor {
 	out := &lqrt.Tensor{Type: t, Shape: append([]int(nil), shape...)}
-	switch t {
-	case quant.I32:
-		out.Data = make([]int32, out.Len())
-	default:
-		out.Data = make([]float32, out.Len())
-	}
+	out.Data = allocData(t, out.Len())
 	return out
 }
 
@@ -105,8 +117,80 @@ func (b *Backend) ReadF32(t *lqrt.Tensor, dst []float32) error {
 
 func f32s(t *lqrt.Tensor) []float32 { return t.Data.([]float32) }
 
+// RunOutputs runs an op with several outputs (the general tensor ops).
+func (b *Backend) RunOutputs(op string, attrs ir.Attrs, outs []*lqrt.Tensor, in []*lqrt.Tensor) error {
+	if len(outs) == 1 {
+		return b.Run(op, attrs, outs[0], in)
+	}
+	return b.runGeneric(op, attrs, outs, in)
+}
+
+// fast reports whether an op shared by the transformer graphs and
+// imported ones has the dense float32 operands and shapes its fast kernel
+// takes; otherwise the generic kernel runs it (encoded weight matrices
+// decoded first).
+func fast(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) bool {
+	f32 := func(t *lqrt.Tensor) bool {
+		_, ok := t.Data.([]float32)
+		return t.Type == quant.F32 && ok
+	}
+	for _, t := range in {
+		if !f32(t) {
+			return false
+		}
+	}
+	if !f32(out) {
+		return false
+	}
+	switch op {
+	case "Add", "Mul":
+		a, bs := in[0].Shape, in[1].Shape
+		if len(bs) > len(a) || !sameInts(out.Shape, a) {
+			return false
+		}
+		return sameInts(a[len(a)-len(bs):], bs)
+	case "MatMul":
+		return len(in[0].Shape) == 3 && len(in[1].Shape) == 3 && len(out.Shape) == 3
+	case "Softmax":
+		ax := attrs.Int("axis")
+		return !attrs.Has("axis") || ax == -1 || int(ax) == len(out.Shape)-1
+	case "Permute":
+		return len(out.Shape) == 3 && in[0].Stride0 == 0
+	}
+	return true
+}
+
+func sameInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // Run dispatches one op.
 func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) error {
+	if genericOps[op] {
+		return b.runGeneric(op, attrs, []*lqrt.Tensor{out}, in)
+	}
+	switch op {
+	case "Add", "Mul", "MatMul", "Softmax", "Permute", "Slice":
+		if !fast(op, attrs, out, in) {
+			if op == "MatMul" && attrs.Bool("transpose_b") {
+				return fmt.Errorf("cpu: MatMul with transpose_b takes 3-D float32 operands")
+			}
+			return b.runGeneric(op, attrs, []*lqrt.Tensor{out}, in)
+		}
+	case "GELU":
+		if attrs.Str("approximate") == "none" {
+			geluErf(f32s(out), f32s(in[0]))
+			return nil
+		}
+	}
 	switch op {
 	case "Linear":
 		var bias []float32
@@ -146,12 +230,6 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 		kvCache(out, in[0], in[1], int(attrs.Int("pos")))
 	case "LowRank":
 		return b.lowRank(f32s(out), in[0], in[1], in[2], attrs.Float("scale"), int(attrs.Int("start")), int(attrs.Int("end")))
-	case "Concat":
-		off := 0
-		dst := f32s(out)
-		for _, t := range in {
-			off += copy(dst[off:], f32s(t)[:t.Len()])
-		}
 	case "FlashAttention":
 		if attrs.Float("softcap") != 0 {
 			return fmt.Errorf("cpu: FlashAttention with softcap is not supported yet")

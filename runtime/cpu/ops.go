@@ -81,6 +81,14 @@ func gelu(out, x []float32) {
 	}
 }
 
+// geluErf is the exact GELU, x·Φ(x).
+func geluErf(out, x []float32) {
+	for i, v := range x {
+		u := float64(v)
+		out[i] = float32(0.5 * u * (1 + math.Erf(u/math.Sqrt2)))
+	}
+}
+
 func scale(out, x []float32, s float32) {
 	for i, v := range x {
 		out[i] = v * s

@@ -1,0 +1,96 @@
+package onnx_test
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/lqc-dev/lqc/frontend/onnx"
+	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/quant"
+	"github.com/lqc-dev/lqc/runtime"
+	"github.com/lqc-dev/lqc/runtime/cpu"
+	"github.com/lqc-dev/lqc/testmodels"
+)
+
+// reference64 returns the prompt ids and the [64, 512] logits PyTorch
+// gave for them.
+func reference64(t *testing.T) ([]int64, []float32) {
+	dir := testmodels.Shared(t, "models", "stories260K", "reference")
+	var meta struct {
+		PromptIDs []int64 `json:"prompt_ids"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "prompt64.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &meta); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "prompt64_logits.f32.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logits := make([]float32, len(raw)/4)
+	for i := range logits {
+		logits[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	return meta.PromptIDs, logits
+}
+
+func ids(ids []int64) *ir.Tensor {
+	b := make([]byte, 8*len(ids))
+	for i, v := range ids {
+		binary.LittleEndian.PutUint64(b[8*i:], uint64(v))
+	}
+	t, _ := ir.FromBytes("input_ids", quant.I64, []int64{1, int64(len(ids))}, b)
+	return t
+}
+
+// TestExportGraph runs the real PyTorch export of stories260K as the
+// graph it is (every Shape/Gather/Concat chain folded at import) and
+// compares its logits with PyTorch's.
+func TestExportGraph(t *testing.T) {
+	prompt, want := reference64(t)
+	for _, variant := range []string{"model.onnx", "external/model.onnx"} {
+		t.Run(variant, func(t *testing.T) {
+			f, err := onnx.Open(testmodels.Shared(t, "models", "stories260K", "onnx", variant))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			g, err := onnx.Import(f, onnx.Options{InputShapes: map[string][]int64{"input_ids": {1, 64}}, Eval: eval})
+			if err != nil {
+				t.Fatal(err)
+			}
+			counts := map[string]int{}
+			for _, n := range g.Nodes {
+				counts[n.Op]++
+			}
+			t.Logf("%d nodes after import: %v", len(g.Nodes), counts)
+			m, err := runtime.Load(&ir.Model{Graph: g}, cpu.New(0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := m.Run(map[string]*ir.Tensor{"input_ids": ids(prompt)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := out[0].Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var worst float64
+			for i := range want {
+				worst = max(worst, math.Abs(float64(got[i]-want[i])))
+			}
+			t.Logf("max |logit - PyTorch| = %.3g", worst)
+			if worst > 1e-4 {
+				t.Errorf("logits differ from PyTorch's by %.3g (> 1e-4)", worst)
+			}
+		})
+	}
+}

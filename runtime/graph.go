@@ -1,0 +1,151 @@
+package runtime
+
+import (
+	"fmt"
+
+	"github.com/lqc-dev/lqc/ir"
+)
+
+// Run evaluates the model's graph once on the given inputs (by graph
+// input name) and returns its outputs in order: imported graphs, which
+// take whole sequences and keep no cache. Symbolic dimensions are bound
+// from the inputs' shapes.
+func (m *Model) Run(inputs map[string]*ir.Tensor) ([]*ir.Tensor, error) {
+	b, g := m.Backend, m.IR.Graph
+	dims := map[string]int{}
+	vals := make(map[*ir.Value]*Tensor, len(g.Nodes))
+	for v, t := range m.weights {
+		vals[v] = t
+	}
+	for _, in := range g.Inputs {
+		t := inputs[in.Name]
+		if t == nil {
+			return nil, fmt.Errorf("no value for input %s", in.Name)
+		}
+		if t.Type != in.Type() {
+			return nil, fmt.Errorf("input %s is %v, the graph takes %v", in.Name, t.Type, in.Type())
+		}
+		want := in.Shape()
+		if len(want) != len(t.Shape) {
+			return nil, fmt.Errorf("input %s has shape %v, the graph takes %v", in.Name, t.Shape, want)
+		}
+		shape := make([]int, len(t.Shape))
+		for i, d := range want {
+			shape[i] = int(t.Shape[i])
+			switch {
+			case d.Known() && d.Size != t.Shape[i]:
+				return nil, fmt.Errorf("input %s has shape %v, the graph takes %v", in.Name, t.Shape, want)
+			case !d.Known():
+				if n, ok := dims[d.Sym]; ok && n != shape[i] {
+					return nil, fmt.Errorf("input %s: dimension %s is %d here and %d elsewhere", in.Name, d.Sym, shape[i], n)
+				}
+				dims[d.Sym] = shape[i]
+			}
+		}
+		data, err := t.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		bt := b.Alloc(t.Type, shape)
+		if err := b.Write(bt, data); err != nil {
+			return nil, fmt.Errorf("input %s: %w", in.Name, err)
+		}
+		vals[in] = bt
+	}
+	keep := map[*ir.Value]bool{}
+	for _, o := range g.Outputs {
+		keep[o] = true
+	}
+	for i, n := range g.Nodes {
+		in := make([]*Tensor, len(n.Inputs))
+		for j, v := range n.Inputs {
+			if in[j] = vals[v]; in[j] == nil {
+				return nil, fmt.Errorf("node %d (%s): input %s has no value", i, n.Op, v.Ref())
+			}
+		}
+		outs, err := m.runOp(n, in, dims)
+		if err != nil {
+			return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
+		}
+		for k, o := range n.Outputs {
+			vals[o] = outs[k]
+		}
+		for _, v := range n.Inputs {
+			if m.lastUse[v] == i && v.Weight == nil && !keep[v] {
+				delete(vals, v)
+			}
+		}
+	}
+	res := make([]*ir.Tensor, len(g.Outputs))
+	for i, o := range g.Outputs {
+		t := vals[o]
+		if t == nil {
+			return nil, fmt.Errorf("output %s has no value", o.Ref())
+		}
+		data, err := b.Read(t)
+		if err != nil {
+			return nil, err
+		}
+		shape := make([]int64, len(t.Shape))
+		for k, d := range t.Shape {
+			shape[k] = int64(d)
+		}
+		if res[i], err = ir.FromBytes(o.Name, o.Type(), shape, data); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// runOp runs one node with every output allocated from its bound shape.
+func (m *Model) runOp(n *ir.Node, in []*Tensor, dims map[string]int) ([]*Tensor, error) {
+	b := m.Backend
+	outs := make([]*Tensor, len(n.Outputs))
+	for k, o := range n.Outputs {
+		shape, err := bind(o.Shape(), dims)
+		if err != nil {
+			return nil, err
+		}
+		if n.Op == "Reshape" {
+			return []*Tensor{b.View(in[0], shape)}, nil
+		}
+		outs[k] = b.Alloc(o.Type(), shape)
+	}
+	if len(outs) == 1 {
+		return outs, b.Run(n.Op, n.Attrs, outs[0], in)
+	}
+	return outs, b.RunOutputs(n.Op, n.Attrs, outs, in)
+}
+
+// EvalNode evaluates one node whose inputs are all constants, on backend
+// b: how importers fold the arithmetic of shapes.
+func EvalNode(b Backend, n *ir.Node, inputs []*ir.Tensor) ([]*ir.Tensor, error) {
+	in := make([]*Tensor, len(inputs))
+	for i, t := range inputs {
+		w, err := b.Weight(t)
+		if err != nil {
+			return nil, err
+		}
+		in[i] = w
+	}
+	m := &Model{Backend: b}
+	outs, err := m.runOp(n, in, nil)
+	if err != nil {
+		return nil, err
+	}
+	res := make([]*ir.Tensor, len(outs))
+	for i, t := range outs {
+		data, err := b.Read(t)
+		if err != nil {
+			return nil, err
+		}
+		shape := make([]int64, len(t.Shape))
+		for k, d := range t.Shape {
+			shape[k] = int64(d)
+		}
+		if res[i], err = ir.FromBytes(n.Outputs[i].Name, n.Outputs[i].Type(), shape, data); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
