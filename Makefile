@@ -7,7 +7,7 @@ FUZZTIME ?= 10s
 SHARED   ?= $(or $(LQC_SHARED),../shared)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint gate interop bench quality demo clean
+.PHONY: all build test unit fuzz lint gate interop conformance bench quality demo clean
 
 all: build
 
@@ -26,6 +26,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./codegen/gguf
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./frontend/safetensors
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./quant/imatrix
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./frontend/onnx
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -53,6 +54,13 @@ gate: build
 # Real llama.cpp (node-llama-cpp) runs the GGUF files lqc writes.
 interop:
 	$(GO) test -count=1 -v -run 'Interop' ./cmd/lqc
+
+# ONNX's backend node tests (shared/onnx/node, v1.22) through import and
+# the runtime, with pass/fail/skip counts per op. ONNX_NODE_TESTS=DIR runs
+# another copy, such as Debian's libonnx-testdata
+# (/usr/share/libonnx-testdata/data/node, ONNX 1.12).
+conformance:
+	LQC_ONNX_NODE_TESTS=$(ONNX_NODE_TESTS) $(GO) test -count=1 -v -run 'TestConformance' ./frontend/onnx
 
 # lqc against llama.cpp, measured in the same run on the same files and
 # threads: conversion (speed, peak RSS) against llama.cpp's quantizer, and

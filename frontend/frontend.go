@@ -1,6 +1,7 @@
 // Package frontend turns model files into lqc's IR. Load looks at a path
 // and picks the importer: a Hugging Face folder (package hf), a llama2.c
-// checkpoint (package llama2c) or a GGUF file.
+// checkpoint (package llama2c), an ONNX export (package onnx) or a GGUF
+// file.
 package frontend
 
 import (
@@ -10,16 +11,23 @@ import (
 	"github.com/lqc-dev/lqc/codegen/gguf"
 	"github.com/lqc-dev/lqc/frontend/hf"
 	"github.com/lqc-dev/lqc/frontend/llama2c"
+	"github.com/lqc-dev/lqc/frontend/onnx"
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/ir/arch"
 	"github.com/lqc-dev/lqc/quant"
+	"github.com/lqc-dev/lqc/runtime"
+	"github.com/lqc-dev/lqc/runtime/cpu"
 )
 
 // Options tune Load.
 type Options struct {
-	// Tokenizer is the vocabulary file of a llama2.c checkpoint; empty
-	// means the one found beside it.
+	// Tokenizer is the vocabulary file of a llama2.c checkpoint, or the
+	// Hugging Face tokenizer (a folder or a file in one) of an ONNX export;
+	// empty means the one found beside the model.
 	Tokenizer string
+	// Backend runs what ONNX import evaluates (shape arithmetic, the
+	// check of the recognised model); nil means the CPU backend.
+	Backend runtime.Backend
 }
 
 // Load imports the model at path. The model reads its weights lazily from
@@ -38,10 +46,18 @@ func Load(path string, opt Options) (*ir.Model, error) {
 	switch {
 	case IsGGUF(path):
 		return LoadGGUF(path)
+	case onnx.IsModel(path):
+		b := opt.Backend
+		if b == nil {
+			cb := cpu.New(0)
+			defer cb.Close()
+			b = cb
+		}
+		return onnx.Load(path, onnx.LoadOptions{Backend: b, Tokenizer: opt.Tokenizer})
 	case llama2c.IsCheckpoint(path):
 		return llama2c.Load(path, opt.Tokenizer)
 	}
-	return nil, fmt.Errorf("%s: not a model lqc can read (want a Hugging Face folder, a GGUF file or a llama2.c checkpoint)", path)
+	return nil, fmt.Errorf("%s: not a model lqc can read (want a Hugging Face folder, a GGUF file, an ONNX export or a llama2.c checkpoint)", path)
 }
 
 // IsGGUF reports whether path is a file that starts with GGUF's magic.

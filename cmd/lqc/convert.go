@@ -29,7 +29,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	damp := fs.Float64("damp", 0.01, "gptq: damping added to the Hessian's diagonal, as a fraction of its mean")
 	fuse := fs.StringArray("fuse-lora", nil, "merge a LoRA adapter (PEFT folder or GGUF adapter) into the weights, PATH or PATH:WEIGHT; repeatable")
 	base := fs.String("base", "", "the base model of an adapter SRC")
-	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint (default: tokenizer.bin or tok*.bin beside it)")
+	tok := fs.String("tokenizer", "", tokenizerHelp)
 	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "worker threads")
 	showPasses := fs.Bool("passes", false, "print the pass pipeline and what each pass changed")
 	verbose := fs.BoolP("verbose", "v", false, "same as --passes")

@@ -53,7 +53,7 @@ func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	asJSON := fs.Bool("json", false, "machine-readable output")
 	showIR := fs.Bool("ir", false, "print the model's graph in lqc's IR")
 	showPasses := fs.Bool("passes", false, "with --ir: run the passes the runtime runs, print what each changed, then the graph")
-	tok := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint")
+	tok := fs.String("tokenizer", "", tokenizerHelp)
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math"
@@ -32,6 +33,22 @@ func readIDs(t *testing.T, path string) []int {
 }
 
 // agreement is the length of the common prefix of two id sequences.
+// sameFile fails unless two files are byte for byte equal.
+func sameFile(t *testing.T, a, b string) {
+	t.Helper()
+	x, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := os.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(x, y) {
+		t.Errorf("%s and %s differ", filepath.Base(a), filepath.Base(b))
+	}
+}
+
 func agreement(a, b []int) int {
 	n := 0
 	for n < len(a) && n < len(b) && a[n] == b[n] {
@@ -68,9 +85,20 @@ func TestInteropLlamaCpp(t *testing.T) {
 			jobs = append(jobs, llamacpp.Job{Model: out, N: len(ref)})
 		}
 	}
+	// The PyTorch ONNX export converts to the very file the folder it was
+	// exported from does (which llama.cpp runs above).
+	for _, q := range []string{"f32", "q8_0"} {
+		out := filepath.Join(tmp, "onnx-"+q+".gguf")
+		convert(t, testmodels.Shared(t, "models/stories260K/onnx/model.onnx"), "--tokenizer", sources["hf"], "-o", out, "--quant", q)
+		sameFile(t, out, filepath.Join(tmp, "hf-"+q+".gguf"))
+		jobs = append(jobs, llamacpp.Job{Model: out, N: len(ref)})
+	}
 	// gpt2: a second architecture end to end, from BOS and from a prompt.
 	gpt2 := filepath.Join(tmp, "gpt2-tiny-f32.gguf")
 	convert(t, testmodels.Shared(t, "models/gpt2-tiny/hf"), "-o", gpt2, "--quant", "f32")
+	gpt2ONNX := filepath.Join(tmp, "gpt2-tiny-onnx-f32.gguf")
+	convert(t, testmodels.Shared(t, "models/gpt2-tiny/onnx/model.onnx"), "--tokenizer", testmodels.Shared(t, "models/gpt2-tiny/hf"), "-o", gpt2ONNX, "--quant", "f32")
+	sameFile(t, gpt2ONNX, gpt2)
 	gptRef := readIDs(t, testmodels.Shared(t, "models/gpt2-tiny/reference/expected_greedy_ids.txt"))
 	gptHello := readIDs(t, testmodels.Shared(t, "models/gpt2-tiny/reference/expected_greedy_hello_ids.txt"))
 	jobs = append(jobs,
@@ -102,6 +130,19 @@ func TestInteropLlamaCpp(t *testing.T) {
 					t.Errorf("%s f32: text differs from expected_greedy.txt:\n%q\n%q", src, r.Text, refText)
 				}
 			}
+		}
+	}
+	for _, q := range []string{"f32", "q8_0"} {
+		r := results[i]
+		i++
+		if r.Error != "" {
+			t.Errorf("llama.cpp cannot run lqc's %s from the ONNX export: %s", q, r.Error)
+			continue
+		}
+		n := agreement(ref, r.Tokens)
+		fmt.Fprintf(&table, "  %-8s %-5s %3d/%d\n", "onnx", q, n, len(ref))
+		if q == "f32" && (n != len(ref) || r.Text != string(refText)) {
+			t.Errorf("onnx f32: llama.cpp's greedy text differs from expected_greedy.txt (%d of %d ids agree):\n%q", n, len(ref), r.Text)
 		}
 	}
 	for k, want := range [][]int{gptRef, gptHello} {

@@ -122,3 +122,7 @@ func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintln(stdout, "lqc", version)
 	return nil
 }
+
+// tokenizerHelp describes --tokenizer, which the formats that carry no
+// tokenizer need.
+const tokenizerHelp = "tokenizer of a llama2.c checkpoint (default: tokenizer.bin or tok*.bin beside it), or of an ONNX export: a Hugging Face folder or a tokenizer file in one (default: the export's folder)"

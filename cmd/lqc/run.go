@@ -42,7 +42,7 @@ type runOptions struct {
 func addRunFlags(fs *pflag.FlagSet) *runOptions {
 	o := &runOptions{}
 	fs.IntVarP(&o.threads, "threads", "t", runtime.GOMAXPROCS(0), "threads")
-	fs.StringVar(&o.tokenizer, "tokenizer", "", "tokenizer file of a llama2.c checkpoint")
+	fs.StringVar(&o.tokenizer, "tokenizer", "", tokenizerHelp)
 	fs.StringVar(&o.flashAttn, "flash-attn", "auto", "fused attention: on, off, or auto (on where the backend has the kernel)")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "print what the passes did")
 	fs.StringArrayVar(&o.loraFlag, "lora", nil, "apply a LoRA adapter (GGUF adapter or PEFT folder) beside the weights, PATH or PATH:SCALE; repeatable")

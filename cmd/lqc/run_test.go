@@ -20,8 +20,9 @@ func TestRunGreedy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, src := range []string{gguf, testmodels.Shared(t, "models/stories260K/hf"), testmodels.Shared(t, "models/stories260K/llama2c/stories260K.bin")} {
-		code, stdout, stderr := lqc("run", src, "--temp", "0", "-n", "200")
+	onnxArgs := []string{testmodels.Shared(t, "models/stories260K/onnx/external/model.onnx"), "--tokenizer", testmodels.Shared(t, "models/stories260K/hf")}
+	for _, src := range [][]string{{gguf}, {testmodels.Shared(t, "models/stories260K/hf")}, {testmodels.Shared(t, "models/stories260K/llama2c/stories260K.bin")}, onnxArgs} {
+		code, stdout, stderr := lqc(append([]string{"run", "--temp", "0", "-n", "200"}, src...)...)
 		if code != 0 {
 			t.Fatalf("%s: exit %d: %s", src, code, stderr)
 		}
@@ -84,6 +85,12 @@ func TestEvalGate(t *testing.T) {
 	code, stdout, stderr = lqc("eval", q4, "--ref", ref, "--data", data, "--ctx", "128", "--max-kld", "0.01")
 	if code != 1 || !strings.Contains(stdout, "FAIL: 0.07") || !strings.Contains(stderr, "accuracy gate failed: mean KLD") {
 		t.Errorf("a failing gate: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	// The ONNX export is the reference model itself.
+	onnx := testmodels.Shared(t, "models/stories260K/onnx/model.onnx")
+	if code, stdout, stderr := lqc("eval", onnx, "--tokenizer", ref, "--ref", ref, "--data", data, "--ctx", "128",
+		"--max-kld", "1e-6", "--min-top1", "1", "--max-ppl-ratio", "1.000001"); code != 0 {
+		t.Errorf("eval of the ONNX export against its folder: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	if code, _, stderr := lqc("eval", q4, "--data", data, "--max-kld", "1"); code != 2 {
 		t.Errorf("thresholds without --ref: exit %d %s", code, stderr)

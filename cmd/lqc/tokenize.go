@@ -20,7 +20,7 @@ func runTokenize(_ context.Context, args []string, stdout, stderr io.Writer) err
 	noBOS := fs.Bool("no-bos", false, "do not add BOS (or EOS) as the vocabulary asks")
 	ids := fs.Bool("ids", false, "print only the ids, space-separated")
 	asJSON := fs.Bool("json", false, "print ids and pieces as JSON")
-	tokPath := fs.String("tokenizer", "", "tokenizer file of a llama2.c checkpoint")
+	tokPath := fs.String("tokenizer", "", tokenizerHelp)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}

@@ -27,79 +27,98 @@ func IsModelDir(dir string) bool {
 // read; Close the model when done.
 func Load(dir string) (*ir.Model, error) {
 	cfgPath := filepath.Join(dir, "config.json")
-	data, err := os.ReadFile(cfgPath)
+	cfg, err := ReadConfig(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := Build(filepath.Base(filepath.Clean(dir)), cfg, set, dir)
+	if err != nil {
+		set.Close()
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	m.Source = dir
+	m.OnClose(set.Close)
+	return m, nil
+}
+
+// ReadConfig reads and parses a config.json.
+func ReadConfig(path string) (arch.Config, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	cfg, err := arch.ParseConfig(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return cfg, nil
+}
+
+// Weights is a set of tensors under Hugging Face names: safetensors
+// files, or an export's weights mapped back to the names they came from.
+type Weights interface {
+	Names() []string
+	Tensor(name string) (*ir.Tensor, error)
+}
+
+// Build makes a model from a parsed config.json, weights under Hugging
+// Face names and the tokenizer files in tokDir.
+func Build(name string, cfg arch.Config, w Weights, tokDir string) (*ir.Model, error) {
 	mt, err := cfg.ModelType()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+		return nil, fmt.Errorf("config.json: %w", err)
 	}
 	a, err := arch.ForHF(mt)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+		return nil, fmt.Errorf("config.json: %w", err)
 	}
 	p, err := a.ParamsFromHF(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+		return nil, fmt.Errorf("config.json: %w", err)
 	}
-
-	set, err := safetensors.OpenDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	m, err := load(dir, cfg, a, p, set)
-	if err != nil {
-		set.Close()
-		return nil, err
-	}
-	m.OnClose(set.Close)
-	return m, nil
-}
-
-func load(dir string, cfg arch.Config, a arch.Arch, p ir.HParams, set *safetensors.Set) (*ir.Model, error) {
 	weights := map[string]*ir.Tensor{}
 	from := map[string]string{}
-	for _, name := range set.Names() {
-		canon, fix, ok, err := a.MapHF(name, p)
+	for _, hfName := range w.Names() {
+		canon, fix, ok, err := a.MapHF(hfName, p)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
+			return nil, err
 		}
 		if !ok {
 			continue
 		}
 		if prev, dup := from[canon]; dup {
-			return nil, fmt.Errorf("%s: tensors %s and %s both map to %s", dir, prev, name, canon)
+			return nil, fmt.Errorf("tensors %s and %s both map to %s", prev, hfName, canon)
 		}
-		t, err := set.Tensor(name)
+		t, err := w.Tensor(hfName)
 		if err != nil {
 			return nil, err
 		}
 		t = t.WithName(canon)
 		if fix != nil {
 			if t, err = fix(t, p); err != nil {
-				return nil, fmt.Errorf("%s: %w", dir, err)
+				return nil, err
 			}
 		}
-		weights[canon], from[canon] = t, name
+		weights[canon], from[canon] = t, hfName
 	}
 	if err := a.CompleteHF(cfg, p, weights); err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, err
 	}
-	vocab, err := loadVocab(dir, cfg, p.VocabSize)
+	vocab, err := loadVocab(tokDir, cfg, p.VocabSize)
 	if err != nil {
 		return nil, err
 	}
-	m, err := arch.NewModel(a, filepath.Base(filepath.Clean(dir)), p, weights, vocab)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	m.Source = dir
-	return m, nil
+	return arch.NewModel(a, name, p, weights, vocab)
+}
+
+// HasTokenizer reports whether dir holds tokenizer files lqc reads.
+func HasTokenizer(dir string) bool {
+	return exists(filepath.Join(dir, "tokenizer.model")) || exists(filepath.Join(dir, "tokenizer.json")) ||
+		exists(filepath.Join(dir, "vocab.json")) && exists(filepath.Join(dir, "merges.txt"))
 }
 
 // loadVocab reads the tokenizer: tokenizer.model first (SentencePiece, as

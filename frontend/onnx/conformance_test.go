@@ -41,6 +41,9 @@ var olderONNX = map[string]string{
 	"test_castlike_FLOAT_to_BFLOAT16_expanded": "ONNX 1.12 truncated float to bfloat16; later versions, and lqc, round to nearest even",
 }
 
+// backend runs every test graph (and folds their constants).
+var backend = cpu.New(2)
+
 func reason(name string) (string, bool) {
 	if os.Getenv("LQC_ONNX_NODE_TESTS") != "" {
 		if r, ok := olderONNX[name]; ok {
@@ -57,10 +60,6 @@ func reason(name string) (string, bool) {
 		return "", false
 	}
 	return unsupported[best], true
-}
-
-func eval(n *ir.Node, inputs []*ir.Tensor) ([]*ir.Tensor, error) {
-	return runtime.EvalNode(cpu.New(1), n, inputs)
 }
 
 // conformanceCase runs every data set of one node test and returns the
@@ -130,7 +129,7 @@ func runDataSet(f *onnx.File, data string) error {
 		}
 		inputs[name] = asDeclared(f, name, t)
 	}
-	opt := onnx.Options{InputShapes: map[string][]int64{}, Consts: map[string]*ir.Tensor{}, Eval: eval}
+	opt := onnx.Options{InputShapes: map[string][]int64{}, Consts: map[string]*ir.Tensor{}, Backend: backend}
 	for name, t := range inputs {
 		opt.InputShapes[name] = t.Shape
 	}
@@ -148,7 +147,7 @@ func runDataSet(f *onnx.File, data string) error {
 		}
 		break
 	}
-	m, err := runtime.Load(&ir.Model{Graph: g}, cpu.New(2))
+	m, err := runtime.Load(&ir.Model{Graph: g}, backend)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
 	"github.com/lqc-dev/lqc/runtime"
-	"github.com/lqc-dev/lqc/runtime/cpu"
 	"github.com/lqc-dev/lqc/testmodels"
 )
 
@@ -62,7 +61,7 @@ func TestExportGraph(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			g, err := onnx.Import(f, onnx.Options{InputShapes: map[string][]int64{"input_ids": {1, 64}}, Eval: eval})
+			g, err := onnx.Import(f, onnx.Options{InputShapes: map[string][]int64{"input_ids": {1, 64}}, Backend: backend})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -71,7 +70,7 @@ func TestExportGraph(t *testing.T) {
 				counts[n.Op]++
 			}
 			t.Logf("%d nodes after import: %v", len(g.Nodes), counts)
-			m, err := runtime.Load(&ir.Model{Graph: g}, cpu.New(0))
+			m, err := runtime.Load(&ir.Model{Graph: g}, backend)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -92,5 +91,78 @@ func TestExportGraph(t *testing.T) {
 				t.Errorf("logits differ from PyTorch's by %.3g (> 1e-4)", worst)
 			}
 		})
+	}
+}
+
+// TestLoadExport recognises the export as llama: the same model as the
+// Hugging Face folder it came from.
+func TestLoadExport(t *testing.T) {
+	hfDir := testmodels.Shared(t, "models", "stories260K", "hf")
+	for _, variant := range []string{"model.onnx", "external/model.onnx"} {
+		t.Run(variant, func(t *testing.T) {
+			m, err := onnx.Load(testmodels.Shared(t, "models", "stories260K", "onnx", variant), onnx.LoadOptions{Backend: backend, Tokenizer: hfDir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			want := ir.HParams{ContextLength: 512, EmbeddingLength: 64, BlockCount: 5, FeedForwardLength: 172, HeadCount: 8,
+				HeadCountKV: 4, RopeDimensionCount: 8, RopeFreqBase: 10000, NormEpsilon: 1e-5, VocabSize: 512}
+			if m.Arch != "llama" || m.Params != want {
+				t.Fatalf("recognised %s %+v, want llama %+v", m.Arch, m.Params, want)
+			}
+			checkLogits(t, m)
+		})
+	}
+	// Without config.json the graph alone gives every hyper-parameter but
+	// the context length.
+	tok := t.TempDir()
+	for _, f := range []string{"tokenizer.model", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(hfDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tok, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := onnx.Load(testmodels.Shared(t, "models", "stories260K", "onnx", "model.onnx"), onnx.LoadOptions{Backend: backend, Tokenizer: filepath.Join(tok, "tokenizer.model")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if p := m.Params; p.ContextLength != 2048 || p.HeadCount != 8 || p.HeadCountKV != 4 || p.NormEpsilon != 1e-5 || p.RopeFreqBase != 10000 || p.FeedForwardLength != 172 {
+		t.Errorf("hyper-parameters from the graph alone: %+v", p)
+	}
+	checkLogits(t, m)
+}
+
+// checkLogits runs the recognised model on the reference prompt: PyTorch's
+// logits within 1e-4.
+func checkLogits(t *testing.T, m *ir.Model) {
+	t.Helper()
+	prompt, want := reference64(t)
+	rm, err := runtime.Load(m, backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := rm.NewSession(len(prompt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := make([]int32, len(prompt))
+	for i, v := range prompt {
+		toks[i] = int32(v)
+	}
+	got, err := s.Forward(toks, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var worst float64
+	for i := range want {
+		worst = max(worst, math.Abs(float64(got[i]-want[i])))
+	}
+	t.Logf("recognised model: max |logit - PyTorch| = %.3g", worst)
+	if worst > 1e-4 {
+		t.Errorf("logits differ from PyTorch's by %.3g (> 1e-4)", worst)
 	}
 }

@@ -130,6 +130,9 @@ func ONNXType(t quant.Type) int32 {
 // element type's little-endian layout), reading external data through
 // f. Shapes may hold zeros and be empty (a scalar).
 func (f *File) Values(t *Tensor) (*ir.Tensor, error) {
+	if t == nil {
+		return nil, errors.New("a tensor attribute holds no tensor")
+	}
 	typ, err := ElemType(t.DataType)
 	if err != nil {
 		return nil, fmt.Errorf("tensor %s: %w", t.Name, err)

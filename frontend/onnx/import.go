@@ -3,11 +3,13 @@ package onnx
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
+	"github.com/lqc-dev/lqc/runtime"
 )
 
 // Options configure Import.
@@ -17,9 +19,51 @@ type Options struct {
 	InputShapes map[string][]int64
 	// Consts binds graph inputs to values, which fold into the graph.
 	Consts map[string]*ir.Tensor
-	// Eval evaluates a node whose inputs are all constants (runtime.EvalNode
-	// on a CPU backend): how the arithmetic of shapes folds away.
-	Eval func(n *ir.Node, inputs []*ir.Tensor) ([]*ir.Tensor, error)
+	// Backend evaluates the nodes whose inputs are all constants: how the
+	// arithmetic of shapes folds away (the CPU backend).
+	Backend runtime.Backend
+	// MaxConstBytes bounds each constant folding makes (0: 1 GiB), so
+	// that a hostile graph cannot exhaust memory at import.
+	MaxConstBytes int64
+}
+
+// maxConst is the bound on a folded constant's size in bytes.
+func (im *importer) maxConst() int64 {
+	if im.opt.MaxConstBytes > 0 {
+		return im.opt.MaxConstBytes
+	}
+	return 1 << 30
+}
+
+// prodChecked multiplies dimensions, failing on overflow.
+func prodChecked(shape []int64) (int64, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 || d > 0 && n > math.MaxInt64/d {
+			return 0, fmt.Errorf("shape %v overflows", shape)
+		}
+		n *= d
+	}
+	return n, nil
+}
+
+// constElements checks a constant's shape (no negative dimension, within
+// maxConst at size bytes an element) and returns its element count.
+func (im *importer) constElements(shape []int64, size int) (int64, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("shape %v has a negative dimension", shape)
+		}
+		if d > 0 && n > im.maxConst()/d {
+			return 0, fmt.Errorf("a constant of shape %v is larger than %d bytes", shape, im.maxConst())
+		}
+		n *= d
+	}
+	if n*int64(max(size, 1)) > im.maxConst() {
+		return 0, fmt.Errorf("a constant of shape %v is larger than %d bytes", shape, im.maxConst())
+	}
+	return n, nil
 }
 
 // NeedConstError says that an op needs a value computed from a graph
@@ -86,21 +130,30 @@ type importer struct {
 // inputs are constants is evaluated (Options.Eval) so that the shape
 // arithmetic exporters emit folds away, and the rest becomes IR ops.
 func Import(f *File, opt Options) (*ir.Graph, error) {
-	m := f.Model
-	if opt.Eval == nil {
-		return nil, errors.New("onnx: Import needs an evaluator for constant folding")
+	if opt.Backend == nil {
+		return nil, errors.New("onnx: Import needs a backend for constant folding")
 	}
-	if m.Functions > 0 {
+	if f.Model.Functions > 0 {
 		return nil, fmt.Errorf("%s: model-local functions are not supported", f.Path)
 	}
-	if m.Graph.Sparse > 0 {
+	if f.Model.Graph.Sparse > 0 {
 		return nil, fmt.Errorf("%s: sparse initializers are not supported", f.Path)
 	}
-	im := &importer{f: f, opt: opt, opset: m.Opsets[""], g: ir.NewGraph(m.Graph.Name), vals: map[string]*val{}, consts: map[*ir.Tensor]*ir.Value{}}
+	im, err := importGraph(f, opt)
+	if err != nil {
+		return nil, err
+	}
+	return im.g, nil
+}
+
+// importGraph imports f's graph and returns the importer, whose vals map
+// every ONNX value name to what it became.
+func importGraph(f *File, opt Options) (*importer, error) {
+	im := &importer{f: f, opt: opt, opset: f.Model.Opsets[""], g: ir.NewGraph(f.Model.Graph.Name), vals: map[string]*val{}, consts: map[*ir.Tensor]*ir.Value{}}
 	if err := im.run(); err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Path, err)
 	}
-	return im.g, nil
+	return im, nil
 }
 
 func (im *importer) run() error {
@@ -159,9 +212,24 @@ func (im *importer) run() error {
 				return im.errorf("input %s is not defined before use (a dangling input, or a cycle)", name)
 			}
 		}
+		if len(n.Outputs) == 0 {
+			return im.errorf("has no outputs")
+		}
+		if need := minInputs(n.OpType, im.opset); len(n.Inputs) < need || slices.Contains(n.Inputs[:need], "") {
+			return im.errorf("needs %d inputs, has %d", need, len(n.Inputs))
+		}
+		before := len(im.g.Nodes)
 		outs, err := h(im, n)
 		if err != nil {
 			return im.wrap(err)
+		}
+		// Values this node made carry its output names (for inspect, and
+		// for finding them again).
+		for i, o := range outs {
+			if i < len(n.Outputs) && n.Outputs[i] != "" && o != nil && o.v != nil && o.v.Def != nil &&
+				slices.Contains(im.g.Nodes[before:], o.v.Def) {
+				o.v.Name = n.Outputs[i]
+			}
 		}
 		// A computed value remembers a graph input it derives from.
 		from := ""
@@ -258,8 +326,15 @@ func (im *importer) emit(op string, attrs ir.Attrs, inputs ...*val) ([]*val, err
 		}
 		for i, o := range outs {
 			o.Name = fmt.Sprintf("%s:%d", strings.Join(im.node.Outputs, ","), i)
+			shape, err := knownShape(&val{v: o})
+			if err != nil {
+				return nil, err
+			}
+			if _, err := im.constElements(shape, o.Type().TypeSize()); err != nil {
+				return nil, err
+			}
 		}
-		res, err := im.opt.Eval(outs[0].Def, cs)
+		res, err := runtime.EvalNode(im.opt.Backend, outs[0].Def, cs)
 		if err != nil {
 			return nil, err
 		}
@@ -280,6 +355,13 @@ func (im *importer) emit(op string, attrs ir.Attrs, inputs ...*val) ([]*val, err
 	vals := make([]*val, len(outs))
 	for i, o := range outs {
 		vals[i] = &val{v: o}
+		// A value the runtime would allocate is bounded too (16× a
+		// constant), where its shape is known.
+		if shape, err := knownShape(vals[i]); err == nil {
+			if n, err := prodChecked(shape); err != nil || n > 16*im.maxConst()/int64(max(o.Type().TypeSize(), 1)) {
+				return nil, fmt.Errorf("a value of shape %v is larger than %d bytes", shape, 16*im.maxConst())
+			}
+		}
 	}
 	return vals, nil
 }

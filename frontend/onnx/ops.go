@@ -162,6 +162,37 @@ func init() {
 	}
 }
 
+// minInputs is how many leading inputs op requires at opset v (ONNX's
+// schemas); the rest are optional.
+func minInputs(op string, v int64) int {
+	switch op {
+	case "Constant":
+		return 0
+	case "Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+		"And", "Or", "Xor", "Mod", "MatMul", "Gemm", "Reshape", "Expand", "Tile", "Gather", "GatherElements",
+		"GatherND", "CastLike", "MatMulInteger", "QuantizeLinear", "DequantizeLinear", "CumSum",
+		"LayerNormalization", "RMSNormalization":
+		return 2
+	case "Where", "Range", "RotaryEmbedding", "Attention":
+		return 3
+	case "QLinearMatMul":
+		return 8
+	case "Slice":
+		if v >= 10 {
+			return 3
+		}
+	case "Pad":
+		if v >= 11 {
+			return 2
+		}
+	case "Unsqueeze":
+		if v >= 13 {
+			return 2
+		}
+	}
+	return 1
+}
+
 func unary(op string) handler {
 	return func(im *importer, n *Node) ([]*val, error) { return im.one(op, nil, im.in(n, 0)) }
 }
@@ -362,6 +393,9 @@ func constantOfShape(im *importer, n *Node) ([]*val, error) {
 	}
 	fill, typ := []byte{0, 0, 0, 0}, quant.F32
 	if a := attr(n, "value"); a != nil {
+		if a.T == nil {
+			return nil, fmt.Errorf("attribute value is not a tensor")
+		}
 		t, err := im.f.Values(a.T)
 		if err != nil {
 			return nil, err
@@ -371,7 +405,10 @@ func constantOfShape(im *importer, n *Node) ([]*val, error) {
 		}
 		typ = t.Type
 	}
-	total := prod64(shape)
+	total, err := im.constElements(shape, len(fill))
+	if err != nil {
+		return nil, err
+	}
 	b := make([]byte, 0, total*int64(len(fill)))
 	for range total {
 		b = append(b, fill...)
@@ -397,7 +434,14 @@ func rangeOp(im *importer, n *Node) ([]*val, error) {
 	if d[0] == 0 {
 		return nil, fmt.Errorf("delta is zero")
 	}
-	count := int64(max(0, math.Ceil((l[0]-s[0])/d[0])))
+	steps := math.Ceil((l[0] - s[0]) / d[0])
+	if math.IsNaN(steps) || steps > float64(im.maxConst()) {
+		return nil, fmt.Errorf("range [%g, %g) by %g is too long", s[0], l[0], d[0])
+	}
+	count := int64(max(0, steps))
+	if _, err := im.constElements([]int64{count}, start.typ().TypeSize()); err != nil {
+		return nil, err
+	}
 	typ := start.typ()
 	size := typ.TypeSize()
 	b := make([]byte, count*int64(size))
@@ -495,6 +539,9 @@ func layerNorm(im *importer, n *Node) ([]*val, error) {
 	x, scale, bias := im.in(n, 0), im.in(n, 1), im.in(n, 2)
 	ax, eps := attrInt(n, "axis", -1), attrFloat(n, "epsilon", 1e-5)
 	s := x.shape()
+	if len(s) == 0 {
+		return nil, fmt.Errorf("normalizes a scalar")
+	}
 	last := ax == -1 || int(ax) == len(s)-1
 	onlyY := len(n.Outputs) == 1 || (n.Outputs[1] == "" && (len(n.Outputs) < 3 || n.Outputs[2] == ""))
 	vec := func(p *val) bool {
@@ -514,6 +561,9 @@ func rmsNorm(im *importer, n *Node) ([]*val, error) {
 	x, scale := im.in(n, 0), im.in(n, 1)
 	ax, eps := attrInt(n, "axis", -1), attrFloat(n, "epsilon", 1e-5)
 	s := x.shape()
+	if len(s) == 0 {
+		return nil, fmt.Errorf("normalizes a scalar")
+	}
 	if (ax == -1 || int(ax) == len(s)-1) && x.typ() == quant.F32 && scale.typ().IsFloat() &&
 		len(scale.shape()) == 1 && scale.shape()[0] == s[len(s)-1] {
 		return im.one("RMSNorm", ir.Attrs{"eps": eps}, x, scale)
