@@ -43,9 +43,10 @@ var ops = map[string]opDef{
 	"Reshape": {"same values, new shape (attr shape; -1 takes the remaining size)", inferReshape},
 	"Permute": {"axes reordered (attr perm)", inferPermute},
 	"Slice":   {"x[..., start:end] along one axis (attrs axis, start, end)", inferSlice},
-	"FlashAttention": {"softmax(q·kᵀ·scale (+ mask) (causal)) · v over q[H,T,d], k[Hkv,S,d], v[Hkv,S,d] " +
-		"and an optional additive mask[T,S], without the T×S scores (attrs scale, causal, n_head, n_head_kv, " +
-		"softcap: 0 for none); query head h uses key/value head h/(H/Hkv)", inferFlashAttention},
+	"FlashAttention": {"softmax(softcap(q·kᵀ·scale) (+ mask) (causal)) · v over q[B,H,T,d], k[B,Hkv,S,d], " +
+		"v[B,Hkv,S,dv] (B optional), an optional additive mask broadcasting to [B,H,T,S], without the T×S " +
+		"scores (attrs scale, causal, n_head, n_head_kv, softcap: 0 for none, else cap·tanh(x/cap) before " +
+		"the mask); query head h uses key/value head h/(H/Hkv); causal aligns the last query with the last key", inferFlashAttention},
 	"KVCache": {"appends x[T,Hkv,d] at the current positions to the cache of (attrs) layer and " +
 		"slot (\"k\" or \"v\"), and returns every cached position, [Hkv,kv,d]; kv counts the " +
 		"positions cached so far, these T included. The runtime owns the cache", inferKVCache},
@@ -244,22 +245,27 @@ func inferFlashAttention(n *Node) ([]OutSig, error) {
 		return nil, err
 	}
 	q, k, v := n.Inputs[0].Shape(), n.Inputs[1].Shape(), n.Inputs[2].Shape()
-	if len(q) != 3 || len(k) != 3 || len(v) != 3 || k[1] != v[1] || q[2] != k[2] || k[0] != v[0] {
-		return nil, fmt.Errorf("want q[H,T,d], k[Hkv,S,d], v[Hkv,S,dv], have %v %v %v", q, k, v)
+	r := len(q)
+	if r < 3 || r > 4 || len(k) != r || len(v) != r || k[r-2] != v[r-2] || q[r-1] != k[r-1] || k[r-3] != v[r-3] ||
+		r == 4 && (q[0] != k[0] || q[0] != v[0]) {
+		return nil, fmt.Errorf("want q[B,H,T,d], k[B,Hkv,S,d], v[B,Hkv,S,dv] (B optional), have %v %v %v", q, k, v)
 	}
 	h, hkv := n.Attrs.Int("n_head"), n.Attrs.Int("n_head_kv")
-	if !q[0].Known() || !k[0].Known() || q[0].Size != h || k[0].Size != hkv || hkv <= 0 || h%hkv != 0 {
-		return nil, fmt.Errorf("heads %v and %v do not match n_head %d, n_head_kv %d", q[0], k[0], h, hkv)
+	if !q[r-3].Known() || !k[r-3].Known() || q[r-3].Size != h || k[r-3].Size != hkv || hkv <= 0 || h%hkv != 0 {
+		return nil, fmt.Errorf("heads %v and %v do not match n_head %d, n_head_kv %d", q[r-3], k[r-3], h, hkv)
 	}
+	out := append(append(Shape{}, q[:r-1]...), v[r-1])
 	if len(n.Inputs) == 4 {
-		if m := n.Inputs[3].Shape(); len(m) != 2 || m[0] != q[1] || m[1] != k[1] {
-			return nil, fmt.Errorf("mask %v does not match scores [%v,%v]", m, q[1], k[1])
+		scores := append(append(Shape{}, q[:r-1]...), k[r-2])
+		m := n.Inputs[3].Shape()
+		if b, err := BroadcastShapes(m, scores); err != nil || len(m) > r || !b.Equal(scores) {
+			return nil, fmt.Errorf("mask %v does not broadcast to the scores %v", m, scores)
 		}
 	}
 	if !n.Attrs.Has("scale") {
 		return nil, fmt.Errorf("missing attr scale")
 	}
-	return []OutSig{{quant.F32, Shape{q[0], q[1], v[2]}}}, nil
+	return []OutSig{{quant.F32, out}}, nil
 }
 
 // KVDim is the symbolic number of cached positions a KVCache op returns.

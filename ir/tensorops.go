@@ -47,7 +47,7 @@ func init() {
 	ops["LayerNormalization"] = opDef{"ONNX LayerNormalization over axes attr axis.. (scale, optional bias), outputs y[, mean, inv_std_dev]", inferLayerNormalization}
 	ops["RMSNormalization"] = opDef{"ONNX RMSNormalization over axes attr axis.. with scale", inferRMSNormalization}
 	ops["RotaryEmbedding"] = opDef{"ONNX RotaryEmbedding of x with cos/sin caches and position ids (attrs interleaved, num_heads, rotary_embedding_dim)", inferRotaryEmbedding}
-	ops["Attention"] = opDef{"ONNX Attention (opset 23): q, k, v[, mask][, past_key, past_value][, nonpad_kv_seqlen] (attrs has_mask, has_past, has_nonpad) → y, present_key, present_value, qk_matmul_output", inferAttention}
+	ops["Attention"] = opDef{"ONNX Attention (opset 23) on 4-D q, k, v[, additive mask][, past_key, past_value][, nonpad_kv_seqlen] (attrs has_mask, has_past, has_nonpad) → y, present_key, present_value, qk_matmul_output", inferAttention}
 	ops["QuantizeLinear"] = opDef{"round(x / scale) + zero_point, saturated to the zero point's type (attrs axis, block_size, output_dtype; saturate for small floats)", inferQuantizeLinear}
 	ops["DequantizeLinear"] = opDef{"(x - zero_point) · scale (attr axis for per-axis scales)", inferDequantizeLinear}
 	ops["DynamicQuantizeLinear"] = opDef{"x quantized to uint8 with a computed scale and zero point: y, scale, zero_point", inferDynamicQuantizeLinear}
@@ -431,26 +431,16 @@ func inferAttention(n *Node) ([]OutSig, error) {
 		return nil, err
 	}
 	q, k, v := n.Inputs[0].Shape(), n.Inputs[1].Shape(), n.Inputs[2].Shape()
-	if len(q) != len(k) || len(q) != len(v) || (len(q) != 3 && len(q) != 4) {
-		return nil, fmt.Errorf("want 3-D or 4-D q, k, v, have %v %v %v", q, k, v)
+	if len(q) != 4 || len(k) != 4 || len(v) != 4 {
+		return nil, fmt.Errorf("want 4-D q, k, v, have %v %v %v", q, k, v)
 	}
 	for _, d := range append(append(append(Shape{}, q...), k...), v...) {
 		if !d.Known() {
 			return nil, fmt.Errorf("symbolic shapes are not supported: %v %v %v", q, k, v)
 		}
 	}
-	qh, kvh := n.Attrs.Int("q_num_heads"), n.Attrs.Int("kv_num_heads")
-	var B, Hq, T, dq, Hkv, S, dv int64
-	if len(q) == 4 {
-		B, Hq, T, dq = q[0].Size, q[1].Size, q[2].Size, q[3].Size
-		Hkv, S, dv = k[1].Size, k[2].Size, v[3].Size
-	} else {
-		if qh <= 0 || kvh <= 0 {
-			return nil, fmt.Errorf("3-D inputs need attrs q_num_heads and kv_num_heads")
-		}
-		B, T, Hq, Hkv, S = q[0].Size, q[1].Size, qh, kvh, k[1].Size
-		dq, dv = q[2].Size/qh, v[2].Size/kvh
-	}
+	B, Hq, T, dq := q[0].Size, q[1].Size, q[2].Size, q[3].Size
+	Hkv, S, dv := k[1].Size, k[2].Size, v[3].Size
 	if Hkv == 0 || Hq%Hkv != 0 {
 		return nil, fmt.Errorf("%d query heads do not group over %d key/value heads", Hq, Hkv)
 	}
@@ -466,9 +456,6 @@ func inferAttention(n *Node) ([]OutSig, error) {
 		total += ps[2].Size
 	}
 	y := Shape{D(B), D(Hq), D(T), D(dv)}
-	if len(q) == 3 {
-		y = Shape{D(B), D(T), D(Hq * dv)}
-	}
 	t := n.Inputs[0].Type()
 	return []OutSig{
 		{t, y},

@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -143,6 +144,116 @@ func TestFlashAttentionLeavesNearMisses(t *testing.T) {
 		}
 		if fused != 0 || len(r.Notes) != 1 || !strings.Contains(r.Notes[0], want) {
 			t.Errorf("%s: fused %d, notes %q, want a skip saying %q", twist, fused, r.Notes, want)
+		}
+	}
+}
+
+// exported builds attention as PyTorch's ONNX export spells it, on
+// q[2,4,5,8] and k, v[2,2,5,8]: k and v repeated per query head by
+// Unsqueeze/Expand/Reshape, MatMul(q, Transpose(k)), Div by √d, Where on
+// a causal condition, Softmax, MatMul(·, v); twist changes one thing.
+func exported(t *testing.T, twist string) (*ir.Model, string) {
+	t.Helper()
+	g := ir.NewGraph("export")
+	b := ir.NewBuilder(g)
+	q := g.Input("q", quant.F32, ir.Dims(2, 4, 5, 8))
+	k := g.Input("k", quant.F32, ir.Dims(2, 2, 5, 8))
+	v := g.Input("v", quant.F32, ir.Dims(2, 2, 5, 8))
+	repeat := func(x *ir.Value) *ir.Value {
+		if twist == "tile" {
+			return b.Op("Tile", ir.Attrs{"repeats": []int64{1, 2, 1, 1}}, x)
+		}
+		u := b.Op("Reshape", ir.Attrs{"shape": []int64{2, 2, 1, 5, 8}}, x)
+		e := b.Op("Expand", ir.Attrs{"shape": []int64{2, 2, 2, 5, 8}}, u)
+		return b.Op("Reshape", ir.Attrs{"shape": []int64{2, 4, 5, 8}}, e)
+	}
+	kt := b.Op("Permute", ir.Attrs{"perm": []int64{0, 1, 3, 2}}, repeat(k))
+	if twist == "transpose" { // a reshape where the transpose should be
+		kt = b.Op("Reshape", ir.Attrs{"shape": []int64{2, 4, 8, 5}}, repeat(k))
+	}
+	s := b.Op("MatMul", nil, q, kt)
+	div := scalar(t, g, "sqrt_d", 2.828427)
+	if twist == "computed scale" {
+		div = g.Input("d", quant.F32, ir.Dims(1))
+	}
+	s = b.Op("Div", nil, s, div)
+	if twist == "softcap" {
+		c := scalar(t, g, "cap", 30)
+		s = b.Op("Mul", nil, b.Op("Tanh", nil, b.Op("Div", nil, s, c)), c)
+	}
+	cond := make([]byte, 25)
+	for i := range 5 {
+		for j := range 5 {
+			if j > i || twist == "padding" && j == 4 {
+				cond[i*5+j] = 1
+			}
+		}
+	}
+	ct, _ := ir.FromBytes("causal", quant.Bool, []int64{5, 5}, cond)
+	c := g.AddWeight(ct)
+	if twist == "run-time condition" {
+		c = g.Input("cond", quant.Bool, ir.Dims(5, 5))
+	}
+	s = b.Op("Where", nil, c, scalar(t, g, "neg_inf", float32(math.Inf(-1))), s)
+	if twist == "mask before softcap" {
+		cp := scalar(t, g, "cap", 30)
+		s = b.Op("Mul", nil, b.Op("Tanh", nil, b.Op("Div", nil, s, cp)), cp)
+	}
+	p := b.Op("Softmax", ir.Attrs{"axis": int64(-1)}, s)
+	o := b.Op("MatMul", nil, p, repeat(v))
+	if b.Err() != nil {
+		t.Fatal(b.Err())
+	}
+	g.Outputs = []*ir.Value{o}
+	want := map[string]string{
+		"tile":                "repeated by Tile",
+		"transpose":           "not a product of queries with transposed keys",
+		"computed scale":      "the scale %d is not a constant scalar",
+		"run-time condition":  "a Where that is not a constant mask",
+		"mask before softcap": "a mask comes before the softcap",
+	}[twist]
+	return &ir.Model{Graph: g}, want
+}
+
+func scalar(t *testing.T, g *ir.Graph, name string, v float32) *ir.Value {
+	w, err := ir.FromF32(name, []int64{1}, []float32{v})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.AddWeight(w)
+}
+
+func TestFlashAttentionExportedForms(t *testing.T) {
+	for _, twist := range []string{"none", "softcap", "padding", "tile", "transpose", "computed scale", "run-time condition", "mask before softcap"} {
+		m, want := exported(t, twist)
+		r, err := FlashAttention{}.Run(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Graph.Verify(); err != nil {
+			t.Fatalf("%s: %v", twist, err)
+		}
+		c := countOps(m.Graph)
+		if want != "" {
+			if c["FlashAttention"] != 0 || !strings.Contains(strings.Join(r.Notes, "\n"), want) {
+				t.Errorf("%s: fused %d, notes %q, want a skip saying %q", twist, c["FlashAttention"], r.Notes, want)
+			}
+			continue
+		}
+		if c["FlashAttention"] != 1 || len(m.Graph.Nodes) != 1 {
+			t.Fatalf("%s: not fused to one node: %v %q", twist, c, r.Notes)
+		}
+		n := m.Graph.Nodes[0]
+		if n.Inputs[1].Name != "k" || n.Inputs[2].Name != "v" || n.Attrs.Int("n_head") != 4 || n.Attrs.Int("n_head_kv") != 2 ||
+			math.Abs(n.Attrs.Float("scale")-1/2.828427) > 1e-6 {
+			t.Errorf("%s: fused as %v %v", twist, n.Inputs, n.Attrs)
+		}
+		// The causal condition becomes the causal flag; the padding one a mask.
+		if wantMask := twist == "padding"; n.Attrs.Bool("causal") == wantMask || (len(n.Inputs) == 4) != wantMask {
+			t.Errorf("%s: causal %v, %d inputs", twist, n.Attrs.Bool("causal"), len(n.Inputs))
+		}
+		if wantCap := map[bool]float64{true: 30}[twist == "softcap"]; n.Attrs.Float("softcap") != wantCap {
+			t.Errorf("%s: softcap %v", twist, n.Attrs.Float("softcap"))
 		}
 	}
 }

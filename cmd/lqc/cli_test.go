@@ -123,6 +123,18 @@ func TestBadInput(t *testing.T) {
 			os.WriteFile(p, b[:len(b)-100], 0o644)
 			return p
 		}, []string{"stories260K.bin", "not a model lqc can read"}},
+		// An ONNX export beside the folder's tokenizer and config.json.
+		{"truncated ONNX file", func(t *testing.T, dir string) string {
+			return putONNX(t, dir, func(b []byte) []byte { return b[:len(b)/3] })
+		}, []string{"model.onnx", "truncated"}},
+		{"config.json disagrees with the ONNX graph", func(t *testing.T, dir string) string {
+			editJSON(t, filepath.Join(dir, "config.json"), func(m map[string]any) { m["num_key_value_heads"] = 2 })
+			return putONNX(t, dir, nil)
+		}, []string{"config.json does not describe this graph", "key/value heads is 2, the graph says 4"}},
+		{"ONNX file without a tokenizer", func(t *testing.T, dir string) string {
+			os.Remove(filepath.Join(dir, "tokenizer.model"))
+			return putONNX(t, dir, nil)
+		}, []string{"model.onnx", "carries no tokenizer"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -145,6 +157,23 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// putONNX copies the stories260K export into dir as model.onnx, through
+// damage when given.
+func putONNX(t *testing.T, dir string, damage func([]byte) []byte) string {
+	b, err := os.ReadFile(testmodels.Shared(t, "models/stories260K/onnx/model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if damage != nil {
+		b = damage(b)
+	}
+	p := filepath.Join(dir, "model.onnx")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // editHeader rewrites a safetensors file's JSON header, keeping its data.
@@ -229,6 +258,12 @@ func TestInspect(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "graph llama(%tokens: I32[seq], %pos: I32[seq])") ||
 		!strings.Contains(stdout, "RoPE(") || !strings.Contains(stdout, "@blk.4.ffn_down.weight: F32[64,172]") {
 		t.Errorf("inspect --ir:\n%s", stdout)
+	}
+	// The export as imported, and the pass fusing PyTorch's attention.
+	code, stdout, stderr = lqc("inspect", "--ir", "--passes", "--imported", "16", testmodels.Shared(t, "models/stories260K/onnx/model.onnx"))
+	if code != 0 || !strings.Contains(stdout, "graph torch_jit(%input_ids: I64[1,16]) -> (%logits)") ||
+		strings.Count(stdout, "= FlashAttention(") != 5 || !strings.Contains(stdout, "8 query heads, 4 key/value heads, scale 0.353553, causal true") {
+		t.Errorf("inspect --ir --passes --imported: exit %d %s\n%s", code, stderr, stdout)
 	}
 	code, stdout, _ = lqc("inspect", testmodels.Shared(t, "models/gpt2-tiny/hf"))
 	if code != 0 || !strings.Contains(stdout, "blk.1.attn_qkv.weight") {

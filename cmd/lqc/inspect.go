@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,8 +14,10 @@ import (
 
 	"github.com/lqc-dev/lqc/codegen/gguf"
 	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/frontend/onnx"
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/passes"
+	"github.com/lqc-dev/lqc/runtime/cpu"
 )
 
 // tensorRow is one line of the tensor table. Ne is the GGML order (row
@@ -49,16 +52,39 @@ type metaEntry struct {
 }
 
 func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("inspect", "FILE|DIR [flags]\n\nFILE is a GGUF file or a llama2.c checkpoint, DIR a Hugging Face folder.", stderr)
+	fs := newFlags("inspect", "FILE|DIR [flags]\n\nFILE is a GGUF file, an ONNX export or a llama2.c checkpoint, DIR a Hugging Face folder.", stderr)
 	asJSON := fs.Bool("json", false, "machine-readable output")
 	showIR := fs.Bool("ir", false, "print the model's graph in lqc's IR")
 	showPasses := fs.Bool("passes", false, "with --ir: run the passes the runtime runs, print what each changed, then the graph")
 	tok := fs.String("tokenizer", "", tokenizerHelp)
+	imported := fs.Int64("imported", 0, "with --ir on an ONNX export: the graph as imported at this sequence length, before lqc recognises its architecture")
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
 		return err
 	}
 	path := pos[0]
+
+	if *showIR && *imported > 0 {
+		b := cpu.New(0)
+		defer b.Close()
+		g, f, err := onnx.ImportExport(path, b, *imported)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		m := &ir.Model{Graph: g}
+		if *showPasses {
+			pm := &passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.FlashAttention{}}, Trace: stdout}
+			fmt.Fprintf(stdout, "pipeline: %s\n", pm.Names())
+			if err := pm.Run(m); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+		}
+		return g.Print(stdout)
+	}
+	if *imported > 0 {
+		return usageError{errors.New("--imported needs --ir")}
+	}
 
 	if *showIR {
 		m, err := frontend.Load(path, frontend.Options{Tokenizer: *tok})

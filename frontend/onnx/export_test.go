@@ -6,10 +6,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/lqc-dev/lqc/frontend/onnx"
 	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/passes"
 	"github.com/lqc-dev/lqc/quant"
 	"github.com/lqc-dev/lqc/runtime"
 	"github.com/lqc-dev/lqc/testmodels"
@@ -65,12 +67,29 @@ func TestExportGraph(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			counts := map[string]int{}
-			for _, n := range g.Nodes {
-				counts[n.Op]++
+			counts := func() map[string]int {
+				c := map[string]int{}
+				for _, n := range g.Nodes {
+					c[n.Op]++
+				}
+				return c
 			}
-			t.Logf("%d nodes after import: %v", len(g.Nodes), counts)
-			m, err := runtime.Load(&ir.Model{Graph: g}, backend)
+			t.Logf("%d nodes after import: %v", len(g.Nodes), counts())
+			// The flash-attention pass fuses PyTorch's spelled-out
+			// attention: Transpose of k, Div by √d, Where on the causal
+			// mask, Softmax, GQA's Unsqueeze/Expand/Reshape of k and v.
+			model := &ir.Model{Graph: g}
+			var notes []string
+			pm := &passes.Manager{Passes: []passes.Pass{passes.FlashAttention{}}, OnNote: func(_, n string) { notes = append(notes, n) }}
+			if err := pm.Run(model); err != nil {
+				t.Fatal(err)
+			}
+			if c := counts(); c["FlashAttention"] != 5 || c["Softmax"] != 0 || c["Expand"] != 0 {
+				t.Errorf("after the flash-attention pass: %v\n%s", c, strings.Join(notes, "\n"))
+			} else {
+				t.Logf("%d nodes after flash-attn: %v; %s", len(g.Nodes), c, notes[0])
+			}
+			m, err := runtime.Load(model, backend)
 			if err != nil {
 				t.Fatal(err)
 			}

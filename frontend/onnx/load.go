@@ -101,6 +101,34 @@ func load(f *File, opt LoadOptions) (*ir.Model, error) {
 	return m, nil
 }
 
+// ImportExport imports a causal LM export as the graph it is, at batch 1
+// and sequence length seq (what `lqc inspect --ir --imported` shows): the
+// caller closes the file when done with the graph.
+func ImportExport(path string, b runtime.Backend, seq int64) (*ir.Graph, *File, error) {
+	f, err := Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	tokens, consts, err := languageModelInputs(f)
+	if err == nil && seq != probeLen {
+		for name, c := range consts {
+			if consts[name], err = resizeRow(c, seq); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	g, err := Import(f, Options{InputShapes: map[string][]int64{tokens: {1, seq}}, Consts: consts, Backend: b})
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return g, f, nil
+}
+
 // unwrapPath drops a leading "path: " so errors name the file once.
 func unwrapPath(err error, path string) error {
 	if s := err.Error(); strings.HasPrefix(s, path+": ") {
@@ -131,9 +159,9 @@ func languageModelInputs(f *File) (tokens string, consts map[string]*ir.Tensor, 
 			}
 			tokens = in.Name
 		case rank2Int && in.Name == "attention_mask":
-			consts[in.Name] = intRow(in.Name, t, func(int) int64 { return 1 })
+			consts[in.Name] = intRow(in.Name, t, probeLen, func(int) int64 { return 1 })
 		case rank2Int && in.Name == "position_ids":
-			consts[in.Name] = intRow(in.Name, t, func(i int) int64 { return int64(i) })
+			consts[in.Name] = intRow(in.Name, t, probeLen, func(i int) int64 { return int64(i) })
 		default:
 			return "", nil, fmt.Errorf("input %s: lqc imports causal LM exports taking input_ids (and optionally attention_mask, position_ids); export without a KV cache (use_cache=False)", in.Name)
 		}
@@ -147,18 +175,30 @@ func languageModelInputs(f *File) (tokens string, consts map[string]*ir.Tensor, 
 	return tokens, consts, nil
 }
 
-// intRow makes a [1, probeLen] integer tensor.
-func intRow(name string, t quant.Type, v func(i int) int64) *ir.Tensor {
+// intRow makes a [1, n] integer tensor.
+func intRow(name string, t quant.Type, n int64, v func(i int) int64) *ir.Tensor {
 	size := t.TypeSize()
-	b := make([]byte, probeLen*size)
-	for i := range probeLen {
+	b := make([]byte, n*int64(size))
+	for i := range int(n) {
 		x := v(i)
 		for k := range size {
 			b[i*size+k] = byte(x >> (8 * k))
 		}
 	}
-	c, _ := ir.FromBytes(name, t, []int64{1, probeLen}, b)
+	c, _ := ir.FromBytes(name, t, []int64{1, n}, b)
 	return c
+}
+
+// resizeRow remakes a bound attention_mask (ones) or position_ids
+// (0…n-1) at length n.
+func resizeRow(c *ir.Tensor, n int64) (*ir.Tensor, error) {
+	if n <= 0 {
+		return nil, fmt.Errorf("sequence length %d", n)
+	}
+	if c.Name == "attention_mask" {
+		return intRow(c.Name, c.Type, n, func(int) int64 { return 1 }), nil
+	}
+	return intRow(c.Name, c.Type, n, func(i int) int64 { return int64(i) }), nil
 }
 
 // exportConfig is the config.json of the exported model: the one in

@@ -31,7 +31,7 @@ func init() {
 		"Range":           rangeOp,
 		"Cast":            cast,
 		"CastLike": func(im *importer, n *Node) ([]*val, error) {
-			return im.one("Cast", castAttrs(n, im.in(n, 1).typ()), im.in(n, 0))
+			return im.castTo(n, im.in(n, 0), im.in(n, 1).typ())
 		},
 		"Gelu": func(im *importer, n *Node) ([]*val, error) {
 			return im.one("GELU", ir.Attrs{"approximate": attrString(n, "approximate", "none")}, im.in(n, 0))
@@ -463,7 +463,15 @@ func cast(im *importer, n *Node) ([]*val, error) {
 	if err != nil {
 		return nil, err
 	}
-	return im.one("Cast", castAttrs(n, to), im.in(n, 0))
+	return im.castTo(n, im.in(n, 0), to)
+}
+
+// castTo casts x to type to; a cast to x's own type is no node at all.
+func (im *importer) castTo(n *Node, x *val, to quant.Type) ([]*val, error) {
+	if x.typ() == to {
+		return []*val{x}, nil
+	}
+	return im.one("Cast", castAttrs(n, to), x)
 }
 
 // castAttrs: saturate (default on) bounds conversions to 8-bit floats;
@@ -958,23 +966,53 @@ func rotary(im *importer, n *Node) ([]*val, error) {
 	return im.one("RotaryEmbedding", attrs, ins...)
 }
 
+// attention imports the Attention op (opset 23) as the 4-D IR op: 3-D
+// inputs [B, S, H·d] are split into heads first and the output merged
+// back, and a boolean mask (true: attend) becomes the additive one.
 func attention(im *importer, n *Node) ([]*val, error) {
+	q, k, v := im.in(n, 0), im.in(n, 1), im.in(n, 2)
 	attrs := ir.Attrs{
 		"is_causal":             attrInt(n, "is_causal", 0),
-		"q_num_heads":           attrInt(n, "q_num_heads", 0),
-		"kv_num_heads":          attrInt(n, "kv_num_heads", 0),
 		"qk_matmul_output_mode": attrInt(n, "qk_matmul_output_mode", 0),
 		"softcap":               attrFloat(n, "softcap", 0),
 	}
 	if a := attr(n, "scale"); a != nil {
 		attrs["scale"] = float64(a.F)
 	}
-	if attrInt(n, "softmax_precision", 0) != 0 && attrInt(n, "softmax_precision", 0) != 1 {
-		// lqc computes the softmax in float64 anyway.
-		attrs["softmax_precision"] = attrInt(n, "softmax_precision", 0)
+	threeD := len(q.shape()) == 3
+	if threeD {
+		hq, hkv := attrInt(n, "q_num_heads", 0), attrInt(n, "kv_num_heads", 0)
+		if hq <= 0 || hkv <= 0 {
+			return nil, fmt.Errorf("3-D inputs need attributes q_num_heads and kv_num_heads")
+		}
+		var err error
+		if q, err = im.splitHeads(q, hq); err != nil {
+			return nil, err
+		}
+		if k, err = im.splitHeads(k, hkv); err != nil {
+			return nil, err
+		}
+		if v, err = im.splitHeads(v, hkv); err != nil {
+			return nil, err
+		}
 	}
-	ins := []*val{im.in(n, 0), im.in(n, 1), im.in(n, 2)}
+	ins := []*val{q, k, v}
 	if m := im.in(n, 3); m != nil {
+		if m.typ() == quant.Bool {
+			zero, err := scalarOf("", q.typ(), 0)
+			if err != nil {
+				return nil, err
+			}
+			inf, err := scalarOf("", q.typ(), math.Inf(-1))
+			if err != nil {
+				return nil, err
+			}
+			add, err := im.one("Where", nil, m, &val{c: zero}, &val{c: inf})
+			if err != nil {
+				return nil, err
+			}
+			m = add[0]
+		}
 		ins, attrs["has_mask"] = append(ins, m), true
 	}
 	if pk, pv := im.in(n, 4), im.in(n, 5); pk != nil && pv != nil {
@@ -983,5 +1021,42 @@ func attention(im *importer, n *Node) ([]*val, error) {
 	if np := im.in(n, 6); np != nil {
 		ins, attrs["has_nonpad"] = append(ins, np), true
 	}
-	return im.emit("Attention", attrs, ins...)
+	outs, err := im.emit("Attention", attrs, ins...)
+	if err != nil || !threeD {
+		return outs, err
+	}
+	y, err := im.one("Permute", ir.Attrs{"perm": []int64{0, 2, 1, 3}}, outs[0])
+	if err != nil {
+		return nil, err
+	}
+	ys, err := knownShape(y[0])
+	if err != nil {
+		return nil, err
+	}
+	merged, err := im.one("Reshape", ir.Attrs{"shape": []int64{ys[0], ys[1], ys[2] * ys[3]}}, y[0])
+	if err != nil {
+		return nil, err
+	}
+	outs[0] = merged[0]
+	return outs, nil
+}
+
+// splitHeads turns x[B, S, H·d] into [B, H, S, d].
+func (im *importer) splitHeads(x *val, heads int64) (*val, error) {
+	s, err := knownShape(x)
+	if err != nil {
+		return nil, err
+	}
+	if len(s) != 3 || s[2]%heads != 0 {
+		return nil, fmt.Errorf("%v does not split into %d heads", s, heads)
+	}
+	r, err := im.one("Reshape", ir.Attrs{"shape": []int64{s[0], s[1], heads, s[2] / heads}}, x)
+	if err != nil {
+		return nil, err
+	}
+	p, err := im.one("Permute", ir.Attrs{"perm": []int64{0, 2, 1, 3}}, r[0])
+	if err != nil {
+		return nil, err
+	}
+	return p[0], nil
 }

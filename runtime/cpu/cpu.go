@@ -231,14 +231,24 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 	case "LowRank":
 		return b.lowRank(f32s(out), in[0], in[1], in[2], attrs.Float("scale"), int(attrs.Int("start")), int(attrs.Int("end")))
 	case "FlashAttention":
-		if attrs.Float("softcap") != 0 {
-			return fmt.Errorf("cpu: FlashAttention with softcap is not supported yet")
+		// A constant operand (a folded mask) arrives as a weight: decoded.
+		ops := make([]*lqrt.Tensor, len(in))
+		for i, t := range in {
+			ops[i] = t
+			if _, w := t.Data.(*weight); w {
+				d, err := dense(t)
+				if err != nil {
+					return err
+				}
+				ops[i] = &lqrt.Tensor{Type: quant.F32, Shape: t.Shape, Data: d}
+			}
 		}
+		in = ops
 		var mask *lqrt.Tensor
 		if len(in) == 4 {
 			mask = in[3]
 		}
-		b.flashAttention(out, in[0], in[1], in[2], mask, float32(attrs.Float("scale")), attrs.Bool("causal"))
+		b.flashAttention(out, in[0], in[1], in[2], mask, float32(attrs.Float("scale")), float32(attrs.Float("softcap")), attrs.Bool("causal"))
 	default:
 		return fmt.Errorf("cpu: no kernel for op %s", op)
 	}

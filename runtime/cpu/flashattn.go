@@ -13,26 +13,47 @@ const (
 	blockK = 64
 )
 
-// flashAttention computes softmax(q·kᵀ·scale + mask, causal)·v for
-// q[H,T,d], k[Hkv,S,d], v[Hkv,S,dv] (k and v may be views into a KV
-// cache) without the T×S scores: each query row keeps a running maximum,
-// a running sum of exponentials and its weighted sum of values, rescaled
-// when a new key tile raises the maximum (the online softmax). With
-// causal set, query t (the last T of S positions) sees keys up to S-T+t,
-// and key tiles wholly above the diagonal are never visited. Query head h
-// reads key/value head h/(H/Hkv) in place: nothing is copied per head.
-func (b *Backend) flashAttention(out, q, k, v, mask *lqrt.Tensor, scale float32, causal bool) {
-	H, T, d := q.Shape[0], q.Shape[1], q.Shape[2]
-	Hkv, S, dv := k.Shape[0], k.Shape[1], v.Shape[2]
+// flashAttention computes softmax(softcap(q·kᵀ·scale) + mask, causal)·v
+// for q[B,H,T,d], k[B,Hkv,S,d], v[B,Hkv,S,dv] (B optional; 3-D k and v
+// may be views into a KV cache) without the T×S scores: each query row
+// keeps a running maximum, a running sum of exponentials and its weighted
+// sum of values, rescaled when a new key tile raises the maximum (the
+// online softmax). With causal set, query t (the last T of S positions)
+// sees keys up to S-T+t, and key tiles wholly above the diagonal are
+// never visited. Query head h reads key/value head h/(H/Hkv) in place:
+// nothing is copied per head. The mask broadcasts to [B,H,T,S].
+func (b *Backend) flashAttention(out, q, k, v, mask *lqrt.Tensor, scale, softcap float32, causal bool) {
+	r := len(q.Shape)
+	B := 1
+	if r == 4 {
+		B = q.Shape[0]
+	}
+	H, T, d := q.Shape[r-3], q.Shape[r-2], q.Shape[r-1]
+	Hkv, S, dv := k.Shape[r-3], k.Shape[r-2], v.Shape[r-1]
 	group := H / Hkv
-	ks, vs := stride0(k), stride0(v)
+	// Per-head strides of k and v (a cache view's own), and per batch.
+	ks, vs := S*d, S*dv
+	if r == 3 {
+		ks, vs = stride0(k), stride0(v)
+	}
+	kb, vb := Hkv*ks, Hkv*vs
 	qd, kd, vd, od := f32s(q), f32s(k), f32s(v), f32s(out)
 	var md []float32
+	var mst [4]int // mask strides for b, h, t, s (0 where it broadcasts)
 	if mask != nil {
 		md = f32s(mask)
+		full := [4]int{B, H, T, S}
+		stride := 1
+		for i := len(mask.Shape) - 1; i >= 0; i-- {
+			ax := 4 - len(mask.Shape) + i
+			if mask.Shape[i] != 1 || full[ax] == 1 {
+				mst[ax] = stride
+			}
+			stride *= mask.Shape[i]
+		}
 	}
 	tiles := (T + blockQ - 1) / blockQ
-	b.pool.parallel(H*tiles, 1, func(lo, hi int) {
+	b.pool.parallel(B*H*tiles, 1, func(lo, hi int) {
 		var (
 			mx     [blockQ]float32 // running maximum per row
 			sum    [blockQ]float32 // running Σ exp(score − max) per row
@@ -40,9 +61,10 @@ func (b *Backend) flashAttention(out, q, k, v, mask *lqrt.Tensor, scale float32,
 			scores [blockK]float32
 		)
 		for job := lo; job < hi; job++ {
-			h, t0 := job/tiles, (job%tiles)*blockQ
+			bh, t0 := job/tiles, (job%tiles)*blockQ
+			bi, h := bh/H, bh%H
 			rows := min(blockQ, T-t0)
-			kh, vh := kd[(h/group)*ks:], vd[(h/group)*vs:]
+			kh, vh := kd[bi*kb+(h/group)*ks:], vd[bi*vb+(h/group)*vs:]
 			for r := range rows {
 				mx[r], sum[r] = float32(math.Inf(-1)), 0
 			}
@@ -63,13 +85,17 @@ func (b *Backend) flashAttention(out, q, k, v, mask *lqrt.Tensor, scale float32,
 					if n <= 0 {
 						continue
 					}
-					qrow := qd[(h*T+t)*d : (h*T+t+1)*d]
+					qrow := qd[(bh*T+t)*d : (bh*T+t+1)*d]
+					mrow := bi*mst[0] + h*mst[1] + t*mst[2]
 					rowMax := float32(math.Inf(-1))
 					for c := range n {
 						s := s0 + c
 						sc := dotF32(qrow, kh[s*d:(s+1)*d]) * scale
+						if softcap != 0 {
+							sc = softcap * float32(math.Tanh(float64(sc/softcap)))
+						}
 						if md != nil {
-							sc += md[t*S+s]
+							sc += md[mrow+s*mst[3]]
 						}
 						scores[c] = sc
 						rowMax = max(rowMax, sc)
@@ -95,7 +121,7 @@ func (b *Backend) flashAttention(out, q, k, v, mask *lqrt.Tensor, scale float32,
 			}
 			for r := range rows {
 				t := t0 + r
-				dst := od[(h*T+t)*dv : (h*T+t+1)*dv]
+				dst := od[(bh*T+t)*dv : (bh*T+t+1)*dv]
 				inv := 1 / sum[r]
 				for i, x := range acc[r*dv : (r+1)*dv] {
 					dst[i] = x * inv

@@ -320,24 +320,13 @@ func attention(outs []*lqrt.Tensor, ds []any, shapes [][]int, attrs ir.Attrs) er
 		}
 		fl[i] = f
 	}
+	// q, k, v are [B, H, seq, d].
 	qs := shapes[0]
-	var B, Hq, T, dq, Hkv, S, dv int
-	// Views of q, k, v as [B, H, seq, d].
-	var qAt, kAt, vAt func(b, h, t, i int) int
-	if len(qs) == 4 {
-		B, Hq, T, dq = qs[0], qs[1], qs[2], qs[3]
-		Hkv, S, dv = shapes[1][1], shapes[1][2], shapes[2][3]
-		qAt = func(b, h, t, i int) int { return ((b*Hq+h)*T+t)*dq + i }
-		kAt = func(b, h, t, i int) int { return ((b*Hkv+h)*S+t)*dq + i }
-		vAt = func(b, h, t, i int) int { return ((b*Hkv+h)*S+t)*dv + i }
-	} else {
-		Hq, Hkv = int(attrs.Int("q_num_heads")), int(attrs.Int("kv_num_heads"))
-		B, T, S = qs[0], qs[1], shapes[1][1]
-		dq, dv = qs[2]/Hq, shapes[2][2]/Hkv
-		qAt = func(b, h, t, i int) int { return ((b*T+t)*Hq+h)*dq + i }
-		kAt = func(b, h, t, i int) int { return ((b*S+t)*Hkv+h)*dq + i }
-		vAt = func(b, h, t, i int) int { return ((b*S+t)*Hkv+h)*dv + i }
-	}
+	B, Hq, T, dq := qs[0], qs[1], qs[2], qs[3]
+	Hkv, S, dv := shapes[1][1], shapes[1][2], shapes[2][3]
+	qAt := func(b, h, t, i int) int { return ((b*Hq+h)*T+t)*dq + i }
+	kAt := func(b, h, t, i int) int { return ((b*Hkv+h)*S+t)*dq + i }
+	vAt := func(b, h, t, i int) int { return ((b*Hkv+h)*S+t)*dv + i }
 	k := 3
 	var mask []float64
 	var maskB []bool
