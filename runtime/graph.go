@@ -82,19 +82,25 @@ func (m *Model) Run(inputs map[string]*ir.Tensor) ([]*ir.Tensor, error) {
 		if t == nil {
 			return nil, fmt.Errorf("output %s has no value", o.Ref())
 		}
-		data, err := b.Read(t)
-		if err != nil {
-			return nil, err
-		}
-		shape := make([]int64, len(t.Shape))
-		for k, d := range t.Shape {
-			shape[k] = int64(d)
-		}
-		if res[i], err = ir.FromBytes(o.Name, o.Type(), shape, data); err != nil {
+		var err error
+		if res[i], err = read(b, t, o); err != nil {
 			return nil, err
 		}
 	}
 	return res, nil
+}
+
+// read copies a backend tensor out as the value v it holds.
+func read(b Backend, t *Tensor, v *ir.Value) (*ir.Tensor, error) {
+	data, err := b.Read(t)
+	if err != nil {
+		return nil, err
+	}
+	shape := make([]int64, len(t.Shape))
+	for k, d := range t.Shape {
+		shape[k] = int64(d)
+	}
+	return ir.FromBytes(v.Name, v.Type(), shape, data)
 }
 
 // runOp runs one node with every output allocated from its bound shape.
@@ -135,15 +141,7 @@ func EvalNode(b Backend, n *ir.Node, inputs []*ir.Tensor) ([]*ir.Tensor, error) 
 	}
 	res := make([]*ir.Tensor, len(outs))
 	for i, t := range outs {
-		data, err := b.Read(t)
-		if err != nil {
-			return nil, err
-		}
-		shape := make([]int64, len(t.Shape))
-		for k, d := range t.Shape {
-			shape[k] = int64(d)
-		}
-		if res[i], err = ir.FromBytes(n.Outputs[i].Name, n.Outputs[i].Type(), shape, data); err != nil {
+		if res[i], err = read(b, t, n.Outputs[i]); err != nil {
 			return nil, err
 		}
 	}

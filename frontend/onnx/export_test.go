@@ -101,14 +101,7 @@ func TestExportGraph(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var worst float64
-			for i := range want {
-				worst = max(worst, math.Abs(float64(got[i]-want[i])))
-			}
-			t.Logf("max |logit - PyTorch| = %.3g", worst)
-			if worst > 1e-4 {
-				t.Errorf("logits differ from PyTorch's by %.3g (> 1e-4)", worst)
-			}
+			closeToPyTorch(t, "the graph", got, want)
 		})
 	}
 }
@@ -176,12 +169,18 @@ func checkLogits(t *testing.T, m *ir.Model) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	closeToPyTorch(t, "the recognised model", got, want)
+}
+
+// closeToPyTorch fails unless got is within 1e-4 of PyTorch's logits.
+func closeToPyTorch(t *testing.T, what string, got, want []float32) {
+	t.Helper()
 	var worst float64
 	for i := range want {
 		worst = max(worst, math.Abs(float64(got[i]-want[i])))
 	}
-	t.Logf("recognised model: max |logit - PyTorch| = %.3g", worst)
+	t.Logf("%s: max |logit - PyTorch| = %.3g", what, worst)
 	if worst > 1e-4 {
-		t.Errorf("logits differ from PyTorch's by %.3g (> 1e-4)", worst)
+		t.Errorf("%s: logits differ from PyTorch's by %.3g (> 1e-4)", what, worst)
 	}
 }

@@ -193,6 +193,18 @@ func minInputs(op string, v int64) int {
 	return 1
 }
 
+// axisIn normalizes a possibly negative axis of a rank-r value; with
+// upTo, r itself is allowed (Flatten's and old Softmax's split point).
+func axisIn(ax int64, r int, upTo bool) (int64, error) {
+	if ax < 0 {
+		ax += int64(r)
+	}
+	if ax < 0 || ax > int64(r) || ax == int64(r) && !upTo {
+		return 0, fmt.Errorf("axis %d out of range for rank %d", ax, r)
+	}
+	return ax, nil
+}
+
 func unary(op string) handler {
 	return func(im *importer, n *Node) ([]*val, error) { return im.one(op, nil, im.in(n, 0)) }
 }
@@ -528,9 +540,9 @@ func softmax(im *importer, n *Node) ([]*val, error) {
 	if err != nil {
 		return nil, err
 	}
-	ax := attrInt(n, "axis", 1)
-	if ax < 0 {
-		ax += int64(len(s))
+	ax, err := axisIn(attrInt(n, "axis", 1), len(s), true)
+	if err != nil {
+		return nil, err
 	}
 	flat, err := im.one("Reshape", ir.Attrs{"shape": []int64{prod64(s[:ax]), prod64(s[ax:])}}, x)
 	if err != nil {
@@ -632,9 +644,9 @@ func flatten(im *importer, n *Node) ([]*val, error) {
 	if err != nil {
 		return nil, err
 	}
-	ax := attrInt(n, "axis", 1)
-	if ax < 0 {
-		ax += int64(len(s))
+	ax, err := axisIn(attrInt(n, "axis", 1), len(s), true)
+	if err != nil {
+		return nil, err
 	}
 	return im.reshapeTo(x, []int64{prod64(s[:ax]), prod64(s[ax:])})
 }
@@ -708,11 +720,8 @@ func squeeze(im *importer, n *Node) ([]*val, error) {
 	s := x.shape()
 	drop := make([]bool, len(s))
 	for _, a := range axes {
-		if a < 0 {
-			a += int64(len(s))
-		}
-		if a < 0 || int(a) >= len(s) {
-			return nil, fmt.Errorf("axis %d out of range for %v", a, s)
+		if a, err = axisIn(a, len(s), false); err != nil {
+			return nil, err
 		}
 		drop[a] = true
 	}
@@ -813,9 +822,9 @@ func split(im *importer, n *Node) ([]*val, error) {
 	if err != nil {
 		return nil, err
 	}
-	ax := attrInt(n, "axis", 0)
-	if ax < 0 {
-		ax += int64(len(s))
+	ax, err := axisIn(attrInt(n, "axis", 0), len(s), false)
+	if err != nil {
+		return nil, err
 	}
 	outs := len(n.Outputs)
 	var sizes []int64
@@ -913,10 +922,13 @@ func pad(im *importer, n *Node) ([]*val, error) {
 		if err != nil {
 			return nil, err
 		}
+		if len(pads) != 2*len(axes) {
+			return nil, fmt.Errorf("%d pads for %d axes", len(pads), len(axes))
+		}
 		full := make([]int64, 2*r)
 		for k, ax := range axes {
-			if ax < 0 {
-				ax += int64(r)
+			if ax, err = axisIn(ax, r, false); err != nil {
+				return nil, err
 			}
 			full[ax], full[int64(r)+ax] = pads[k], pads[len(axes)+k]
 		}

@@ -6,6 +6,7 @@ package cpu
 import (
 	"fmt"
 	"runtime"
+	"slices"
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
@@ -145,10 +146,10 @@ func fast(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) bool {
 	switch op {
 	case "Add", "Mul":
 		a, bs := in[0].Shape, in[1].Shape
-		if len(bs) > len(a) || !sameInts(out.Shape, a) {
+		if len(bs) > len(a) || !slices.Equal(out.Shape, a) {
 			return false
 		}
-		return sameInts(a[len(a)-len(bs):], bs)
+		return slices.Equal(a[len(a)-len(bs):], bs)
 	case "MatMul":
 		return len(in[0].Shape) == 3 && len(in[1].Shape) == 3 && len(out.Shape) == 3
 	case "Softmax":
@@ -156,18 +157,6 @@ func fast(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) bool {
 		return !attrs.Has("axis") || ax == -1 || int(ax) == len(out.Shape)-1
 	case "Permute":
 		return len(out.Shape) == 3 && in[0].Stride0 == 0
-	}
-	return true
-}
-
-func sameInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
 	}
 	return true
 }

@@ -101,3 +101,60 @@ func TestFlashAttentionMatchesUnfused(t *testing.T) {
 		}
 	}
 }
+
+// TestFlashAttentionBatchedMasks checks the 4-D form imported graphs use
+// (a batch axis, masks that broadcast over batch, heads or query rows, a
+// softcap) against the generic kernel of ONNX's Attention op, which
+// computes in float64 with the scores spelled out.
+func TestFlashAttentionBatchedMasks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	b := New(2)
+	defer b.Close()
+	const B, H, Hkv, d = 2, 4, 2, 32
+	cases := []struct {
+		T, S    int
+		mask    []int // mask shape, nil for none
+		causal  bool
+		softcap float64
+	}{
+		{7, 7, nil, true, 0},
+		{7, 7, []int{7, 7}, true, 0},
+		{5, 40, []int{B, 1, 1, 40}, false, 0}, // a padding mask per sequence
+		{5, 40, []int{1, H, 5, 40}, false, 0},
+		{70, 70, []int{B, H, 70, 70}, true, 20},
+		{33, 33, nil, true, 5},
+	}
+	for _, c := range cases {
+		name := fmt.Sprintf("T%d S%d mask %v causal %v softcap %g", c.T, c.S, c.mask, c.causal, c.softcap)
+		q := randTensor(b, rng, B, H, c.T, d)
+		k, v := randTensor(b, rng, B, Hkv, c.S, d), randTensor(b, rng, B, Hkv, c.S, d)
+		in := []*lqrt.Tensor{q, k, v}
+		if c.mask != nil {
+			m := randTensor(b, rng, c.mask...)
+			for i, x := range f32s(m) {
+				if x > 1 && i%c.S != 0 { // block some keys, never a whole row
+					f32s(m)[i] = float32(math.Inf(-1))
+				}
+			}
+			in = append(in, m)
+		}
+		scale := 1 / math.Sqrt(d)
+		got := b.Alloc(quant.F32, []int{B, H, c.T, d})
+		if err := b.Run("FlashAttention", ir.Attrs{"scale": scale, "causal": c.causal, "n_head": int64(H), "n_head_kv": int64(Hkv), "softcap": c.softcap}, got, in); err != nil {
+			t.Fatal(err)
+		}
+		outs := []*lqrt.Tensor{b.Alloc(quant.F32, []int{B, H, c.T, d}), b.Alloc(quant.F32, []int{B, Hkv, c.S, d}),
+			b.Alloc(quant.F32, []int{B, Hkv, c.S, d}), b.Alloc(quant.F32, []int{B, H, c.T, c.S})}
+		attrs := ir.Attrs{"scale": scale, "is_causal": map[bool]int64{true: 1}[c.causal], "softcap": c.softcap, "has_mask": c.mask != nil}
+		if err := b.RunOutputs("Attention", attrs, outs, in); err != nil {
+			t.Fatal(err)
+		}
+		var worst float64
+		for i, w := range f32s(outs[0]) {
+			worst = max(worst, math.Abs(float64(f32s(got)[i]-w)))
+		}
+		if worst > 1e-5 {
+			t.Errorf("%s: max |fused - reference| = %.3g", name, worst)
+		}
+	}
+}

@@ -126,28 +126,39 @@ func tailParam(p any, ps, tail []int) ([]float64, error) {
 	return out, nil
 }
 
-func layerNormalization(outs []*lqrt.Tensor, ds []any, shapes [][]int, attrs ir.Attrs) error {
+// normArgs reads what LayerNormalization and RMSNormalization share: x,
+// the axis the normalized tail starts at (default -1), epsilon (default
+// 1e-5) and the scale broadcast over the tail.
+func normArgs(ds []any, shapes [][]int, attrs ir.Attrs) (x []float64, ax int, eps float64, scale []float64, err error) {
 	xs := shapes[0]
-	ax := -1
+	ax = -1
 	if attrs.Has("axis") {
 		ax = int(attrs.Int("axis"))
 	}
 	if ax < 0 {
 		ax += len(xs)
 	}
-	eps := 1e-5
+	if ax < 0 || ax >= len(xs) {
+		return nil, 0, 0, nil, fmt.Errorf("axis %d out of range for %v", attrs.Int("axis"), xs)
+	}
+	eps = 1e-5
 	if attrs.Has("epsilon") {
 		eps = attrs.Float("epsilon")
 	}
-	x, err := floats(ds[0])
+	if x, err = floats(ds[0]); err != nil {
+		return nil, 0, 0, nil, err
+	}
+	scale, err = tailParam(ds[1], shapes[1], xs[ax:])
+	return x, ax, eps, scale, err
+}
+
+func layerNormalization(outs []*lqrt.Tensor, ds []any, shapes [][]int, attrs ir.Attrs) error {
+	xs := shapes[0]
+	x, ax, eps, scale, err := normArgs(ds, shapes, attrs)
 	if err != nil {
 		return err
 	}
 	tail := xs[ax:]
-	scale, err := tailParam(ds[1], shapes[1], tail)
-	if err != nil {
-		return err
-	}
 	var bias []float64
 	if len(ds) > 2 {
 		if bias, err = tailParam(ds[2], shapes[2], tail); err != nil {
@@ -190,22 +201,7 @@ func layerNormalization(outs []*lqrt.Tensor, ds []any, shapes [][]int, attrs ir.
 
 func rmsNormalization(out *lqrt.Tensor, ds []any, shapes [][]int, attrs ir.Attrs) error {
 	xs := shapes[0]
-	ax := -1
-	if attrs.Has("axis") {
-		ax = int(attrs.Int("axis"))
-	}
-	if ax < 0 {
-		ax += len(xs)
-	}
-	eps := 1e-5
-	if attrs.Has("epsilon") {
-		eps = attrs.Float("epsilon")
-	}
-	x, err := floats(ds[0])
-	if err != nil {
-		return err
-	}
-	scale, err := tailParam(ds[1], shapes[1], xs[ax:])
+	x, ax, eps, scale, err := normArgs(ds, shapes, attrs)
 	if err != nil {
 		return err
 	}
@@ -540,16 +536,13 @@ func typeRange(t quant.Type) (lo, hi float64) {
 	return math.Inf(-1), math.Inf(1)
 }
 
-func quantizeLinear(out *lqrt.Tensor, in []*lqrt.Tensor, ds []any, shapes [][]int, attrs ir.Attrs) error {
-	x, err := floats(ds[0])
-	if err != nil {
-		return err
+// quantParams reads Quantize/DequantizeLinear's scale, optional zero
+// point and how an element's counter picks its parameter (per tensor, per
+// axis, or per block along the axis).
+func quantParams(ds []any, shapes [][]int, attrs ir.Attrs) (sc, zp []float64, pi func([]int) int, err error) {
+	if sc, err = floats(ds[1]); err != nil {
+		return nil, nil, nil, err
 	}
-	sc, err := floats(ds[1])
-	if err != nil {
-		return err
-	}
-	var zp []float64
 	if len(ds) > 2 {
 		zp = numbers(ds[2])
 	}
@@ -557,7 +550,18 @@ func quantizeLinear(out *lqrt.Tensor, in []*lqrt.Tensor, ds []any, shapes [][]in
 	if attrs.Has("axis") {
 		axis = int(attrs.Int("axis"))
 	}
-	pi := quantParamIndex(shapes[1], shapes[0], axis, int(attrs.Int("block_size")))
+	return sc, zp, quantParamIndex(shapes[1], shapes[0], axis, int(attrs.Int("block_size"))), nil
+}
+
+func quantizeLinear(out *lqrt.Tensor, in []*lqrt.Tensor, ds []any, shapes [][]int, attrs ir.Attrs) error {
+	x, err := floats(ds[0])
+	if err != nil {
+		return err
+	}
+	sc, zp, pi, err := quantParams(ds, shapes, attrs)
+	if err != nil {
+		return err
+	}
 	r := make([]float64, len(x))
 	xt := in[0].Type
 	mini := out.Type.IsMiniFloat()
@@ -596,19 +600,10 @@ func quantizeLinear(out *lqrt.Tensor, in []*lqrt.Tensor, ds []any, shapes [][]in
 
 func dequantizeLinear(out *lqrt.Tensor, ds []any, shapes [][]int, attrs ir.Attrs) error {
 	x := numbers(ds[0])
-	sc, err := floats(ds[1])
+	sc, zp, pi, err := quantParams(ds, shapes, attrs)
 	if err != nil {
 		return err
 	}
-	var zp []float64
-	if len(ds) > 2 {
-		zp = numbers(ds[2])
-	}
-	axis := 1
-	if attrs.Has("axis") {
-		axis = int(attrs.Int("axis"))
-	}
-	pi := quantParamIndex(shapes[1], shapes[0], axis, int(attrs.Int("block_size")))
 	r := make([]float64, len(x))
 	newIter(shapes[0]).eachIndex(func(o int, ctr []int) {
 		p := pi(ctr)

@@ -883,20 +883,19 @@ func gather(out *lqrt.Tensor, data, indices any, ds, is []int, axis int64) error
 	}
 	outer, inner := prod(ds[:axis]), prod(ds[axis+1:])
 	n := ds[axis]
-	for _, v := range idx {
-		if v < -int64(n) || v >= int64(n) {
-			return fmt.Errorf("index %d out of range for axis of %d", v, n)
+	at := make([]int, len(idx))
+	for i, v := range idx {
+		var err error
+		if at[i], err = wrapIndex(v, n); err != nil {
+			return err
 		}
 	}
 	return copyFrom(out.Data, data, func(set func(o, i int)) {
 		o := 0
 		for r := range outer {
-			for _, v := range idx {
-				if v < 0 {
-					v += int64(n)
-				}
+			for _, v := range at {
 				for j := range inner {
-					set(o, (r*n+int(v))*inner+j)
+					set(o, (r*n+v)*inner+j)
 					o++
 				}
 			}
