@@ -318,6 +318,12 @@ func scalarOf(name string, t quant.Type, v float64) (*ir.Tensor, error) {
 	case quant.F64:
 		binary.LittleEndian.PutUint64(b, math.Float64bits(v))
 	default:
+		if t.IsMiniFloat() {
+			if err := t.Encode(b, []float32{float32(v)}); err != nil {
+				return nil, err
+			}
+			break
+		}
 		iv := int64(v)
 		for i := range size {
 			b[i] = byte(iv >> (8 * i))
@@ -442,6 +448,9 @@ func rangeOp(im *importer, n *Node) ([]*val, error) {
 	d, err := im.floatsOf(delta, "delta")
 	if err != nil {
 		return nil, err
+	}
+	if len(s) != 1 || len(l) != 1 || len(d) != 1 {
+		return nil, fmt.Errorf("start, limit and delta must be scalars")
 	}
 	if d[0] == 0 {
 		return nil, fmt.Errorf("delta is zero")
