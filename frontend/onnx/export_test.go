@@ -184,3 +184,17 @@ func closeToPyTorch(t *testing.T, what string, got, want []float32) {
 		t.Errorf("%s: logits differ from PyTorch's by %.3g (> 1e-4)", what, worst)
 	}
 }
+
+// BenchmarkLoadExport: open, import, recognise and check the stories260K
+// export (the probe runs the graph once through the generic kernels).
+func BenchmarkLoadExport(b *testing.B) {
+	path := testmodels.Shared(b, "models", "stories260K", "onnx", "model.onnx")
+	tok := testmodels.Shared(b, "models", "stories260K", "hf")
+	for range b.N {
+		m, err := onnx.Load(path, onnx.LoadOptions{Backend: backend, Tokenizer: tok})
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Close()
+	}
+}

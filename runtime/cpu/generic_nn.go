@@ -91,6 +91,23 @@ func matmulN(out *lqrt.Tensor, a, b any, as, bs []int) error {
 		})
 		return setInts(out.Data, r)
 	}
+	// Float32 operands (what imported weights are) multiply in float32,
+	// as ONNX's reference and runtimes do: each row of a scales rows of b
+	// into the output row (SIMD axpy, b read in order).
+	a32, aok := a.([]float32)
+	b32, bok := b.([]float32)
+	if o32, ook := out.Data.([]float32); aok && bok && ook {
+		it.each(func(o int, idx []int) {
+			for m := range M {
+				row := o32[o*M*N+m*N : o*M*N+(m+1)*N]
+				clear(row)
+				for k := range K {
+					axpy(row, a32[idx[0]*M*K+m*K+k], b32[idx[1]*K*N+k*N:idx[1]*K*N+(k+1)*N])
+				}
+			}
+		})
+		return nil
+	}
 	af, err := floats(a)
 	if err != nil {
 		return err
