@@ -18,7 +18,7 @@ import (
 )
 
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("convert", "SRC -o OUT.gguf [flags]\n\nSRC is a Hugging Face folder, a llama2.c checkpoint or a GGUF file; or a LoRA adapter (a PEFT\nfolder) with --base MODEL, written as a llama.cpp adapter GGUF.", stderr)
+	fs := newFlags("convert", "SRC -o OUT.gguf [flags]\n\nSRC is a Hugging Face folder, an ONNX export, a llama2.c checkpoint or a GGUF file; or a LoRA adapter (a PEFT\nfolder) with --base MODEL, written as a llama.cpp adapter GGUF.", stderr)
 	out := fs.StringP("output", "o", "", "output GGUF file (required)")
 	q := fs.String("quant", "f16", "quantization: "+joinNames(quant.FileTypeNames()))
 	pure := fs.Bool("pure", false, "give every weight matrix the --quant type, without llama.cpp's per-tensor rules")

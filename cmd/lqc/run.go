@@ -129,7 +129,7 @@ func loadForRun(path string, o *runOptions, stderr io.Writer) (*loaded, error) {
 }
 
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", "MODEL [-p PROMPT] [flags]\n\nMODEL is a GGUF file, a Hugging Face folder or a llama2.c checkpoint.", stderr)
+	fs := newFlags("run", "MODEL [-p PROMPT] [flags]\n\nMODEL is a GGUF file, a Hugging Face folder, an ONNX export or a llama2.c checkpoint.", stderr)
 	prompt := fs.StringP("prompt", "p", "", "prompt (empty: start from BOS)")
 	n := fs.IntP("n-predict", "n", 128, "tokens to generate")
 	temp := fs.Float32("temp", 0.8, "temperature (0: greedy)")
