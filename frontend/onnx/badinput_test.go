@@ -1,6 +1,7 @@
 package onnx
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,6 +97,9 @@ func TestBadInput(t *testing.T) {
 			func(dir string) { os.Symlink(secret, filepath.Join(dir, "link.bin")) }, "outside the model's folder"},
 		{"external past the end", model([]pb{node("Add", "a", []string{"x", "w"}, []string{"y"})},
 			[]pb{externalTensor("w", []int64{2, 3}, "data.bin", 16, 24)}, []pb{x23}, []pb{y23}),
+			func(dir string) { os.WriteFile(filepath.Join(dir, "data.bin"), make([]byte, 24), 0o644) }, "runs past the file"},
+		{"external length overflows", model([]pb{node("Add", "a", []string{"x", "w"}, []string{"y"})},
+			[]pb{externalTensor("w", []int64{2, 3}, "data.bin", 16, math.MaxInt64)}, []pb{x23}, []pb{y23}),
 			func(dir string) { os.WriteFile(filepath.Join(dir, "data.bin"), make([]byte, 24), 0o644) }, "runs past the file"},
 		{"external missing", model([]pb{node("Add", "a", []string{"x", "w"}, []string{"y"})},
 			[]pb{externalTensor("w", []int64{2, 3}, "none.bin", -1, -1)}, []pb{x23}, []pb{y23}), nil, "none.bin"},

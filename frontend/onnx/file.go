@@ -307,7 +307,7 @@ func slice(data []byte, t *Tensor, loc string) ([]byte, error) {
 	}
 	if s, ok := t.External["length"]; ok {
 		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || v < 0 || off+v > int64(len(data)) {
+		if err != nil || v < 0 || v > int64(len(data))-off {
 			return nil, fmt.Errorf("external data %q: length %q runs past the file (%d bytes)", loc, s, len(data))
 		}
 		length = v
@@ -316,7 +316,7 @@ func slice(data []byte, t *Tensor, loc string) ([]byte, error) {
 }
 
 // ReadTensor reads a serialized TensorProto (the .pb files of ONNX test
-// data sets and of `lqc run --input`), external data resolved beside it.
+// data sets), external data resolved beside it.
 func ReadTensor(path string) (*ir.Tensor, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
