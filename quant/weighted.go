@@ -189,32 +189,28 @@ func makeQpQuants(nmax int, x []float32, L []uint8, qw []float32) float32 {
 
 // The 32-value types: one row's sigma² over the whole row.
 
-func (q4_0Codec) encodeRow(dst []byte, row, qw []float32) {
+// symBlockRow is the weighted quantizer of Q4_0 and Q5_0: a symmetric fit
+// per 32 values, levels -nmax … nmax-1.
+func symBlockRow(dst []byte, row, qw []float32, nmax, size int, pack func(blk []byte, L []int8)) {
 	sigma2 := rowSigma2(row, false)
 	var w [32]float32
 	var L [32]int8
 	for b := 0; b < len(row)/32; b++ {
 		xb := row[32*b : 32*b+32]
 		importance(w[:], xb, qw[32*b:32*b+32], sigma2)
-		d := makeQxQuants(8, xb, L[:], w[:])
-		blk := dst[18*b:]
+		d := makeQxQuants(nmax, xb, L[:], w[:])
+		blk := dst[size*b:]
 		putF16(blk, d)
-		packNibbles(blk[2:18], L[:])
+		pack(blk, L[:])
 	}
 }
 
+func (q4_0Codec) encodeRow(dst []byte, row, qw []float32) {
+	symBlockRow(dst, row, qw, 8, 18, func(blk []byte, L []int8) { packNibbles(blk[2:18], L) })
+}
+
 func (q5_0Codec) encodeRow(dst []byte, row, qw []float32) {
-	sigma2 := rowSigma2(row, false)
-	var w [32]float32
-	var L [32]int8
-	for b := 0; b < len(row)/32; b++ {
-		xb := row[32*b : 32*b+32]
-		importance(w[:], xb, qw[32*b:32*b+32], sigma2)
-		d := makeQxQuants(16, xb, L[:], w[:])
-		blk := dst[22*b:]
-		putF16(blk, d)
-		packQ5(blk[2:6], blk[6:22], L[:])
-	}
+	symBlockRow(dst, row, qw, 16, 22, func(blk []byte, L []int8) { packQ5(blk[2:6], blk[6:22], L) })
 }
 
 // packQ5 stores 32 five-bit levels: low nibbles in qs, fifth bits in qh.

@@ -78,17 +78,7 @@ func (b *bpe) encodeWord(word string, out []int32) []int32 {
 	if id, ok := b.t.find(word); ok {
 		return append(out, id)
 	}
-	type sym struct {
-		text       string
-		prev, next int
-	}
-	var syms []sym
-	for i := 0; i < len(word); {
-		_, n := utf8.DecodeRuneInString(word[i:])
-		syms = append(syms, sym{text: word[i : i+n], prev: len(syms) - 1, next: len(syms) + 1})
-		i += n
-	}
-	syms[len(syms)-1].next = -1
+	syms := splitChars(word)
 	q := queue[bpeBigram]{less: func(a, b bpeBigram) bool {
 		if a.rank != b.rank {
 			return a.rank < b.rank // the earliest merge first
@@ -108,18 +98,10 @@ func (b *bpe) encodeWord(word string, out []int32) []int32 {
 	}
 	for q.Len() > 0 {
 		bg := q.Pop()
-		l, r := &syms[bg.left], &syms[bg.right]
-		if l.text == "" || r.text == "" || len(l.text)+len(r.text) != bg.size || l.next != bg.right {
-			continue
+		if merge(syms, bg.left, bg.right, bg.size) {
+			tryAdd(syms[bg.left].prev, bg.left)
+			tryAdd(bg.left, syms[bg.left].next)
 		}
-		l.text += r.text
-		r.text = ""
-		l.next = r.next
-		if r.next >= 0 {
-			syms[r.next].prev = bg.left
-		}
-		tryAdd(l.prev, bg.left)
-		tryAdd(bg.left, l.next)
 	}
 	for i := 0; i >= 0; i = syms[i].next {
 		if syms[i].text == "" {

@@ -1,5 +1,7 @@
 package tokenizer
 
+import "unicode/utf8"
+
 // queue is a binary heap of merge candidates ordered by less (a min-heap:
 // Pop returns the candidate less ranks first). Both tokenizers merge the
 // best adjacent pair first; they differ only in what "best" means.
@@ -42,4 +44,41 @@ func (q *queue[T]) Pop() T {
 		i = m
 	}
 	return top
+}
+
+// symbol is one piece of a word being merged: a doubly linked list over
+// the word's characters, merged pairs joined into the left symbol.
+type symbol struct {
+	text       string
+	prev, next int
+}
+
+// splitChars makes one symbol per UTF-8 character of s.
+func splitChars(s string) []symbol {
+	var syms []symbol
+	for i := 0; i < len(s); {
+		_, n := utf8.DecodeRuneInString(s[i:])
+		syms = append(syms, symbol{text: s[i : i+n], prev: len(syms) - 1, next: len(syms) + 1})
+		i += n
+	}
+	if len(syms) > 0 {
+		syms[len(syms)-1].next = -1
+	}
+	return syms
+}
+
+// merge joins symbol right into left, whose text it appends; a bigram
+// popped after one of its sides was merged away (stale) is refused.
+func merge(syms []symbol, left, right, size int) bool {
+	l, r := &syms[left], &syms[right]
+	if l.text == "" || r.text == "" || len(l.text)+len(r.text) != size || l.next != right {
+		return false
+	}
+	l.text += r.text
+	r.text = ""
+	l.next = r.next
+	if r.next >= 0 {
+		syms[r.next].prev = left
+	}
+	return true
 }

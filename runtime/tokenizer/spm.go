@@ -3,7 +3,6 @@ package tokenizer
 import (
 	"fmt"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/lqc-dev/lqc/ir"
 )
@@ -32,11 +31,6 @@ func (s *spm) piece(id int32) []byte {
 	return []byte(strings.ReplaceAll(tok, "\u2581", " "))
 }
 
-type spmSymbol struct {
-	text       string
-	prev, next int
-}
-
 type spmBigram struct {
 	left, right int
 	score       float32
@@ -45,13 +39,7 @@ type spmBigram struct {
 
 func (s *spm) encode(text string, out []int32) []int32 {
 	text = strings.ReplaceAll(" "+text, " ", "\u2581")
-	var syms []spmSymbol
-	for i := 0; i < len(text); {
-		_, n := utf8.DecodeRuneInString(text[i:])
-		syms = append(syms, spmSymbol{text: text[i : i+n], prev: len(syms) - 1, next: len(syms) + 1})
-		i += n
-	}
-	syms[len(syms)-1].next = -1
+	syms := splitChars(text)
 	q := queue[spmBigram]{less: func(a, b spmBigram) bool {
 		if a.score != b.score {
 			return a.score > b.score // the highest-scoring token first
@@ -74,18 +62,10 @@ func (s *spm) encode(text string, out []int32) []int32 {
 	}
 	for q.Len() > 0 {
 		bg := q.Pop()
-		l, r := &syms[bg.left], &syms[bg.right]
-		if l.text == "" || r.text == "" || len(l.text)+len(r.text) != bg.size {
-			continue // one side was merged away since
+		if merge(syms, bg.left, bg.right, bg.size) {
+			tryAdd(syms[bg.left].prev, bg.left)
+			tryAdd(bg.left, syms[bg.left].next)
 		}
-		l.text += r.text
-		r.text = ""
-		l.next = r.next
-		if r.next >= 0 {
-			syms[r.next].prev = bg.left
-		}
-		tryAdd(l.prev, bg.left)
-		tryAdd(bg.left, l.next)
 	}
 	// Merges only ever form tokens, so every symbol left is a token or a
 	// single character the vocabulary lacks, spelled out as bytes.
