@@ -139,23 +139,31 @@ func TestBadInput(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			src := c.damage(t, copyDir(t, hf))
-			outDir := t.TempDir()
-			code, _, stderr := lqc("convert", src, "-o", filepath.Join(outDir, "out.gguf"), "--quant", "q8_0", "--quiet")
-			if code != 1 {
-				t.Errorf("exit code %d, want 1", code)
-			}
-			if strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
-				t.Errorf("error is not one line: %q", stderr)
-			}
-			for _, w := range c.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("error %q does not mention %q", stderr, w)
-				}
-			}
-			if entries, _ := os.ReadDir(outDir); len(entries) != 0 {
-				t.Errorf("output left behind: %v", entries)
-			}
+			failsCleanly(t, []string{"convert", src, "--quant", "q8_0"}, 1, c.want...)
 		})
+	}
+}
+
+// failsCleanly runs lqc with args and "-o" into an empty folder: it must
+// exit with code, say every want on one line of stderr (for errors, code
+// 1; usage errors may print usage), and leave nothing behind.
+func failsCleanly(t *testing.T, args []string, code int, want ...string) {
+	t.Helper()
+	outDir := t.TempDir()
+	got, _, stderr := lqc(append(args, "-o", filepath.Join(outDir, "out.gguf"), "--quiet")...)
+	if got != code {
+		t.Errorf("exit code %d, want %d: %s", got, code, stderr)
+	}
+	if code == 1 && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("error is not one line: %q", stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("error %q does not mention %q", stderr, w)
+		}
+	}
+	if entries, _ := os.ReadDir(outDir); len(entries) != 0 {
+		t.Errorf("output left behind: %v", entries)
 	}
 }
 

@@ -81,22 +81,7 @@ func TestImatrixBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			outDir := t.TempDir()
-			code, _, stderr := lqc(append(c.args, "-o", filepath.Join(outDir, "out.gguf"), "--quiet")...)
-			if code != 1 {
-				t.Errorf("exit code %d, want 1: %s", code, stderr)
-			}
-			if strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
-				t.Errorf("error is not one line: %q", stderr)
-			}
-			for _, w := range c.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("error %q does not mention %q", stderr, w)
-				}
-			}
-			if entries, _ := os.ReadDir(outDir); len(entries) != 0 {
-				t.Errorf("output left behind: %v", entries)
-			}
+			failsCleanly(t, c.args, 1, c.want...)
 		})
 	}
 	if code, _, stderr := lqc("convert", golden, "-o", "x.gguf", "--imatrix", imat, "--calib", short); code != 2 || !strings.Contains(stderr, "pick one") {

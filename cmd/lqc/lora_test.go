@@ -157,14 +157,7 @@ func TestAdapterBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			out := t.TempDir()
-			code, _, stderr := lqc(append(c.args, "-o", filepath.Join(out, "x.gguf"), "--quiet")...)
-			if code != c.code || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 && c.code == 1 {
-				t.Errorf("exit %d (want %d), stderr %q (want %q)", code, c.code, stderr, c.want)
-			}
-			if entries, _ := os.ReadDir(out); len(entries) != 0 {
-				t.Errorf("output left behind: %v", entries)
-			}
+			failsCleanly(t, c.args, c.code, c.want)
 		})
 	}
 }

@@ -76,19 +76,7 @@ func runTokenize(_ context.Context, args []string, stdout, stderr io.Writer) err
 // tensors), or loads any other model.
 func loadVocab(path, tokPath string) (*ir.Vocab, error) {
 	if st, err := os.Stat(path); err == nil && !st.IsDir() && frontend.IsGGUF(path) {
-		f, err := gguf.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		v, err := gguf.VocabFromMetadata(f.Metadata)
-		if err == nil && v == nil {
-			err = fmt.Errorf("no tokenizer metadata")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return v, nil
+		return gguf.ReadVocab(path)
 	}
 	m, err := frontend.Load(path, frontend.Options{Tokenizer: tokPath})
 	if err != nil {

@@ -127,3 +127,22 @@ func VocabFromMetadata(md ir.Metadata) (*ir.Vocab, error) {
 	}
 	return v, v.Validate()
 }
+
+// ReadVocab reads only the vocabulary of the GGUF file at path (a
+// vocabulary-only file holds no tensors); a file without tokenizer
+// metadata is an error.
+func ReadVocab(path string) (*ir.Vocab, error) {
+	f, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	v, err := VocabFromMetadata(f.Metadata)
+	if err == nil && v == nil {
+		err = fmt.Errorf("no tokenizer metadata")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, nil
+}

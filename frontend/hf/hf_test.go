@@ -16,12 +16,7 @@ import (
 
 func ggufVocab(t *testing.T, path string) *ir.Vocab {
 	t.Helper()
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	v, err := gguf.VocabFromMetadata(f.Metadata)
+	v, err := gguf.ReadVocab(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,12 +14,7 @@ import (
 
 func vocabTokenizer(t *testing.T, path string) *Tokenizer {
 	t.Helper()
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	v, err := gguf.VocabFromMetadata(f.Metadata)
+	v, err := gguf.ReadVocab(path)
 	if err != nil {
 		t.Fatal(err)
 	}
