@@ -8,11 +8,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"runtime"
 
 	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/ir/atomicfile"
 )
 
 // Progress reports how far a write has come, once per tensor written.
@@ -67,63 +66,34 @@ func WriteFile(ctx context.Context, path string, md ir.Metadata, tensors []*ir.T
 		}
 	}
 
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+	return atomicfile.Write(path, func(w *bufio.Writer) error {
+		if err := writeHeader(w, md, tensors, align); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
 		}
-	}()
-
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	if err := writeHeader(w, md, tensors, align); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	var total int64
-	for _, t := range tensors {
-		total += t.NumBytes()
-	}
-	threads := opt.Threads
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
-	var done int64
-	finished := func(i int) error {
-		t := tensors[i]
-		t.Release()
-		n := t.NumBytes()
-		done += n
-		if opt.Progress != nil {
-			opt.Progress(Progress{Index: i + 1, Count: len(tensors), Name: t.Name, Bytes: done, Total: total})
+		var total int64
+		for _, t := range tensors {
+			total += t.NumBytes()
 		}
-		return pad(w, uint64(n), align)
-	}
-	if err := streamTensors(ctx, w, tensors, threads, finished); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := w.Flush(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("cannot write %s: %w", path, err)
-	}
-	return nil
+		threads := opt.Threads
+		if threads <= 0 {
+			threads = runtime.GOMAXPROCS(0)
+		}
+		var done int64
+		finished := func(i int) error {
+			t := tensors[i]
+			t.Release()
+			n := t.NumBytes()
+			done += n
+			if opt.Progress != nil {
+				opt.Progress(Progress{Index: i + 1, Count: len(tensors), Name: t.Name, Bytes: done, Total: total})
+			}
+			return pad(w, uint64(n), align)
+		}
+		if err := streamTensors(ctx, w, tensors, threads, finished); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return nil
+	})
 }
 
 func writeHeader(w io.Writer, md ir.Metadata, tensors []*ir.Tensor, align uint64) error {

@@ -5,10 +5,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/ir/atomicfile"
 	"github.com/lqc-dev/lqc/quant"
 )
 
@@ -39,42 +38,24 @@ func WriteFile(path string, tensors []*ir.Tensor, metadata map[string]string) (e
 	for len(hb)%8 != 0 {
 		hb = append(hb, ' ')
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(len(hb)))
-	w.Write(n[:])
-	w.Write(hb)
-	for _, t := range tensors {
-		per := max(1, (1<<20)/t.RowBytes()) // rows per ~1 MiB chunk
-		buf := make([]byte, min(per, t.Rows())*t.RowBytes())
-		for r := int64(0); r < t.Rows(); r += per {
-			k := min(per, t.Rows()-r)
-			if err := t.ReadRows(buf[:k*t.RowBytes()], r, k); err != nil {
-				return err
-			}
-			if _, err := w.Write(buf[:k*t.RowBytes()]); err != nil {
-				return err
+	return atomicfile.Write(path, func(w *bufio.Writer) error {
+		var n [8]byte
+		binary.LittleEndian.PutUint64(n[:], uint64(len(hb)))
+		w.Write(n[:])
+		w.Write(hb)
+		for _, t := range tensors {
+			per := max(1, (1<<20)/t.RowBytes()) // rows per ~1 MiB chunk
+			buf := make([]byte, min(per, t.Rows())*t.RowBytes())
+			for r := int64(0); r < t.Rows(); r += per {
+				k := min(per, t.Rows()-r)
+				if err := t.ReadRows(buf[:k*t.RowBytes()], r, k); err != nil {
+					return err
+				}
+				if _, err := w.Write(buf[:k*t.RowBytes()]); err != nil {
+					return err
+				}
 			}
 		}
-	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+		return nil
+	})
 }

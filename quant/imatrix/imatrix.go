@@ -6,6 +6,7 @@
 package imatrix
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/lqc-dev/lqc/codegen/gguf"
 	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/ir/atomicfile"
 	"github.com/lqc-dev/lqc/quant"
 )
 
@@ -231,7 +233,7 @@ func (m *Matrix) Write(path string) error {
 
 // writeLegacy writes the .dat layout: values are mean × ncall, with ncall
 // the chunk count.
-func (m *Matrix) writeLegacy(path string) (err error) {
+func (m *Matrix) writeLegacy(path string) error {
 	calls := float32(max(1, m.ChunkCount))
 	var b []byte
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(m.Entries)))
@@ -252,26 +254,10 @@ func (m *Matrix) writeLegacy(path string) (err error) {
 	}
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(ds)))
 	b = append(b, ds...)
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	return atomicfile.Write(path, func(w *bufio.Writer) error {
+		_, err := w.Write(b)
 		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(b); err != nil {
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	})
 }
 
 // Check reports, for the weight matrices of a model, the ones the matrix
