@@ -103,16 +103,8 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 	for r, s := range seqs {
 		tok[r], pos[r] = tokens[order[r]], int32(s.pos)
 	}
-	for _, in := range g.Inputs {
-		t := b.Alloc(quant.I32, []int{B})
-		src := tok
-		if in.Name == "pos" {
-			src = pos
-		}
-		if err := b.WriteI32(t, src); err != nil {
-			return nil, err
-		}
-		batched[in] = t
+	if err := m.bindTokens(batched, tok, pos); err != nil {
+		return nil, err
 	}
 	all := func(v *ir.Value) (*Tensor, error) {
 		if w, ok := m.weights[v]; ok {

@@ -100,16 +100,8 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 	for i := range pos {
 		pos[i] = int32(s.pos + i)
 	}
-	for _, in := range g.Inputs {
-		t := b.Alloc(quant.I32, []int{T})
-		src := tokens
-		if in.Name == "pos" {
-			src = pos
-		}
-		if err := b.WriteI32(t, src); err != nil {
-			return nil, err
-		}
-		vals[in] = t
+	if err := m.bindTokens(vals, tokens, pos); err != nil {
+		return nil, err
 	}
 	output := g.Outputs[0]
 	for i, n := range g.Nodes {
@@ -217,4 +209,21 @@ func bind(s ir.Shape, dims map[string]int) ([]int, error) {
 		out[i] = n
 	}
 	return out, nil
+}
+
+// bindTokens writes the token ids and their positions into the graph's
+// two inputs, tokens and pos.
+func (m *Model) bindTokens(vals map[*ir.Value]*Tensor, tokens, pos []int32) error {
+	for _, in := range m.IR.Graph.Inputs {
+		t := m.Backend.Alloc(quant.I32, []int{len(tokens)})
+		src := tokens
+		if in.Name == "pos" {
+			src = pos
+		}
+		if err := m.Backend.WriteI32(t, src); err != nil {
+			return err
+		}
+		vals[in] = t
+	}
+	return nil
 }

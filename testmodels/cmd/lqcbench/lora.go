@@ -19,11 +19,7 @@ import (
 // with four different adapters, batched (one pass over the base weights
 // per step, low-rank parts per adapter) against one after another.
 func benchLoRA(work string, layers, runs, threads int) error {
-	dir, err := model(work, layers)
-	if err != nil {
-		return err
-	}
-	lqc, err := buildLQC(work)
+	dir, lqc, err := modelAndLQC(work, layers)
 	if err != nil {
 		return err
 	}

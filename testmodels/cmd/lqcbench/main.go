@@ -157,12 +157,18 @@ func size(path string) int64 {
 	return st.Size()
 }
 
-func benchConvert(work string, layers, runs, threads int) error {
-	model, err := model(work, layers)
-	if err != nil {
-		return err
+// modelAndLQC returns the seeded benchmark model's folder (made on first
+// use) and a freshly built lqc binary.
+func modelAndLQC(work string, layers int) (dir, lqc string, err error) {
+	if dir, err = model(work, layers); err != nil {
+		return "", "", err
 	}
-	lqc, err := buildLQC(work)
+	lqc, err = buildLQC(work)
+	return dir, lqc, err
+}
+
+func benchConvert(work string, layers, runs, threads int) error {
+	model, lqc, err := modelAndLQC(work, layers)
 	if err != nil {
 		return err
 	}

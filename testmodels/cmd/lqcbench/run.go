@@ -20,11 +20,7 @@ const (
 
 // benchRun compares lqc's runtime with llama.cpp on the same GGUF files.
 func benchRun(work string, layers, runs, threads int) error {
-	dir, err := model(work, layers)
-	if err != nil {
-		return err
-	}
-	lqc, err := buildLQC(work)
+	dir, lqc, err := modelAndLQC(work, layers)
 	if err != nil {
 		return err
 	}
