@@ -191,3 +191,43 @@ func (s *transposeSource) ReadRows(dst []byte, first, n int64) error {
 }
 
 func (s *transposeSource) Release() { s.in.Release() }
+
+// Reshape returns t under another shape with the same number of values,
+// lazily: for plain (one value per block) types the row-major bytes are
+// the same, only cut into rows of another length.
+func Reshape(t *Tensor, shape []int64) (*Tensor, error) {
+	r := &Tensor{Name: t.Name, Type: t.Type, Shape: append([]int64(nil), shape...)}
+	if t.Type.BlockSize() != 1 || r.check() != nil || r.NumElements() != t.NumElements() {
+		return nil, fmt.Errorf("tensor %s: cannot reshape %v%v to %v", t.Name, t.Type, t.Shape, shape)
+	}
+	r.src = &reshapeSource{in: t, rowBytes: r.RowBytes()}
+	return r, nil
+}
+
+type reshapeSource struct {
+	in       *Tensor
+	rowBytes int64
+}
+
+func (s *reshapeSource) ReadRows(dst []byte, first, n int64) error {
+	in := s.in
+	if m, ok := in.src.(Mapped); ok {
+		copy(dst, m.Bytes()[first*s.rowBytes:(first+n)*s.rowBytes])
+		return nil
+	}
+	// The input rows that cover bytes [first·rowBytes, (first+n)·rowBytes).
+	ib := in.RowBytes()
+	if ib == 0 {
+		return nil
+	}
+	lo, hi := first*s.rowBytes, (first+n)*s.rowBytes
+	r0, r1 := lo/ib, (hi+ib-1)/ib
+	buf := make([]byte, (r1-r0)*ib)
+	if err := in.ReadRows(buf, r0, r1-r0); err != nil {
+		return err
+	}
+	copy(dst, buf[lo-r0*ib:hi-r0*ib])
+	return nil
+}
+
+func (s *reshapeSource) Release() { s.in.Release() }

@@ -1,6 +1,7 @@
 package onnx
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -130,4 +131,42 @@ func int64Tensor(name string, v ...int64) pb {
 		packed = protowire.AppendVarint(packed, uint64(x))
 	}
 	return t.msg(7, packed)
+}
+
+// TestLazyFolding: a transpose, a float cast and a reshape of an
+// initializer fold into lazy tensors over it (no node, no copy made at
+// import) with the values the ops give.
+func TestLazyFolding(t *testing.T) {
+	data := model([]pb{
+		node("Transpose", "t", []string{"w"}, []string{"wt"}, intsAttr("perm", 1, 0)),
+		node("Cast", "c", []string{"wt"}, []string{"wh"}, pb(nil).str(1, "to").varint(3, 10).varint(20, AttrInt)),
+		node("Reshape", "r", []string{"wh", "shape"}, []string{"y"}),
+	}, []pb{floatTensor("w", []int64{2, 3}, 1, 2, 3, 4, 5, 6), int64Tensor("shape", 6)}, nil, []pb{valueInfo("y", 10, 6)})
+	p := filepath.Join(t.TempDir(), "m.onnx")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	g, err := Import(f, Options{Backend: testBackend})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Nodes) != 0 || len(g.Outputs) != 1 || g.Outputs[0].Weight == nil {
+		t.Fatalf("not folded: %d nodes", len(g.Nodes))
+	}
+	w := g.Outputs[0].Weight
+	if _, mapped := w.Source().(interface{ Bytes() []byte }); mapped {
+		t.Errorf("the folded constant was materialised")
+	}
+	got, err := w.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []float32{1, 4, 2, 5, 3, 6}; w.Type.String() != "F16" || fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(w.Shape) != "[6]" {
+		t.Errorf("folded to %v%v %v, want F16[6] %v", w.Type, w.Shape, got, want)
+	}
 }

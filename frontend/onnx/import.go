@@ -314,6 +314,9 @@ func (im *importer) emit(op string, attrs ir.Attrs, inputs ...*val) ([]*val, err
 		allConst = allConst && x.c != nil
 	}
 	if allConst {
+		if c, ok, err := im.foldLazily(op, attrs, inputs); ok || err != nil {
+			return []*val{{c: c}}, err
+		}
 		scratch := ir.NewGraph("fold")
 		ins := make([]*ir.Value, len(inputs))
 		cs := make([]*ir.Tensor, len(inputs))
@@ -364,6 +367,46 @@ func (im *importer) emit(op string, attrs ir.Attrs, inputs ...*val) ([]*val, err
 		}
 	}
 	return vals, nil
+}
+
+// foldLazily folds the ops that only move or convert a constant's values
+// (a matrix transpose, a float-to-float cast, a reshape) into lazy
+// tensors, so that exports which transpose or cast their weights in the
+// graph do not have them copied into memory at import: they stream like
+// any initializer.
+func (im *importer) foldLazily(op string, attrs ir.Attrs, inputs []*val) (*ir.Tensor, bool, error) {
+	if len(inputs) != 1 {
+		return nil, false, nil
+	}
+	c := inputs[0].c
+	plainFloat := func(t quant.Type) bool { return t == quant.F32 || t == quant.F16 || t == quant.BF16 }
+	var t *ir.Tensor
+	var err error
+	switch op {
+	case "Permute":
+		if p := attrs.Ints("perm"); len(c.Shape) != 2 || len(p) != 2 || p[0] != 1 || p[1] != 0 || c.Type.BlockSize() != 1 {
+			return nil, false, nil
+		}
+		t, err = ir.Transpose(c)
+	case "Cast":
+		to := quant.Type(attrs.Int("to"))
+		if !plainFloat(c.Type) || !plainFloat(to) {
+			return nil, false, nil
+		}
+		t, err = ir.Convert(c, to)
+	case "Reshape":
+		shape := attrs.Ints("shape")
+		if slices.Contains(shape, -1) || c.Type.BlockSize() != 1 {
+			return nil, false, nil
+		}
+		t, err = ir.Reshape(c, shape)
+	default:
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	return t.WithName(strings.Join(im.node.Outputs, ",")), true, nil
 }
 
 // one is emit for single-output ops.
