@@ -246,19 +246,19 @@ func (e *export) agrees(cfg arch.Config) error {
 		}
 		return nil
 	}
-	emb := e.tensors[e.embedding]
+	emb := e.Tensors[e.Embedding]
 	var vocab, hidden float64
 	if emb != nil && len(emb.Shape) == 2 {
 		vocab, hidden = float64(emb.Shape[0]), float64(emb.Shape[1])
 	}
 	for _, c := range []error{
-		check("the number of layers", float64(e.layers), float64(p.BlockCount)),
+		check("the number of layers", float64(e.Layers), float64(p.BlockCount)),
 		check("the hidden size", hidden, float64(p.EmbeddingLength)),
 		check("the vocabulary size", vocab, float64(p.VocabSize)),
-		check("the number of attention heads", float64(e.heads), float64(p.HeadCount)),
-		check("the number of key/value heads", float64(e.kvHeads), float64(p.HeadCountKV)),
-		check("the norm epsilon", e.eps, float64(p.NormEpsilon)),
-		check("the RoPE base", e.ropeTheta, float64(p.RopeFreqBase)),
+		check("the number of attention heads", float64(e.Heads), float64(p.HeadCount)),
+		check("the number of key/value heads", float64(e.KVHeads), float64(p.HeadCountKV)),
+		check("the norm epsilon", e.NormEps, float64(p.NormEpsilon)),
+		check("the RoPE base", e.RopeTheta, float64(p.RopeFreqBase)),
 	} {
 		if c != nil {
 			return c
@@ -267,41 +267,14 @@ func (e *export) agrees(cfg arch.Config) error {
 	return nil
 }
 
-// config makes a config.json from the graph alone: llama-family exports
-// fix everything but the context length.
+// config makes a config.json from the graph alone, for the
+// architectures whose exports fix their hyper-parameters.
 func (e *export) config() (arch.Config, error) {
-	if e.arch.Name() != "llama" {
+	ex, ok := e.arch.(arch.FromExport)
+	if !ok {
 		return nil, fmt.Errorf("no config.json beside the model or its tokenizer: lqc reads the hyper-parameters of %s exports from it", e.arch.Name())
 	}
-	emb := e.tensors[e.embedding]
-	gate := e.tensors["model.layers.0.mlp.gate_proj.weight"]
-	switch {
-	case emb == nil || len(emb.Shape) != 2:
-		return nil, fmt.Errorf("no token embedding found")
-	case gate == nil:
-		return nil, fmt.Errorf("no model.layers.0.mlp.gate_proj weight found")
-	case e.heads == 0 || e.kvHeads == 0:
-		return nil, fmt.Errorf("the number of attention heads is not in the graph: give a config.json")
-	case e.eps == 0:
-		return nil, fmt.Errorf("the norm epsilon is not in the graph: give a config.json")
-	}
-	theta := e.ropeTheta
-	if theta == 0 {
-		theta = 10000 // HF's default, which an export that computes no table does not change
-	}
-	return arch.Config{
-		"model_type":              e.modelType,
-		"hidden_size":             float64(emb.Shape[1]),
-		"vocab_size":              float64(emb.Shape[0]),
-		"num_hidden_layers":       float64(e.layers),
-		"intermediate_size":       float64(gate.Shape[0]),
-		"num_attention_heads":     float64(e.heads),
-		"num_key_value_heads":     float64(e.kvHeads),
-		"rms_norm_eps":            e.eps,
-		"rope_theta":              theta,
-		"tie_word_embeddings":     e.tied,
-		"max_position_embeddings": float64(defaultContext),
-	}, nil
+	return ex.ConfigFromGraph(e.GraphFacts, defaultContext)
 }
 
 // checkRecognised runs the imported graph and the recognised model on

@@ -24,25 +24,20 @@ import (
 // understands; what the graph fixes (heads, epsilon, RoPE base, tying)
 // gives its config.
 
-// export is what an exported graph says about the model it came from.
+// export is what an exported graph says about the model it came from:
+// its architecture, and the facts the graph fixes (its weights under
+// Hugging Face names among them).
 type export struct {
 	arch      arch.Arch
 	modelType string
-	names     []string              // Hugging Face names, in graph order
-	tensors   map[string]*ir.Tensor // by Hugging Face name, in HF layout
-	embedding string                // the token embedding's HF name
-	tied      bool                  // the LM head was a copy of the embedding
-	layers    int
-	heads     int // 0 when the graph does not say
-	kvHeads   int
-	eps       float64 // 0 when the graph does not say
-	ropeTheta float64 // 0 when the graph does not say
+	names     []string // Hugging Face names, in graph order
+	arch.GraphFacts
 }
 
 func (e *export) Names() []string { return e.names }
 
 func (e *export) Tensor(name string) (*ir.Tensor, error) {
-	t, ok := e.tensors[name]
+	t, ok := e.Tensors[name]
 	if !ok {
 		return nil, fmt.Errorf("no tensor %s", name)
 	}
@@ -89,7 +84,7 @@ func (im *importer) recognize(tokens string) (*export, error) {
 			}
 		}
 	}
-	e := &export{tensors: map[string]*ir.Tensor{}}
+	e := &export{GraphFacts: arch.GraphFacts{Tensors: map[string]*ir.Tensor{}}}
 	// The prefix the module paths of node names leave out ("model."),
 	// learnt from parameters used under their own names.
 	prefixes := map[string]int{}
@@ -110,7 +105,7 @@ func (im *importer) recognize(tokens string) (*export, error) {
 					prefixes[strings.TrimSuffix(t.Name, s+"."+param)]++
 				}
 				if u.node.OpType == "Gather" && u.arg == 0 && len(u.node.Inputs) > 1 && u.node.Inputs[1] == tokens {
-					e.embedding = t.Name
+					e.Embedding = t.Name
 				}
 			}
 			continue
@@ -187,11 +182,11 @@ func (im *importer) recognize(tokens string) (*export, error) {
 					return nil, err
 				}
 			}
-			if t.Name == logitsHead && e.embedding != "" && sameValues(w, e.tensors[e.embedding]) {
-				e.tied = true // the LM head is the embedding, as tie_word_embeddings says
+			if t.Name == logitsHead && e.Embedding != "" && sameValues(w, e.Tensors[e.Embedding]) {
+				e.Tied = true // the LM head is the embedding, as tie_word_embeddings says
 				continue
 			}
-			if _, dup := e.tensors[hfName]; dup {
+			if _, dup := e.Tensors[hfName]; dup {
 				return nil, fmt.Errorf("two weights map to %s", hfName)
 			}
 			e.add(hfName, w)
@@ -204,14 +199,14 @@ func (im *importer) recognize(tokens string) (*export, error) {
 			layers[i] = true
 		}
 	}
-	e.layers = len(layers)
+	e.Layers = len(layers)
 	im.readHyperParams(e)
 	return e, nil
 }
 
 func (e *export) add(name string, t *ir.Tensor) {
 	e.names = append(e.names, name)
-	e.tensors[name] = t
+	e.Tensors[name] = t
 }
 
 // sameValues reports whether two tensors hold the same shape and bytes,
@@ -239,14 +234,18 @@ func sameValues(a, b *ir.Tensor) bool {
 // adds before the square root) and the RoPE base (the inverse frequency
 // table). Fields stay 0 where the graph does not say.
 func (im *importer) readHyperParams(e *export) {
+	ex, ok := e.arch.(arch.FromExport)
+	if !ok {
+		return // config.json says it all
+	}
+	qMod, kMod, normMod := ex.ExportModules()
 	users := im.g.Users()
-	headsOf := func(hfSuffix string) int {
+	layer0 := func(scope, module string) bool {
+		return strings.HasSuffix(scope, ".0."+module) || strings.HasPrefix(scope, "0."+module)
+	}
+	headsOf := func(module string) int {
 		for _, n := range im.f.Model.Graph.Nodes {
-			if (n.OpType != "MatMul" && n.OpType != "Gemm") || len(n.Outputs) == 0 {
-				continue
-			}
-			s := scopeOf(n.Name)
-			if !strings.HasSuffix(s, hfSuffix) || !strings.Contains(s, ".0.") {
+			if (n.OpType != "MatMul" && n.OpType != "Gemm") || len(n.Outputs) == 0 || !layer0(scopeOf(n.Name), module) {
 				continue
 			}
 			x := im.vals[n.Outputs[0]]
@@ -272,36 +271,25 @@ func (im *importer) readHyperParams(e *export) {
 		}
 		return 0
 	}
-	e.heads, e.kvHeads = headsOf("q_proj"), headsOf("k_proj")
+	e.Heads, e.KVHeads = headsOf(qMod), headsOf(kMod)
 	// The first norm's epsilon: a scalar added in its module.
-	var normScope string
 	for _, n := range im.f.Model.Graph.Nodes {
-		for _, in := range n.Inputs {
-			if strings.HasSuffix(in, "layernorm.weight") || strings.HasSuffix(in, "ln_1.weight") {
-				normScope = scopeOf(n.Name)
-			}
-		}
-		if normScope != "" {
-			break
-		}
-	}
-	for _, n := range im.f.Model.Graph.Nodes {
-		if n.OpType != "Add" || normScope == "" || scopeOf(n.Name) != normScope {
+		if n.OpType != "Add" || !layer0(scopeOf(n.Name), normMod) {
 			continue
 		}
 		for _, in := range n.Inputs {
 			if x := im.vals[in]; x != nil && x.c != nil && x.c.NumElements() == 1 && x.c.Type.IsFloat() {
 				if f, err := x.c.Float32s(); err == nil && f[0] > 0 && f[0] < 1e-2 {
-					e.eps = float64(f[0])
+					e.NormEps = float64(f[0])
 				}
 			}
 		}
 	}
 	// The RoPE base: a float vector [d/2] of inverse frequencies
 	// 1, θ^(-2/d), θ^(-4/d), … (HF's inv_freq).
-	if e.heads > 0 {
-		if t := e.tensors[e.embedding]; t != nil && len(t.Shape) == 2 {
-			d := t.Shape[1] / int64(e.heads)
+	if e.Heads > 0 {
+		if t := e.Tensors[e.Embedding]; t != nil && len(t.Shape) == 2 {
+			d := t.Shape[1] / int64(e.Heads)
 			var names []string
 			for name, x := range im.vals {
 				if x.c != nil && x.c.Type.IsFloat() && len(x.c.Shape) == 1 && x.c.Shape[0] == d/2 && d >= 4 {
@@ -316,7 +304,7 @@ func (im *importer) readHyperParams(e *export) {
 				}
 				theta := math.Pow(float64(f[1]), -float64(d)/2)
 				if geometric(f, float64(f[1])) {
-					e.ropeTheta = theta
+					e.RopeTheta = theta
 					break
 				}
 			}

@@ -211,3 +211,26 @@ func splitLayer(name string) (prefix string, layer int, rest string, ok bool) {
 
 // blk names a per-layer tensor the way GGUF does.
 func blk(i int, name string) string { return fmt.Sprintf("blk.%d.%s", i, name) }
+
+// GraphFacts is what an exported graph fixes about the model it came
+// from (frontend/onnx reads them): zero where the graph does not say.
+type GraphFacts struct {
+	Tensors        map[string]*ir.Tensor // by Hugging Face name, in HF layout
+	Embedding      string                // the token embedding's HF name
+	Layers         int
+	Heads, KVHeads int
+	NormEps        float64
+	RopeTheta      float64
+	Tied           bool // the LM head is the embedding
+}
+
+// FromExport is implemented by architectures whose hyper-parameters an
+// exported graph gives without config.json.
+type FromExport interface {
+	// ExportModules names, within layer 0, the modules whose outputs the
+	// graph reshapes into query and key heads, and the first norm.
+	ExportModules() (q, k, norm string)
+	// ConfigFromGraph makes the config.json the facts imply, with the
+	// context length the graph cannot give.
+	ConfigFromGraph(f GraphFacts, contextLength int) (Config, error)
+}

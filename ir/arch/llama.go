@@ -200,6 +200,45 @@ func (llama) RowFix(canonical string, p ir.HParams) Fix {
 	return nil
 }
 
+func (llama) ExportModules() (q, k, norm string) {
+	return "self_attn.q_proj", "self_attn.k_proj", "input_layernorm"
+}
+
+// ConfigFromGraph: an export fixes every llama hyper-parameter but the
+// context length; an export that computes no RoPE table keeps HF's
+// default base.
+func (llama) ConfigFromGraph(f GraphFacts, contextLength int) (Config, error) {
+	emb := f.Tensors[f.Embedding]
+	gate := f.Tensors["model.layers.0.mlp.gate_proj.weight"]
+	switch {
+	case emb == nil || len(emb.Shape) != 2:
+		return nil, fmt.Errorf("no token embedding found")
+	case gate == nil:
+		return nil, fmt.Errorf("no model.layers.0.mlp.gate_proj weight found")
+	case f.Heads == 0 || f.KVHeads == 0:
+		return nil, fmt.Errorf("the number of attention heads is not in the graph: give a config.json")
+	case f.NormEps == 0:
+		return nil, fmt.Errorf("the norm epsilon is not in the graph: give a config.json")
+	}
+	theta := f.RopeTheta
+	if theta == 0 {
+		theta = 10000
+	}
+	return Config{
+		"model_type":              "llama",
+		"hidden_size":             float64(emb.Shape[1]),
+		"vocab_size":              float64(emb.Shape[0]),
+		"num_hidden_layers":       float64(f.Layers),
+		"intermediate_size":       float64(gate.Shape[0]),
+		"num_attention_heads":     float64(f.Heads),
+		"num_key_value_heads":     float64(f.KVHeads),
+		"rms_norm_eps":            f.NormEps,
+		"rope_theta":              theta,
+		"tie_word_embeddings":     f.Tied,
+		"max_position_embeddings": float64(contextLength),
+	}, nil
+}
+
 func (llama) CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error {
 	return requireUntiedConsistent(cfg, ts, "output.weight", "lm_head.weight")
 }
