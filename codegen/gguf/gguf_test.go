@@ -115,7 +115,7 @@ func TestRoundTrip(t *testing.T) {
 
 // failingSource fails after some rows, to check that a failed write
 // leaves nothing behind.
-type failingSource struct{ rowBytes int64 }
+type failingSource struct{}
 
 func (s failingSource) ReadRows(dst []byte, first, n int64) error {
 	if first+n > 3 {
