@@ -77,19 +77,7 @@ func matmulN(out *lqrt.Tensor, a, b any, as, bs []int) error {
 	it := newIter(ob, ab, bb)
 	if ai, ok := intsOf(a); ok {
 		bi, _ := intsOf(b)
-		r := make([]int64, out.Len())
-		it.each(func(o int, idx []int) {
-			for m := range M {
-				for n := range N {
-					var s int64
-					for k := range K {
-						s += ai[idx[0]*M*K+m*K+k] * bi[idx[1]*K*N+k*N+n]
-					}
-					r[o*M*N+m*N+n] = s
-				}
-			}
-		})
-		return setInts(out.Data, r)
+		return setInts(out.Data, matmulLoop(it, M, K, N, ai, bi, out.Len()))
 	}
 	// Float32 operands (what imported weights are) multiply in float32,
 	// as ONNX's reference and runtimes do: each row of a scales rows of b
@@ -116,20 +104,27 @@ func matmulN(out *lqrt.Tensor, a, b any, as, bs []int) error {
 	if err != nil {
 		return err
 	}
-	r := make([]float64, out.Len())
+	r := matmulLoop(it, M, K, N, af, bf, out.Len())
+	setFloats(out.Data, r)
+	return nil
+}
+
+// matmulLoop multiplies the [M,K]·[K,N] matrices it pairs up, exactly in
+// int64 or in float64.
+func matmulLoop[T int64 | float64](it *iter, M, K, N int, a, b []T, n int) []T {
+	r := make([]T, n)
 	it.each(func(o int, idx []int) {
 		for m := range M {
-			for n := range N {
-				var s float64
+			for j := range N {
+				var s T
 				for k := range K {
-					s += af[idx[0]*M*K+m*K+k] * bf[idx[1]*K*N+k*N+n]
+					s += a[idx[0]*M*K+m*K+k] * b[idx[1]*K*N+k*N+j]
 				}
-				r[o*M*N+m*N+n] = s
+				r[o*M*N+m*N+j] = s
 			}
 		}
 	})
-	setFloats(out.Data, r)
-	return nil
+	return r
 }
 
 // tailParam broadcasts a parameter over the normalized tail of x.
