@@ -258,3 +258,102 @@ func (b *Builder) Named(v *Value, name string) *Value {
 
 // Err is the first error met.
 func (b *Builder) Err() error { return b.err }
+
+// InsertAfter is Apply with the new node placed right after node at in
+// the order (at nil: first), so that a pass can add an op where its
+// inputs are ready without moving the rest of the graph.
+func (g *Graph) InsertAfter(at *Node, op string, attrs Attrs, inputs ...*Value) ([]*Value, error) {
+	outs, err := g.Apply(op, attrs, inputs...)
+	if err != nil {
+		return nil, err
+	}
+	n := g.Nodes[len(g.Nodes)-1]
+	nodes := g.Nodes[:len(g.Nodes)-1]
+	i := 0
+	if at != nil {
+		for i < len(nodes) && nodes[i] != at {
+			i++
+		}
+		if i == len(nodes) {
+			return nil, fmt.Errorf("%s: node %s is not in graph %s", op, at.Op, g.Name)
+		}
+		i++
+	}
+	g.Nodes = append(nodes[:i], append([]*Node{n}, nodes[i:]...)...)
+	return outs, nil
+}
+
+// ReplaceUses makes every node but those in keep, and the graph's
+// outputs, read new where they read old.
+func (g *Graph) ReplaceUses(old, new *Value, keep ...*Node) {
+	skip := map[*Node]bool{}
+	for _, n := range keep {
+		skip[n] = true
+	}
+	for _, n := range g.Nodes {
+		if skip[n] {
+			continue
+		}
+		for i, in := range n.Inputs {
+			if in == old {
+				n.Inputs[i] = new
+			}
+		}
+	}
+	for i, o := range g.Outputs {
+		if o == old {
+			g.Outputs[i] = new
+		}
+	}
+}
+
+// Reinfer recomputes every node's output types and shapes from its
+// inputs, in order: after a pass changes what a node computes (a KV cache
+// read becoming a plain transpose), the values downstream follow. A node
+// whose op now derives a different number of outputs is an error.
+func (g *Graph) Reinfer() error {
+	for i, n := range g.Nodes {
+		def, ok := ops[n.Op]
+		if !ok {
+			return fmt.Errorf("node %d: unknown op %q", i, n.Op)
+		}
+		sigs, err := def.infer(n)
+		if err != nil {
+			return fmt.Errorf("node %d (%s): %w", i, n.Op, err)
+		}
+		if len(sigs) != len(n.Outputs) {
+			return fmt.Errorf("node %d (%s): op derives %d outputs, node has %d", i, n.Op, len(sigs), len(n.Outputs))
+		}
+		for k, o := range n.Outputs {
+			o.typ, o.shape = sigs[k].Type, sigs[k].Shape
+		}
+	}
+	return nil
+}
+
+// SetAttr changes one attribute of n and gives n the outputs its op now
+// derives: the existing ones keep their identity, new ones are appended
+// (FlashAttention's log-sum-exp when the backward pass asks for it).
+func (g *Graph) SetAttr(n *Node, key string, value any) error {
+	attrs := Attrs{}
+	for k, v := range n.Attrs {
+		attrs[k] = v
+	}
+	attrs[key] = value
+	old := n.Attrs
+	n.Attrs = attrs
+	sigs, err := ops[n.Op].infer(n)
+	if err != nil || len(sigs) < len(n.Outputs) {
+		n.Attrs = old
+		if err == nil {
+			err = fmt.Errorf("attr %s=%v drops outputs", key, value)
+		}
+		return fmt.Errorf("%s: %w", n.Op, err)
+	}
+	for k := len(n.Outputs); k < len(sigs); k++ {
+		v := g.newValue()
+		v.typ, v.shape, v.Def = sigs[k].Type, sigs[k].Shape, n
+		n.Outputs = append(n.Outputs, v)
+	}
+	return nil
+}

@@ -25,7 +25,9 @@ type opDef struct {
 // I32); weights may be stored in any GGML type and are consumed directly.
 var ops = map[string]opDef{
 	"Embedding": {"rows of table[V,D] picked by ids[T] -> f32[T,D]", inferEmbedding},
-	"Linear":    {"x[...,in] · w[out,in]ᵀ (+ bias[out]) -> f32[...,out]", inferLinear},
+	"Linear": {"x[...,in] · w[out,in]ᵀ (+ bias[out]) -> f32[...,out]; attr exact keeps the activations in float32 " +
+		"(weights decoded row by row) where inference quantizes them to 8 bits as ggml does", inferLinear},
+	"LowRank": {"a LoRA update scale·(x[...,in]·A[r,in]ᵀ)·B[out,r]ᵀ -> f32[...,out] (attr scale); A and B are float32", inferLowRank},
 	"RMSNorm":   {"x / sqrt(mean(x²)+eps) · w, over the last axis (attr eps)", inferNorm(2)},
 	"LayerNorm": {"(x-mean)/sqrt(var+eps) · w + b, over the last axis (attr eps)", inferNorm(3)},
 	"Add":       {"a + b, numpy broadcasting (the transformer graphs: b over a's leading axes, weights of any float type)", inferBinary},
@@ -34,10 +36,11 @@ var ops = map[string]opDef{
 	"GELU":      {"GELU: the tanh approximation, or exact (erf) with attr approximate \"none\"", inferUnary},
 	"Scale":     {"x · scale (attr scale)", inferUnary},
 	"Softmax":   {"softmax over attr axis (-1 when absent)", inferUnaryGeneric(floatsOnly)},
-	"CausalMask": {"x[...,T,S] with -inf where key position > query position " +
+	"CausalMask": {"x[...,T,S] with -inf (0 with attr zero) where key position > query position " +
 		"(queries are the last T of S positions)", inferCausalMask},
 	"RoPE": {"rotary embedding of x[T,H,d] at positions pos[T] " +
-		"(attrs n_dims, freq_base, mode: \"normal\" rotates adjacent pairs, \"neox\" halves)", inferRoPE},
+		"(attrs n_dims, freq_base, mode: \"normal\" rotates adjacent pairs, \"neox\" halves; " +
+		"inverse rotates by the opposite angles)", inferRoPE},
 	"MatMul": {"a[B,M,K] · b[Bk,K,N] (or bᵀ with transpose_b); when Bk divides B, " +
 		"batch i of a uses batch i/(B/Bk) of b (grouped-query attention); other shapes multiply as numpy's matmul", inferMatMul},
 	"Reshape": {"same values, new shape (attr shape; -1 takes the remaining size)", inferReshape},
@@ -46,10 +49,16 @@ var ops = map[string]opDef{
 	"FlashAttention": {"softmax(softcap(q·kᵀ·scale) (+ mask) (causal)) · v over q[B,H,T,d], k[B,Hkv,S,d], " +
 		"v[B,Hkv,S,dv] (B optional), an optional additive mask broadcasting to [B,H,T,S], without the T×S " +
 		"scores (attrs scale, causal, n_head, n_head_kv, softcap: 0 for none, else cap·tanh(x/cap) before " +
-		"the mask); query head h uses key/value head h/(H/Hkv); causal aligns the last query with the last key", inferFlashAttention},
+		"the mask); query head h uses key/value head h/(H/Hkv); causal aligns the last query with the last key; " +
+		"with attr lse a second output, f32[B,H,T], holds each query row's log-sum-exp of its scores (what the " +
+		"backward pass recomputes the probabilities from)", inferFlashAttention},
 	"KVCache": {"appends x[T,Hkv,d] at the current positions to the cache of (attrs) layer and " +
 		"slot (\"k\" or \"v\"), and returns every cached position, [Hkv,kv,d]; kv counts the " +
 		"positions cached so far, these T included. The runtime owns the cache", inferKVCache},
+	"CrossEntropy": {"Σ over rows t with targets[t] ≥ 0 of −log softmax(logits[t])[targets[t]], " +
+		"logits f32[T,V], targets i32[T] -> f32[1] (a sum: the trainer divides by the tokens of the batch)", inferCrossEntropy},
+	"KLDiv": {"Σ over rows t of KL(softmax(teacher[t]) ‖ softmax(logits[t])), natural log, " +
+		"logits and teacher f32[T,V] -> f32[1] (a sum, as CrossEntropy)", inferKLDiv},
 }
 
 // OpNames lists the known ops.
@@ -265,7 +274,57 @@ func inferFlashAttention(n *Node) ([]OutSig, error) {
 	if !n.Attrs.Has("scale") {
 		return nil, fmt.Errorf("missing attr scale")
 	}
+	if n.Attrs.Bool("lse") {
+		return []OutSig{{quant.F32, out}, {quant.F32, q[:r-1]}}, nil
+	}
 	return []OutSig{{quant.F32, out}}, nil
+}
+
+func inferLowRank(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 3); err != nil {
+		return nil, err
+	}
+	x, a, b := n.Inputs[0], n.Inputs[1], n.Inputs[2]
+	if err := wantF32(x, a, b); err != nil {
+		return nil, err
+	}
+	xs, as, bs := x.Shape(), a.Shape(), b.Shape()
+	if len(as) != 2 || len(bs) != 2 || len(xs) == 0 || xs[len(xs)-1] != as[1] || bs[1] != as[0] {
+		return nil, fmt.Errorf("x%v, A%v and B%v do not make a low-rank product ([..,in], [r,in], [out,r])", xs, as, bs)
+	}
+	if !n.Attrs.Has("scale") {
+		return nil, fmt.Errorf("missing attr scale")
+	}
+	return []OutSig{{quant.F32, append(append(Shape{}, xs[:len(xs)-1]...), bs[0])}}, nil
+}
+
+func inferCrossEntropy(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 2); err != nil {
+		return nil, err
+	}
+	logits, targets := n.Inputs[0], n.Inputs[1]
+	ls, ts := logits.Shape(), targets.Shape()
+	if err := wantF32(logits); err != nil {
+		return nil, err
+	}
+	if len(ls) != 2 || len(ts) != 1 || ts[0] != ls[0] || targets.Type() != quant.I32 {
+		return nil, fmt.Errorf("want logits[T,V] and i32 targets[T], have %v and %v%v", ls, targets.Type(), ts)
+	}
+	return []OutSig{{quant.F32, Dims(1)}}, nil
+}
+
+func inferKLDiv(n *Node) ([]OutSig, error) {
+	if err := wantInputs(n, 2); err != nil {
+		return nil, err
+	}
+	if err := wantF32(n.Inputs...); err != nil {
+		return nil, err
+	}
+	ls, ts := n.Inputs[0].Shape(), n.Inputs[1].Shape()
+	if len(ls) != 2 || !ls.Equal(ts) {
+		return nil, fmt.Errorf("want logits[T,V] and teacher logits of the same shape, have %v and %v", ls, ts)
+	}
+	return []OutSig{{quant.F32, Dims(1)}}, nil
 }
 
 // KVDim is the symbolic number of cached positions a KVCache op returns.

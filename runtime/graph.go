@@ -52,29 +52,8 @@ func (m *Model) Run(inputs map[string]*ir.Tensor) ([]*ir.Tensor, error) {
 		}
 		vals[in] = bt
 	}
-	keep := map[*ir.Value]bool{}
-	for _, o := range g.Outputs {
-		keep[o] = true
-	}
-	for i, n := range g.Nodes {
-		in := make([]*Tensor, len(n.Inputs))
-		for j, v := range n.Inputs {
-			if in[j] = vals[v]; in[j] == nil {
-				return nil, fmt.Errorf("node %d (%s): input %s has no value", i, n.Op, v.Ref())
-			}
-		}
-		outs, err := m.runOp(n, in, dims)
-		if err != nil {
-			return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
-		}
-		for k, o := range n.Outputs {
-			vals[o] = outs[k]
-		}
-		for _, v := range n.Inputs {
-			if m.lastUse[v] == i && v.Weight == nil && !keep[v] {
-				delete(vals, v)
-			}
-		}
+	if err := m.execute(vals, dims); err != nil {
+		return nil, err
 	}
 	res := make([]*ir.Tensor, len(g.Outputs))
 	for i, o := range g.Outputs {
@@ -88,6 +67,40 @@ func (m *Model) Run(inputs map[string]*ir.Tensor) ([]*ir.Tensor, error) {
 		}
 	}
 	return res, nil
+}
+
+// execute runs every node of the graph on the values bound in vals (its
+// inputs and weights), symbolic dimensions bound by dims. An activation is
+// dropped after the last node that reads it, so a training graph keeps a
+// forward value exactly until its backward use; the graph's outputs stay
+// in vals.
+func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int) error {
+	g := m.IR.Graph
+	keep := map[*ir.Value]bool{}
+	for _, o := range g.Outputs {
+		keep[o] = true
+	}
+	for i, n := range g.Nodes {
+		in := make([]*Tensor, len(n.Inputs))
+		for j, v := range n.Inputs {
+			if in[j] = vals[v]; in[j] == nil {
+				return fmt.Errorf("node %d (%s): input %s has no value", i, n.Op, v.Ref())
+			}
+		}
+		outs, err := m.runOp(n, in, dims)
+		if err != nil {
+			return fmt.Errorf("node %d (%s): %w", i, n.Op, err)
+		}
+		for k, o := range n.Outputs {
+			vals[o] = outs[k]
+		}
+		for _, v := range n.Inputs {
+			if m.lastUse[v] == i && v.Weight == nil && !keep[v] {
+				delete(vals, v)
+			}
+		}
+	}
+	return nil
 }
 
 // read copies a backend tensor out as the value v it holds.

@@ -43,6 +43,10 @@ type Arch interface {
 	// ScaleGroups lists where activation-aware quantization (AWQ) can
 	// fold a per-channel scale without changing what the model computes.
 	ScaleGroups(p ir.HParams) []ScaleGroup
+	// HFName is the Hugging Face name (as transformers' *ForCausalLM
+	// saves it) of a canonical weight: how adapters trained by lqc name
+	// their modules for PEFT.
+	HFName(canonical string) (string, bool)
 	// RowFix is the permutation the canonical tensor's rows went through
 	// on import from Hugging Face (llama's q/k un-permutation), or nil.
 	// A LoRA adapter's B and DoRA's magnitude, whose rows are the
@@ -207,6 +211,24 @@ func splitLayer(name string) (prefix string, layer int, rest string, ok bool) {
 		return "", 0, "", false
 	}
 	return m[1], n, m[3], true
+}
+
+// hfName inverts a per-layer HF → GGUF table for HFName: prefix is the
+// layers' HF path ("model.layers.").
+func hfName(canonical, prefix string, layer map[string]string, whole map[string]string) (string, bool) {
+	if n, ok := whole[canonical]; ok {
+		return n, true
+	}
+	pre, i, rest, ok := splitLayer(canonical)
+	if !ok || pre != "blk." {
+		return "", false
+	}
+	for hf, g := range layer {
+		if g == rest {
+			return fmt.Sprintf("%s%d.%s", prefix, i, hf), true
+		}
+	}
+	return "", false
 }
 
 // blk names a per-layer tensor the way GGUF does.

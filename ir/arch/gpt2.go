@@ -147,6 +147,16 @@ func (gpt2) MapHF(name string, p ir.HParams) (string, Fix, bool, error) {
 	return "", nil, false, fmt.Errorf("unexpected tensor %s for gpt2", name)
 }
 
+func (gpt2) HFName(canonical string) (string, bool) {
+	layer := map[string]string{}
+	for hf, m := range gpt2HFLayer {
+		layer[hf] = m.name
+	}
+	return hfName(canonical, "transformer.h.", layer, map[string]string{
+		"token_embd.weight": "transformer.wte.weight", "position_embd.weight": "transformer.wpe.weight",
+		"output_norm.weight": "transformer.ln_f.weight", "output_norm.bias": "transformer.ln_f.bias", "output.weight": "lm_head.weight"})
+}
+
 // CompleteHF stores the tied classifier as its own output.weight, as
 // llama.cpp's converter does: runtimes of its era require the tensor.
 func (gpt2) CompleteHF(_ Config, _ ir.HParams, ts map[string]*ir.Tensor) error {

@@ -171,6 +171,11 @@ func unpermuteQK(nHead int) Fix {
 	}
 }
 
+func (llama) HFName(canonical string) (string, bool) {
+	return hfName(canonical, "model.layers.", llamaHFLayer, map[string]string{
+		"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"})
+}
+
 func (llama) ScaleGroups(p ir.HParams) []ScaleGroup {
 	d, ff, hd := int64(p.EmbeddingLength), int64(p.FeedForwardLength), int64(p.HeadDim())
 	group := int64(p.HeadCount / p.HeadCountKV) // query heads per kv head

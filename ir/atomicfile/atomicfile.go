@@ -46,3 +46,31 @@ func Write(path string, fill func(w *bufio.Writer) error) (err error) {
 	}
 	return nil
 }
+
+// ReplaceDir puts the complete folder tmp (made beside dir) in dir's
+// place: a folder that is there already is moved aside first and removed
+// only once the new one is in place, so dir holds the old folder or the
+// new one, never a mix.
+func ReplaceDir(tmp, dir string) error {
+	st, err := os.Stat(dir)
+	switch {
+	case os.IsNotExist(err):
+		if err := os.Rename(tmp, dir); err != nil {
+			return fmt.Errorf("cannot write %s: %w", dir, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("cannot write %s: %w", dir, err)
+	case !st.IsDir():
+		return fmt.Errorf("cannot write %s: it is a file, not a folder", dir)
+	}
+	old := tmp + ".old"
+	if err := os.Rename(dir, old); err != nil {
+		return fmt.Errorf("cannot replace %s: %w", dir, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.Rename(old, dir)
+		return fmt.Errorf("cannot write %s: %w", dir, err)
+	}
+	return os.RemoveAll(old)
+}

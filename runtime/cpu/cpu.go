@@ -120,8 +120,13 @@ func f32s(t *lqrt.Tensor) []float32 { return t.Data.([]float32) }
 
 // RunOutputs runs an op with several outputs (the general tensor ops).
 func (b *Backend) RunOutputs(op string, attrs ir.Attrs, outs []*lqrt.Tensor, in []*lqrt.Tensor) error {
-	if len(outs) == 1 {
+	switch {
+	case len(outs) == 1:
 		return b.Run(op, attrs, outs[0], in)
+	case op == "FlashAttention":
+		return b.runFlashAttention(attrs, outs[0], outs[1], in)
+	case op == "FlashAttentionGrad":
+		return b.flashAttentionGrad(attrs, outs, in)
 	}
 	return b.runGeneric(op, attrs, outs, in)
 }
@@ -161,6 +166,39 @@ func fast(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) bool {
 	return true
 }
 
+// runFlashAttention runs FlashAttention, with its log-sum-exp into lse
+// when lse is not nil. A constant operand (a folded mask) arrives as a
+// weight: decoded.
+func (b *Backend) runFlashAttention(attrs ir.Attrs, out, lse *lqrt.Tensor, in []*lqrt.Tensor) error {
+	ops, err := denseOperands(in)
+	if err != nil {
+		return err
+	}
+	var mask *lqrt.Tensor
+	if len(ops) == 4 {
+		mask = ops[3]
+	}
+	b.flashAttention(out, lse, ops[0], ops[1], ops[2], mask, float32(attrs.Float("scale")), float32(attrs.Float("softcap")), attrs.Bool("causal"))
+	return nil
+}
+
+// denseOperands decodes the weights among in (constants folded into a
+// graph) to float32 tensors.
+func denseOperands(in []*lqrt.Tensor) ([]*lqrt.Tensor, error) {
+	ops := make([]*lqrt.Tensor, len(in))
+	for i, t := range in {
+		ops[i] = t
+		if _, w := t.Data.(*weight); w {
+			d, err := dense(t)
+			if err != nil {
+				return nil, err
+			}
+			ops[i] = &lqrt.Tensor{Type: quant.F32, Shape: t.Shape, Data: d}
+		}
+	}
+	return ops, nil
+}
+
 // Run dispatches one op.
 func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) error {
 	if genericOps[op] {
@@ -186,7 +224,7 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 		if len(in) == 3 {
 			bias = f32s(in[2])
 		}
-		return b.linear(f32s(out), f32s(in[0]), in[1], bias)
+		return b.linear(f32s(out), f32s(in[0]), in[1], bias, attrs.Bool("exact"))
 	case "Embedding":
 		return b.embedding(f32s(out), in[0], in[1].Data.([]int32))
 	case "RMSNorm":
@@ -206,9 +244,10 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 	case "Softmax":
 		softmax(b.pool, f32s(out), f32s(in[0]), out.Shape[len(out.Shape)-1])
 	case "CausalMask":
-		causalMask(f32s(out), f32s(in[0]), out.Shape)
+		causalMask(f32s(out), f32s(in[0]), out.Shape, attrs.Bool("zero"))
 	case "RoPE":
-		rope(f32s(out), f32s(in[0]), in[1].Data.([]int32), out.Shape, int(attrs.Int("n_dims")), attrs.Float("freq_base"), attrs.Str("mode") == "neox")
+		rope(f32s(out), f32s(in[0]), in[1].Data.([]int32), out.Shape, int(attrs.Int("n_dims")), attrs.Float("freq_base"),
+			attrs.Str("mode") == "neox", attrs.Bool("inverse"))
 	case "MatMul":
 		return b.matmul(out, in[0], in[1], attrs.Bool("transpose_b"))
 	case "Permute":
@@ -218,27 +257,23 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 	case "KVCache":
 		kvCache(out, in[0], in[1], int(attrs.Int("pos")))
 	case "LowRank":
-		return b.lowRank(f32s(out), in[0], in[1], in[2], attrs.Float("scale"), int(attrs.Int("start")), int(attrs.Int("end")))
-	case "FlashAttention":
-		// A constant operand (a folded mask) arrives as a weight: decoded.
-		ops := make([]*lqrt.Tensor, len(in))
-		for i, t := range in {
-			ops[i] = t
-			if _, w := t.Data.(*weight); w {
-				d, err := dense(t)
-				if err != nil {
-					return err
-				}
-				ops[i] = &lqrt.Tensor{Type: quant.F32, Shape: t.Shape, Data: d}
+		// The executor's form adds the update to rows [start, end) of out;
+		// the IR's op (no range) is the update itself.
+		start, end := int(attrs.Int("start")), int(attrs.Int("end"))
+		if !attrs.Has("end") {
+			clear(f32s(out))
+			end = out.Shape[0]
+			for _, d := range out.Shape[1 : len(out.Shape)-1] {
+				end *= d
 			}
 		}
-		in = ops
-		var mask *lqrt.Tensor
-		if len(in) == 4 {
-			mask = in[3]
-		}
-		b.flashAttention(out, in[0], in[1], in[2], mask, float32(attrs.Float("scale")), float32(attrs.Float("softcap")), attrs.Bool("causal"))
+		return b.lowRank(f32s(out), in[0], in[1], in[2], attrs.Float("scale"), start, end)
+	case "FlashAttention":
+		return b.runFlashAttention(attrs, out, nil, in)
 	default:
+		if kernel, ok := trainingKernels[op]; ok {
+			return kernel(b, attrs, out, in)
+		}
 		return fmt.Errorf("cpu: no kernel for op %s", op)
 	}
 	return nil

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/lqc-dev/lqc/quant"
 	lqrt "github.com/lqc-dev/lqc/runtime"
@@ -14,14 +15,20 @@ const rowGrain = 16
 // token t, reading W's encoded rows in place. Each weight row is loaded
 // once and multiplied with every token's activations while it is in
 // cache, so prompt processing costs about one pass over the weights.
-func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32) error {
-	w, ok := wt.Data.(*weight)
-	if !ok {
-		return fmt.Errorf("cpu: Linear weight is not a matrix")
+// Activations are quantized to 8 bits for block types, as ggml does,
+// unless exact is set (training): then each row is decoded to float32.
+func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exact bool) error {
+	w, err := matrix(wt)
+	if err != nil {
+		return fmt.Errorf("cpu: Linear: %w", err)
 	}
 	in, nout := w.rowLen, w.rows
 	T := len(x) / in
-	switch activationFormat(w.typ) {
+	format := activationFormat(w.typ)
+	if exact {
+		format = actF32
+	}
+	switch format {
 	case actQ8:
 		nb := in / 32
 		xq := make([]q8Block, T*nb)
@@ -136,6 +143,26 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32) erro
 	return nil
 }
 
+// matrix is a 2-D operand as the matrix kernels read it: a weight's
+// encoded rows, or a dense float32 tensor (a trained parameter) seen as
+// F32 rows in place.
+func matrix(t *lqrt.Tensor) (*weight, error) {
+	switch d := t.Data.(type) {
+	case *weight:
+		return d, nil
+	case []float32:
+		if len(t.Shape) != 2 || t.Stride0 != 0 {
+			return nil, fmt.Errorf("operand %v is not a dense matrix", t.Shape)
+		}
+		var data []byte
+		if len(d) > 0 {
+			data = unsafe.Slice((*byte)(unsafe.Pointer(&d[0])), 4*len(d))
+		}
+		return &weight{typ: quant.F32, rows: t.Shape[0], rowLen: t.Shape[1], rowBytes: 4 * t.Shape[1], data: data}, nil
+	}
+	return nil, fmt.Errorf("operand %v%v is not a matrix", t.Type, t.Shape)
+}
+
 // decodeRow returns weight row r as float32: in place for F32 weights,
 // decoded into scratch otherwise.
 func decodeRow(w *weight, r int, scratch []float32) []float32 {
@@ -214,9 +241,12 @@ func (b *Backend) embedding(out []float32, table *lqrt.Tensor, ids []int32) erro
 // intermediate is tiny, so it is computed on the calling thread; the
 // product with B is spread over the pool by output column.
 func (b *Backend) lowRank(out []float32, x, a, bw *lqrt.Tensor, scale float64, start, end int) error {
-	wa, ok := a.Data.(*weight)
-	wb, ok2 := bw.Data.(*weight)
-	if !ok || !ok2 || wa.rows != wb.rowLen {
+	wa, err := matrix(a)
+	if err != nil {
+		return fmt.Errorf("cpu: LowRank: %w", err)
+	}
+	wb, err := matrix(bw)
+	if err != nil || wa.rows != wb.rowLen {
 		return fmt.Errorf("cpu: LowRank weights are not a matching pair of matrices")
 	}
 	in, r, nout := wa.rowLen, wa.rows, wb.rows

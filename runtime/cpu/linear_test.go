@@ -29,7 +29,7 @@ func BenchmarkLinear(b *testing.B) {
 		out := make([]float32, c.T*c.nout)
 		b.Run(fmt.Sprintf("%v/%dx%dx%d", c.typ, c.T, c.in, c.nout), func(b *testing.B) {
 			for b.Loop() {
-				be.linear(out, x, wt, nil)
+				be.linear(out, x, wt, nil, false)
 			}
 			b.ReportMetric(float64(c.T*c.in*c.nout)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
 		})

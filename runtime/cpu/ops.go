@@ -119,9 +119,14 @@ func softmax(p *pool, out, x []float32, n int) {
 
 // causalMask: queries are the last T of S positions; query t may see
 // keys 0 … S-T+t.
-func causalMask(out, x []float32, shape []int) {
+// With zero set the masked entries are 0 instead of -inf: the mask's
+// gradient.
+func causalMask(out, x []float32, shape []int, zero bool) {
 	T, S := shape[len(shape)-2], shape[len(shape)-1]
 	neg := float32(math.Inf(-1))
+	if zero {
+		neg = 0
+	}
 	for base := 0; base < len(x); base += T * S {
 		for t := range T {
 			row := base + t*S
@@ -139,8 +144,9 @@ func causalMask(out, x []float32, shape []int) {
 
 // rope rotates x[T,H,d] by position. Frequencies are computed in float64
 // as θ_i = pos·base^(-2i/n_dims): "normal" rotates pairs (2i, 2i+1),
-// "neox" pairs (i, i+n_dims/2).
-func rope(out, x []float32, pos []int32, shape []int, nDims int, base float64, neox bool) {
+// "neox" pairs (i, i+n_dims/2). inverse rotates by −θ_i: the
+// transpose of the rotation, which is its gradient.
+func rope(out, x []float32, pos []int32, shape []int, nDims int, base float64, neox, inverse bool) {
 	T, H, d := shape[0], shape[1], shape[2]
 	copy(out, x)
 	for t := range T {
@@ -148,6 +154,9 @@ func rope(out, x []float32, pos []int32, shape []int, nDims int, base float64, n
 			theta := float64(pos[t]) * math.Pow(base, -2*float64(i)/float64(nDims))
 			sin, cos := math.Sincos(theta)
 			c, s := float32(cos), float32(sin)
+			if inverse {
+				s = -s
+			}
 			for h := range H {
 				row := out[(t*H+h)*d:]
 				src := x[(t*H+h)*d:]

@@ -1,0 +1,249 @@
+package train
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/frontend/safetensors"
+	"github.com/lqc-dev/lqc/ir/arch"
+	"github.com/lqc-dev/lqc/passes"
+	"github.com/lqc-dev/lqc/runtime/cpu"
+	"github.com/lqc-dev/lqc/testmodels"
+)
+
+// reference is shared/models/stories260K/reference/finetune: PyTorch in
+// float64 training a rank-4 adapter over llama.cpp's own Q4_0 file.
+type reference struct {
+	dir    string
+	batch  [][]int32
+	losses struct {
+		Distill float64 `json:"loss_distill"`
+		SFT     float64 `json:"loss_sft"`
+		AdamW   struct {
+			LR         float64   `json:"lr"`
+			Betas      []float64 `json:"betas"`
+			Eps        float64   `json:"eps"`
+			Steps      int       `json:"steps"`
+			Trajectory []float64 `json:"loss_distill_before_each_step_then_final"`
+		} `json:"adamw"`
+	}
+}
+
+func loadReference(t *testing.T) *reference {
+	t.Helper()
+	r := &reference{dir: testmodels.Shared(t, "models", "stories260K", "reference", "finetune")}
+	var b struct {
+		Batch [][]int32 `json:"batch"`
+	}
+	readJSON(t, filepath.Join(r.dir, "batch.json"), &b)
+	r.batch = b.Batch
+	readJSON(t, filepath.Join(r.dir, "losses.json"), &r.losses)
+	return r
+}
+
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// referenceEngine loads the Q4_0 base with the reference's initial
+// adapter for objective.
+func referenceEngine(t *testing.T, r *reference, obj passes.Objective, flash bool) *Engine {
+	t.Helper()
+	base, err := frontend.LoadGGUF(testmodels.Shared(t, "golden", "real", "stories260K-Q4_0.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { base.Close() })
+	opt := EngineOptions{Objective: obj, Backend: cpu.New(2), FlashAttention: flash}
+	t.Cleanup(func() { opt.Backend.Close() })
+	if obj == passes.Distill {
+		teacher, err := frontend.Load(testmodels.Shared(t, "models", "stories260K", "hf"), frontend.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { teacher.Close() })
+		opt.Teacher = teacher
+	}
+	ad, err := frontend.LoadAdapter(filepath.Join(r.dir, "adapter"), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ad.Close() })
+	e, err := NewEngine(base, ad, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (r *reference) examples(obj passes.Objective) ([]Example, int) {
+	var exs []Example
+	scored := 0
+	for _, row := range r.batch {
+		ex := Example{Tokens: row}
+		if obj == passes.SFT {
+			ex.Targets = make([]int32, len(row))
+			for i := range row {
+				ex.Targets[i] = -1
+				if i+1 < len(row) {
+					ex.Targets[i] = row[i+1]
+					scored++
+				}
+			}
+		} else {
+			scored += len(row)
+		}
+		exs = append(exs, ex)
+	}
+	return exs, scored
+}
+
+// TestReferenceLossesAndGradients: both losses within 1e-4 relative and
+// every gradient tensor within 1e-3 (‖Δ‖/‖g‖) of PyTorch's float64
+// values, with the fused attention and with the spelled-out one.
+func TestReferenceLossesAndGradients(t *testing.T) {
+	r := loadReference(t)
+	for _, flash := range []bool{true, false} {
+		for _, obj := range []passes.Objective{passes.Distill, passes.SFT} {
+			name := obj.String()
+			if !flash {
+				name += "/unfused"
+			}
+			t.Run(name, func(t *testing.T) {
+				e := referenceEngine(t, r, obj, flash)
+				exs, scored := r.examples(obj)
+				loss, err := e.Batch(exs, scored)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, file := r.losses.Distill, "grads_distill.safetensors"
+				if obj == passes.SFT {
+					want, file = r.losses.SFT, "grads_sft.safetensors"
+				}
+				if rel := math.Abs(loss-want) / want; rel > 1e-4 {
+					t.Errorf("loss %.9g, PyTorch %.9g (relative error %.2g)", loss, want, rel)
+				} else {
+					t.Logf("loss %.9g, PyTorch %.9g (relative error %.2g)", loss, want, rel)
+				}
+				checkGradients(t, e, filepath.Join(r.dir, file))
+			})
+		}
+	}
+}
+
+func checkGradients(t *testing.T, e *Engine, file string) {
+	t.Helper()
+	ref, err := safetensors.OpenFiles(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	m := e.Model()
+	a, err := arch.Lookup(m.Arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	worst, worstName := 0.0, ""
+	names := make([]string, 0, len(e.lora))
+	for n := range e.lora {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		l := e.lora[name]
+		module, err := PEFTModule(a, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ak, bk := PEFTKeys(module)
+		rows, err := HFRows(a, name, m.Params, l.b.Shape[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			key  string
+			got  []float32
+			rows []int64
+			r    int
+		}{{ak, l.a.Grad, nil, 0}, {bk, l.b.Grad, rows, int(l.b.Shape[1])}} {
+			seen[c.key] = true
+			rt, err := ref.Tensor(c.key)
+			if err != nil {
+				t.Fatalf("reference has no %s: %v", c.key, err)
+			}
+			want, err := rt.Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := c.got
+			if c.rows != nil {
+				got = make([]float32, len(c.got))
+				for row, hf := range c.rows {
+					copy(got[int(hf)*c.r:(int(hf)+1)*c.r], c.got[row*c.r:(row+1)*c.r])
+				}
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%s: %d values, reference %d", c.key, len(got), len(want))
+			}
+			var dd, gg float64
+			for i := range want {
+				d := float64(got[i]) - float64(want[i])
+				dd += d * d
+				gg += float64(want[i]) * float64(want[i])
+			}
+			rel := math.Sqrt(dd / gg)
+			if rel > worst {
+				worst, worstName = rel, c.key
+			}
+			if rel > 1e-3 {
+				t.Errorf("%s: ‖Δ‖/‖g‖ = %.3g", c.key, rel)
+			}
+		}
+	}
+	if len(seen) != len(ref.Names()) {
+		t.Errorf("compared %d gradient tensors, the reference has %d", len(seen), len(ref.Names()))
+	}
+	t.Logf("%d gradient tensors, worst ‖Δ‖/‖g‖ %.3g (%s)", len(seen), worst, worstName)
+}
+
+// TestReferenceAdamW: ten AdamW steps on the distillation loss of the one
+// batch follow PyTorch's trajectory within 1e-3 at every step.
+func TestReferenceAdamW(t *testing.T) {
+	r := loadReference(t)
+	e := referenceEngine(t, r, passes.Distill, true)
+	exs, scored := r.examples(passes.Distill)
+	cfg := r.losses.AdamW
+	opt := NewAdamW(e.Params(), cfg.Betas[0], cfg.Betas[1], cfg.Eps, 0)
+	for step := 0; step <= cfg.Steps; step++ {
+		e.ZeroGrad()
+		loss, err := e.Batch(exs, scored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := cfg.Trajectory[step]
+		rel := math.Abs(loss-want) / want
+		t.Logf("step %2d: loss %.6f, PyTorch %.6f (relative %.2g)", step, loss, want, rel)
+		if rel > 1e-3 {
+			t.Errorf("step %d: loss %.6f, PyTorch %.6f", step, loss, want)
+		}
+		if step < cfg.Steps {
+			if err := opt.Update(e.Params(), cfg.LR); err != nil {
+				t.Fatal(err)
+			}
+			e.Changed()
+		}
+	}
+}
