@@ -27,7 +27,7 @@ var ops = map[string]opDef{
 	"Embedding": {"rows of table[V,D] picked by ids[T] -> f32[T,D]", inferEmbedding},
 	"Linear": {"x[...,in] · w[out,in]ᵀ (+ bias[out]) -> f32[...,out]; attr exact keeps the activations in float32 " +
 		"(weights decoded row by row) where inference quantizes them to 8 bits as ggml does", inferLinear},
-	"LowRank": {"a LoRA update scale·(x[...,in]·A[r,in]ᵀ)·B[out,r]ᵀ -> f32[...,out] (attr scale); A and B are float32", inferLowRank},
+	"LowRank":   {"a LoRA update scale·(x[...,in]·A[r,in]ᵀ)·B[out,r]ᵀ -> f32[...,out] (attr scale); A and B are float32", inferLowRank},
 	"RMSNorm":   {"x / sqrt(mean(x²)+eps) · w, over the last axis (attr eps)", inferNorm(2)},
 	"LayerNorm": {"(x-mean)/sqrt(var+eps) · w + b, over the last axis (attr eps)", inferNorm(3)},
 	"Add":       {"a + b, numpy broadcasting (the transformer graphs: b over a's leading axes, weights of any float type)", inferBinary},
