@@ -220,9 +220,9 @@ func dotQ8KFor(t quant.Type) func([]byte, []q8KBlock) float32 {
 
 // embedding copies the rows of table picked by ids, decoded to float32.
 func (b *Backend) embedding(out []float32, table *lqrt.Tensor, ids []int32) error {
-	w, ok := table.Data.(*weight)
-	if !ok {
-		return fmt.Errorf("cpu: Embedding table is not a matrix")
+	w, err := matrix(table)
+	if err != nil {
+		return fmt.Errorf("cpu: Embedding table: %w", err)
 	}
 	d := w.rowLen
 	for t, id := range ids {
