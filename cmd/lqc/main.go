@@ -28,6 +28,7 @@ var commands = []command{
 	{"imatrix", "measure an importance matrix on calibration text (for convert --imatrix)", runImatrix},
 	{"inspect", "show a model's metadata, tensors and graph", runInspect},
 	{"run", "generate text with a model", runRun},
+	{"finetune", "train a LoRA adapter on a frozen (quantized) model: residual distillation or SFT", runFinetune},
 	{"eval", "measure perplexity and KL divergence against a reference; gate CI on them", runEval},
 	{"tokenize", "print the tokens of a text", runTokenize},
 	{"version", "print lqc's version", runVersion},

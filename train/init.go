@@ -1,0 +1,185 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+
+	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/ir/arch"
+)
+
+// ResolveTargets turns --targets into the canonical weights to adapt.
+// Each entry names a projection as GGUF does (attn_q, ffn_down) or as
+// PEFT's target_modules does (q_proj, down_proj, c_attn); "all" or no
+// entry at all means every matrix inside the blocks (every projection:
+// for llama q, k, v, o, gate, up, down). The token embedding and the
+// classifier are never adapted.
+func ResolveTargets(m *ir.Model, spec []string) ([]string, error) {
+	a, err := arch.Lookup(m.Arch)
+	if err != nil {
+		return nil, err
+	}
+	all := len(spec) == 0 || len(spec) == 1 && spec[0] == "all"
+	matched := map[string]bool{}
+	var out []string
+	for _, w := range m.Graph.Weights {
+		name := w.Weight.Name
+		if !strings.HasPrefix(name, "blk.") || len(w.Weight.Shape) != 2 {
+			continue
+		}
+		short := name[strings.Index(name[4:], ".")+5:]
+		short = strings.TrimSuffix(short, ".weight")
+		module := ""
+		if hf, ok := a.HFName(name); ok {
+			hf = strings.TrimSuffix(hf, ".weight")
+			module = hf[strings.LastIndex(hf, ".")+1:]
+		}
+		take := all
+		for _, s := range spec {
+			if s == short || s == module {
+				take, matched[s] = true, true
+			}
+		}
+		if take {
+			out = append(out, name)
+		}
+	}
+	if !all {
+		for _, s := range spec {
+			if !matched[s] {
+				return nil, fmt.Errorf("--targets %s names no projection of this %s model", s, m.Arch)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no projection to adapt")
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// InitOptions choose a new adapter's starting point.
+type InitOptions struct {
+	// Method: "zero" (PEFT's default: A uniform in ±1/√in as Kaiming's
+	// init with a=√5 gives, B = 0, so training starts at the base), or
+	// "svd" (the top-Rank singular triplets of W_teacher − W_base per
+	// matrix, so the adapter starts by restoring what quantization lost
+	// most).
+	Method  string
+	Rank    int
+	Alpha   float64
+	Targets []string
+	Seed    uint64
+	Teacher *ir.Model // svd
+}
+
+// NewAdapter makes the adapter a run starts from.
+func NewAdapter(base *ir.Model, opt InitOptions) (*ir.Adapter, error) {
+	if opt.Rank <= 0 {
+		return nil, fmt.Errorf("rank %d", opt.Rank)
+	}
+	scale := opt.Alpha / float64(opt.Rank)
+	at := &AdapterTensors{Arch: base.Arch, Params: base.Params, Rank: opt.Rank, Alpha: opt.Alpha, LoRA: map[string]*LoRAValues{}}
+	for i, name := range opt.Targets {
+		w := base.Weight(name)
+		if w == nil {
+			return nil, fmt.Errorf("the base has no weight %s", name)
+		}
+		out, in := w.Rows(), w.RowLen()
+		r := int64(opt.Rank)
+		if r > min(out, in) {
+			return nil, fmt.Errorf("rank %d exceeds the smaller side of %s %v", r, name, w.Shape)
+		}
+		l := &LoRAValues{A: make([]float32, r*in), B: make([]float32, out*r), Rank: r, In: in, Out: out, Scale: scale}
+		switch opt.Method {
+		case "zero":
+			rng := rand.New(rand.NewPCG(opt.Seed, uint64(i)))
+			bound := 1 / math.Sqrt(float64(in))
+			for j := range l.A {
+				l.A[j] = float32((2*rng.Float64() - 1) * bound)
+			}
+		case "svd":
+			if opt.Teacher == nil {
+				return nil, fmt.Errorf("--init svd needs a teacher")
+			}
+			tw := opt.Teacher.Weight(name)
+			if tw == nil || fmt.Sprint(tw.Shape) != fmt.Sprint(w.Shape) {
+				return nil, fmt.Errorf("the teacher has no weight %s of shape %v", name, w.Shape)
+			}
+			if err := svdInit(l, tw, w, opt.Seed+uint64(i)); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+		default:
+			return nil, fmt.Errorf("--init %q: want svd or zero", opt.Method)
+		}
+		at.LoRA[name] = l
+	}
+	return at.Adapter("init:" + opt.Method)
+}
+
+// svdInit sets B·A·scale to the best rank-r approximation of
+// W_teacher − W_base, the singular values split evenly between the two.
+func svdInit(l *LoRAValues, teacher, base *ir.Tensor, seed uint64) error {
+	t, err := teacher.Float32s()
+	if err != nil {
+		return err
+	}
+	b, err := base.Float32s()
+	if err != nil {
+		return err
+	}
+	rows, cols := int(l.Out), int(l.In)
+	d := make([]float64, len(t))
+	for i := range d {
+		d[i] = float64(t[i]) - float64(b[i])
+	}
+	r := int(l.Rank)
+	u, s, vt := topSVD(d, rows, cols, r, seed)
+	for k := range r {
+		f := math.Sqrt(s[k] / l.Scale)
+		for i := range rows {
+			l.B[i*r+k] = float32(u[i*r+k] * f)
+		}
+		for j := range cols {
+			l.A[k*cols+j] = float32(vt[k*cols+j] * f)
+		}
+	}
+	return nil
+}
+
+// Adapter is the values as an ir.Adapter (copies: training goes on).
+func (at *AdapterTensors) Adapter(name string) (*ir.Adapter, error) {
+	ad := &ir.Adapter{Name: name, Arch: at.Arch, LoRA: map[string]*ir.LoRA{}}
+	for n, l := range at.LoRA {
+		A, err := ir.FromF32(n+".lora_a", []int64{l.Rank, l.In}, append([]float32(nil), l.A...))
+		if err != nil {
+			return nil, err
+		}
+		B, err := ir.FromF32(n+".lora_b", []int64{l.Out, l.Rank}, append([]float32(nil), l.B...))
+		if err != nil {
+			return nil, err
+		}
+		ad.LoRA[n] = &ir.LoRA{A: A, B: B, Scale: l.Scale}
+	}
+	return ad, nil
+}
+
+// Values is the engine's adapter as it stands.
+func (e *Engine) Values() *AdapterTensors {
+	at := &AdapterTensors{Arch: e.base.Arch, Params: e.base.Params, LoRA: map[string]*LoRAValues{}}
+	a, _ := arch.Lookup(e.base.Arch)
+	for name, l := range e.lora {
+		v := &LoRAValues{A: l.a.Value, B: l.b.Value, Rank: l.a.Shape[0], In: l.a.Shape[1], Out: l.b.Shape[0], Scale: l.scale}
+		if a != nil {
+			v.HFRowsOfOut, _ = HFRows(a, name, e.base.Params, v.Out)
+		}
+		at.LoRA[name] = v
+		at.Rank = int(v.Rank)
+		at.Alpha = l.scale * float64(v.Rank)
+	}
+	return at
+}
+
