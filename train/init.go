@@ -182,4 +182,3 @@ func (e *Engine) Values() *AdapterTensors {
 	}
 	return at
 }
-
