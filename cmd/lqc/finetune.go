@@ -74,10 +74,16 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "threads")
 	flashAttn := fs.String("flash-attn", "on", "fused attention in training: on (backward from the saved log-sum-exp) or off")
 	verbose := fs.BoolP("verbose", "v", false, "print the training passes and what they did")
+	profile := profileFlag(fs)
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
 		return err
 	}
+	stopProfile, err := profile()
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	basePath := pos[0]
 	switch {
 	case *out == "":
@@ -94,6 +100,12 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageError{fmt.Errorf("--schedule %q: want cosine or constant", *schedule)}
 	case *batch <= 0 || *accum <= 0 || *rank <= 0:
 		return usageError{errors.New("--batch, --grad-accum and --rank must be positive")}
+	}
+	// A typo in an output path should not cost a training run.
+	for _, o := range []string{*out, *peftOut} {
+		if err := checkWritable(o); err != nil {
+			return err
+		}
 	}
 	objective := passes.SFT
 	if *teacherPath != "" {
@@ -351,6 +363,19 @@ func windowSize(n int, explicit bool, modelCtx int, logf func(string, ...any)) (
 		n = modelCtx
 	}
 	return n, nil
+}
+
+// checkWritable makes sure a file can be created beside path ("" passes).
+func checkWritable(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".probe-*")
+	if err != nil {
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 func firstOf(s ...string) string {

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/testmodels"
+)
+
+type stepLine struct {
+	Step int     `json:"step"`
+	Loss float64 `json:"loss"`
+	Eval *struct {
+		KLD float64 `json:"kld_mean"`
+	} `json:"eval"`
+}
+
+func stepLosses(t *testing.T, stdout string) map[int]float64 {
+	t.Helper()
+	out := map[int]float64{}
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	for sc.Scan() {
+		var l stepLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("not a JSON line: %q", sc.Text())
+		}
+		if l.Eval == nil {
+			out[l.Step] = l.Loss
+		}
+	}
+	return out
+}
+
+func finetuneFixtures(t *testing.T) (base, teacher, ref string) {
+	return testmodels.Shared(t, "golden", "real", "stories260K-Q4_0.gguf"),
+		testmodels.Shared(t, "models", "stories260K", "hf"),
+		testmodels.Shared(t, "models", "stories260K", "reference", "finetune")
+}
+
+// TestFinetuneReplaysReference: the command line of the issue reproduces
+// PyTorch's 10-step AdamW trajectory, and the adapters it writes (GGUF and
+// PEFT) load over the base and run.
+func TestFinetuneReplaysReference(t *testing.T) {
+	base, teacher, ref := finetuneFixtures(t)
+	var want struct {
+		AdamW struct {
+			Trajectory []float64 `json:"loss_distill_before_each_step_then_final"`
+		} `json:"adamw"`
+	}
+	b, err := os.ReadFile(filepath.Join(ref, "losses.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out, peft := filepath.Join(dir, "out.gguf"), filepath.Join(dir, "peft")
+	code, stdout, stderr := lqc("finetune", base, "--teacher", teacher, "--data", filepath.Join(ref, "batch.json"),
+		"--init-adapter", filepath.Join(ref, "adapter"), "--batch", "2", "--ctx", "64", "--steps", "10", "--lr", "1e-3",
+		"--warmup", "0", "--schedule", "constant", "--clip", "0", "--weight-decay", "0", "--json", "-o", out, "--peft-out", peft)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	losses := stepLosses(t, stdout)
+	if len(losses) != 10 {
+		t.Fatalf("%d step lines, want 10", len(losses))
+	}
+	for step := 1; step <= 10; step++ {
+		w := want.AdamW.Trajectory[step-1]
+		if rel := math.Abs(losses[step]-w) / w; rel > 1e-3 {
+			t.Errorf("step %d: loss %.6f, PyTorch %.6f", step, losses[step], w)
+		}
+	}
+	// Both outputs hold the same adapter; each runs over the base.
+	for _, a := range []string{out, peft} {
+		if code, _, stderr := lqc("run", base, "--lora", a, "-n", "8", "--temp", "0"); code != 0 {
+			t.Errorf("run --lora %s: exit %d: %s", a, code, stderr)
+		}
+	}
+	bm, err := frontend.LoadGGUF(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bm.Close()
+	ga, err := frontend.LoadAdapter(out, bm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ga.Close()
+	pa, err := frontend.LoadAdapter(peft, bm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pa.Close()
+	if len(ga.LoRA) != 35 || len(pa.LoRA) != 35 {
+		t.Fatalf("%d and %d adapted weights, want 35", len(ga.LoRA), len(pa.LoRA))
+	}
+	for name, l := range ga.LoRA {
+		p := pa.LoRA[name]
+		if p == nil || math.Abs(p.Scale-l.Scale) > 1e-12 {
+			t.Fatalf("%s: scales %v and %v", name, l.Scale, p)
+		}
+		for _, pair := range [][2]func() ([]float32, error){{l.A.Float32s, p.A.Float32s}, {l.B.Float32s, p.B.Float32s}} {
+			x, err1 := pair[0]()
+			y, err2 := pair[1]()
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			for i := range x {
+				if x[i] != y[i] {
+					t.Fatalf("%s: GGUF and PEFT outputs differ at %d: %v vs %v", name, i, x[i], y[i])
+				}
+			}
+		}
+	}
+}
+
+// cancelAfter is a stdout that cancels the run once it has printed the
+// JSON line of step n: an interrupt between two steps.
+type cancelAfter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	n      int
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf.Write(p)
+	var l stepLine
+	if json.Unmarshal(bytes.TrimSpace(p), &l) == nil && l.Step == c.n && l.Eval == nil {
+		c.cancel()
+	}
+	return len(p), nil
+}
+
+// TestFinetuneInterruptAndResume: an interrupt writes a checkpoint and
+// exits 130; --resume then continues to exactly the losses of an
+// uninterrupted run (cosine schedule, shuffled windows, gradient
+// accumulation).
+func TestFinetuneInterruptAndResume(t *testing.T) {
+	base, teacher, _ := finetuneFixtures(t)
+	data := testmodels.Shared(t, "golden", "quant", "imatrix-calib.txt")
+	args := func(out, ck string) []string {
+		a := []string{"finetune", base, "--teacher", teacher, "--data", data, "--rank", "2", "--ctx", "32", "--batch", "2",
+			"--grad-accum", "2", "--steps", "6", "--lr", "2e-3", "--warmup", "2", "--json", "-q", "-o", out}
+		if ck != "" {
+			a = append(a, "--checkpoint-dir", ck, "--checkpoint-every", "100")
+		}
+		return a
+	}
+	dir := t.TempDir()
+	code, full, stderr := lqc(args(filepath.Join(dir, "full.gguf"), "")...)
+	if code != 0 {
+		t.Fatalf("uninterrupted run: exit %d: %s", code, stderr)
+	}
+	want := stepLosses(t, full)
+
+	ck := filepath.Join(dir, "ck")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &cancelAfter{n: 3, cancel: cancel}
+	var e bytes.Buffer
+	out := filepath.Join(dir, "resumed.gguf")
+	if code := run(ctx, args(out, ck), w, &e); code != 130 {
+		t.Fatalf("interrupted run: exit %d, want 130: %s", code, e.String())
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("an interrupted run wrote its adapter")
+	}
+	first := stepLosses(t, w.buf.String())
+	code, rest, stderr := lqc(append(args(out, ck), "--resume")...)
+	if code != 0 {
+		t.Fatalf("resumed run: exit %d: %s", code, stderr)
+	}
+	for k, v := range stepLosses(t, rest) {
+		first[k] = v
+	}
+	for step := 1; step <= 6; step++ {
+		if first[step] != want[step] {
+			t.Errorf("step %d: loss %.9g after interrupt and resume, %.9g uninterrupted", step, first[step], want[step])
+		}
+	}
+	// Resuming with another rank is refused.
+	code, _, stderr = lqc(append(args(filepath.Join(dir, "x.gguf"), ck), "--resume", "--rank", "4", "--steps", "8")...)
+	if code != 1 || !strings.Contains(stderr, "rank") {
+		t.Errorf("resume with another rank: exit %d: %s", code, stderr)
+	}
+}
+
+// TestFinetuneSFT trains an SFT adapter on alpaca and chat rows, on both
+// architectures (gpt2's LayerNorm, GELU, biases and fused qkv included):
+// the loss falls.
+func TestFinetuneSFT(t *testing.T) {
+	dir := t.TempDir()
+	rows := filepath.Join(dir, "rows.jsonl")
+	var sb strings.Builder
+	for i := range 8 {
+		if i%2 == 0 {
+			sb.WriteString(`{"instruction": "Tell a story about a cat.", "input": "", "output": "Once upon a time there was a little cat. She liked to play in the sun."}` + "\n")
+		} else {
+			sb.WriteString(`{"messages": [{"role": "user", "content": "Who is Tom?"}, {"role": "assistant", "content": "Tom is a happy dog who loves to run."}]}` + "\n")
+		}
+	}
+	if err := os.WriteFile(rows, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, base := range []string{
+		testmodels.Shared(t, "golden", "real", "stories260K-Q4_0.gguf"),
+		testmodels.Shared(t, "models", "gpt2-tiny", "hf"),
+	} {
+		t.Run(filepath.Base(base), func(t *testing.T) {
+			code, stdout, stderr := lqc("finetune", base, "--sft", rows, "--rank", "4", "--batch", "4", "--steps", "20",
+				"--lr", "2e-2", "--ctx", "256", "--json", "-q", "-o", filepath.Join(dir, filepath.Base(base)+".gguf"))
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			l := stepLosses(t, stdout)
+			if !(l[20] < 0.8*l[1]) {
+				t.Errorf("SFT loss went from %.4f to %.4f", l[1], l[20])
+			}
+			t.Logf("loss %.4f → %.4f", l[1], l[20])
+		})
+	}
+}
+
+// TestFinetuneBadInput: one-line errors, exit 1, nothing written.
+func TestFinetuneBadInput(t *testing.T) {
+	base, teacher, _ := finetuneFixtures(t)
+	data := testmodels.Shared(t, "golden", "quant", "imatrix-calib.txt")
+	gpt2 := testmodels.Shared(t, "models", "gpt2-tiny", "hf")
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte(`{"instruction": "a", "output": "b"}`+"\n"+`{"instruction": "a", "output": `+"\n"), 0o644)
+	short := filepath.Join(dir, "short.txt")
+	os.WriteFile(short, []byte("Once upon a time"), 0o644)
+	for _, c := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"teacher of another model", []string{base, "--teacher", gpt2, "--data", data}, []string{"teacher", "gpt2"}},
+		{"data shorter than a batch", []string{base, "--teacher", teacher, "--data", short, "--batch", "4"}, []string{short, "fewer than one batch"}},
+		{"malformed JSONL line", []string{base, "--sft", bad}, []string{bad + ":2"}},
+		{"diverging loss", []string{base, "--teacher", teacher, "--data", data, "--lr", "1e30", "--clip", "0", "--steps", "3", "--ctx", "32"}, []string{"diverged"}},
+		{"rank beyond the matrix", []string{base, "--teacher", teacher, "--data", data, "--rank", "100"}, []string{"rank 100"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			failsCleanly(t, append([]string{"finetune"}, c.args...), 1, c.want...)
+		})
+	}
+	// An output folder that does not exist: refused before training.
+	code, _, stderr := lqc("finetune", base, "--teacher", teacher, "--data", data, "--steps", "1", "--ctx", "32", "-q", "-o", filepath.Join(dir, "missing", "a.gguf"))
+	if code != 1 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "missing") {
+		t.Errorf("unwritable output: exit %d: %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing")); err == nil {
+		t.Error("the missing folder was made")
+	}
+}
