@@ -315,3 +315,93 @@ func compareLogits(a, b []float32) (float64, bool) {
 	}
 	return kld, ia == ib
 }
+
+// TestInteropResidualAdapter: a residual adapter trained by lqc finetune
+// on llama.cpp's own Q4_0 file of stories260K is loaded by real llama.cpp
+// over that file, and there it removes the same share of the KL
+// divergence from the f32 model as in lqc's runtime (within 10 points).
+func TestInteropResidualAdapter(t *testing.T) {
+	dir := llamacpp.Require(t)
+	base := testmodels.Shared(t, "golden/real/stories260K-Q4_0.gguf")
+	f32 := testmodels.Shared(t, "golden/real/stories260K-f32.gguf")
+	teacher := testmodels.Shared(t, "models/stories260K/hf")
+	text, err := os.ReadFile(testmodels.Shared(t, "golden/real/eval.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	adapter := filepath.Join(t.TempDir(), "residual.gguf")
+	if code, _, stderr := lqc("finetune", base, "--teacher", teacher, "--data", testmodels.Shared(t, "golden/quant/imatrix-calib.txt"),
+		"--rank", "8", "--ctx", "128", "--batch", "4", "--steps", "60", "--lr", "2e-3", "-q", "-o", adapter); code != 0 {
+		t.Fatalf("finetune: exit %d: %s", code, stderr)
+	}
+	l, err := loadForRun(base, &runOptions{threads: 2, flashAttn: "auto"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	ids := l.tok.Encode(string(text), true)[:256]
+	prompt := make([]int, len(ids))
+	for k, id := range ids {
+		prompt[k] = int(id)
+	}
+	results, err := llamacpp.Run(dir, []llamacpp.Job{
+		{Model: f32, Prompt: prompt, Logits: true},
+		{Model: base, Prompt: prompt, Logits: true},
+		{Model: base, Prompt: prompt, Logits: true, LoRA: []llamacpp.LoRA{{Path: adapter, Scale: 1}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range results {
+		if r.Error != "" {
+			t.Fatalf("llama.cpp: %s", r.Error)
+		}
+	}
+	meanKLD := func(ref [][]float32, rows func(p int) []float32) float64 {
+		var s float64
+		for p := range ref {
+			k, _ := compareLogits(ref[p], rows(p))
+			s += k
+		}
+		return s / float64(len(ref))
+	}
+	ref := results[0].Logits
+	cppBase := meanKLD(ref, func(p int) []float32 { return results[1].Logits[p] })
+	cppAdapted := meanKLD(ref, func(p int) []float32 { return results[2].Logits[p] })
+	// lqc's runtime, the adapter beside the weights, against the same
+	// reference logits.
+	ours := func(lora string) float64 {
+		opts := &runOptions{threads: 2, flashAttn: "auto"}
+		if lora != "" {
+			opts.lora = []adapterSpec{{path: lora, weight: 1}}
+		}
+		m, err := loadForRun(base, opts, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.close()
+		s, err := m.model.NewSession(len(ids))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetAdapters(m.adapters...); err != nil {
+			t.Fatal(err)
+		}
+		logits, err := s.Forward(ids, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := len(logits) / len(ids)
+		return meanKLD(ref, func(p int) []float32 { return logits[p*v : (p+1)*v] })
+	}
+	lqcBase, lqcAdapted := ours(""), ours(adapter)
+	cppShare, lqcShare := 1-cppAdapted/cppBase, 1-lqcAdapted/lqcBase
+	t.Logf("mean KLD from llama.cpp's f32 logits over 256 tokens: llama.cpp %.4f → %.4f with the adapter (%.1f%% recovered); lqc %.4f → %.4f (%.1f%%)",
+		cppBase, cppAdapted, 100*cppShare, lqcBase, lqcAdapted, 100*lqcShare)
+	if cppAdapted >= cppBase {
+		t.Errorf("in llama.cpp the adapter does not lower the KLD: %.4f → %.4f", cppBase, cppAdapted)
+	}
+	if math.Abs(cppShare-lqcShare) > 0.10 {
+		t.Errorf("llama.cpp recovers %.1f%% of the KLD, lqc %.1f%%: more than 10 points apart", 100*cppShare, 100*lqcShare)
+	}
+}
