@@ -22,6 +22,7 @@ import (
 	"github.com/lqc-dev/lqc/runtime/cpu"
 	"github.com/lqc-dev/lqc/runtime/tokenizer"
 	"github.com/lqc-dev/lqc/train"
+	"github.com/lqc-dev/lqc/train/report"
 )
 
 const finetuneUsage = `BASE -o ADAPTER.gguf (--teacher MODEL --data TEXT | --sft ROWS.jsonl | --data TEXT) [flags]
@@ -36,44 +37,71 @@ llama.cpp, ollama and lqc run --lora then apply over the same BASE.
 TEXT is cut into windows of --ctx−1 tokens, each after BOS; a .json file holding
 {"batch": [[ids…], …]} gives pre-tokenized windows used in order.`
 
+// finetuneJob is lqc finetune's command line.
+type finetuneJob struct {
+	base, out, peftOut, teacherPath, dataPath, sftPath string
+	initAdapter, initMethod, schedule, evalData, ckDir string
+	flashAttn                                          string
+	rank, warmup, batch, accum, nctx, steps, evalEvery int
+	ckEvery, threads                                   int
+	alpha, lr, minLR, epochs, clip, weightDecay        float64
+	beta1, beta2, eps                                  float64
+	seed                                               uint64
+	shuffle, resume, asJSON, quiet, verbose, alphaSet  bool
+	ctxSet                                             bool
+	targets                                            []string
+	sweep                                              []int
+	objective                                          passes.Objective
+	args                                               []string // as given, for the report
+	stderr                                             io.Writer
+}
+
+func (o *finetuneJob) logf(format string, a ...any) {
+	if !o.quiet {
+		fmt.Fprintf(o.stderr, format+"\n", a...)
+	}
+}
+
 func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o := &finetuneJob{stderr: stderr, args: args}
 	fs := newFlags("finetune", finetuneUsage, stderr)
-	out := fs.StringP("output", "o", "", "the adapter to write, a llama.cpp LoRA GGUF (required)")
-	peftOut := fs.String("peft-out", "", "also write the adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors)")
-	teacherPath := fs.String("teacher", "", "the model to distil from (HF folder, GGUF, ONNX): residual training")
-	dataPath := fs.String("data", "", "training text, or a .json batch of token ids")
-	sftPath := fs.String("sft", "", "supervised fine-tuning rows (JSONL: alpaca or chat)")
-	initAdapter := fs.String("init-adapter", "", "start from this adapter (PEFT folder or GGUF): continue training it")
-	initMethod := fs.String("init", "", "how a new adapter starts: svd (top-r SVD of teacher − base; default with --teacher) or zero (B = 0)")
-	rank := fs.IntP("rank", "r", 8, "LoRA rank")
-	alpha := fs.Float64("alpha", 0, "LoRA alpha: the update is scaled by alpha/rank (default: the rank)")
-	targets := fs.StringSlice("targets", nil, "projections to adapt, GGUF (attn_q) or PEFT (q_proj) names (default: every projection)")
-	lr := fs.Float64("lr", 1e-3, "peak learning rate (AdamW)")
-	minLR := fs.Float64("min-lr", 0, "learning rate at the end of the cosine schedule")
-	warmup := fs.Int("warmup", 0, "steps of linear warmup")
-	schedule := fs.String("schedule", "cosine", "learning-rate schedule after warmup: cosine or constant")
-	batch := fs.IntP("batch", "b", 4, "windows per micro-batch")
-	accum := fs.Int("grad-accum", 1, "micro-batches per optimizer step")
-	nctx := fs.IntP("ctx", "c", 0, "tokens per window (default: min(512, the model's context))")
-	steps := fs.Int("steps", 0, "optimizer steps (default: --epochs over the data)")
-	epochs := fs.Float64("epochs", 1, "passes over the data, when --steps is not given")
-	clip := fs.Float64("clip", 1, "clip the global gradient norm to this (0: no clipping)")
-	weightDecay := fs.Float64("weight-decay", 0, "AdamW's decoupled weight decay")
-	beta1 := fs.Float64("beta1", 0.9, "AdamW β1")
-	beta2 := fs.Float64("beta2", 0.999, "AdamW β2")
-	eps := fs.Float64("adam-eps", 1e-8, "AdamW ε")
-	seed := fs.Uint64("seed", 1, "seed of the initialization and of the data order")
-	shuffle := fs.Bool("shuffle", true, "visit the windows in a new seeded order each epoch (a .json batch is always used in order)")
-	evalData := fs.String("eval-data", "", "held-out text: mean KLD against the teacher (or perplexity) every --eval-every steps; the best step's adapter is written")
-	evalEvery := fs.Int("eval-every", 0, "steps between evaluations (default: at the end)")
-	ckDir := fs.String("checkpoint-dir", "", "write checkpoints here (and on SIGINT)")
-	ckEvery := fs.Int("checkpoint-every", 50, "steps between checkpoints")
-	resume := fs.Bool("resume", false, "continue the run in --checkpoint-dir")
-	asJSON := fs.Bool("json", false, "one JSON object per step (and per evaluation) on stdout")
-	quiet := fs.BoolP("quiet", "q", false, "no progress on stderr")
-	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "threads")
-	flashAttn := fs.String("flash-attn", "on", "fused attention in training: on (backward from the saved log-sum-exp) or off")
-	verbose := fs.BoolP("verbose", "v", false, "print the training passes and what they did")
+	fs.StringVarP(&o.out, "output", "o", "", "the adapter to write, a llama.cpp LoRA GGUF (required); with --sweep-rank, the report's folder")
+	fs.StringVar(&o.peftOut, "peft-out", "", "also write the adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors)")
+	fs.StringVar(&o.teacherPath, "teacher", "", "the model to distil from (HF folder, GGUF, ONNX): residual training")
+	fs.StringVar(&o.dataPath, "data", "", "training text, or a .json batch of token ids")
+	fs.StringVar(&o.sftPath, "sft", "", "supervised fine-tuning rows (JSONL: alpaca or chat)")
+	fs.StringVar(&o.initAdapter, "init-adapter", "", "start from this adapter (PEFT folder or GGUF): continue training it")
+	fs.StringVar(&o.initMethod, "init", "", "how a new adapter starts: svd (top-r SVD of teacher − base; default with --teacher) or zero (B = 0)")
+	fs.IntVarP(&o.rank, "rank", "r", 8, "LoRA rank")
+	fs.Float64Var(&o.alpha, "alpha", 0, "LoRA alpha: the update is scaled by alpha/rank (default: the rank)")
+	fs.StringSliceVar(&o.targets, "targets", nil, "projections to adapt, GGUF (attn_q) or PEFT (q_proj) names (default: every projection)")
+	fs.Float64Var(&o.lr, "lr", 1e-3, "peak learning rate (AdamW)")
+	fs.Float64Var(&o.minLR, "min-lr", 0, "learning rate at the end of the cosine schedule")
+	fs.IntVar(&o.warmup, "warmup", 0, "steps of linear warmup")
+	fs.StringVar(&o.schedule, "schedule", "cosine", "learning-rate schedule after warmup: cosine or constant")
+	fs.IntVarP(&o.batch, "batch", "b", 4, "windows per micro-batch")
+	fs.IntVar(&o.accum, "grad-accum", 1, "micro-batches per optimizer step")
+	fs.IntVarP(&o.nctx, "ctx", "c", 0, "tokens per window (default: min(512, the model's context))")
+	fs.IntVar(&o.steps, "steps", 0, "optimizer steps (default: --epochs over the data)")
+	fs.Float64Var(&o.epochs, "epochs", 1, "passes over the data, when --steps is not given")
+	fs.Float64Var(&o.clip, "clip", 1, "clip the global gradient norm to this (0: no clipping)")
+	fs.Float64Var(&o.weightDecay, "weight-decay", 0, "AdamW's decoupled weight decay")
+	fs.Float64Var(&o.beta1, "beta1", 0.9, "AdamW β1")
+	fs.Float64Var(&o.beta2, "beta2", 0.999, "AdamW β2")
+	fs.Float64Var(&o.eps, "adam-eps", 1e-8, "AdamW ε")
+	fs.Uint64Var(&o.seed, "seed", 1, "seed of the initialization and of the data order")
+	fs.BoolVar(&o.shuffle, "shuffle", true, "visit the windows in a new seeded order each epoch (a .json batch is always used in order)")
+	fs.StringVar(&o.evalData, "eval-data", "", "held-out text: mean KLD against the teacher (or perplexity) every --eval-every steps; the best step's adapter is written")
+	fs.IntVar(&o.evalEvery, "eval-every", 0, "steps between evaluations (default: at the end)")
+	fs.StringVar(&o.ckDir, "checkpoint-dir", "", "write checkpoints here (and on SIGINT)")
+	fs.IntVar(&o.ckEvery, "checkpoint-every", 50, "steps between checkpoints")
+	fs.BoolVar(&o.resume, "resume", false, "continue the run in --checkpoint-dir")
+	fs.IntSliceVar(&o.sweep, "sweep-rank", nil, "train one adapter per rank (e.g. 2,4,8,16) and write a report (markdown, JSON, plots) into the -o folder; needs --eval-data")
+	fs.BoolVar(&o.asJSON, "json", false, "one JSON object per step (and per evaluation) on stdout")
+	fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress on stderr")
+	fs.IntVarP(&o.threads, "threads", "t", runtime.GOMAXPROCS(0), "threads")
+	fs.StringVar(&o.flashAttn, "flash-attn", "on", "fused attention in training: on (backward from the saved log-sum-exp) or off")
+	fs.BoolVarP(&o.verbose, "verbose", "v", false, "print the training passes and what they did")
 	profile := profileFlag(fs)
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
@@ -84,111 +112,141 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer stopProfile()
-	basePath := pos[0]
+	o.base, o.alphaSet, o.ctxSet = pos[0], fs.Changed("alpha"), fs.Changed("ctx")
 	switch {
-	case *out == "":
+	case o.out == "":
 		return usageError{errors.New("missing -o ADAPTER.gguf")}
-	case *sftPath != "" && (*dataPath != "" || *teacherPath != ""):
+	case o.sftPath != "" && (o.dataPath != "" || o.teacherPath != ""):
 		return usageError{errors.New("--sft takes its data from the JSONL file: drop --data and --teacher")}
-	case *sftPath == "" && *dataPath == "":
+	case o.sftPath == "" && o.dataPath == "":
 		return usageError{errors.New("no training data: give --data TEXT (with --teacher for residual training) or --sft ROWS.jsonl")}
-	case *resume && *ckDir == "":
+	case o.resume && o.ckDir == "":
 		return usageError{errors.New("--resume needs --checkpoint-dir")}
-	case *flashAttn != "on" && *flashAttn != "off":
-		return usageError{fmt.Errorf("--flash-attn %q: want on or off", *flashAttn)}
-	case *schedule != "cosine" && *schedule != "constant":
-		return usageError{fmt.Errorf("--schedule %q: want cosine or constant", *schedule)}
-	case *batch <= 0 || *accum <= 0 || *rank <= 0:
+	case o.flashAttn != "on" && o.flashAttn != "off":
+		return usageError{fmt.Errorf("--flash-attn %q: want on or off", o.flashAttn)}
+	case o.schedule != "cosine" && o.schedule != "constant":
+		return usageError{fmt.Errorf("--schedule %q: want cosine or constant", o.schedule)}
+	case o.batch <= 0 || o.accum <= 0 || o.rank <= 0:
 		return usageError{errors.New("--batch, --grad-accum and --rank must be positive")}
+	case len(o.sweep) > 0 && (o.evalData == "" || o.resume || o.initAdapter != "" || o.ckDir != "" || o.peftOut != ""):
+		return usageError{errors.New("--sweep-rank needs --eval-data, and trains new adapters: no --resume, --init-adapter, --checkpoint-dir or --peft-out")}
+	}
+	o.objective = passes.SFT
+	if o.teacherPath != "" {
+		o.objective = passes.Distill
+	}
+	if len(o.sweep) > 0 {
+		return o.runSweep(ctx, stdout)
 	}
 	// A typo in an output path should not cost a training run.
-	for _, o := range []string{*out, *peftOut} {
-		if err := checkWritable(o); err != nil {
+	for _, path := range []string{o.out, o.peftOut} {
+		if err := checkWritable(path); err != nil {
 			return err
 		}
 	}
-	objective := passes.SFT
-	if *teacherPath != "" {
-		objective = passes.Distill
-	}
-	logf := func(format string, a ...any) {
-		if !*quiet {
-			fmt.Fprintf(stderr, format+"\n", a...)
-		}
-	}
+	_, err = o.train(ctx, o.rank, o.out, o.peftOut, stdout)
+	return err
+}
 
-	base, err := frontend.Load(basePath, frontend.Options{})
+// runSummary is what one training run measured, for the sweep's report.
+type runSummary struct {
+	Rank      int                `json:"rank"`
+	Params    int                `json:"trainable_params"`
+	Steps     []train.StepResult `json:"steps"`
+	Evals     []evalPoint        `json:"evals"`
+	Baseline  *evalResult        `json:"baseline"`
+	Final     *evalResult        `json:"final"`
+	BestStep  int                `json:"best_step"`
+	Seconds   float64            `json:"seconds"`
+	PeakRSS   int64              `json:"peak_rss_bytes"`
+	Adapter   string             `json:"adapter"`
+	TokensPS  float64            `json:"tokens_per_second"`
+	Objective string             `json:"objective"`
+}
+
+type evalPoint struct {
+	Step int         `json:"step"`
+	Eval *evalResult `json:"eval"`
+}
+
+// train runs one training of a rank-rank adapter (or of --init-adapter)
+// and writes it to out (and peftOut).
+func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, stdout io.Writer) (*runSummary, error) {
+	started := time.Now()
+	sum := &runSummary{Rank: rank, Adapter: out, Objective: o.objective.String()}
+	base, err := frontend.Load(o.base, frontend.Options{})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer base.Close()
 	if base.Vocab == nil {
-		return fmt.Errorf("%s: the model has no vocabulary to tokenize the data with", basePath)
+		return nil, fmt.Errorf("%s: the model has no vocabulary to tokenize the data with", o.base)
 	}
 	tok, err := tokenizer.New(base.Vocab)
 	if err != nil {
-		return fmt.Errorf("%s: %w", basePath, err)
+		return nil, fmt.Errorf("%s: %w", o.base, err)
 	}
 	fingerprint := train.Fingerprint(base)
 	var teacher *ir.Model
-	if objective == passes.Distill {
-		if teacher, err = frontend.Load(*teacherPath, frontend.Options{}); err != nil {
-			return err
+	if o.objective == passes.Distill {
+		if teacher, err = frontend.Load(o.teacherPath, frontend.Options{}); err != nil {
+			return nil, err
 		}
 		defer teacher.Close()
 		if err := train.CheckTeacher(base, teacher); err != nil {
-			return err
+			return nil, err
 		}
 		pm := &passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.FlashAttention{}}}
 		if err := pm.Run(teacher); err != nil {
-			return fmt.Errorf("%s: %w", *teacherPath, err)
+			return nil, fmt.Errorf("%s: %w", o.teacherPath, err)
 		}
 	}
-	window, err := windowSize(*nctx, fs.Changed("ctx"), base.Params.ContextLength, logf)
+	window, err := windowSize(o.nctx, o.ctxSet, base.Params.ContextLength, o.logf)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
 	// The data.
 	var data []train.Example
+	shuffle := o.shuffle
 	switch {
-	case *sftPath != "":
+	case o.sftPath != "":
 		var st train.SFTStats
-		if data, st, err = train.LoadSFT(*sftPath, tok, window); err != nil {
-			return err
+		if data, st, err = train.LoadSFT(o.sftPath, tok, window); err != nil {
+			return nil, err
 		}
-		logf("data: %s: %d rows, %d response tokens scored, %d cut at %d tokens", *sftPath, st.Rows, st.Scored, st.Truncated, window)
-	case strings.HasSuffix(*dataPath, ".json"):
-		if data, err = train.LoadBatchJSON(*dataPath, base.Params.VocabSize, window, objective == passes.SFT); err != nil {
-			return err
+		o.logf("data: %s: %d rows, %d response tokens scored, %d cut at %d tokens", o.sftPath, st.Rows, st.Scored, st.Truncated, window)
+	case strings.HasSuffix(o.dataPath, ".json"):
+		if data, err = train.LoadBatchJSON(o.dataPath, base.Params.VocabSize, window, o.objective == passes.SFT); err != nil {
+			return nil, err
 		}
-		*shuffle = false
-		logf("data: %s: %d windows of token ids, in order", *dataPath, len(data))
+		shuffle = false
+		o.logf("data: %s: %d windows of token ids, in order", o.dataPath, len(data))
 	default:
-		text, err := os.ReadFile(*dataPath)
+		text, err := os.ReadFile(o.dataPath)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ids := tok.Encode(string(text), false)
-		if data, err = train.TextWindows(ids, base.Vocab.BOS, window, objective == passes.SFT); err != nil {
-			return err
+		if data, err = train.TextWindows(ids, base.Vocab.BOS, window, o.objective == passes.SFT); err != nil {
+			return nil, err
 		}
-		logf("data: %s: %d tokens in %d windows of up to %d", *dataPath, len(ids), len(data), window)
+		o.logf("data: %s: %d tokens in %d windows of up to %d", o.dataPath, len(ids), len(data), window)
 	}
-	if len(data) < *batch {
-		return fmt.Errorf("%s: the data makes %d windows, fewer than one batch of %d (lower --batch or --ctx, or give more data)", firstOf(*sftPath, *dataPath), len(data), *batch)
+	if len(data) < o.batch {
+		return nil, fmt.Errorf("%s: the data makes %d windows, fewer than one batch of %d (lower --batch or --ctx, or give more data)", firstOf(o.sftPath, o.dataPath), len(data), o.batch)
 	}
-	total := *steps
+	total := o.steps
 	if total <= 0 {
-		total = int(math.Ceil(*epochs * float64(len(data)) / float64(*batch**accum)))
+		total = int(math.Ceil(o.epochs * float64(len(data)) / float64(o.batch*o.accum)))
 	}
 
 	// The adapter it starts from.
 	var ad *ir.Adapter
-	info := train.RunInfo{Base: basePath, Fingerprint: fingerprint, Objective: objective.String(), Batch: *batch, GradAccum: *accum, Seed: *seed}
-	if *initAdapter != "" {
-		if ad, err = frontend.LoadAdapter(*initAdapter, base); err != nil {
-			return err
+	info := train.RunInfo{Base: o.base, Fingerprint: fingerprint, Objective: o.objective.String(), Batch: o.batch, GradAccum: o.accum, Seed: o.seed}
+	if o.initAdapter != "" {
+		if ad, err = frontend.LoadAdapter(o.initAdapter, base); err != nil {
+			return nil, err
 		}
 		defer ad.Close()
 		for _, name := range ad.Names() {
@@ -196,16 +254,17 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			info.Targets = append(info.Targets, name)
 			info.Rank, info.Alpha = int(l.Rank()), l.Scale*float64(l.Rank())
 		}
-		logf("adapter: %s (rank %d, %d weights)", *initAdapter, info.Rank, len(ad.LoRA))
+		sum.Rank = info.Rank
+		o.logf("adapter: %s (rank %d, %d weights)", o.initAdapter, info.Rank, len(ad.LoRA))
 	} else {
-		if info.Targets, err = train.ResolveTargets(base, *targets); err != nil {
-			return usageError{err}
+		if info.Targets, err = train.ResolveTargets(base, o.targets); err != nil {
+			return nil, usageError{err}
 		}
-		info.Rank, info.Alpha = *rank, *alpha
-		if !fs.Changed("alpha") {
-			info.Alpha = float64(*rank)
+		info.Rank, info.Alpha = rank, o.alpha
+		if !o.alphaSet {
+			info.Alpha = float64(rank)
 		}
-		method := *initMethod
+		method := o.initMethod
 		if method == "" {
 			method = "zero"
 			if teacher != nil {
@@ -213,105 +272,106 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			}
 		}
 		start := time.Now()
-		if ad, err = train.NewAdapter(base, train.InitOptions{Method: method, Rank: *rank, Alpha: info.Alpha, Targets: info.Targets, Seed: *seed, Teacher: teacher}); err != nil {
-			return err
+		if ad, err = train.NewAdapter(base, train.InitOptions{Method: method, Rank: rank, Alpha: info.Alpha, Targets: info.Targets, Seed: o.seed, Teacher: teacher}); err != nil {
+			return nil, err
 		}
-		logf("adapter: rank %d, alpha %g, %s init on %d weights (%.1fs)", *rank, info.Alpha, method, len(info.Targets), time.Since(start).Seconds())
+		o.logf("adapter: rank %d, alpha %g, %s init on %d weights (%.1fs)", rank, info.Alpha, method, len(info.Targets), time.Since(start).Seconds())
 	}
 
-	backend := cpu.New(*threads)
+	backend := cpu.New(o.threads)
 	defer backend.Close()
-	opt := train.EngineOptions{Objective: objective, Teacher: teacher, Backend: backend, FlashAttention: *flashAttn == "on"}
-	if *verbose {
-		opt.Trace = stderr
+	opt := train.EngineOptions{Objective: o.objective, Teacher: teacher, Backend: backend, FlashAttention: o.flashAttn == "on"}
+	if o.verbose {
+		opt.Trace = o.stderr
 	}
 	engine, err := train.NewEngine(base, ad, opt)
 	if err != nil {
-		return fmt.Errorf("%s: %w", basePath, err)
+		return nil, fmt.Errorf("%s: %w", o.base, err)
 	}
-	var nparams int
 	for _, p := range engine.Params() {
-		nparams += len(p.Value)
+		sum.Params += len(p.Value)
 	}
-	state := &train.State{Opt: train.NewAdamW(engine.Params(), *beta1, *beta2, *eps, *weightDecay)}
-	if *resume {
-		ck, err := train.LoadCheckpoint(*ckDir)
+	state := &train.State{Opt: train.NewAdamW(engine.Params(), o.beta1, o.beta2, o.eps, o.weightDecay)}
+	if o.resume {
+		ck, err := train.LoadCheckpoint(o.ckDir)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		defer ck.Close()
 		if err := ck.Check(info); err != nil {
-			return err
+			return nil, err
 		}
 		if err := ck.Restore(engine, state); err != nil {
-			return err
+			return nil, err
 		}
-		logf("resumed %s at step %d", ck.Path, state.Step)
+		o.logf("resumed %s at step %d", ck.Path, state.Step)
 	}
 	if state.Step >= total {
-		return fmt.Errorf("the run is already at step %d of %d: raise --steps to continue it", state.Step, total)
+		return nil, fmt.Errorf("the run is already at step %d of %d: raise --steps to continue it", state.Step, total)
 	}
 
 	// Evaluation on held-out text, against the teacher when there is one.
 	var ev *evaluator
-	if *evalData != "" {
-		if ev, err = newEvaluator(basePath, *evalData, window, teacher, tok, *threads); err != nil {
-			return err
+	if o.evalData != "" {
+		if ev, err = newEvaluator(o.base, o.evalData, window, teacher, tok, o.threads); err != nil {
+			return nil, err
 		}
 		defer ev.close()
-		if !*resume {
-			r, err := ev.run(ctx, nil)
-			if err != nil {
-				return err
-			}
-			ev.baseline = r
-			logf("eval: base without adapter: %s", r)
-			emitJSON(*asJSON, stdout, map[string]any{"step": 0, "eval": r})
+		r, err := ev.run(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		ev.baseline, sum.Baseline = r, r
+		o.logf("eval: base without adapter: %s", r)
+		if !o.resume {
+			emitJSON(o.asJSON, stdout, map[string]any{"step": 0, "eval": r})
 		}
 	}
-	logf("training: %s objective, %d trainable parameters, %d steps of %d×%d windows, lr %g (%s, warmup %d)",
-		objective, nparams, total, *batch, *accum, *lr, *schedule, *warmup)
+	o.logf("training: %s objective, %d trainable parameters, %d steps of %d×%d windows, lr %g (%s, warmup %d)",
+		o.objective, sum.Params, total, o.batch, o.accum, o.lr, o.schedule, o.warmup)
 
 	enc := json.NewEncoder(stdout)
-	started, firstStep := time.Now(), state.Step
+	trainStart, firstStep := time.Now(), state.Step
 	save := func() error {
-		if *ckDir == "" {
+		if o.ckDir == "" {
 			return nil
 		}
-		return train.SaveCheckpoint(*ckDir, info, engine, state, state.Step**batch**accum)
+		return train.SaveCheckpoint(o.ckDir, info, engine, state, state.Step*o.batch*o.accum)
 	}
 	var best *train.AdapterTensors
-	bestStep, bestScore := 0, math.Inf(1)
+	bestScore := math.Inf(1)
+	var tokens int
 	cfg := train.Config{
-		Steps: total, Batch: *batch, GradAccum: *accum, Clip: *clip,
-		Schedule: train.Schedule{LR: *lr, MinLR: *minLR, Warmup: *warmup, Total: total, Cosine: *schedule == "cosine"},
-		Order:    &train.Order{N: len(data), Shuffle: *shuffle, Seed: *seed},
+		Steps: total, Batch: o.batch, GradAccum: o.accum, Clip: o.clip,
+		Schedule: train.Schedule{LR: o.lr, MinLR: o.minLR, Warmup: o.warmup, Total: total, Cosine: o.schedule == "cosine"},
+		Order:    &train.Order{N: len(data), Shuffle: shuffle, Seed: o.seed},
 		AfterStep: func(r train.StepResult) error {
-			if *asJSON {
+			sum.Steps = append(sum.Steps, r)
+			tokens += r.Tokens
+			if o.asJSON {
 				if err := enc.Encode(r); err != nil {
 					return err
 				}
 			}
-			if !*quiet {
-				el := time.Since(started)
-				eta := time.Duration(float64(el) / float64(r.Step-firstStep) * float64(total-r.Step)).Round(time.Second)
-				fmt.Fprintf(stderr, "step %d/%d  loss %.5f  lr %.3g  |g| %.3g  %.0f tok/s  ETA %s\n", r.Step, total, r.Loss, r.LR, r.GradNorm, r.TokensPS, eta)
-			}
-			if *ckDir != "" && *ckEvery > 0 && r.Step%*ckEvery == 0 {
+			el := time.Since(trainStart)
+			eta := time.Duration(float64(el) / float64(r.Step-firstStep) * float64(total-r.Step)).Round(time.Second)
+			o.logf("step %d/%d  loss %.5f  lr %.3g  |g| %.3g  %.0f tok/s  ETA %s", r.Step, total, r.Loss, r.LR, r.GradNorm, r.TokensPS, eta)
+			if o.ckDir != "" && o.ckEvery > 0 && r.Step%o.ckEvery == 0 {
 				if err := save(); err != nil {
 					return err
 				}
 			}
-			if ev != nil && (*evalEvery > 0 && r.Step%*evalEvery == 0 || r.Step == total) {
+			if ev != nil && (o.evalEvery > 0 && r.Step%o.evalEvery == 0 || r.Step == total) {
 				vals := engine.Values()
 				res, err := ev.run(ctx, vals)
 				if err != nil {
 					return err
 				}
-				logf("eval at step %d: %s", r.Step, res)
-				emitJSON(*asJSON, stdout, map[string]any{"step": r.Step, "eval": res})
+				o.logf("eval at step %d: %s", r.Step, res)
+				emitJSON(o.asJSON, stdout, map[string]any{"step": r.Step, "eval": res})
+				sum.Evals = append(sum.Evals, evalPoint{r.Step, res})
 				if s := res.score(); s < bestScore {
-					bestScore, bestStep = s, r.Step
+					bestScore, sum.BestStep, sum.Final = s, r.Step, res
 					best = copyValues(vals)
 				}
 			}
@@ -319,30 +379,35 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		},
 	}
 	err = engine.Train(ctx, data, cfg, state)
+	sum.TokensPS = float64(tokens) / time.Since(trainStart).Seconds()
 	if errors.Is(err, context.Canceled) {
-		if *ckDir != "" {
+		if o.ckDir != "" {
 			if serr := save(); serr != nil {
-				return fmt.Errorf("interrupted, and the checkpoint could not be written: %w", serr)
+				return nil, fmt.Errorf("interrupted, and the checkpoint could not be written: %w", serr)
 			}
-			fmt.Fprintf(stderr, "lqc finetune: interrupted at step %d; checkpoint in %s (continue with --resume)\n", state.Step, *ckDir)
+			fmt.Fprintf(o.stderr, "lqc finetune: interrupted at step %d; checkpoint in %s (continue with --resume)\n", state.Step, o.ckDir)
 		}
-		return err
+		return nil, err
 	}
 	if err != nil {
-		if *ckDir != "" {
-			return fmt.Errorf("%w; the last checkpoint in %s is kept", err, *ckDir)
+		if o.ckDir != "" {
+			return nil, fmt.Errorf("%w; the last checkpoint in %s is kept", err, o.ckDir)
 		}
-		return err
+		return nil, err
 	}
 	if err := save(); err != nil {
-		return err
+		return nil, err
 	}
 	final := engine.Values()
-	if best != nil && bestStep != total {
-		logf("writing the adapter of step %d, the best evaluation", bestStep)
+	if best != nil && sum.BestStep != total {
+		o.logf("writing the adapter of step %d, the best evaluation", sum.BestStep)
 		final = best
 	}
-	return writeAdapterOutputs(ctx, final, *out, *peftOut, basePath, *threads)
+	if err := writeAdapterOutputs(ctx, final, out, peftOut, o.base, o.threads); err != nil {
+		return nil, err
+	}
+	sum.Seconds = time.Since(started).Seconds()
+	return sum, nil
 }
 
 // windowSize is --ctx: by default min(512, the model's context), said when
@@ -529,4 +594,63 @@ func (ev *evaluator) run(ctx context.Context, at *train.AdapterTensors) (*evalRe
 func (ev *evaluator) close() {
 	ev.backend.Close()
 	ev.ir.Close()
+}
+
+// runSweep trains one adapter per rank of --sweep-rank with the same
+// settings and writes them, with the report, into the -o folder.
+func (o *finetuneJob) runSweep(ctx context.Context, stdout io.Writer) error {
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	if err := checkWritable(filepath.Join(o.out, "report.md")); err != nil {
+		return err
+	}
+	title := filepath.Base(o.base) + " " + o.objective.String()
+	s := &report.Sweep{Title: title, Objective: o.objective.String(), Command: "lqc finetune " + strings.Join(o.args, " ")}
+	for _, rank := range o.sweep {
+		o.logf("== rank %d", rank)
+		resetPeakRSS()
+		sum, err := o.train(ctx, rank, filepath.Join(o.out, fmt.Sprintf("rank-%d.gguf", rank)), "", stdout)
+		if err != nil {
+			return fmt.Errorf("rank %d: %w", rank, err)
+		}
+		r := report.Run{Rank: rank, Params: sum.Params, Seconds: sum.Seconds, TokensPS: sum.TokensPS, PeakRSS: peakRSS(), Adapter: filepath.Base(sum.Adapter)}
+		for _, st := range sum.Steps {
+			r.Train = append(r.Train, report.Point{Step: st.Step, Value: st.Loss})
+		}
+		for _, e := range sum.Evals {
+			r.Eval = append(r.Eval, report.Point{Step: e.Step, Value: e.Eval.score()})
+		}
+		if f := sum.Final; f != nil {
+			r.KLD, r.Top1, r.PPL, r.Recovered = f.KLD, f.Top1, f.PPL, f.Recovered
+		}
+		if sum.Baseline != nil {
+			r.BaseKLD = sum.Baseline.KLD
+		}
+		s.Runs = append(s.Runs, r)
+	}
+	if err := report.Write(o.out, s); err != nil {
+		return fmt.Errorf("%s: %w", o.out, err)
+	}
+	o.logf("report: %s", filepath.Join(o.out, "report.md"))
+	return nil
+}
+
+// resetPeakRSS starts a new peak-RSS measurement (Linux: clear_refs 5);
+// peakRSS reads it (VmHWM), 0 where the system does not say.
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			var kb int64
+			fmt.Sscan(f[1], &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -267,5 +268,57 @@ func TestFinetuneBadInput(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "missing")); err == nil {
 		t.Error("the missing folder was made")
+	}
+}
+
+// TestFinetuneSweepReport: --sweep-rank trains one adapter per rank and
+// writes the report: markdown, JSON, and the plots as PNG and SVG.
+func TestFinetuneSweepReport(t *testing.T) {
+	base, teacher, _ := finetuneFixtures(t)
+	dir := filepath.Join(t.TempDir(), "sweep")
+	code, _, stderr := lqc("finetune", base, "--teacher", teacher, "--data", testmodels.Shared(t, "golden", "quant", "imatrix-calib.txt"),
+		"--eval-data", testmodels.Shared(t, "golden", "real", "eval.txt"), "--sweep-rank", "1,2", "--steps", "4", "--eval-every", "2",
+		"--ctx", "64", "--lr", "2e-3", "-q", "-o", dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rep struct {
+		Runs []struct {
+			Rank      int     `json:"rank"`
+			Params    int     `json:"trainable_params"`
+			Recovered float64 `json:"recovered"`
+			BaseKLD   float64 `json:"base_kld_mean"`
+			KLD       float64 `json:"kld_mean"`
+			Train     []any   `json:"train_loss"`
+			Eval      []any   `json:"eval"`
+		} `json:"runs"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Runs) != 2 || rep.Runs[1].Params != 2*rep.Runs[0].Params {
+		t.Fatalf("runs %+v", rep.Runs)
+	}
+	for _, r := range rep.Runs {
+		if len(r.Train) != 4 || len(r.Eval) != 2 || !(r.KLD < r.BaseKLD) || math.Abs(r.Recovered-(r.BaseKLD-r.KLD)/r.BaseKLD) > 1e-9 {
+			t.Errorf("rank %d: %+v", r.Rank, r)
+		}
+		if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("rank-%d.gguf", r.Rank))); err != nil {
+			t.Error(err)
+		}
+	}
+	for _, f := range []string{"report.md", "loss.svg", "recovered.svg"} {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err != nil || len(b) == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	for _, f := range []string{"loss.png", "recovered.png"} {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+			t.Errorf("%s is not a PNG: %v", f, err)
+		}
 	}
 }
