@@ -7,7 +7,7 @@ FUZZTIME ?= 10s
 SHARED   ?= $(or $(LQC_SHARED),../shared)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint gate interop conformance bench quality demo clean
+.PHONY: all build test unit fuzz lint gate interop conformance bench quality finetune-report demo clean
 
 all: build
 
@@ -72,11 +72,20 @@ conformance:
 quality:
 	$(GO) run ./testmodels/cmd/lqcbench quality
 
+# Residual adapters of rank 2, 4, 8 and 16 trained on llama.cpp's Q4_0
+# file of stories260K: the share of the quantization gap each recovers,
+# loss curves and plots (bin/finetune-report).
+finetune-report: build
+	$(BIN) finetune $(SHARED)/golden/real/stories260K-Q4_0.gguf --teacher $(SHARED)/models/stories260K/hf \
+	  --data $(SHARED)/golden/quant/imatrix-calib.txt --eval-data $(SHARED)/golden/real/eval.txt \
+	  --sweep-rank 2,4,8,16 --ctx 128 --batch 4 --steps 300 --lr 2e-3 --eval-every 50 -o bin/finetune-report
+
 bench:
 	$(GO) run ./testmodels/cmd/lqcbench convert
 	$(GO) run ./testmodels/cmd/lqcbench run
 	$(GO) run ./testmodels/cmd/lqcbench attention
 	$(GO) run ./testmodels/cmd/lqcbench lora
+	$(GO) run ./testmodels/cmd/lqcbench finetune --layers 2 --runs 2
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./quant
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./runtime/cpu
 

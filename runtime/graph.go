@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/lqc-dev/lqc/ir"
 )
@@ -52,7 +53,7 @@ func (m *Model) Run(inputs map[string]*ir.Tensor) ([]*ir.Tensor, error) {
 		}
 		vals[in] = bt
 	}
-	if err := m.execute(vals, dims); err != nil {
+	if err := m.execute(vals, dims, nil); err != nil {
 		return nil, err
 	}
 	res := make([]*ir.Tensor, len(g.Outputs))
@@ -73,8 +74,8 @@ func (m *Model) Run(inputs map[string]*ir.Tensor) ([]*ir.Tensor, error) {
 // inputs and weights), symbolic dimensions bound by dims. An activation is
 // dropped after the last node that reads it, so a training graph keeps a
 // forward value exactly until its backward use; the graph's outputs stay
-// in vals.
-func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int) error {
+// in vals. With timed set, each node's wall time is added to timed[i].
+func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int, timed []time.Duration) error {
 	g := m.IR.Graph
 	keep := map[*ir.Value]bool{}
 	for _, o := range g.Outputs {
@@ -87,9 +88,16 @@ func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int) error {
 				return fmt.Errorf("node %d (%s): input %s has no value", i, n.Op, v.Ref())
 			}
 		}
+		var start time.Time
+		if timed != nil {
+			start = time.Now()
+		}
 		outs, err := m.runOp(n, in, dims)
 		if err != nil {
 			return fmt.Errorf("node %d (%s): %w", i, n.Op, err)
+		}
+		if timed != nil {
+			timed[i] += time.Since(start)
 		}
 		for k, o := range n.Outputs {
 			vals[o] = outs[k]

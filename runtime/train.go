@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
@@ -22,6 +23,23 @@ type Trainer struct {
 	params []*Param
 	byVal  map[*ir.Value]*Param
 	dirty  bool
+	// backward is the index of the first node after the loss: the
+	// backward graph's.
+	backward int
+	timed    []time.Duration
+}
+
+// Times are the wall time spent in the forward graph (up to the loss)
+// and in the backward graph since the trainer was made.
+func (tr *Trainer) Times() (forward, backward time.Duration) {
+	for i, d := range tr.timed {
+		if i < tr.backward {
+			forward += d
+		} else {
+			backward += d
+		}
+	}
+	return forward, backward
 }
 
 // Param is one trained weight.
@@ -85,6 +103,12 @@ func NewTrainer(m *ir.Model, b Backend) (*Trainer, error) {
 		}
 	}
 	tr.m, tr.dirty = rm, true
+	tr.timed = make([]time.Duration, len(g.Nodes))
+	for i, n := range g.Nodes {
+		if n == g.Outputs[0].Def {
+			tr.backward = i + 1
+		}
+	}
 	return tr, nil
 }
 
@@ -178,7 +202,7 @@ func (tr *Trainer) Accumulate(w Window) (float64, error) {
 		}
 		vals[in] = t
 	}
-	if err := m.execute(vals, dims); err != nil {
+	if err := m.execute(vals, dims, tr.timed); err != nil {
 		return 0, err
 	}
 	var loss [1]float32

@@ -10,6 +10,7 @@ package train
 import (
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/passes"
@@ -183,6 +184,10 @@ func (e *Engine) TeacherLogits(tokens []int32) ([]float32, error) {
 	}
 	return logits, nil
 }
+
+// Times are the wall time spent in the forward and in the backward graph
+// so far (the teacher's forward not included).
+func (e *Engine) Times() (forward, backward time.Duration) { return e.trainer.Times() }
 
 // ZeroGrad clears the accumulated gradients.
 func (e *Engine) ZeroGrad() { e.trainer.ZeroGrad() }

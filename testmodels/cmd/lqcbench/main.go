@@ -14,6 +14,10 @@
 //	lqcbench lora      unfused LoRA at decode: one rank-16 adapter's
 //	                   overhead over the base, and four sequences with
 //	                   four adapters batched against one after another.
+//	lqcbench finetune  LoRA training on the TinyLlama shape at Q4_0:
+//	                   tokens/s, backward against forward, peak RSS,
+//	                   ranks 8 to 256; and the residual-adapter rank
+//	                   sweep on stories260K (make finetune-report).
 //	lqcbench quality   every type and method on stories260K and the
 //	                   synthetic golden model: bits per weight,
 //	                   perplexity, KL divergence and top-1 against F32,
@@ -49,8 +53,8 @@ func main() {
 		}
 		return
 	}
-	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality" && os.Args[1] != "lora") {
-		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|lora|quality [flags]")
+	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality" && os.Args[1] != "lora" && os.Args[1] != "finetune") {
+		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|lora|quality|finetune [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -72,6 +76,8 @@ func main() {
 		err = benchQuality(*work, *threads)
 	case "lora":
 		err = benchLoRA(*work, *layers, *runs, *threads)
+	case "finetune":
+		err = benchFinetune(*work, *layers, *runs, *threads)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lqcbench:", err)

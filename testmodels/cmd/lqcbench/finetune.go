@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/passes"
+	"github.com/lqc-dev/lqc/runtime/cpu"
+	"github.com/lqc-dev/lqc/testmodels"
+	"github.com/lqc-dev/lqc/train"
+)
+
+// benchFinetune measures training on the TinyLlama-shaped model at Q4_0:
+// forward+backward tokens/s of a LoRA on every projection at ctx 256,
+// the backward graph's cost against the forward's, and peak RSS against
+// the weights, for ranks 16 (the speed target) and 8, 128, 256
+// (the SFT sweep people run). Then the accuracy sweep of residual
+// adapters on the real stories260K (lqc finetune --sweep-rank, report in
+// work/finetune-report).
+func benchFinetune(work string, layers, runs, threads int) error {
+	dir, lqc, err := modelAndLQC(work, layers)
+	if err != nil {
+		return err
+	}
+	file := filepath.Join(work, fmt.Sprintf("run-%dl-q4_0.gguf", layers))
+	if size(file) == 0 {
+		if _, err := timeCmd(lqc, "convert", dir, "-o", file, "--quant", "q4_0", "--quiet"); err != nil {
+			return err
+		}
+	}
+	const ctx = 256
+	var table strings.Builder
+	fmt.Fprintf(&table, "training a LoRA on q,k,v,o,gate,up,down of the TinyLlama shape (%d layers) at Q4_0, ctx %d, %d threads, median of %d steps of one window:\n\n", layers, ctx, threads, runs)
+	fmt.Fprintf(&table, "| rank | trainable params | tokens/s (fwd+bwd) | forward s | backward s | backward/forward | peak RSS | weights | RSS − weights |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, rank := range []int{16, 8, 128, 256} {
+		debug.FreeOSMemory()
+		os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+		base, err := frontend.LoadGGUF(file)
+		if err != nil {
+			return err
+		}
+		targets, err := train.ResolveTargets(base, nil)
+		if err != nil {
+			return err
+		}
+		ad, err := train.NewAdapter(base, train.InitOptions{Method: "zero", Rank: rank, Alpha: float64(rank), Targets: targets, Seed: 1})
+		if err != nil {
+			return err
+		}
+		b := cpu.New(threads)
+		e, err := train.NewEngine(base, ad, train.EngineOptions{Objective: passes.SFT, Backend: b, FlashAttention: true})
+		if err != nil {
+			return err
+		}
+		params := 0
+		for _, p := range e.Params() {
+			params += len(p.Value)
+		}
+		rng := rand.New(rand.NewPCG(1, 2))
+		var rates, fwd, bwd []float64
+		for range runs {
+			toks := make([]int32, ctx)
+			for i := range toks {
+				toks[i] = int32(rng.IntN(base.Params.VocabSize))
+			}
+			ex := train.Example{Tokens: toks, Targets: append(toks[1:len(toks):len(toks)], -1)}
+			f0, b0 := e.Times()
+			t0 := time.Now()
+			e.ZeroGrad()
+			if _, err := e.Batch([]train.Example{ex}, ctx-1); err != nil {
+				return err
+			}
+			rates = append(rates, float64(ctx)/time.Since(t0).Seconds())
+			f1, b1 := e.Times()
+			fwd, bwd = append(fwd, (f1-f0).Seconds()), append(bwd, (b1-b0).Seconds())
+		}
+		rss := readPeakRSS()
+		weights := size(file)
+		fmt.Fprintf(&table, "| %d | %d | %.1f | %.2f | %.2f | %.2f | %.0f MiB | %.0f MiB | %.0f MiB |\n", rank, params, medianF(rates),
+			medianF(fwd), medianF(bwd), medianF(bwd)/medianF(fwd), float64(rss)/(1<<20), float64(weights)/(1<<20), float64(rss-weights)/(1<<20))
+		fmt.Fprint(os.Stderr, ".")
+		b.Close()
+		base.Close()
+	}
+	fmt.Println(table.String())
+	fmt.Println("PyTorch on the same dequantized model is not measured here yet (it needs Debian's python3-torch).")
+
+	// Accuracy: residual adapters on the real model.
+	shared := testmodels.SharedDir()
+	out := filepath.Join(work, "finetune-report")
+	args := []string{"finetune", filepath.Join(shared, "golden/real/stories260K-Q4_0.gguf"),
+		"--teacher", filepath.Join(shared, "models/stories260K/hf"), "--data", filepath.Join(shared, "golden/quant/imatrix-calib.txt"),
+		"--eval-data", filepath.Join(shared, "golden/real/eval.txt"), "--sweep-rank", "2,4,8,16", "--ctx", "128", "--batch", "4",
+		"--steps", "300", "--lr", "2e-3", "--eval-every", "50", "-t", fmt.Sprint(threads), "-q", "-o", out}
+	if _, err := timeCmd(lqc, args...); err != nil {
+		return err
+	}
+	md, err := os.ReadFile(filepath.Join(out, "report.md"))
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s\n(report, JSON and plots in %s)\n", md, out)
+	return nil
+}
+
+func readPeakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			var kb int64
+			fmt.Sscan(f[1], &kb)
+			return kb << 10
+		}
+	}
+	return 0
+}
