@@ -609,12 +609,12 @@ func (o *finetuneJob) runSweep(ctx context.Context, stdout io.Writer) error {
 	s := &report.Sweep{Title: title, Objective: o.objective.String(), Command: "lqc finetune " + strings.Join(o.args, " ")}
 	for _, rank := range o.sweep {
 		o.logf("== rank %d", rank)
-		resetPeakRSS()
+		train.ResetPeakRSS()
 		sum, err := o.train(ctx, rank, filepath.Join(o.out, fmt.Sprintf("rank-%d.gguf", rank)), "", stdout)
 		if err != nil {
 			return fmt.Errorf("rank %d: %w", rank, err)
 		}
-		r := report.Run{Rank: rank, Params: sum.Params, Seconds: sum.Seconds, TokensPS: sum.TokensPS, PeakRSS: peakRSS(), Adapter: filepath.Base(sum.Adapter)}
+		r := report.Run{Rank: rank, Params: sum.Params, Seconds: sum.Seconds, TokensPS: sum.TokensPS, PeakRSS: train.PeakRSS(), Adapter: filepath.Base(sum.Adapter)}
 		for _, st := range sum.Steps {
 			r.Train = append(r.Train, report.Point{Step: st.Step, Value: st.Loss})
 		}
@@ -634,23 +634,4 @@ func (o *finetuneJob) runSweep(ctx context.Context, stdout io.Writer) error {
 	}
 	o.logf("report: %s", filepath.Join(o.out, "report.md"))
 	return nil
-}
-
-// resetPeakRSS starts a new peak-RSS measurement (Linux: clear_refs 5);
-// peakRSS reads it (VmHWM), 0 where the system does not say.
-func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
-
-func peakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			var kb int64
-			fmt.Sscan(f[1], &kb)
-			return kb << 10
-		}
-	}
-	return 0
 }

@@ -249,22 +249,32 @@ func permute(out, x *lqrt.Tensor, perm []int64) error {
 }
 
 // slice copies x[..., start:start+len] along axis into out.
-func slice(out, x *lqrt.Tensor, axis, start int) {
+func slice(out, x *lqrt.Tensor, axis, start int) { sliceCopy(out, x, axis, start, false) }
+
+// sliceCopy copies between the whole tensor full and the part of it at
+// [start, start+len) along axis: into part, or, with into set, from part
+// into full (the slice's gradient; the rest of full is left as it is).
+func sliceCopy(part, full *lqrt.Tensor, axis, start int, into bool) {
 	if axis < 0 {
-		axis += len(x.Shape)
+		axis += len(full.Shape)
 	}
 	outer := 1
-	for _, d := range x.Shape[:axis] {
+	for _, d := range full.Shape[:axis] {
 		outer *= d
 	}
 	inner := 1
-	for _, d := range x.Shape[axis+1:] {
+	for _, d := range full.Shape[axis+1:] {
 		inner *= d
 	}
-	src, dst := f32s(x), f32s(out)
-	n, full := out.Shape[axis]*inner, x.Shape[axis]*inner
+	p, f := f32s(part), f32s(full)
+	n, whole := part.Shape[axis]*inner, full.Shape[axis]*inner
 	for o := range outer {
-		copy(dst[o*n:(o+1)*n], src[o*full+start*inner:o*full+start*inner+n])
+		at := o*whole + start*inner
+		if into {
+			copy(f[at:at+n], p[o*n:(o+1)*n])
+		} else {
+			copy(p[o*n:(o+1)*n], f[at:at+n])
+		}
 	}
 }
 

@@ -344,17 +344,5 @@ func (b *Backend) klDiv(loss, grad, logits, teacher []float32, V int, dl float32
 // sliceGrad places dy at [start, start+len) along axis of a zero out.
 func sliceGrad(out, dy *lqrt.Tensor, axis, start int) {
 	clear(f32s(out))
-	outer := 1
-	for _, d := range out.Shape[:axis] {
-		outer *= d
-	}
-	inner := 1
-	for _, d := range out.Shape[axis+1:] {
-		inner *= d
-	}
-	src, dst := f32s(dy), f32s(out)
-	n, full := dy.Shape[axis]*inner, out.Shape[axis]*inner
-	for o := range outer {
-		copy(dst[o*full+start*inner:o*full+start*inner+n], src[o*n:(o+1)*n])
-	}
+	sliceCopy(dy, out, axis, start, true)
 }

@@ -40,7 +40,7 @@ func benchFinetune(work string, layers, runs, threads int) error {
 	fmt.Fprintf(&table, "| rank | trainable params | tokens/s (fwd+bwd) | forward s | backward s | backward/forward | peak RSS | weights | RSS − weights |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, rank := range []int{16, 8, 128, 256} {
 		debug.FreeOSMemory()
-		os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+		train.ResetPeakRSS()
 		base, err := frontend.LoadGGUF(file)
 		if err != nil {
 			return err
@@ -80,7 +80,7 @@ func benchFinetune(work string, layers, runs, threads int) error {
 			f1, b1 := e.Times()
 			fwd, bwd = append(fwd, (f1-f0).Seconds()), append(bwd, (b1-b0).Seconds())
 		}
-		rss := readPeakRSS()
+		rss := train.PeakRSS()
 		weights := size(file)
 		fmt.Fprintf(&table, "| %d | %d | %.1f | %.2f | %.2f | %.2f | %.0f MiB | %.0f MiB | %.0f MiB |\n", rank, params, medianF(rates),
 			medianF(fwd), medianF(bwd), medianF(bwd)/medianF(fwd), float64(rss)/(1<<20), float64(weights)/(1<<20), float64(rss-weights)/(1<<20))
@@ -107,19 +107,4 @@ func benchFinetune(work string, layers, runs, threads int) error {
 	}
 	fmt.Printf("%s\n(report, JSON and plots in %s)\n", md, out)
 	return nil
-}
-
-func readPeakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			var kb int64
-			fmt.Sscan(f[1], &kb)
-			return kb << 10
-		}
-	}
-	return 0
 }

@@ -1,0 +1,29 @@
+package train
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+// ResetPeakRSS starts a new measurement of the process's peak resident
+// memory (Linux: /proc/self/clear_refs 5), so that each run of a sweep
+// reports its own peak.
+func ResetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// PeakRSS is the peak resident memory since the start or the last
+// ResetPeakRSS (VmHWM), in bytes; 0 where the system does not say.
+func PeakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			var kb int64
+			fmt.Sscan(f[1], &kb)
+			return kb << 10
+		}
+	}
+	return 0
+}
