@@ -50,6 +50,7 @@ type calibFlags struct {
 	data          string
 	ctx, chunks   int
 	processOutput bool
+	ctxSet        func() bool // whether the context was given
 }
 
 // addCalibFlags adds the calibration flags; the text file's flag is
@@ -61,7 +62,8 @@ func addCalibFlags(fs *pflag.FlagSet, dataFlag, prefix string) *calibFlags {
 	if prefix == "" {
 		short = "c" // as llama-imatrix -c
 	}
-	fs.IntVarP(&c.ctx, prefix+"ctx", short, 512, "tokens per calibration chunk")
+	fs.IntVarP(&c.ctx, prefix+"ctx", short, 512, "tokens per calibration chunk (default: min(512, the model's context))")
+	c.ctxSet = func() bool { return fs.Changed(prefix + "ctx") }
 	fs.IntVar(&c.chunks, prefix+"chunks", 0, "use at most this many chunks (0: all the text holds)")
 	fs.BoolVar(&c.processOutput, prefix+"process-output", false, "also collect the classifier output.weight (llama.cpp leaves it out)")
 	return c
@@ -84,6 +86,10 @@ func (c *calibFlags) compute(ctx context.Context, path string, opts *runOptions,
 		return nil, err
 	}
 	defer l.close()
+	if c.ctx > l.ir.Params.ContextLength && !c.ctxSet() {
+		fmt.Fprintf(stderr, "note: calibration chunks of %d tokens, the model's context (default 512)\n", l.ir.Params.ContextLength)
+		c.ctx = l.ir.Params.ContextLength
+	}
 	if c.ctx > l.ir.Params.ContextLength {
 		return nil, usageError{fmt.Errorf("calibration context %d exceeds the model's context of %d", c.ctx, l.ir.Params.ContextLength)}
 	}

@@ -88,3 +88,23 @@ func TestImatrixBadInput(t *testing.T) {
 		t.Errorf("--imatrix with --calib: exit %d, %q", code, stderr)
 	}
 }
+
+// TestCalibContextDefault: on a model whose context is below 512 the
+// default calibration chunk is the model's context, said once on stderr;
+// an explicit larger one stays an error.
+func TestCalibContextDefault(t *testing.T) {
+	gpt2 := testmodels.Shared(t, "models/gpt2-tiny/hf") // context 256
+	calib := testmodels.Shared(t, "golden/quant/imatrix-calib.txt")
+	out := filepath.Join(t.TempDir(), "imatrix.gguf")
+	code, stdout, stderr := lqc("imatrix", gpt2, "--data", calib, "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if strings.Count(stderr, "calibration chunks of 256 tokens") != 1 || !strings.Contains(stdout, "chunks of 256 tokens") {
+		t.Errorf("stdout %q, stderr %q: want chunks of 256 and one note", stdout, stderr)
+	}
+	code, _, stderr = lqc("imatrix", gpt2, "--data", calib, "-c", "512", "-o", out)
+	if code != 2 || !strings.Contains(stderr, "exceeds the model's context of 256") {
+		t.Errorf("explicit -c 512: exit %d, %q", code, stderr)
+	}
+}
