@@ -10,6 +10,9 @@ import (
 // EvalOptions configure Evaluate.
 type EvalOptions struct {
 	Ctx int   // tokens per chunk (llama-perplexity's -c)
+	// Chunks, when positive, evaluates only the first Chunks chunks
+	// (llama-perplexity's --chunks).
+	Chunks int
 	BOS int32 // written over each chunk's first token; -1 for none
 	// Progress, when set, is called after each chunk.
 	Progress func(done, total int)
@@ -53,6 +56,9 @@ func Evaluate(ctx context.Context, m, ref *Model, tokens []int32, opt EvalOption
 		return nil, fmt.Errorf("context %d is too small", n)
 	}
 	chunks := len(tokens) / n
+	if opt.Chunks > 0 {
+		chunks = min(chunks, opt.Chunks)
+	}
 	if chunks == 0 {
 		return nil, fmt.Errorf("the text has %d tokens, fewer than one chunk of %d; give more text or a smaller --ctx", len(tokens), n)
 	}

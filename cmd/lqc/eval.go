@@ -24,6 +24,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	data := fs.String("data", "", "text file to evaluate on (required)")
 	ref := fs.String("ref", "", "reference model (the unquantized one)")
 	nctx := fs.IntP("ctx", "c", 512, "tokens per chunk; the second half of each chunk is scored")
+	nchunks := fs.Int("chunks", 0, "evaluate only the first N chunks (0: all the text holds), as llama-perplexity's --chunks")
 	maxKLD := fs.Float64("max-kld", 0, "fail if the mean KL divergence exceeds this")
 	maxRatio := fs.Float64("max-ppl-ratio", 0, "fail if PPL(MODEL)/PPL(REF) exceeds this")
 	minTop1 := fs.Float64("min-top1", 0, "fail if the top-1 agreement (0 to 1) is below this")
@@ -74,7 +75,10 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if l.tok.AddsBOS() {
 		bos = l.tok.Vocab().BOS
 	}
-	opt := lqrt.EvalOptions{Ctx: *nctx, BOS: bos, Adapters: l.adapters}
+	if *nchunks < 0 {
+		return usageError{fmt.Errorf("--chunks %d", *nchunks)}
+	}
+	opt := lqrt.EvalOptions{Ctx: *nctx, Chunks: *nchunks, BOS: bos, Adapters: l.adapters}
 	if !*asJSON {
 		opt.Progress = chunkProgress(stderr)
 	}

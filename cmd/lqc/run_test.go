@@ -82,6 +82,17 @@ func TestEvalGate(t *testing.T) {
 		r.PPL < 4.10 || r.PPL > 4.25 || r.Ref.KLDMean < 0.06 || r.Ref.KLDMean > 0.085 {
 		t.Errorf("eval --json: %+v", res)
 	}
+	// --chunks 3 scores the first 3 chunks only: 3 × 63 tokens.
+	code, stdout, stderr = lqc("eval", q4, "--ref", ref, "--data", data, "--ctx", "128", "--chunks", "3", "--json")
+	if code != 0 {
+		t.Fatalf("--chunks 3: exit %d: %s", code, stderr)
+	}
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Result.Chunks != 3 || res.Result.Tokens != 189 {
+		t.Errorf("--chunks 3: %d chunks, %d tokens scored; want 3 and 189", res.Result.Chunks, res.Result.Tokens)
+	}
 	code, stdout, stderr = lqc("eval", q4, "--ref", ref, "--data", data, "--ctx", "128", "--max-kld", "0.01")
 	if code != 1 || !strings.Contains(stdout, "FAIL: 0.07") || !strings.Contains(stderr, "accuracy gate failed: mean KLD") {
 		t.Errorf("a failing gate: exit %d\n%s\n%s", code, stdout, stderr)
