@@ -9,11 +9,11 @@ import (
 
 // EvalOptions configure Evaluate.
 type EvalOptions struct {
-	Ctx int   // tokens per chunk (llama-perplexity's -c)
+	Ctx int // tokens per chunk (llama-perplexity's -c)
 	// Chunks, when positive, evaluates only the first Chunks chunks
 	// (llama-perplexity's --chunks).
 	Chunks int
-	BOS int32 // written over each chunk's first token; -1 for none
+	BOS    int32 // written over each chunk's first token; -1 for none
 	// Progress, when set, is called after each chunk.
 	Progress func(done, total int)
 	// Adapters are applied to the evaluated model (not the reference).
