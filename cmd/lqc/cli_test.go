@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -252,9 +253,20 @@ func TestInspect(t *testing.T) {
 		Parameters    uint64         `json:"parameters"`
 		BitsPerWeight float64        `json:"bits_per_weight"`
 		TypeCounts    map[string]int `json:"type_counts"`
+		Types         []typeShare    `json:"types"`
 	}
 	if err := json.Unmarshal([]byte(stdout), &in); err != nil {
 		t.Fatal(err)
+	}
+	// Each type's share of the file, largest first: F16 ffn_down 45.1%,
+	// Q4_0 at exactly 4.5 bits per weight, the Q8_0 embedding at 8.5.
+	var share float64
+	for _, ts := range in.Types {
+		share += ts.Share
+	}
+	if len(in.Types) != 4 || in.Types[0].Type != "F16" || in.Types[1].Type != "Q4_0" || in.Types[1].BitsPerWeight != 4.5 ||
+		in.Types[2].BitsPerWeight != 8.5 || math.Abs(share-1) > 1e-9 {
+		t.Errorf("inspect --json types: %+v", in.Types)
 	}
 	// stories260K: 47 tensors, 260,032 parameters; Q4_0 with F16 ffn_down and
 	// a Q8_0 embedding.

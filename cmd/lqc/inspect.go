@@ -42,8 +42,20 @@ type inspection struct {
 	Bytes         uint64            `json:"bytes"`
 	BitsPerWeight float64           `json:"bits_per_weight"`
 	TypeCounts    map[string]int    `json:"type_counts"`
+	Types         []typeShare       `json:"types"` // by type, largest share first
 	HParams       *ir.HParams       `json:"hparams,omitempty"`
 	Extra         map[string]string `json:"-"`
+}
+
+// typeShare is what one tensor type takes of a file, as llama.cpp users
+// read it from the quantize log.
+type typeShare struct {
+	Type          string  `json:"type"`
+	Tensors       int     `json:"tensors"`
+	Parameters    uint64  `json:"parameters"`
+	Bytes         uint64  `json:"bytes"`
+	Share         float64 `json:"share"` // of the tensor data's bytes
+	BitsPerWeight float64 `json:"bits_per_weight"`
 }
 
 type metaEntry struct {
@@ -166,6 +178,30 @@ func (in *inspection) totals() {
 	if in.Parameters > 0 {
 		in.BitsPerWeight = float64(in.Bytes) * 8 / float64(in.Parameters)
 	}
+	by := map[string]*typeShare{}
+	for _, t := range in.Tensors {
+		ts := by[t.Type]
+		if ts == nil {
+			ts = &typeShare{Type: t.Type}
+			by[t.Type] = ts
+		}
+		ts.Tensors++
+		ts.Parameters += t.count
+		ts.Bytes += t.Bytes
+	}
+	for _, ts := range by {
+		if in.Bytes > 0 {
+			ts.Share = float64(ts.Bytes) / float64(in.Bytes)
+		}
+		if ts.Parameters > 0 {
+			ts.BitsPerWeight = float64(ts.Bytes) * 8 / float64(ts.Parameters)
+		}
+		in.Types = append(in.Types, *ts)
+	}
+	sort.Slice(in.Types, func(i, j int) bool {
+		a, b := in.Types[i], in.Types[j]
+		return a.Bytes > b.Bytes || a.Bytes == b.Bytes && a.Type < b.Type
+	})
 }
 
 // summarize shortens long arrays (vocabularies) to their length and first
@@ -214,9 +250,14 @@ func printInspection(w io.Writer, in *inspection) error {
 		types = append(types, fmt.Sprintf("%s×%d", t, n))
 	}
 	sort.Strings(types)
-	_, err := fmt.Fprintf(w, "\n%d parameters, %.2f MB, %.3f bits per weight (%s)\n",
+	fmt.Fprintf(w, "\n%d parameters, %.2f MB, %.3f bits per weight (%s)\n",
 		in.Parameters, float64(in.Bytes)/1e6, in.BitsPerWeight, strings.Join(types, ", "))
-	return err
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "type	tensors	parameters	MB	share	bits/weight\t")
+	for _, ts := range in.Types {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.1f%%\t%.2f\t\n", ts.Type, ts.Tensors, ts.Parameters, float64(ts.Bytes)/1e6, 100*ts.Share, ts.BitsPerWeight)
+	}
+	return tw.Flush()
 }
 
 func formatValue(v any) string {
