@@ -2,9 +2,11 @@ package passes
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
 )
@@ -92,5 +94,52 @@ func TestQuantizeChoosesAndConverts(t *testing.T) {
 	r, err := Quantize{FileType: quant.FileMostlyQ8_0}.Run(m)
 	if err != nil || r.Changed != 1 || len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "re-quantized") {
 		t.Errorf("requantize: %+v, %v", r, err)
+	}
+}
+
+// TestQuantizeFallbackSummary: five matrices whose rows Q4_K's block does
+// not divide fall back to Q5_0, said once with the count and the first
+// names, or once per tensor when each is asked for.
+func TestQuantizeFallbackSummary(t *testing.T) {
+	build := func() *ir.Model {
+		g := ir.NewGraph("m")
+		b := ir.NewBuilder(g)
+		x := g.Input("x", quant.F32, ir.Shape{ir.Sym("seq"), ir.D(64)})
+		y := x
+		for i := range 5 {
+			v, err := ir.FromF32(fmt.Sprintf("blk.%d.attn_q.weight", i), []int64{64, 64}, make([]float32, 64*64))
+			if err != nil {
+				t.Fatal(err)
+			}
+			y = b.Op("Linear", nil, y, g.AddWeight(v))
+		}
+		if b.Err() != nil {
+			t.Fatal(b.Err())
+		}
+		g.Outputs = []*ir.Value{y}
+		return &ir.Model{Graph: g, Params: ir.HParams{BlockCount: 5, HeadCount: 1, HeadCountKV: 1}}
+	}
+	for _, each := range []bool{false, true} {
+		m := build()
+		r, err := Quantize{FileType: quant.FileMostlyQ4_K_M, EachFallback: each}.Run(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range m.Weights() {
+			if w.Type != quant.Q5_0 {
+				t.Errorf("%s is %v, want the fallback Q5_0", w.Name, w.Type)
+			}
+		}
+		const reason = "row length 64 is not a multiple of Q4_K's block size 256: using Q5_0"
+		want := []string{reason + " (5 tensors: blk.0.attn_q.weight, blk.1.attn_q.weight, blk.2.attn_q.weight and 2 more)"}
+		if each {
+			want = nil
+			for i := range 5 {
+				want = append(want, fmt.Sprintf("blk.%d.attn_q.weight: %s", i, reason))
+			}
+		}
+		if diff := cmp.Diff(want, r.Notes); diff != "" {
+			t.Errorf("each=%v notes (-want +got):\n%s", each, diff)
+		}
 	}
 }

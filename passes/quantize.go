@@ -2,6 +2,7 @@ package passes
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
@@ -32,6 +33,48 @@ type Quantize struct {
 	GPTQOptions gptq.Options
 	// Method is recorded in the file as quantize.method when set.
 	Method string
+	// EachFallback notes every tensor that falls back to another type on
+	// its own line; otherwise one line per reason says how many did and
+	// names a few (a 70B model has thousands).
+	EachFallback bool
+}
+
+// fallbackNames is how many tensors a fallback summary names.
+const fallbackNames = 3
+
+// fallbacks groups the tensors that fell back by reason, in the order
+// the reasons first appear.
+type fallbacks struct {
+	reasons []string
+	names   map[string][]string
+}
+
+func (f *fallbacks) add(reason, name string) {
+	if f.names == nil {
+		f.names = map[string][]string{}
+	}
+	if _, ok := f.names[reason]; !ok {
+		f.reasons = append(f.reasons, reason)
+	}
+	f.names[reason] = append(f.names[reason], name)
+}
+
+// notes is one line per reason: the count and the first few names.
+func (f *fallbacks) notes() []string {
+	var out []string
+	for _, reason := range f.reasons {
+		names := f.names[reason]
+		list := strings.Join(names[:min(len(names), fallbackNames)], ", ")
+		if more := len(names) - fallbackNames; more > 0 {
+			list += fmt.Sprintf(" and %d more", more)
+		}
+		noun := "tensors"
+		if len(names) == 1 {
+			noun = "tensor"
+		}
+		out = append(out, fmt.Sprintf("%s (%d %s: %s)", reason, len(names), noun, list))
+	}
+	return out
 }
 
 func (Quantize) Name() string { return "quantize" }
@@ -80,14 +123,18 @@ func (q Quantize) Run(m *ir.Model) (Report, error) {
 	gptqs := map[gptqKey]*lazyQuantizer{}
 	var r Report
 	requantized, withGPTQ := 0, 0
+	var fell fallbacks
 	for _, w := range m.Graph.Weights {
 		t := w.Weight
 		target, fallback, err := targetType(pl, t)
 		if err != nil {
 			return r, err
 		}
-		if fallback != "" {
+		switch {
+		case fallback != "" && q.EachFallback:
 			r.Notes = append(r.Notes, fmt.Sprintf("%s: %s", t.Name, fallback))
+		case fallback != "":
+			fell.add(fallback, t.Name)
 		}
 		if target == t.Type {
 			continue
@@ -119,6 +166,7 @@ func (q Quantize) Run(m *ir.Model) (Report, error) {
 		w.Weight = nt
 		r.Changed++
 	}
+	r.Notes = append(r.Notes, fell.notes()...)
 	if requantized > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("re-quantized %d tensors that were already quantized: accuracy is lost twice; convert from the original weights if you have them", requantized))
 	}

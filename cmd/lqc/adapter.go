@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/lqc-dev/lqc/codegen/gguf"
 	"github.com/lqc-dev/lqc/frontend"
@@ -58,7 +59,7 @@ func loadAdapters(specs []adapterSpec, base *ir.Model) (ads []passes.WeightedAda
 
 // convertAdapter writes the adapter at src, for the base model, as a
 // llama.cpp LoRA adapter GGUF.
-func convertAdapter(ctx context.Context, src, base, out, q string, quantSet bool, threads int, quiet bool, stderr io.Writer) error {
+func convertAdapter(ctx context.Context, start time.Time, src, base, out, q string, quantSet bool, threads int, quiet bool, stderr io.Writer) error {
 	if base == "" {
 		return usageError{fmt.Errorf("%s is a LoRA adapter: give its base model with --base MODEL", src)}
 	}
@@ -90,7 +91,7 @@ func convertAdapter(ctx context.Context, src, base, out, q string, quantSet bool
 		return fmt.Errorf("%s: %w", src, err)
 	}
 	if prog != nil {
-		prog.finish()
+		prog.finish(out, start)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -288,5 +289,43 @@ func TestInspect(t *testing.T) {
 	code, stdout, _ = lqc("inspect", testmodels.Shared(t, "models/gpt2-tiny/hf"))
 	if code != 0 || !strings.Contains(stdout, "blk.1.attn_qkv.weight") {
 		t.Errorf("inspect gpt2 folder:\n%s", stdout)
+	}
+}
+
+// TestConvertSummary: stories260K's rows (64, 172) do not fit Q4_K's
+// 256-wide blocks, so --quant q4 falls back for 35 matrices; each reason
+// is said once with its count, --verbose lists every tensor, and the
+// conversion ends with one line saying what the file holds.
+func TestConvertSummary(t *testing.T) {
+	src := testmodels.Shared(t, "models/stories260K/hf")
+	out := filepath.Join(t.TempDir(), "q4.gguf")
+	code, _, stderr := lqc("convert", src, "-o", out, "--quant", "q4")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	const reason = "row length 64 is not a multiple of Q4_K's block size 256: using Q5_0"
+	if n := strings.Count(stderr, reason); n != 1 ||
+		!strings.Contains(stderr, reason+" (28 tensors: blk.0.attn_q.weight, blk.0.attn_k.weight, blk.0.attn_v.weight and 25 more)") {
+		t.Errorf("the Q5_0 fallback is said %d times:\n%s", n, stderr)
+	}
+	if n := strings.Count(stderr, "quantize: row length"); n != 4 {
+		t.Errorf("%d fallback lines, want one per (reason, from → to): 4\n%s", n, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	last := lines[len(lines)-1]
+	st, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("wrote q4.gguf: %.2f MB, 8.22 bpw, 47 tensors (Q5_0 28, F16 5, Q8_0 3, F32 11), ", float64(st.Size())/1e6)
+	if !strings.HasPrefix(last, want) || !strings.HasSuffix(last, " MB/s") {
+		t.Errorf("summary line %q, want it to start %q", last, want)
+	}
+	code, _, stderr = lqc("convert", src, "-o", out, "--quant", "q4", "--verbose")
+	if code != 0 || strings.Count(stderr, reason) != 28 {
+		t.Errorf("--verbose: exit %d, %d lines of the Q5_0 fallback, want 28", code, strings.Count(stderr, reason))
+	}
+	if code, _, stderr = lqc("convert", src, "-o", out, "--quant", "q4", "--quiet"); code != 0 || stderr != "" {
+		t.Errorf("--quiet: exit %d, stderr %q", code, stderr)
 	}
 }

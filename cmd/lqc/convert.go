@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"github.com/lqc-dev/lqc/codegen/gguf"
 	"github.com/lqc-dev/lqc/frontend"
@@ -18,6 +19,7 @@ import (
 )
 
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	start := time.Now()
 	fs := newFlags("convert", "SRC -o OUT.gguf [flags]\n\nSRC is a Hugging Face folder, an ONNX export, a llama2.c checkpoint or a GGUF file; or a LoRA adapter (a PEFT\nfolder) with --base MODEL, written as a llama.cpp adapter GGUF.", stderr)
 	out := fs.StringP("output", "o", "", "output GGUF file (required)")
 	q := fs.String("quant", "f16", "quantization: "+joinNames(quant.FileTypeNames()))
@@ -32,7 +34,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	tok := fs.String("tokenizer", "", tokenizerHelp)
 	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "worker threads")
 	showPasses := fs.Bool("passes", false, "print the pass pipeline and what each pass changed")
-	verbose := fs.BoolP("verbose", "v", false, "same as --passes")
+	verbose := fs.BoolP("verbose", "v", false, "--passes, and every tensor that falls back to another type on its own line")
 	dumpIR := fs.Bool("dump-ir", false, "print the graph after every pass")
 	quiet := fs.BoolP("quiet", "q", false, "no progress on stderr")
 	profile := profileFlag(fs)
@@ -53,7 +55,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if len(*fuse) > 0 || *imatFile != "" || calibration.data != "" {
 			return usageError{fmt.Errorf("%s is an adapter: --fuse-lora, --imatrix and --calib apply to models", pos[0])}
 		}
-		return convertAdapter(ctx, pos[0], *base, *out, *q, fs.Changed("quant"), *threads, *quiet, stderr)
+		return convertAdapter(ctx, start, pos[0], *base, *out, *q, fs.Changed("quant"), *threads, *quiet, stderr)
 	}
 	if *base != "" {
 		return usageError{fmt.Errorf("--base is for converting an adapter; %s is a model (to merge an adapter, use --fuse-lora)", pos[0])}
@@ -112,7 +114,8 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		pm.Passes = append(pm.Passes, passes.AWQ{FileType: ft, Pure: *pure, Calib: stats})
 	}
 	pm.Passes = append(pm.Passes, passes.Quantize{FileType: ft, Pure: *pure, Imatrix: imat, Calib: stats,
-		GPTQ: m0.gptq, GPTQOptions: gptq.Options{ActOrder: *actOrder, Damp: *damp, Threads: *threads}, Method: m0.name})
+		GPTQ: m0.gptq, GPTQOptions: gptq.Options{ActOrder: *actOrder, Damp: *damp, Threads: *threads}, Method: m0.name,
+		EachFallback: *verbose})
 	if *showPasses || *verbose {
 		fmt.Fprintf(stderr, "pipeline: %s\n", pm.Names())
 		pm.Trace = stderr
@@ -136,7 +139,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if prog != nil {
-		prog.finish()
+		prog.finish(*out, start)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -58,13 +59,36 @@ func (p *progress) update(pr gguf.Progress) {
 	}
 }
 
-func (p *progress) finish() {
+// finish ends the progress with the conversion's summary: what the
+// written file holds, read back from it, and how long the whole command
+// took (start is when it began, before any calibration).
+func (p *progress) finish(path string, start time.Time) {
 	if p.tty {
 		fmt.Fprintln(p.w)
 	}
-	el := time.Since(p.start)
-	fmt.Fprintf(p.w, "wrote %s: %d tensors, %.1f MB in %.2fs (%.1f MB/s)\n", p.name, p.final.Count,
-		float64(p.final.Total)/1e6, el.Seconds(), float64(p.final.Total)/1e6/max(el.Seconds(), 1e-9))
+	fmt.Fprintln(p.w, conversionSummary(path, time.Since(start)))
+}
+
+// conversionSummary is the one line a conversion ends with, as
+// llama-quantize's closing lines: file size, bits per weight, tensors per
+// type, time and throughput.
+func conversionSummary(path string, took time.Duration) string {
+	size := int64(0)
+	if st, err := os.Stat(path); err == nil {
+		size = st.Size()
+	}
+	line := fmt.Sprintf("wrote %s: %.2f MB", filepath.Base(path), float64(size)/1e6)
+	if f, err := gguf.Open(path); err == nil {
+		in := inspectGGUF(f)
+		f.Close()
+		types := make([]string, len(in.Types))
+		for i, ts := range in.Types {
+			types[i] = fmt.Sprintf("%s %d", ts.Type, ts.Tensors)
+		}
+		line += fmt.Sprintf(", %.2f bpw, %d tensors (%s)", in.BitsPerWeight, len(in.Tensors), strings.Join(types, ", "))
+	}
+	secs := max(took.Seconds(), 1e-9)
+	return line + fmt.Sprintf(", %.2f s, %.1f MB/s", took.Seconds(), float64(size)/1e6/secs)
 }
 
 func joinNames(names []string) string { return strings.Join(names, ", ") }
