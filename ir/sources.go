@@ -7,9 +7,9 @@ import (
 	"github.com/lqc-dev/lqc/quant"
 )
 
-// f32Bytes views float32s as their little-endian bytes (every platform lqc
+// F32Bytes views float32s as their little-endian bytes (every platform lqc
 // builds for is little-endian).
-func f32Bytes(v []float32) []byte {
+func F32Bytes(v []float32) []byte {
 	if len(v) == 0 {
 		return nil
 	}
@@ -52,7 +52,7 @@ func FromBytes(name string, typ quant.Type, shape []int64, data []byte) (*Tensor
 
 // FromF32 makes an F32 tensor over values in memory.
 func FromF32(name string, shape []int64, v []float32) (*Tensor, error) {
-	return FromBytes(name, quant.F32, shape, f32Bytes(v))
+	return FromBytes(name, quant.F32, shape, F32Bytes(v))
 }
 
 // RowFunc computes float32 rows on demand: fill dst (n rows) with rows

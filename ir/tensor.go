@@ -120,7 +120,7 @@ func (t *Tensor) ReadRowsF32(dst []float32, first, n int64) error {
 		return fmt.Errorf("tensor %s: lqc cannot decode type %v", t.Name, t.Type)
 	}
 	if t.Type == quant.F32 {
-		return t.ReadRows(f32Bytes(dst), first, n)
+		return t.ReadRows(F32Bytes(dst), first, n)
 	}
 	buf := getBytes(int(n * t.RowBytes()))
 	defer putBytes(buf)

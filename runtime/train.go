@@ -1,9 +1,7 @@
 package runtime
 
 import (
-	"encoding/binary"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -148,7 +146,7 @@ func (tr *Trainer) Accumulate(w Window) (float64, error) {
 	g := m.IR.Graph
 	if tr.dirty {
 		for _, p := range tr.params {
-			if err := b.Write(p.t, f32Bytes(p.Value)); err != nil {
+			if err := b.Write(p.t, ir.F32Bytes(p.Value)); err != nil {
 				return 0, fmt.Errorf("parameter %s: %w", p.Name, err)
 			}
 		}
@@ -190,10 +188,10 @@ func (tr *Trainer) Accumulate(w Window) (float64, error) {
 				return 0, fmt.Errorf("%d teacher logits for %d tokens of a %d-token vocabulary", len(w.Teacher), T, V)
 			}
 			t = b.Alloc(quant.F32, []int{T, V})
-			err = b.Write(t, f32Bytes(w.Teacher))
+			err = b.Write(t, ir.F32Bytes(w.Teacher))
 		case ir.GradInput:
 			t = b.Alloc(quant.F32, []int{1})
-			err = b.Write(t, f32Bytes([]float32{w.Scale}))
+			err = b.Write(t, ir.F32Bytes([]float32{w.Scale}))
 		default:
 			return 0, fmt.Errorf("training graph input %s is not one the trainer binds", in.Name)
 		}
@@ -225,10 +223,3 @@ func (tr *Trainer) Accumulate(w Window) (float64, error) {
 	return float64(loss[0]), nil
 }
 
-func f32Bytes(v []float32) []byte {
-	b := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-	}
-	return b
-}

@@ -170,12 +170,9 @@ func (at *AdapterTensors) Adapter(name string) (*ir.Adapter, error) {
 // Values is the engine's adapter as it stands.
 func (e *Engine) Values() *AdapterTensors {
 	at := &AdapterTensors{Arch: e.base.Arch, Params: e.base.Params, LoRA: map[string]*LoRAValues{}}
-	a, _ := arch.Lookup(e.base.Arch)
 	for name, l := range e.lora {
-		v := &LoRAValues{A: l.a.Value, B: l.b.Value, Rank: l.a.Shape[0], In: l.a.Shape[1], Out: l.b.Shape[0], Scale: l.scale}
-		if a != nil {
-			v.HFRowsOfOut, _ = HFRows(a, name, e.base.Params, v.Out)
-		}
+		v := &LoRAValues{A: l.a.Value, B: l.b.Value, Rank: l.a.Shape[0], In: l.a.Shape[1], Out: l.b.Shape[0], Scale: l.scale,
+			HFRowsOfOut: l.hfRows}
 		at.LoRA[name] = v
 		at.Rank = int(v.Rank)
 		at.Alpha = l.scale * float64(v.Rank)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/ir/arch"
 	"github.com/lqc-dev/lqc/passes"
 	"github.com/lqc-dev/lqc/runtime"
 )
@@ -32,6 +33,9 @@ type Engine struct {
 type loraParams struct {
 	a, b  *runtime.Param
 	scale float64
+	// hfRows maps the adapted weight's canonical rows to the Hugging Face
+	// layout's (nil: the same), for writing PEFT files.
+	hfRows []int64
 }
 
 // EngineOptions configure NewEngine.
@@ -78,12 +82,19 @@ func NewEngine(base *ir.Model, ad *ir.Adapter, opt EngineOptions) (*Engine, erro
 	for _, p := range e.params {
 		byName[p.Name] = p
 	}
+	a, _ := arch.Lookup(base.Arch)
 	for name, s := range scales {
 		an, bn := passes.LoRAWeights(name)
-		e.lora[name] = &loraParams{a: byName[an], b: byName[bn], scale: s}
 		if byName[an] == nil || byName[bn] == nil {
 			return nil, fmt.Errorf("the training graph has no parameters for %s", name)
 		}
+		l := &loraParams{a: byName[an], b: byName[bn], scale: s}
+		if a != nil {
+			if l.hfRows, err = HFRows(a, name, base.Params, l.b.Shape[0]); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		e.lora[name] = l
 	}
 	if opt.Objective == passes.Distill {
 		if e.teacher, err = runtime.Load(opt.Teacher, opt.Backend); err != nil {
