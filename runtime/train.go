@@ -222,4 +222,3 @@ func (tr *Trainer) Accumulate(w Window) (float64, error) {
 	}
 	return float64(loss[0]), nil
 }
-
