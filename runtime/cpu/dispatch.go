@@ -3,25 +3,41 @@ package cpu
 // The kernels the CPU backend calls. They start as the portable Go
 // versions; dot_amd64.go swaps in SIMD versions where the CPU has them.
 var (
-	dotF32  = dotF32Go
-	axpy    = axpyGo
-	dotQ4_0 = dotQ4_0Go
-	dotQ4_1 = dotQ4_1Go
-	dotQ5_0 = dotQ5_0Go
-	dotQ5_1 = dotQ5_1Go
-	dotQ8_0 = dotQ8_0Go
-	dotQ6_K = dotQ6_KGo
-	simd    = "portable Go"
+	dotF32    = dotF32Go
+	axpy      = axpyGo
+	dotQ4_0   = dotQ4_0Go
+	dotQ4_1   = dotQ4_1Go
+	dotQ5_0   = dotQ5_0Go
+	dotQ5_1   = dotQ5_1Go
+	dotQ8_0   = dotQ8_0Go
+	dotQ6_K   = dotQ6_KGo
+	dotQ4_K   = dotQ4_KGo
+	dotIQ4_NL = dotIQ4_NLGo
+	dotQ5_K   = dotQ5_KGo
+	simd      = "portable Go"
 
 	// dot4 kernels take the activations of four tokens at once (nb blocks
 	// each, one after the other), unpacking each weight block once.
-	dotQ4_0x4 = dot4Of(&dotQ4_0)
-	dotQ8_0x4 = dot4Of(&dotQ8_0)
+	dotQ4_0x4   = dot4Of(&dotQ4_0)
+	dotQ8_0x4   = dot4Of(&dotQ8_0)
+	dotIQ4_NLx4 = dot4Of(&dotIQ4_NL)
+	dotQ5_0x4   = dot4Of(&dotQ5_0)
+	dotQ4_Kx4   = dot4KOf(&dotQ4_K)
+	dotQ5_Kx4   = dot4KOf(&dotQ5_K)
 )
 
 // dot4Of makes a four-token kernel of four calls to a one-token kernel.
 func dot4Of(dot *func([]byte, []q8Block) float32) func(w []byte, x []q8Block, nb int, out *[4]float32) {
 	return func(w []byte, x []q8Block, nb int, out *[4]float32) {
+		for t := range 4 {
+			out[t] = (*dot)(w, x[t*nb:(t+1)*nb])
+		}
+	}
+}
+
+// dot4KOf is dot4Of for the kernels over 256-value q8 activations.
+func dot4KOf(dot *func([]byte, []q8KBlock) float32) func(w []byte, x []q8KBlock, nb int, out *[4]float32) {
+	return func(w []byte, x []q8KBlock, nb int, out *[4]float32) {
 		for t := range 4 {
 			out[t] = (*dot)(w, x[t*nb:(t+1)*nb])
 		}

@@ -85,21 +85,22 @@ func dotQ4_1Go(w []byte, x []q8Block) float32 {
 }
 
 func dotQ5_0Go(w []byte, x []q8Block) float32 {
-	var sum float32
+	var acc lanes
 	for b := range x {
 		blk := w[22*b : 22*b+22]
 		qh := binary.LittleEndian.Uint32(blk[2:])
 		qs := blk[6:22]
 		xb := &x[b]
-		var isum int32
+		var isum [8]int32
 		for j := range 16 {
 			lo := int32(qs[j]&0x0F|byte(qh>>j<<4)&0x10) - 16
 			hi := int32(qs[j]>>4|byte(qh>>(j+12))&0x10) - 16
-			isum += lo*int32(xb.qs[j]) + hi*int32(xb.qs[j+16])
+			isum[j/4] += lo * int32(xb.qs[j])
+			isum[4+j/4] += hi * int32(xb.qs[j+16])
 		}
-		sum += f16(blk) * xb.d * float32(isum)
+		acc.add(&isum, f16(blk)*xb.d)
 	}
-	return sum
+	return acc.sum()
 }
 
 func dotQ5_1Go(w []byte, x []q8Block) float32 {
@@ -307,14 +308,16 @@ func dotIQ4_XSGo(w []byte, x []q8KBlock) float32 {
 
 // dotIQ4_NLGo: 32-value blocks on the IQ4_NL grid against q8 blocks.
 func dotIQ4_NLGo(w []byte, x []q8Block) float32 {
-	var sum float32
+	var acc lanes
 	for b := range x {
 		blk := w[18*b : 18*b+18]
-		var s int32
+		xb := &x[b]
+		var isum [8]int32
 		for j := range 16 {
-			s += int32(iq4Values[blk[2+j]&0xF])*int32(x[b].qs[j]) + int32(iq4Values[blk[2+j]>>4])*int32(x[b].qs[j+16])
+			isum[j/4] += int32(iq4Values[blk[2+j]&0xF]) * int32(xb.qs[j])
+			isum[4+j/4] += int32(iq4Values[blk[2+j]>>4]) * int32(xb.qs[j+16])
 		}
-		sum += f16(blk) * x[b].d * float32(s)
+		acc.add(&isum, f16(blk)*xb.d)
 	}
-	return sum
+	return acc.sum()
 }

@@ -19,6 +19,10 @@ func init() {
 	}
 	dotF32, dotQ4_0, dotQ8_0, dotQ6_K = dotF32Fast, dotQ4_0Fast, dotQ8_0Fast, dotQ6_KFast
 	dotQ4_0x4, dotQ8_0x4 = dotQ4_0x4Fast, dotQ8_0x4Fast
+	dotIQ4_NL, dotQ5_0 = blockFast(dotIQ4_NLx1AVX2, 18), blockFast(dotQ5_0x1AVX2, 22)
+	dotIQ4_NLx4, dotQ5_0x4 = blockFast4(dotIQ4_NLx4AVX2, 18), blockFast4(dotQ5_0x4AVX2, 22)
+	dotQ4_K, dotQ5_K = kFast(dotQ4_Kx1AVX2, 144), kFast(dotQ5_Kx1AVX2, 176)
+	dotQ4_Kx4, dotQ5_Kx4 = kFast4(dotQ4_Kx4AVX2, 144), kFast4(dotQ5_Kx4AVX2, 176)
 	axpy = axpyFast
 	simd = "AVX2"
 }
@@ -61,6 +65,58 @@ func dotQ6_KFast(w []byte, x []q8KBlock) float32 {
 	}
 	_ = w[210*len(x)-1]
 	return dotQ6_KAVX2(&w[0], (*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x))
+}
+
+// kernelQ8 is the signature of the generated kernels of the 32-value block
+// types (tokens at x + t·stride).
+type kernelQ8 func(w, x *byte, stride, nb int, out *float32)
+
+// blockFast wraps a one-token kernel of a type of size bytes per block.
+func blockFast(k kernelQ8, size int) func([]byte, []q8Block) float32 {
+	return func(w []byte, x []q8Block) float32 {
+		var out float32
+		if len(x) > 0 {
+			_ = w[size*len(x)-1]
+			k(&w[0], q8Ptr(x), 0, len(x), &out)
+		}
+		return out
+	}
+}
+
+// blockFast4 wraps a four-token kernel.
+func blockFast4(k kernelQ8, size int) func([]byte, []q8Block, int, *[4]float32) {
+	return func(w []byte, x []q8Block, nb int, out *[4]float32) {
+		_, _ = w[size*nb-1], x[4*nb-1]
+		k(&w[0], q8Ptr(x), nb*q8Stride, nb, &out[0])
+	}
+}
+
+// kernelK is the signature of the generated kernels over q8K activations
+// (tokens at x + t·stride).
+type kernelK func(w, x *byte, stride, nb int, out *float32)
+
+func q8KPtr(x []q8KBlock) *byte { return (*byte)(unsafe.Pointer(unsafe.SliceData(x))) }
+
+const q8KStride = int(unsafe.Sizeof(q8KBlock{}))
+
+// kFast wraps a one-token kernel of a type of size bytes per super-block.
+func kFast(k kernelK, size int) func([]byte, []q8KBlock) float32 {
+	return func(w []byte, x []q8KBlock) float32 {
+		var out float32
+		if len(x) > 0 {
+			_ = w[size*len(x)-1]
+			k(&w[0], q8KPtr(x), 0, len(x), &out)
+		}
+		return out
+	}
+}
+
+// kFast4 wraps a four-token kernel.
+func kFast4(k kernelK, size int) func([]byte, []q8KBlock, int, *[4]float32) {
+	return func(w []byte, x []q8KBlock, nb int, out *[4]float32) {
+		_, _ = w[size*nb-1], x[4*nb-1]
+		k(&w[0], q8KPtr(x), nb*q8KStride, nb, &out[0])
+	}
 }
 
 func dotF32Fast(a, b []float32) float32 {

@@ -770,6 +770,438 @@ dotQ8_0Widex4_done:
 	VZEROUPPER
 	RET
 
+// func dotIQ4_NLx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotIQ4_NLx1AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), DX
+	VXORPS Y0, Y0, Y0
+
+dotIQ4_NLx1AVX2_loop:
+	CMPQ         DX, $0x00
+	JE           dotIQ4_NLx1AVX2_done
+	MOVWLZX      (AX), BX
+	VMOVD        BX, X1
+	VCVTPH2PS    X1, X1
+	VMOVDQU      2(AX), X2
+	VPSRLW       $0x04, X2, X3
+	VINSERTI128  $0x01, X3, Y2, Y2
+	VPAND        nibbleMask<>+0(SB), Y2, Y2
+	VMOVDQU      iq4nlGrid<>+0(SB), Y3
+	VPSHUFB      Y2, Y3, Y2
+	VPSIGNB      Y2, Y2, Y3
+	VMULSS       (CX), X1, X1
+	VBROADCASTSS X1, Y1
+	VMOVDQU      8(CX), Y4
+	VPSIGNB      Y2, Y4, Y4
+	VPMADDUBSW   Y4, Y3, Y4
+	VPMADDWD     onesWords<>+0(SB), Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VMULPS       Y1, Y4, Y4
+	VADDPS       Y4, Y0, Y0
+	ADDQ         $0x12, AX
+	ADDQ         $0x28, CX
+	DECQ         DX
+	JMP          dotIQ4_NLx1AVX2_loop
+
+dotIQ4_NLx1AVX2_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, (AX)
+	VZEROUPPER
+	RET
+
+DATA iq4nlGrid<>+0(SB)/1, $0x81
+DATA iq4nlGrid<>+1(SB)/1, $0x98
+DATA iq4nlGrid<>+2(SB)/1, $0xad
+DATA iq4nlGrid<>+3(SB)/1, $0xbf
+DATA iq4nlGrid<>+4(SB)/1, $0xcf
+DATA iq4nlGrid<>+5(SB)/1, $0xdd
+DATA iq4nlGrid<>+6(SB)/1, $0xea
+DATA iq4nlGrid<>+7(SB)/1, $0xf6
+DATA iq4nlGrid<>+8(SB)/1, $0x01
+DATA iq4nlGrid<>+9(SB)/1, $0x0d
+DATA iq4nlGrid<>+10(SB)/1, $0x19
+DATA iq4nlGrid<>+11(SB)/1, $0x26
+DATA iq4nlGrid<>+12(SB)/1, $0x35
+DATA iq4nlGrid<>+13(SB)/1, $0x45
+DATA iq4nlGrid<>+14(SB)/1, $0x59
+DATA iq4nlGrid<>+15(SB)/1, $0x71
+DATA iq4nlGrid<>+16(SB)/1, $0x81
+DATA iq4nlGrid<>+17(SB)/1, $0x98
+DATA iq4nlGrid<>+18(SB)/1, $0xad
+DATA iq4nlGrid<>+19(SB)/1, $0xbf
+DATA iq4nlGrid<>+20(SB)/1, $0xcf
+DATA iq4nlGrid<>+21(SB)/1, $0xdd
+DATA iq4nlGrid<>+22(SB)/1, $0xea
+DATA iq4nlGrid<>+23(SB)/1, $0xf6
+DATA iq4nlGrid<>+24(SB)/1, $0x01
+DATA iq4nlGrid<>+25(SB)/1, $0x0d
+DATA iq4nlGrid<>+26(SB)/1, $0x19
+DATA iq4nlGrid<>+27(SB)/1, $0x26
+DATA iq4nlGrid<>+28(SB)/1, $0x35
+DATA iq4nlGrid<>+29(SB)/1, $0x45
+DATA iq4nlGrid<>+30(SB)/1, $0x59
+DATA iq4nlGrid<>+31(SB)/1, $0x71
+GLOBL iq4nlGrid<>(SB), RODATA|NOPTR, $32
+
+// func dotIQ4_NLx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotIQ4_NLx4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+dotIQ4_NLx4AVX2_loop:
+	CMPQ         BX, $0x00
+	JE           dotIQ4_NLx4AVX2_done
+	MOVWLZX      (AX), R8
+	VMOVD        R8, X4
+	VCVTPH2PS    X4, X4
+	VMOVDQU      2(AX), X5
+	VPSRLW       $0x04, X5, X6
+	VINSERTI128  $0x01, X6, Y5, Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y5
+	VMOVDQU      iq4nlGrid<>+0(SB), Y6
+	VPSHUFB      Y5, Y6, Y5
+	VPSIGNB      Y5, Y5, Y6
+	VMULSS       (CX), X4, X7
+	VBROADCASTSS X7, Y7
+	VMOVDQU      8(CX), Y8
+	VPSIGNB      Y5, Y8, Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPMADDWD     onesWords<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VMULPS       Y7, Y8, Y8
+	VADDPS       Y8, Y0, Y0
+	VMULSS       (SI), X4, X7
+	VBROADCASTSS X7, Y7
+	VMOVDQU      8(SI), Y8
+	VPSIGNB      Y5, Y8, Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPMADDWD     onesWords<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VMULPS       Y7, Y8, Y8
+	VADDPS       Y8, Y1, Y1
+	VMULSS       (DI), X4, X7
+	VBROADCASTSS X7, Y7
+	VMOVDQU      8(DI), Y8
+	VPSIGNB      Y5, Y8, Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPMADDWD     onesWords<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VMULPS       Y7, Y8, Y8
+	VADDPS       Y8, Y2, Y2
+	VMULSS       (DX), X4, X4
+	VBROADCASTSS X4, Y4
+	VMOVDQU      8(DX), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     onesWords<>+0(SB), Y7, Y7
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       Y4, Y7, Y7
+	VADDPS       Y7, Y3, Y3
+	ADDQ         $0x12, AX
+	ADDQ         $0x28, CX
+	ADDQ         $0x28, SI
+	ADDQ         $0x28, DI
+	ADDQ         $0x28, DX
+	DECQ         BX
+	JMP          dotIQ4_NLx4AVX2_loop
+
+dotIQ4_NLx4AVX2_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	MOVSS        X1, 4(AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	MOVSS        X2, 8(AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X3
+	VHADDPS      X3, X3, X3
+	VHADDPS      X3, X3, X3
+	MOVSS        X3, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotQ5_0x1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ5_0x1AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), DX
+	VXORPS Y0, Y0, Y0
+
+dotQ5_0x1AVX2_loop:
+	CMPQ         DX, $0x00
+	JE           dotQ5_0x1AVX2_done
+	MOVWLZX      (AX), BX
+	VMOVD        BX, X1
+	VCVTPH2PS    X1, X1
+	VMOVDQU      6(AX), X2
+	VPSRLW       $0x04, X2, X3
+	VINSERTI128  $0x01, X3, Y2, Y2
+	VPAND        nibbleMask<>+0(SB), Y2, Y2
+	VPBROADCASTD 2(AX), Y3
+	VPSHUFB      q5Spread<>+0(SB), Y3, Y3
+	VPOR         q5Bits<>+0(SB), Y3, Y3
+	VPCMPEQB     Y4, Y4, Y4
+	VPCMPEQB     Y4, Y3, Y3
+	VPANDN       highNibbles<>+0(SB), Y3, Y3
+	VPOR         Y3, Y2, Y2
+	VPSIGNB      Y2, Y2, Y3
+	VMULSS       (CX), X1, X1
+	VBROADCASTSS X1, Y1
+	VMOVDQU      8(CX), Y4
+	VPSIGNB      Y2, Y4, Y4
+	VPMADDUBSW   Y4, Y3, Y4
+	VPMADDWD     onesWords<>+0(SB), Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VMULPS       Y1, Y4, Y4
+	VADDPS       Y4, Y0, Y0
+	ADDQ         $0x16, AX
+	ADDQ         $0x28, CX
+	DECQ         DX
+	JMP          dotQ5_0x1AVX2_loop
+
+dotQ5_0x1AVX2_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, (AX)
+	VZEROUPPER
+	RET
+
+DATA q5Spread<>+0(SB)/1, $0x00
+DATA q5Spread<>+1(SB)/1, $0x00
+DATA q5Spread<>+2(SB)/1, $0x00
+DATA q5Spread<>+3(SB)/1, $0x00
+DATA q5Spread<>+4(SB)/1, $0x00
+DATA q5Spread<>+5(SB)/1, $0x00
+DATA q5Spread<>+6(SB)/1, $0x00
+DATA q5Spread<>+7(SB)/1, $0x00
+DATA q5Spread<>+8(SB)/1, $0x01
+DATA q5Spread<>+9(SB)/1, $0x01
+DATA q5Spread<>+10(SB)/1, $0x01
+DATA q5Spread<>+11(SB)/1, $0x01
+DATA q5Spread<>+12(SB)/1, $0x01
+DATA q5Spread<>+13(SB)/1, $0x01
+DATA q5Spread<>+14(SB)/1, $0x01
+DATA q5Spread<>+15(SB)/1, $0x01
+DATA q5Spread<>+16(SB)/1, $0x02
+DATA q5Spread<>+17(SB)/1, $0x02
+DATA q5Spread<>+18(SB)/1, $0x02
+DATA q5Spread<>+19(SB)/1, $0x02
+DATA q5Spread<>+20(SB)/1, $0x02
+DATA q5Spread<>+21(SB)/1, $0x02
+DATA q5Spread<>+22(SB)/1, $0x02
+DATA q5Spread<>+23(SB)/1, $0x02
+DATA q5Spread<>+24(SB)/1, $0x03
+DATA q5Spread<>+25(SB)/1, $0x03
+DATA q5Spread<>+26(SB)/1, $0x03
+DATA q5Spread<>+27(SB)/1, $0x03
+DATA q5Spread<>+28(SB)/1, $0x03
+DATA q5Spread<>+29(SB)/1, $0x03
+DATA q5Spread<>+30(SB)/1, $0x03
+DATA q5Spread<>+31(SB)/1, $0x03
+GLOBL q5Spread<>(SB), RODATA|NOPTR, $32
+
+DATA q5Bits<>+0(SB)/1, $0xfe
+DATA q5Bits<>+1(SB)/1, $0xfd
+DATA q5Bits<>+2(SB)/1, $0xfb
+DATA q5Bits<>+3(SB)/1, $0xf7
+DATA q5Bits<>+4(SB)/1, $0xef
+DATA q5Bits<>+5(SB)/1, $0xdf
+DATA q5Bits<>+6(SB)/1, $0xbf
+DATA q5Bits<>+7(SB)/1, $0x7f
+DATA q5Bits<>+8(SB)/1, $0xfe
+DATA q5Bits<>+9(SB)/1, $0xfd
+DATA q5Bits<>+10(SB)/1, $0xfb
+DATA q5Bits<>+11(SB)/1, $0xf7
+DATA q5Bits<>+12(SB)/1, $0xef
+DATA q5Bits<>+13(SB)/1, $0xdf
+DATA q5Bits<>+14(SB)/1, $0xbf
+DATA q5Bits<>+15(SB)/1, $0x7f
+DATA q5Bits<>+16(SB)/1, $0xfe
+DATA q5Bits<>+17(SB)/1, $0xfd
+DATA q5Bits<>+18(SB)/1, $0xfb
+DATA q5Bits<>+19(SB)/1, $0xf7
+DATA q5Bits<>+20(SB)/1, $0xef
+DATA q5Bits<>+21(SB)/1, $0xdf
+DATA q5Bits<>+22(SB)/1, $0xbf
+DATA q5Bits<>+23(SB)/1, $0x7f
+DATA q5Bits<>+24(SB)/1, $0xfe
+DATA q5Bits<>+25(SB)/1, $0xfd
+DATA q5Bits<>+26(SB)/1, $0xfb
+DATA q5Bits<>+27(SB)/1, $0xf7
+DATA q5Bits<>+28(SB)/1, $0xef
+DATA q5Bits<>+29(SB)/1, $0xdf
+DATA q5Bits<>+30(SB)/1, $0xbf
+DATA q5Bits<>+31(SB)/1, $0x7f
+GLOBL q5Bits<>(SB), RODATA|NOPTR, $32
+
+DATA highNibbles<>+0(SB)/1, $0xf0
+DATA highNibbles<>+1(SB)/1, $0xf0
+DATA highNibbles<>+2(SB)/1, $0xf0
+DATA highNibbles<>+3(SB)/1, $0xf0
+DATA highNibbles<>+4(SB)/1, $0xf0
+DATA highNibbles<>+5(SB)/1, $0xf0
+DATA highNibbles<>+6(SB)/1, $0xf0
+DATA highNibbles<>+7(SB)/1, $0xf0
+DATA highNibbles<>+8(SB)/1, $0xf0
+DATA highNibbles<>+9(SB)/1, $0xf0
+DATA highNibbles<>+10(SB)/1, $0xf0
+DATA highNibbles<>+11(SB)/1, $0xf0
+DATA highNibbles<>+12(SB)/1, $0xf0
+DATA highNibbles<>+13(SB)/1, $0xf0
+DATA highNibbles<>+14(SB)/1, $0xf0
+DATA highNibbles<>+15(SB)/1, $0xf0
+DATA highNibbles<>+16(SB)/1, $0xf0
+DATA highNibbles<>+17(SB)/1, $0xf0
+DATA highNibbles<>+18(SB)/1, $0xf0
+DATA highNibbles<>+19(SB)/1, $0xf0
+DATA highNibbles<>+20(SB)/1, $0xf0
+DATA highNibbles<>+21(SB)/1, $0xf0
+DATA highNibbles<>+22(SB)/1, $0xf0
+DATA highNibbles<>+23(SB)/1, $0xf0
+DATA highNibbles<>+24(SB)/1, $0xf0
+DATA highNibbles<>+25(SB)/1, $0xf0
+DATA highNibbles<>+26(SB)/1, $0xf0
+DATA highNibbles<>+27(SB)/1, $0xf0
+DATA highNibbles<>+28(SB)/1, $0xf0
+DATA highNibbles<>+29(SB)/1, $0xf0
+DATA highNibbles<>+30(SB)/1, $0xf0
+DATA highNibbles<>+31(SB)/1, $0xf0
+GLOBL highNibbles<>(SB), RODATA|NOPTR, $32
+
+// func dotQ5_0x4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ5_0x4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+dotQ5_0x4AVX2_loop:
+	CMPQ         BX, $0x00
+	JE           dotQ5_0x4AVX2_done
+	MOVWLZX      (AX), R8
+	VMOVD        R8, X4
+	VCVTPH2PS    X4, X4
+	VMOVDQU      6(AX), X5
+	VPSRLW       $0x04, X5, X6
+	VINSERTI128  $0x01, X6, Y5, Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y5
+	VPBROADCASTD 2(AX), Y6
+	VPSHUFB      q5Spread<>+0(SB), Y6, Y6
+	VPOR         q5Bits<>+0(SB), Y6, Y6
+	VPCMPEQB     Y7, Y7, Y7
+	VPCMPEQB     Y7, Y6, Y6
+	VPANDN       highNibbles<>+0(SB), Y6, Y6
+	VPOR         Y6, Y5, Y5
+	VPSIGNB      Y5, Y5, Y6
+	VMULSS       (CX), X4, X7
+	VBROADCASTSS X7, Y7
+	VMOVDQU      8(CX), Y8
+	VPSIGNB      Y5, Y8, Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPMADDWD     onesWords<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VMULPS       Y7, Y8, Y8
+	VADDPS       Y8, Y0, Y0
+	VMULSS       (SI), X4, X7
+	VBROADCASTSS X7, Y7
+	VMOVDQU      8(SI), Y8
+	VPSIGNB      Y5, Y8, Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPMADDWD     onesWords<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VMULPS       Y7, Y8, Y8
+	VADDPS       Y8, Y1, Y1
+	VMULSS       (DI), X4, X7
+	VBROADCASTSS X7, Y7
+	VMOVDQU      8(DI), Y8
+	VPSIGNB      Y5, Y8, Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPMADDWD     onesWords<>+0(SB), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VMULPS       Y7, Y8, Y8
+	VADDPS       Y8, Y2, Y2
+	VMULSS       (DX), X4, X4
+	VBROADCASTSS X4, Y4
+	VMOVDQU      8(DX), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     onesWords<>+0(SB), Y7, Y7
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       Y4, Y7, Y7
+	VADDPS       Y7, Y3, Y3
+	ADDQ         $0x16, AX
+	ADDQ         $0x28, CX
+	ADDQ         $0x28, SI
+	ADDQ         $0x28, DI
+	ADDQ         $0x28, DX
+	DECQ         BX
+	JMP          dotQ5_0x4AVX2_loop
+
+dotQ5_0x4AVX2_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X4, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	MOVSS        X1, 4(AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	MOVSS        X2, 8(AX)
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X0, X3, X3
+	VHADDPS      X3, X3, X3
+	VHADDPS      X3, X3, X3
+	MOVSS        X3, 12(AX)
+	VZEROUPPER
+	RET
+
 // func dotQ6_KAVX2(w *byte, x *byte, nb int) float32
 // Requires: AVX, AVX2, F16C, SSE
 TEXT ·dotQ6_KAVX2(SB), NOSPLIT, $0-28
@@ -930,6 +1362,1084 @@ q6k_loop:
 q6k_done:
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotQ4_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ4_Kx1AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), DX
+	VXORPS X0, X0, X0
+
+dotQ4_Kx1AVX2_loop:
+	CMPQ         DX, $0x00
+	JE           dotQ4_Kx1AVX2_done
+	MOVL         4(AX), BX
+	MOVL         8(AX), SI
+	MOVL         12(AX), DI
+	MOVL         DI, R8
+	SHRL         $0x04, R8
+	ANDL         $0x0f0f0f0f, R8
+	MOVL         SI, R10
+	SHRL         $0x06, R10
+	ANDL         $0x03030303, R10
+	SHLL         $0x04, R10
+	ORL          R10, R8
+	MOVL         SI, R9
+	ANDL         $0x3f3f3f3f, R9
+	MOVL         DI, SI
+	ANDL         $0x0f0f0f0f, SI
+	MOVL         BX, R10
+	SHRL         $0x06, R10
+	ANDL         $0x03030303, R10
+	SHLL         $0x04, R10
+	ORL          R10, SI
+	ANDL         $0x3f3f3f3f, BX
+	VMOVD        BX, X1
+	VPINSRD      $0x01, SI, X1, X1
+	VPMOVZXBW    X1, X1
+	VINSERTI128  $0x01, X1, Y1, Y1
+	VMOVD        R9, X2
+	VPINSRD      $0x01, R8, X2, X2
+	VPMOVZXBW    X2, X2
+	VPXOR        Y3, Y3, Y3
+	VMOVDQU      16(AX), Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y5
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VPSHUFB      scaleShuffle<>+0(SB), Y1, Y6
+	VPSHUFB      scaleShuffle<>+32(SB), Y1, Y7
+	VPMADDUBSW   4(CX), Y5, Y5
+	VPMADDUBSW   36(CX), Y4, Y4
+	VPMADDWD     Y6, Y5, Y5
+	VPMADDWD     Y7, Y4, Y4
+	VPADDD       Y5, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      48(AX), Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y5
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VPSHUFB      scaleShuffle<>+64(SB), Y1, Y6
+	VPSHUFB      scaleShuffle<>+96(SB), Y1, Y7
+	VPMADDUBSW   68(CX), Y5, Y5
+	VPMADDUBSW   100(CX), Y4, Y4
+	VPMADDWD     Y6, Y5, Y5
+	VPMADDWD     Y7, Y4, Y4
+	VPADDD       Y5, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      80(AX), Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y5
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VPSHUFB      scaleShuffle<>+128(SB), Y1, Y6
+	VPSHUFB      scaleShuffle<>+160(SB), Y1, Y7
+	VPMADDUBSW   132(CX), Y5, Y5
+	VPMADDUBSW   164(CX), Y4, Y4
+	VPMADDWD     Y6, Y5, Y5
+	VPMADDWD     Y7, Y4, Y4
+	VPADDD       Y5, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      112(AX), Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y5
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VPSHUFB      scaleShuffle<>+192(SB), Y1, Y6
+	VPSHUFB      scaleShuffle<>+224(SB), Y1, Y7
+	VPMADDUBSW   196(CX), Y5, Y5
+	VPMADDUBSW   228(CX), Y4, Y4
+	VPMADDWD     Y6, Y5, Y5
+	VPMADDWD     Y7, Y4, Y4
+	VPADDD       Y5, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	MOVL         (AX), BX
+	VMOVD        BX, X1
+	VCVTPH2PS    X1, X1
+	VMOVDQU      260(CX), X4
+	VMOVDQU      276(CX), X5
+	VPHADDW      X5, X4, X4
+	VPMADDWD     X2, X4, X4
+	VEXTRACTI128 $0x01, Y3, X2
+	VPADDD       X3, X2, X2
+	VPHADDD      X4, X2, X2
+	VPHADDD      X2, X2, X2
+	VCVTDQ2PS    X2, X2
+	VBROADCASTSS (CX), X3
+	VMULPS       X1, X3, X3
+	VMULPS       X2, X3, X3
+	VMOVSHDUP    X3, X1
+	VSUBSS       X1, X3, X3
+	VADDSS       X3, X0, X0
+	ADDQ         $0x00000090, AX
+	ADDQ         $0x00000124, CX
+	DECQ         DX
+	JMP          dotQ4_Kx1AVX2_loop
+
+dotQ4_Kx1AVX2_done:
+	MOVQ  out+32(FP), AX
+	MOVSS X0, (AX)
+	VZEROUPPER
+	RET
+
+DATA scaleShuffle<>+0(SB)/1, $0x00
+DATA scaleShuffle<>+1(SB)/1, $0x01
+DATA scaleShuffle<>+2(SB)/1, $0x00
+DATA scaleShuffle<>+3(SB)/1, $0x01
+DATA scaleShuffle<>+4(SB)/1, $0x00
+DATA scaleShuffle<>+5(SB)/1, $0x01
+DATA scaleShuffle<>+6(SB)/1, $0x00
+DATA scaleShuffle<>+7(SB)/1, $0x01
+DATA scaleShuffle<>+8(SB)/1, $0x00
+DATA scaleShuffle<>+9(SB)/1, $0x01
+DATA scaleShuffle<>+10(SB)/1, $0x00
+DATA scaleShuffle<>+11(SB)/1, $0x01
+DATA scaleShuffle<>+12(SB)/1, $0x00
+DATA scaleShuffle<>+13(SB)/1, $0x01
+DATA scaleShuffle<>+14(SB)/1, $0x00
+DATA scaleShuffle<>+15(SB)/1, $0x01
+DATA scaleShuffle<>+16(SB)/1, $0x00
+DATA scaleShuffle<>+17(SB)/1, $0x01
+DATA scaleShuffle<>+18(SB)/1, $0x00
+DATA scaleShuffle<>+19(SB)/1, $0x01
+DATA scaleShuffle<>+20(SB)/1, $0x00
+DATA scaleShuffle<>+21(SB)/1, $0x01
+DATA scaleShuffle<>+22(SB)/1, $0x00
+DATA scaleShuffle<>+23(SB)/1, $0x01
+DATA scaleShuffle<>+24(SB)/1, $0x00
+DATA scaleShuffle<>+25(SB)/1, $0x01
+DATA scaleShuffle<>+26(SB)/1, $0x00
+DATA scaleShuffle<>+27(SB)/1, $0x01
+DATA scaleShuffle<>+28(SB)/1, $0x00
+DATA scaleShuffle<>+29(SB)/1, $0x01
+DATA scaleShuffle<>+30(SB)/1, $0x00
+DATA scaleShuffle<>+31(SB)/1, $0x01
+DATA scaleShuffle<>+32(SB)/1, $0x02
+DATA scaleShuffle<>+33(SB)/1, $0x03
+DATA scaleShuffle<>+34(SB)/1, $0x02
+DATA scaleShuffle<>+35(SB)/1, $0x03
+DATA scaleShuffle<>+36(SB)/1, $0x02
+DATA scaleShuffle<>+37(SB)/1, $0x03
+DATA scaleShuffle<>+38(SB)/1, $0x02
+DATA scaleShuffle<>+39(SB)/1, $0x03
+DATA scaleShuffle<>+40(SB)/1, $0x02
+DATA scaleShuffle<>+41(SB)/1, $0x03
+DATA scaleShuffle<>+42(SB)/1, $0x02
+DATA scaleShuffle<>+43(SB)/1, $0x03
+DATA scaleShuffle<>+44(SB)/1, $0x02
+DATA scaleShuffle<>+45(SB)/1, $0x03
+DATA scaleShuffle<>+46(SB)/1, $0x02
+DATA scaleShuffle<>+47(SB)/1, $0x03
+DATA scaleShuffle<>+48(SB)/1, $0x02
+DATA scaleShuffle<>+49(SB)/1, $0x03
+DATA scaleShuffle<>+50(SB)/1, $0x02
+DATA scaleShuffle<>+51(SB)/1, $0x03
+DATA scaleShuffle<>+52(SB)/1, $0x02
+DATA scaleShuffle<>+53(SB)/1, $0x03
+DATA scaleShuffle<>+54(SB)/1, $0x02
+DATA scaleShuffle<>+55(SB)/1, $0x03
+DATA scaleShuffle<>+56(SB)/1, $0x02
+DATA scaleShuffle<>+57(SB)/1, $0x03
+DATA scaleShuffle<>+58(SB)/1, $0x02
+DATA scaleShuffle<>+59(SB)/1, $0x03
+DATA scaleShuffle<>+60(SB)/1, $0x02
+DATA scaleShuffle<>+61(SB)/1, $0x03
+DATA scaleShuffle<>+62(SB)/1, $0x02
+DATA scaleShuffle<>+63(SB)/1, $0x03
+DATA scaleShuffle<>+64(SB)/1, $0x04
+DATA scaleShuffle<>+65(SB)/1, $0x05
+DATA scaleShuffle<>+66(SB)/1, $0x04
+DATA scaleShuffle<>+67(SB)/1, $0x05
+DATA scaleShuffle<>+68(SB)/1, $0x04
+DATA scaleShuffle<>+69(SB)/1, $0x05
+DATA scaleShuffle<>+70(SB)/1, $0x04
+DATA scaleShuffle<>+71(SB)/1, $0x05
+DATA scaleShuffle<>+72(SB)/1, $0x04
+DATA scaleShuffle<>+73(SB)/1, $0x05
+DATA scaleShuffle<>+74(SB)/1, $0x04
+DATA scaleShuffle<>+75(SB)/1, $0x05
+DATA scaleShuffle<>+76(SB)/1, $0x04
+DATA scaleShuffle<>+77(SB)/1, $0x05
+DATA scaleShuffle<>+78(SB)/1, $0x04
+DATA scaleShuffle<>+79(SB)/1, $0x05
+DATA scaleShuffle<>+80(SB)/1, $0x04
+DATA scaleShuffle<>+81(SB)/1, $0x05
+DATA scaleShuffle<>+82(SB)/1, $0x04
+DATA scaleShuffle<>+83(SB)/1, $0x05
+DATA scaleShuffle<>+84(SB)/1, $0x04
+DATA scaleShuffle<>+85(SB)/1, $0x05
+DATA scaleShuffle<>+86(SB)/1, $0x04
+DATA scaleShuffle<>+87(SB)/1, $0x05
+DATA scaleShuffle<>+88(SB)/1, $0x04
+DATA scaleShuffle<>+89(SB)/1, $0x05
+DATA scaleShuffle<>+90(SB)/1, $0x04
+DATA scaleShuffle<>+91(SB)/1, $0x05
+DATA scaleShuffle<>+92(SB)/1, $0x04
+DATA scaleShuffle<>+93(SB)/1, $0x05
+DATA scaleShuffle<>+94(SB)/1, $0x04
+DATA scaleShuffle<>+95(SB)/1, $0x05
+DATA scaleShuffle<>+96(SB)/1, $0x06
+DATA scaleShuffle<>+97(SB)/1, $0x07
+DATA scaleShuffle<>+98(SB)/1, $0x06
+DATA scaleShuffle<>+99(SB)/1, $0x07
+DATA scaleShuffle<>+100(SB)/1, $0x06
+DATA scaleShuffle<>+101(SB)/1, $0x07
+DATA scaleShuffle<>+102(SB)/1, $0x06
+DATA scaleShuffle<>+103(SB)/1, $0x07
+DATA scaleShuffle<>+104(SB)/1, $0x06
+DATA scaleShuffle<>+105(SB)/1, $0x07
+DATA scaleShuffle<>+106(SB)/1, $0x06
+DATA scaleShuffle<>+107(SB)/1, $0x07
+DATA scaleShuffle<>+108(SB)/1, $0x06
+DATA scaleShuffle<>+109(SB)/1, $0x07
+DATA scaleShuffle<>+110(SB)/1, $0x06
+DATA scaleShuffle<>+111(SB)/1, $0x07
+DATA scaleShuffle<>+112(SB)/1, $0x06
+DATA scaleShuffle<>+113(SB)/1, $0x07
+DATA scaleShuffle<>+114(SB)/1, $0x06
+DATA scaleShuffle<>+115(SB)/1, $0x07
+DATA scaleShuffle<>+116(SB)/1, $0x06
+DATA scaleShuffle<>+117(SB)/1, $0x07
+DATA scaleShuffle<>+118(SB)/1, $0x06
+DATA scaleShuffle<>+119(SB)/1, $0x07
+DATA scaleShuffle<>+120(SB)/1, $0x06
+DATA scaleShuffle<>+121(SB)/1, $0x07
+DATA scaleShuffle<>+122(SB)/1, $0x06
+DATA scaleShuffle<>+123(SB)/1, $0x07
+DATA scaleShuffle<>+124(SB)/1, $0x06
+DATA scaleShuffle<>+125(SB)/1, $0x07
+DATA scaleShuffle<>+126(SB)/1, $0x06
+DATA scaleShuffle<>+127(SB)/1, $0x07
+DATA scaleShuffle<>+128(SB)/1, $0x08
+DATA scaleShuffle<>+129(SB)/1, $0x09
+DATA scaleShuffle<>+130(SB)/1, $0x08
+DATA scaleShuffle<>+131(SB)/1, $0x09
+DATA scaleShuffle<>+132(SB)/1, $0x08
+DATA scaleShuffle<>+133(SB)/1, $0x09
+DATA scaleShuffle<>+134(SB)/1, $0x08
+DATA scaleShuffle<>+135(SB)/1, $0x09
+DATA scaleShuffle<>+136(SB)/1, $0x08
+DATA scaleShuffle<>+137(SB)/1, $0x09
+DATA scaleShuffle<>+138(SB)/1, $0x08
+DATA scaleShuffle<>+139(SB)/1, $0x09
+DATA scaleShuffle<>+140(SB)/1, $0x08
+DATA scaleShuffle<>+141(SB)/1, $0x09
+DATA scaleShuffle<>+142(SB)/1, $0x08
+DATA scaleShuffle<>+143(SB)/1, $0x09
+DATA scaleShuffle<>+144(SB)/1, $0x08
+DATA scaleShuffle<>+145(SB)/1, $0x09
+DATA scaleShuffle<>+146(SB)/1, $0x08
+DATA scaleShuffle<>+147(SB)/1, $0x09
+DATA scaleShuffle<>+148(SB)/1, $0x08
+DATA scaleShuffle<>+149(SB)/1, $0x09
+DATA scaleShuffle<>+150(SB)/1, $0x08
+DATA scaleShuffle<>+151(SB)/1, $0x09
+DATA scaleShuffle<>+152(SB)/1, $0x08
+DATA scaleShuffle<>+153(SB)/1, $0x09
+DATA scaleShuffle<>+154(SB)/1, $0x08
+DATA scaleShuffle<>+155(SB)/1, $0x09
+DATA scaleShuffle<>+156(SB)/1, $0x08
+DATA scaleShuffle<>+157(SB)/1, $0x09
+DATA scaleShuffle<>+158(SB)/1, $0x08
+DATA scaleShuffle<>+159(SB)/1, $0x09
+DATA scaleShuffle<>+160(SB)/1, $0x0a
+DATA scaleShuffle<>+161(SB)/1, $0x0b
+DATA scaleShuffle<>+162(SB)/1, $0x0a
+DATA scaleShuffle<>+163(SB)/1, $0x0b
+DATA scaleShuffle<>+164(SB)/1, $0x0a
+DATA scaleShuffle<>+165(SB)/1, $0x0b
+DATA scaleShuffle<>+166(SB)/1, $0x0a
+DATA scaleShuffle<>+167(SB)/1, $0x0b
+DATA scaleShuffle<>+168(SB)/1, $0x0a
+DATA scaleShuffle<>+169(SB)/1, $0x0b
+DATA scaleShuffle<>+170(SB)/1, $0x0a
+DATA scaleShuffle<>+171(SB)/1, $0x0b
+DATA scaleShuffle<>+172(SB)/1, $0x0a
+DATA scaleShuffle<>+173(SB)/1, $0x0b
+DATA scaleShuffle<>+174(SB)/1, $0x0a
+DATA scaleShuffle<>+175(SB)/1, $0x0b
+DATA scaleShuffle<>+176(SB)/1, $0x0a
+DATA scaleShuffle<>+177(SB)/1, $0x0b
+DATA scaleShuffle<>+178(SB)/1, $0x0a
+DATA scaleShuffle<>+179(SB)/1, $0x0b
+DATA scaleShuffle<>+180(SB)/1, $0x0a
+DATA scaleShuffle<>+181(SB)/1, $0x0b
+DATA scaleShuffle<>+182(SB)/1, $0x0a
+DATA scaleShuffle<>+183(SB)/1, $0x0b
+DATA scaleShuffle<>+184(SB)/1, $0x0a
+DATA scaleShuffle<>+185(SB)/1, $0x0b
+DATA scaleShuffle<>+186(SB)/1, $0x0a
+DATA scaleShuffle<>+187(SB)/1, $0x0b
+DATA scaleShuffle<>+188(SB)/1, $0x0a
+DATA scaleShuffle<>+189(SB)/1, $0x0b
+DATA scaleShuffle<>+190(SB)/1, $0x0a
+DATA scaleShuffle<>+191(SB)/1, $0x0b
+DATA scaleShuffle<>+192(SB)/1, $0x0c
+DATA scaleShuffle<>+193(SB)/1, $0x0d
+DATA scaleShuffle<>+194(SB)/1, $0x0c
+DATA scaleShuffle<>+195(SB)/1, $0x0d
+DATA scaleShuffle<>+196(SB)/1, $0x0c
+DATA scaleShuffle<>+197(SB)/1, $0x0d
+DATA scaleShuffle<>+198(SB)/1, $0x0c
+DATA scaleShuffle<>+199(SB)/1, $0x0d
+DATA scaleShuffle<>+200(SB)/1, $0x0c
+DATA scaleShuffle<>+201(SB)/1, $0x0d
+DATA scaleShuffle<>+202(SB)/1, $0x0c
+DATA scaleShuffle<>+203(SB)/1, $0x0d
+DATA scaleShuffle<>+204(SB)/1, $0x0c
+DATA scaleShuffle<>+205(SB)/1, $0x0d
+DATA scaleShuffle<>+206(SB)/1, $0x0c
+DATA scaleShuffle<>+207(SB)/1, $0x0d
+DATA scaleShuffle<>+208(SB)/1, $0x0c
+DATA scaleShuffle<>+209(SB)/1, $0x0d
+DATA scaleShuffle<>+210(SB)/1, $0x0c
+DATA scaleShuffle<>+211(SB)/1, $0x0d
+DATA scaleShuffle<>+212(SB)/1, $0x0c
+DATA scaleShuffle<>+213(SB)/1, $0x0d
+DATA scaleShuffle<>+214(SB)/1, $0x0c
+DATA scaleShuffle<>+215(SB)/1, $0x0d
+DATA scaleShuffle<>+216(SB)/1, $0x0c
+DATA scaleShuffle<>+217(SB)/1, $0x0d
+DATA scaleShuffle<>+218(SB)/1, $0x0c
+DATA scaleShuffle<>+219(SB)/1, $0x0d
+DATA scaleShuffle<>+220(SB)/1, $0x0c
+DATA scaleShuffle<>+221(SB)/1, $0x0d
+DATA scaleShuffle<>+222(SB)/1, $0x0c
+DATA scaleShuffle<>+223(SB)/1, $0x0d
+DATA scaleShuffle<>+224(SB)/1, $0x0e
+DATA scaleShuffle<>+225(SB)/1, $0x0f
+DATA scaleShuffle<>+226(SB)/1, $0x0e
+DATA scaleShuffle<>+227(SB)/1, $0x0f
+DATA scaleShuffle<>+228(SB)/1, $0x0e
+DATA scaleShuffle<>+229(SB)/1, $0x0f
+DATA scaleShuffle<>+230(SB)/1, $0x0e
+DATA scaleShuffle<>+231(SB)/1, $0x0f
+DATA scaleShuffle<>+232(SB)/1, $0x0e
+DATA scaleShuffle<>+233(SB)/1, $0x0f
+DATA scaleShuffle<>+234(SB)/1, $0x0e
+DATA scaleShuffle<>+235(SB)/1, $0x0f
+DATA scaleShuffle<>+236(SB)/1, $0x0e
+DATA scaleShuffle<>+237(SB)/1, $0x0f
+DATA scaleShuffle<>+238(SB)/1, $0x0e
+DATA scaleShuffle<>+239(SB)/1, $0x0f
+DATA scaleShuffle<>+240(SB)/1, $0x0e
+DATA scaleShuffle<>+241(SB)/1, $0x0f
+DATA scaleShuffle<>+242(SB)/1, $0x0e
+DATA scaleShuffle<>+243(SB)/1, $0x0f
+DATA scaleShuffle<>+244(SB)/1, $0x0e
+DATA scaleShuffle<>+245(SB)/1, $0x0f
+DATA scaleShuffle<>+246(SB)/1, $0x0e
+DATA scaleShuffle<>+247(SB)/1, $0x0f
+DATA scaleShuffle<>+248(SB)/1, $0x0e
+DATA scaleShuffle<>+249(SB)/1, $0x0f
+DATA scaleShuffle<>+250(SB)/1, $0x0e
+DATA scaleShuffle<>+251(SB)/1, $0x0f
+DATA scaleShuffle<>+252(SB)/1, $0x0e
+DATA scaleShuffle<>+253(SB)/1, $0x0f
+DATA scaleShuffle<>+254(SB)/1, $0x0e
+DATA scaleShuffle<>+255(SB)/1, $0x0f
+GLOBL scaleShuffle<>(SB), RODATA|NOPTR, $256
+
+// func dotQ5_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ5_Kx1AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), DX
+	VXORPS X0, X0, X0
+
+dotQ5_Kx1AVX2_loop:
+	CMPQ         DX, $0x00
+	JE           dotQ5_Kx1AVX2_done
+	MOVL         4(AX), BX
+	MOVL         8(AX), SI
+	MOVL         12(AX), DI
+	MOVL         DI, R8
+	SHRL         $0x04, R8
+	ANDL         $0x0f0f0f0f, R8
+	MOVL         SI, R10
+	SHRL         $0x06, R10
+	ANDL         $0x03030303, R10
+	SHLL         $0x04, R10
+	ORL          R10, R8
+	MOVL         SI, R9
+	ANDL         $0x3f3f3f3f, R9
+	MOVL         DI, SI
+	ANDL         $0x0f0f0f0f, SI
+	MOVL         BX, R10
+	SHRL         $0x06, R10
+	ANDL         $0x03030303, R10
+	SHLL         $0x04, R10
+	ORL          R10, SI
+	ANDL         $0x3f3f3f3f, BX
+	VMOVD        BX, X1
+	VPINSRD      $0x01, SI, X1, X1
+	VPMOVZXBW    X1, X1
+	VINSERTI128  $0x01, X1, Y1, Y1
+	VMOVD        R9, X2
+	VPINSRD      $0x01, R8, X2, X2
+	VPMOVZXBW    X2, X2
+	VPXOR        Y3, Y3, Y3
+	VMOVDQU      16(AX), Y4
+	VMOVDQU      48(AX), Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y6
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y5
+	VPSLLW       $0x04, Y4, Y7
+	VPAND        bit4<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSLLW       $0x03, Y4, Y7
+	VPAND        bit4<>+0(SB), Y7, Y7
+	VPOR         Y7, Y5, Y5
+	VPSHUFB      scaleShuffle<>+0(SB), Y1, Y7
+	VPSHUFB      scaleShuffle<>+32(SB), Y1, Y8
+	VPMADDUBSW   4(CX), Y6, Y6
+	VPMADDUBSW   36(CX), Y5, Y5
+	VPMADDWD     Y7, Y6, Y6
+	VPMADDWD     Y8, Y5, Y5
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      80(AX), Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y6
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y5
+	VPSLLW       $0x02, Y4, Y7
+	VPAND        bit4<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSLLW       $0x01, Y4, Y7
+	VPAND        bit4<>+0(SB), Y7, Y7
+	VPOR         Y7, Y5, Y5
+	VPSHUFB      scaleShuffle<>+64(SB), Y1, Y7
+	VPSHUFB      scaleShuffle<>+96(SB), Y1, Y8
+	VPMADDUBSW   68(CX), Y6, Y6
+	VPMADDUBSW   100(CX), Y5, Y5
+	VPMADDWD     Y7, Y6, Y6
+	VPMADDWD     Y8, Y5, Y5
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      112(AX), Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y6
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y5
+	VMOVDQA      Y4, Y7
+	VPAND        bit4<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x01, Y4, Y7
+	VPAND        bit4<>+0(SB), Y7, Y7
+	VPOR         Y7, Y5, Y5
+	VPSHUFB      scaleShuffle<>+128(SB), Y1, Y7
+	VPSHUFB      scaleShuffle<>+160(SB), Y1, Y8
+	VPMADDUBSW   132(CX), Y6, Y6
+	VPMADDUBSW   164(CX), Y5, Y5
+	VPMADDWD     Y7, Y6, Y6
+	VPMADDWD     Y8, Y5, Y5
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	VMOVDQU      144(AX), Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y6
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y5
+	VPSRLW       $0x02, Y4, Y7
+	VPAND        bit4<>+0(SB), Y7, Y7
+	VPOR         Y7, Y6, Y6
+	VPSRLW       $0x03, Y4, Y4
+	VPAND        bit4<>+0(SB), Y4, Y4
+	VPOR         Y4, Y5, Y5
+	VPSHUFB      scaleShuffle<>+192(SB), Y1, Y4
+	VPSHUFB      scaleShuffle<>+224(SB), Y1, Y7
+	VPMADDUBSW   196(CX), Y6, Y6
+	VPMADDUBSW   228(CX), Y5, Y5
+	VPMADDWD     Y4, Y6, Y6
+	VPMADDWD     Y7, Y5, Y5
+	VPADDD       Y6, Y3, Y3
+	VPADDD       Y5, Y3, Y3
+	MOVL         (AX), BX
+	VMOVD        BX, X1
+	VCVTPH2PS    X1, X1
+	VMOVDQU      260(CX), X4
+	VMOVDQU      276(CX), X5
+	VPHADDW      X5, X4, X4
+	VPMADDWD     X2, X4, X4
+	VEXTRACTI128 $0x01, Y3, X2
+	VPADDD       X3, X2, X2
+	VPHADDD      X4, X2, X2
+	VPHADDD      X2, X2, X2
+	VCVTDQ2PS    X2, X2
+	VBROADCASTSS (CX), X3
+	VMULPS       X1, X3, X3
+	VMULPS       X2, X3, X3
+	VMOVSHDUP    X3, X1
+	VSUBSS       X1, X3, X3
+	VADDSS       X3, X0, X0
+	ADDQ         $0x000000b0, AX
+	ADDQ         $0x00000124, CX
+	DECQ         DX
+	JMP          dotQ5_Kx1AVX2_loop
+
+dotQ5_Kx1AVX2_done:
+	MOVQ  out+32(FP), AX
+	MOVSS X0, (AX)
+	VZEROUPPER
+	RET
+
+DATA bit4<>+0(SB)/1, $0x10
+DATA bit4<>+1(SB)/1, $0x10
+DATA bit4<>+2(SB)/1, $0x10
+DATA bit4<>+3(SB)/1, $0x10
+DATA bit4<>+4(SB)/1, $0x10
+DATA bit4<>+5(SB)/1, $0x10
+DATA bit4<>+6(SB)/1, $0x10
+DATA bit4<>+7(SB)/1, $0x10
+DATA bit4<>+8(SB)/1, $0x10
+DATA bit4<>+9(SB)/1, $0x10
+DATA bit4<>+10(SB)/1, $0x10
+DATA bit4<>+11(SB)/1, $0x10
+DATA bit4<>+12(SB)/1, $0x10
+DATA bit4<>+13(SB)/1, $0x10
+DATA bit4<>+14(SB)/1, $0x10
+DATA bit4<>+15(SB)/1, $0x10
+DATA bit4<>+16(SB)/1, $0x10
+DATA bit4<>+17(SB)/1, $0x10
+DATA bit4<>+18(SB)/1, $0x10
+DATA bit4<>+19(SB)/1, $0x10
+DATA bit4<>+20(SB)/1, $0x10
+DATA bit4<>+21(SB)/1, $0x10
+DATA bit4<>+22(SB)/1, $0x10
+DATA bit4<>+23(SB)/1, $0x10
+DATA bit4<>+24(SB)/1, $0x10
+DATA bit4<>+25(SB)/1, $0x10
+DATA bit4<>+26(SB)/1, $0x10
+DATA bit4<>+27(SB)/1, $0x10
+DATA bit4<>+28(SB)/1, $0x10
+DATA bit4<>+29(SB)/1, $0x10
+DATA bit4<>+30(SB)/1, $0x10
+DATA bit4<>+31(SB)/1, $0x10
+GLOBL bit4<>(SB), RODATA|NOPTR, $32
+
+// func dotQ4_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ4_Kx4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
+	VXORPS X0, X0, X0
+	VXORPS X1, X1, X1
+	VXORPS X2, X2, X2
+	VXORPS X3, X3, X3
+
+dotQ4_Kx4AVX2_loop:
+	CMPQ         BX, $0x00
+	JE           dotQ4_Kx4AVX2_done
+	MOVL         4(AX), R8
+	MOVL         8(AX), R9
+	MOVL         12(AX), R10
+	MOVL         R10, R11
+	SHRL         $0x04, R11
+	ANDL         $0x0f0f0f0f, R11
+	MOVL         R9, R13
+	SHRL         $0x06, R13
+	ANDL         $0x03030303, R13
+	SHLL         $0x04, R13
+	ORL          R13, R11
+	MOVL         R9, R12
+	ANDL         $0x3f3f3f3f, R12
+	MOVL         R10, R9
+	ANDL         $0x0f0f0f0f, R9
+	MOVL         R8, R13
+	SHRL         $0x06, R13
+	ANDL         $0x03030303, R13
+	SHLL         $0x04, R13
+	ORL          R13, R9
+	ANDL         $0x3f3f3f3f, R8
+	VMOVD        R8, X4
+	VPINSRD      $0x01, R9, X4, X4
+	VPMOVZXBW    X4, X4
+	VINSERTI128  $0x01, X4, Y4, Y4
+	VMOVD        R12, X5
+	VPINSRD      $0x01, R11, X5, X5
+	VPMOVZXBW    X5, X5
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y7, Y7, Y7
+	VPXOR        Y8, Y8, Y8
+	VPXOR        Y9, Y9, Y9
+	VMOVDQU      16(AX), Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y11
+	VPSRLW       $0x04, Y10, Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y10
+	VPSHUFB      scaleShuffle<>+0(SB), Y4, Y12
+	VPSHUFB      scaleShuffle<>+32(SB), Y4, Y13
+	VPMADDUBSW   4(CX), Y11, Y14
+	VPMADDUBSW   36(CX), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y6, Y6
+	VPADDD       Y15, Y6, Y6
+	VPMADDUBSW   4(SI), Y11, Y14
+	VPMADDUBSW   36(SI), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y7, Y7
+	VPADDD       Y15, Y7, Y7
+	VPMADDUBSW   4(DI), Y11, Y14
+	VPMADDUBSW   36(DI), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y8, Y8
+	VPADDD       Y15, Y8, Y8
+	VPMADDUBSW   4(DX), Y11, Y11
+	VPMADDUBSW   36(DX), Y10, Y10
+	VPMADDWD     Y12, Y11, Y11
+	VPMADDWD     Y13, Y10, Y10
+	VPADDD       Y11, Y9, Y9
+	VPADDD       Y10, Y9, Y9
+	VMOVDQU      48(AX), Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y11
+	VPSRLW       $0x04, Y10, Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y10
+	VPSHUFB      scaleShuffle<>+64(SB), Y4, Y12
+	VPSHUFB      scaleShuffle<>+96(SB), Y4, Y13
+	VPMADDUBSW   68(CX), Y11, Y14
+	VPMADDUBSW   100(CX), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y6, Y6
+	VPADDD       Y15, Y6, Y6
+	VPMADDUBSW   68(SI), Y11, Y14
+	VPMADDUBSW   100(SI), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y7, Y7
+	VPADDD       Y15, Y7, Y7
+	VPMADDUBSW   68(DI), Y11, Y14
+	VPMADDUBSW   100(DI), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y8, Y8
+	VPADDD       Y15, Y8, Y8
+	VPMADDUBSW   68(DX), Y11, Y11
+	VPMADDUBSW   100(DX), Y10, Y10
+	VPMADDWD     Y12, Y11, Y11
+	VPMADDWD     Y13, Y10, Y10
+	VPADDD       Y11, Y9, Y9
+	VPADDD       Y10, Y9, Y9
+	VMOVDQU      80(AX), Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y11
+	VPSRLW       $0x04, Y10, Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y10
+	VPSHUFB      scaleShuffle<>+128(SB), Y4, Y12
+	VPSHUFB      scaleShuffle<>+160(SB), Y4, Y13
+	VPMADDUBSW   132(CX), Y11, Y14
+	VPMADDUBSW   164(CX), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y6, Y6
+	VPADDD       Y15, Y6, Y6
+	VPMADDUBSW   132(SI), Y11, Y14
+	VPMADDUBSW   164(SI), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y7, Y7
+	VPADDD       Y15, Y7, Y7
+	VPMADDUBSW   132(DI), Y11, Y14
+	VPMADDUBSW   164(DI), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y8, Y8
+	VPADDD       Y15, Y8, Y8
+	VPMADDUBSW   132(DX), Y11, Y11
+	VPMADDUBSW   164(DX), Y10, Y10
+	VPMADDWD     Y12, Y11, Y11
+	VPMADDWD     Y13, Y10, Y10
+	VPADDD       Y11, Y9, Y9
+	VPADDD       Y10, Y9, Y9
+	VMOVDQU      112(AX), Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y11
+	VPSRLW       $0x04, Y10, Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y10
+	VPSHUFB      scaleShuffle<>+192(SB), Y4, Y12
+	VPSHUFB      scaleShuffle<>+224(SB), Y4, Y13
+	VPMADDUBSW   196(CX), Y11, Y14
+	VPMADDUBSW   228(CX), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y6, Y6
+	VPADDD       Y15, Y6, Y6
+	VPMADDUBSW   196(SI), Y11, Y14
+	VPMADDUBSW   228(SI), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y7, Y7
+	VPADDD       Y15, Y7, Y7
+	VPMADDUBSW   196(DI), Y11, Y14
+	VPMADDUBSW   228(DI), Y10, Y15
+	VPMADDWD     Y12, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y8, Y8
+	VPADDD       Y15, Y8, Y8
+	VPMADDUBSW   196(DX), Y11, Y11
+	VPMADDUBSW   228(DX), Y10, Y10
+	VPMADDWD     Y12, Y11, Y11
+	VPMADDWD     Y13, Y10, Y10
+	VPADDD       Y11, Y9, Y9
+	VPADDD       Y10, Y9, Y9
+	MOVL         (AX), R8
+	VMOVD        R8, X4
+	VCVTPH2PS    X4, X4
+	VMOVDQU      260(CX), X10
+	VMOVDQU      276(CX), X11
+	VPHADDW      X11, X10, X10
+	VPMADDWD     X5, X10, X10
+	VEXTRACTI128 $0x01, Y6, X11
+	VPADDD       X6, X11, X11
+	VPHADDD      X10, X11, X11
+	VPHADDD      X11, X11, X11
+	VCVTDQ2PS    X11, X11
+	VBROADCASTSS (CX), X6
+	VMULPS       X4, X6, X6
+	VMULPS       X11, X6, X6
+	VMOVSHDUP    X6, X10
+	VSUBSS       X10, X6, X6
+	VADDSS       X6, X0, X0
+	VMOVDQU      260(SI), X6
+	VMOVDQU      276(SI), X10
+	VPHADDW      X10, X6, X6
+	VPMADDWD     X5, X6, X6
+	VEXTRACTI128 $0x01, Y7, X10
+	VPADDD       X7, X10, X10
+	VPHADDD      X6, X10, X10
+	VPHADDD      X10, X10, X10
+	VCVTDQ2PS    X10, X10
+	VBROADCASTSS (SI), X6
+	VMULPS       X4, X6, X6
+	VMULPS       X10, X6, X6
+	VMOVSHDUP    X6, X7
+	VSUBSS       X7, X6, X6
+	VADDSS       X6, X1, X1
+	VMOVDQU      260(DI), X6
+	VMOVDQU      276(DI), X7
+	VPHADDW      X7, X6, X6
+	VPMADDWD     X5, X6, X6
+	VEXTRACTI128 $0x01, Y8, X7
+	VPADDD       X8, X7, X7
+	VPHADDD      X6, X7, X7
+	VPHADDD      X7, X7, X7
+	VCVTDQ2PS    X7, X7
+	VBROADCASTSS (DI), X6
+	VMULPS       X4, X6, X6
+	VMULPS       X7, X6, X6
+	VMOVSHDUP    X6, X7
+	VSUBSS       X7, X6, X6
+	VADDSS       X6, X2, X2
+	VMOVDQU      260(DX), X6
+	VMOVDQU      276(DX), X7
+	VPHADDW      X7, X6, X6
+	VPMADDWD     X5, X6, X6
+	VEXTRACTI128 $0x01, Y9, X5
+	VPADDD       X9, X5, X5
+	VPHADDD      X6, X5, X5
+	VPHADDD      X5, X5, X5
+	VCVTDQ2PS    X5, X5
+	VBROADCASTSS (DX), X6
+	VMULPS       X4, X6, X6
+	VMULPS       X5, X6, X6
+	VMOVSHDUP    X6, X4
+	VSUBSS       X4, X6, X6
+	VADDSS       X6, X3, X3
+	ADDQ         $0x00000090, AX
+	ADDQ         $0x00000124, CX
+	ADDQ         $0x00000124, SI
+	ADDQ         $0x00000124, DI
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          dotQ4_Kx4AVX2_loop
+
+dotQ4_Kx4AVX2_done:
+	MOVQ  out+32(FP), AX
+	MOVSS X0, (AX)
+	MOVSS X1, 4(AX)
+	MOVSS X2, 8(AX)
+	MOVSS X3, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotQ5_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ5_Kx4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
+	VXORPS X0, X0, X0
+	VXORPS X1, X1, X1
+	VXORPS X2, X2, X2
+	VXORPS X3, X3, X3
+
+dotQ5_Kx4AVX2_loop:
+	CMPQ         BX, $0x00
+	JE           dotQ5_Kx4AVX2_done
+	MOVL         4(AX), R8
+	MOVL         8(AX), R9
+	MOVL         12(AX), R10
+	MOVL         R10, R11
+	SHRL         $0x04, R11
+	ANDL         $0x0f0f0f0f, R11
+	MOVL         R9, R13
+	SHRL         $0x06, R13
+	ANDL         $0x03030303, R13
+	SHLL         $0x04, R13
+	ORL          R13, R11
+	MOVL         R9, R12
+	ANDL         $0x3f3f3f3f, R12
+	MOVL         R10, R9
+	ANDL         $0x0f0f0f0f, R9
+	MOVL         R8, R13
+	SHRL         $0x06, R13
+	ANDL         $0x03030303, R13
+	SHLL         $0x04, R13
+	ORL          R13, R9
+	ANDL         $0x3f3f3f3f, R8
+	VMOVD        R8, X4
+	VPINSRD      $0x01, R9, X4, X4
+	VPMOVZXBW    X4, X4
+	VINSERTI128  $0x01, X4, Y4, Y4
+	VMOVD        R12, X5
+	VPINSRD      $0x01, R11, X5, X5
+	VPMOVZXBW    X5, X5
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y7, Y7, Y7
+	VPXOR        Y8, Y8, Y8
+	VPXOR        Y9, Y9, Y9
+	VMOVDQU      16(AX), Y10
+	VMOVDQU      48(AX), Y11
+	VPAND        nibbleMask<>+0(SB), Y11, Y12
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        nibbleMask<>+0(SB), Y11, Y11
+	VPSLLW       $0x04, Y10, Y13
+	VPAND        bit4<>+0(SB), Y13, Y13
+	VPOR         Y13, Y12, Y12
+	VPSLLW       $0x03, Y10, Y13
+	VPAND        bit4<>+0(SB), Y13, Y13
+	VPOR         Y13, Y11, Y11
+	VPSHUFB      scaleShuffle<>+0(SB), Y4, Y13
+	VPSHUFB      scaleShuffle<>+32(SB), Y4, Y14
+	VPMADDUBSW   4(CX), Y12, Y15
+	VPMADDUBSW   36(CX), Y11, Y16
+	VPMADDWD     Y13, Y15, Y15
+	VPMADDWD     Y14, Y16, Y16
+	VPADDD       Y15, Y6, Y6
+	VPADDD       Y16, Y6, Y6
+	VPMADDUBSW   4(SI), Y12, Y15
+	VPMADDUBSW   36(SI), Y11, Y16
+	VPMADDWD     Y13, Y15, Y15
+	VPMADDWD     Y14, Y16, Y16
+	VPADDD       Y15, Y7, Y7
+	VPADDD       Y16, Y7, Y7
+	VPMADDUBSW   4(DI), Y12, Y15
+	VPMADDUBSW   36(DI), Y11, Y16
+	VPMADDWD     Y13, Y15, Y15
+	VPMADDWD     Y14, Y16, Y16
+	VPADDD       Y15, Y8, Y8
+	VPADDD       Y16, Y8, Y8
+	VPMADDUBSW   4(DX), Y12, Y12
+	VPMADDUBSW   36(DX), Y11, Y11
+	VPMADDWD     Y13, Y12, Y12
+	VPMADDWD     Y14, Y11, Y11
+	VPADDD       Y12, Y9, Y9
+	VPADDD       Y11, Y9, Y9
+	VMOVDQU      80(AX), Y11
+	VPAND        nibbleMask<>+0(SB), Y11, Y12
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        nibbleMask<>+0(SB), Y11, Y11
+	VPSLLW       $0x02, Y10, Y13
+	VPAND        bit4<>+0(SB), Y13, Y13
+	VPOR         Y13, Y12, Y12
+	VPSLLW       $0x01, Y10, Y13
+	VPAND        bit4<>+0(SB), Y13, Y13
+	VPOR         Y13, Y11, Y11
+	VPSHUFB      scaleShuffle<>+64(SB), Y4, Y13
+	VPSHUFB      scaleShuffle<>+96(SB), Y4, Y14
+	VPMADDUBSW   68(CX), Y12, Y15
+	VPMADDUBSW   100(CX), Y11, Y16
+	VPMADDWD     Y13, Y15, Y15
+	VPMADDWD     Y14, Y16, Y16
+	VPADDD       Y15, Y6, Y6
+	VPADDD       Y16, Y6, Y6
+	VPMADDUBSW   68(SI), Y12, Y15
+	VPMADDUBSW   100(SI), Y11, Y16
+	VPMADDWD     Y13, Y15, Y15
+	VPMADDWD     Y14, Y16, Y16
+	VPADDD       Y15, Y7, Y7
+	VPADDD       Y16, Y7, Y7
+	VPMADDUBSW   68(DI), Y12, Y15
+	VPMADDUBSW   100(DI), Y11, Y16
+	VPMADDWD     Y13, Y15, Y15
+	VPMADDWD     Y14, Y16, Y16
+	VPADDD       Y15, Y8, Y8
+	VPADDD       Y16, Y8, Y8
+	VPMADDUBSW   68(DX), Y12, Y12
+	VPMADDUBSW   100(DX), Y11, Y11
+	VPMADDWD     Y13, Y12, Y12
+	VPMADDWD     Y14, Y11, Y11
+	VPADDD       Y12, Y9, Y9
+	VPADDD       Y11, Y9, Y9
+	VMOVDQU      112(AX), Y11
+	VPAND        nibbleMask<>+0(SB), Y11, Y12
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        nibbleMask<>+0(SB), Y11, Y11
+	VMOVDQA      Y10, Y13
+	VPAND        bit4<>+0(SB), Y13, Y13
+	VPOR         Y13, Y12, Y12
+	VPSRLW       $0x01, Y10, Y13
+	VPAND        bit4<>+0(SB), Y13, Y13
+	VPOR         Y13, Y11, Y11
+	VPSHUFB      scaleShuffle<>+128(SB), Y4, Y13
+	VPSHUFB      scaleShuffle<>+160(SB), Y4, Y14
+	VPMADDUBSW   132(CX), Y12, Y15
+	VPMADDUBSW   164(CX), Y11, Y16
+	VPMADDWD     Y13, Y15, Y15
+	VPMADDWD     Y14, Y16, Y16
+	VPADDD       Y15, Y6, Y6
+	VPADDD       Y16, Y6, Y6
+	VPMADDUBSW   132(SI), Y12, Y15
+	VPMADDUBSW   164(SI), Y11, Y16
+	VPMADDWD     Y13, Y15, Y15
+	VPMADDWD     Y14, Y16, Y16
+	VPADDD       Y15, Y7, Y7
+	VPADDD       Y16, Y7, Y7
+	VPMADDUBSW   132(DI), Y12, Y15
+	VPMADDUBSW   164(DI), Y11, Y16
+	VPMADDWD     Y13, Y15, Y15
+	VPMADDWD     Y14, Y16, Y16
+	VPADDD       Y15, Y8, Y8
+	VPADDD       Y16, Y8, Y8
+	VPMADDUBSW   132(DX), Y12, Y12
+	VPMADDUBSW   164(DX), Y11, Y11
+	VPMADDWD     Y13, Y12, Y12
+	VPMADDWD     Y14, Y11, Y11
+	VPADDD       Y12, Y9, Y9
+	VPADDD       Y11, Y9, Y9
+	VMOVDQU      144(AX), Y11
+	VPAND        nibbleMask<>+0(SB), Y11, Y12
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        nibbleMask<>+0(SB), Y11, Y11
+	VPSRLW       $0x02, Y10, Y13
+	VPAND        bit4<>+0(SB), Y13, Y13
+	VPOR         Y13, Y12, Y12
+	VPSRLW       $0x03, Y10, Y10
+	VPAND        bit4<>+0(SB), Y10, Y10
+	VPOR         Y10, Y11, Y11
+	VPSHUFB      scaleShuffle<>+192(SB), Y4, Y10
+	VPSHUFB      scaleShuffle<>+224(SB), Y4, Y13
+	VPMADDUBSW   196(CX), Y12, Y14
+	VPMADDUBSW   228(CX), Y11, Y15
+	VPMADDWD     Y10, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y6, Y6
+	VPADDD       Y15, Y6, Y6
+	VPMADDUBSW   196(SI), Y12, Y14
+	VPMADDUBSW   228(SI), Y11, Y15
+	VPMADDWD     Y10, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y7, Y7
+	VPADDD       Y15, Y7, Y7
+	VPMADDUBSW   196(DI), Y12, Y14
+	VPMADDUBSW   228(DI), Y11, Y15
+	VPMADDWD     Y10, Y14, Y14
+	VPMADDWD     Y13, Y15, Y15
+	VPADDD       Y14, Y8, Y8
+	VPADDD       Y15, Y8, Y8
+	VPMADDUBSW   196(DX), Y12, Y12
+	VPMADDUBSW   228(DX), Y11, Y11
+	VPMADDWD     Y10, Y12, Y12
+	VPMADDWD     Y13, Y11, Y11
+	VPADDD       Y12, Y9, Y9
+	VPADDD       Y11, Y9, Y9
+	MOVL         (AX), R8
+	VMOVD        R8, X4
+	VCVTPH2PS    X4, X4
+	VMOVDQU      260(CX), X10
+	VMOVDQU      276(CX), X11
+	VPHADDW      X11, X10, X10
+	VPMADDWD     X5, X10, X10
+	VEXTRACTI128 $0x01, Y6, X11
+	VPADDD       X6, X11, X11
+	VPHADDD      X10, X11, X11
+	VPHADDD      X11, X11, X11
+	VCVTDQ2PS    X11, X11
+	VBROADCASTSS (CX), X6
+	VMULPS       X4, X6, X6
+	VMULPS       X11, X6, X6
+	VMOVSHDUP    X6, X10
+	VSUBSS       X10, X6, X6
+	VADDSS       X6, X0, X0
+	VMOVDQU      260(SI), X6
+	VMOVDQU      276(SI), X10
+	VPHADDW      X10, X6, X6
+	VPMADDWD     X5, X6, X6
+	VEXTRACTI128 $0x01, Y7, X10
+	VPADDD       X7, X10, X10
+	VPHADDD      X6, X10, X10
+	VPHADDD      X10, X10, X10
+	VCVTDQ2PS    X10, X10
+	VBROADCASTSS (SI), X6
+	VMULPS       X4, X6, X6
+	VMULPS       X10, X6, X6
+	VMOVSHDUP    X6, X7
+	VSUBSS       X7, X6, X6
+	VADDSS       X6, X1, X1
+	VMOVDQU      260(DI), X6
+	VMOVDQU      276(DI), X7
+	VPHADDW      X7, X6, X6
+	VPMADDWD     X5, X6, X6
+	VEXTRACTI128 $0x01, Y8, X7
+	VPADDD       X8, X7, X7
+	VPHADDD      X6, X7, X7
+	VPHADDD      X7, X7, X7
+	VCVTDQ2PS    X7, X7
+	VBROADCASTSS (DI), X6
+	VMULPS       X4, X6, X6
+	VMULPS       X7, X6, X6
+	VMOVSHDUP    X6, X7
+	VSUBSS       X7, X6, X6
+	VADDSS       X6, X2, X2
+	VMOVDQU      260(DX), X6
+	VMOVDQU      276(DX), X7
+	VPHADDW      X7, X6, X6
+	VPMADDWD     X5, X6, X6
+	VEXTRACTI128 $0x01, Y9, X5
+	VPADDD       X9, X5, X5
+	VPHADDD      X6, X5, X5
+	VPHADDD      X5, X5, X5
+	VCVTDQ2PS    X5, X5
+	VBROADCASTSS (DX), X6
+	VMULPS       X4, X6, X6
+	VMULPS       X5, X6, X6
+	VMOVSHDUP    X6, X4
+	VSUBSS       X4, X6, X6
+	VADDSS       X6, X3, X3
+	ADDQ         $0x000000b0, AX
+	ADDQ         $0x00000124, CX
+	ADDQ         $0x00000124, SI
+	ADDQ         $0x00000124, DI
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          dotQ5_Kx4AVX2_loop
+
+dotQ5_Kx4AVX2_done:
+	MOVQ  out+32(FP), AX
+	MOVSS X0, (AX)
+	MOVSS X1, 4(AX)
+	MOVSS X2, 8(AX)
+	MOVSS X3, 12(AX)
+	VZEROUPPER
 	RET
 
 // func dotF32AVX2(a *float32, b *float32, n int) float32

@@ -20,7 +20,23 @@ func dotQ8_0x4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotQ8_0Widex4(w *byte, x *byte, corr *byte, dx *byte, xStride int, cStride int, pairs int, out *float32)
 
+func dotIQ4_NLx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotIQ4_NLx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ5_0x1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ5_0x4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
 func dotQ6_KAVX2(w *byte, x *byte, nb int) float32
+
+func dotQ4_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ5_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ4_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ5_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotF32AVX2(a *float32, b *float32, n int) float32
 

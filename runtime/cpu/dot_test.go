@@ -53,6 +53,20 @@ func TestKernelsAgree(t *testing.T) {
 					}
 				}
 				got, want = dotQ8KFor(typ)(w, xq), portable8K[typ](w, xq)
+				if k4 := dot4KFor(typ); k4 != nil {
+					nb := n / 256
+					xs := make([]q8KBlock, 4*nb)
+					for k := range 4 {
+						quantizeQ8K(xs[k*nb:(k+1)*nb], randRow(rng, n))
+					}
+					var four [4]float32
+					k4(w, xs, nb, &four)
+					for k := range 4 {
+						if one := portable8K[typ](w, xs[k*nb:(k+1)*nb]); four[k] != one {
+							t.Errorf("%v: four-token kernel gives %v for token %d, portable %v", typ, four[k], k, one)
+						}
+					}
+				}
 				for i := range n {
 					exact += float64(wd[i]) * float64(xq[i/256].qs[i%256]) * float64(xq[i/256].d)
 				}
@@ -67,7 +81,7 @@ func TestKernelsAgree(t *testing.T) {
 			if got != want {
 				t.Errorf("%v trial %d: kernel %v, portable %v (%s)", typ, trial, got, want, simdName())
 			}
-			if k4 := map[quant.Type]func([]byte, []q8Block, int, *[4]float32){quant.Q4_0: dotQ4_0x4, quant.Q8_0: dotQ8_0x4}[typ]; k4 != nil {
+			if k4 := dot4For(typ); k4 != nil {
 				nb := n / 32
 				xs := make([]q8Block, 4*nb)
 				for k := range 4 {
@@ -76,7 +90,7 @@ func TestKernelsAgree(t *testing.T) {
 				var four [4]float32
 				k4(w, xs, nb, &four)
 				for k := range 4 {
-					if one := dotQ8For(typ)(w, xs[k*nb:(k+1)*nb]); four[k] != one {
+					if one := portable8[typ](w, xs[k*nb:(k+1)*nb]); four[k] != one {
 						t.Errorf("%v: four-token kernel gives %v for token %d, one-token %v", typ, four[k], k, one)
 					}
 				}
@@ -123,7 +137,43 @@ func BenchmarkDot(b *testing.B) {
 		name string
 		typ  quant.Type
 		fn   func([]byte, []q8Block) float32
-	}{{"Q4_0/go", quant.Q4_0, dotQ4_0Go}, {"Q4_0/kernel", quant.Q4_0, dotQ4_0}, {"Q8_0/go", quant.Q8_0, dotQ8_0Go}, {"Q8_0/kernel", quant.Q8_0, dotQ8_0}} {
+	}{
+		{"Q4_0/go", quant.Q4_0, dotQ4_0Go}, {"Q4_0/kernel", quant.Q4_0, dotQ4_0},
+		{"Q8_0/go", quant.Q8_0, dotQ8_0Go}, {"Q8_0/kernel", quant.Q8_0, dotQ8_0},
+		{"Q4_1/go", quant.Q4_1, dotQ4_1Go}, {"Q4_1/kernel", quant.Q4_1, dotQ8For(quant.Q4_1)},
+		{"Q5_0/go", quant.Q5_0, dotQ5_0Go}, {"Q5_0/kernel", quant.Q5_0, dotQ8For(quant.Q5_0)},
+		{"Q5_1/go", quant.Q5_1, dotQ5_1Go}, {"Q5_1/kernel", quant.Q5_1, dotQ8For(quant.Q5_1)},
+		{"IQ4_NL/go", quant.IQ4_NL, dotIQ4_NLGo}, {"IQ4_NL/kernel", quant.IQ4_NL, dotQ8For(quant.IQ4_NL)},
+	} {
+		w := make([]byte, c.typ.RowSize(n))
+		c.typ.Encode(w, randRow(rng, n))
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(w)))
+			for b.Loop() {
+				c.fn(w, xq)
+			}
+		})
+	}
+}
+
+func BenchmarkDotK(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const n = 4096
+	x := randRow(rng, n)
+	xq := make([]q8KBlock, n/256)
+	quantizeQ8K(xq, x)
+	for _, c := range []struct {
+		name string
+		typ  quant.Type
+		fn   func([]byte, []q8KBlock) float32
+	}{
+		{"Q2_K/go", quant.Q2_K, dotQ2_KGo}, {"Q2_K/kernel", quant.Q2_K, dotQ8KFor(quant.Q2_K)},
+		{"Q3_K/go", quant.Q3_K, dotQ3_KGo}, {"Q3_K/kernel", quant.Q3_K, dotQ8KFor(quant.Q3_K)},
+		{"Q4_K/go", quant.Q4_K, dotQ4_KGo}, {"Q4_K/kernel", quant.Q4_K, dotQ8KFor(quant.Q4_K)},
+		{"Q5_K/go", quant.Q5_K, dotQ5_KGo}, {"Q5_K/kernel", quant.Q5_K, dotQ8KFor(quant.Q5_K)},
+		{"Q6_K/go", quant.Q6_K, dotQ6_KGo}, {"Q6_K/kernel", quant.Q6_K, dotQ8KFor(quant.Q6_K)},
+		{"IQ4_XS/go", quant.IQ4_XS, dotIQ4_XSGo}, {"IQ4_XS/kernel", quant.IQ4_XS, dotQ8KFor(quant.IQ4_XS)},
+	} {
 		w := make([]byte, c.typ.RowSize(n))
 		c.typ.Encode(w, randRow(rng, n))
 		b.Run(c.name, func(b *testing.B) {

@@ -109,11 +109,21 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 				quantizeQ8K(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
 			}
 		})
-		dot := dotQ8KFor(w.typ)
+		dot, dot4 := dotQ8KFor(w.typ), dot4KFor(w.typ)
 		b.pool.parallel(nout, rowGrain, func(lo, hi int) {
+			var four [4]float32
 			for o := lo; o < hi; o++ {
 				row := w.row(o)
-				for t := range T {
+				t := 0
+				if dot4 != nil {
+					for ; t+4 <= T; t += 4 {
+						dot4(row, xq[t*nb:(t+4)*nb], nb, &four)
+						for k, v := range four {
+							out[(t+k)*nout+o] = v
+						}
+					}
+				}
+				for ; t < T; t++ {
 					out[t*nout+o] = dot(row, xq[t*nb:(t+1)*nb])
 				}
 			}
@@ -180,6 +190,22 @@ func dot4For(t quant.Type) func([]byte, []q8Block, int, *[4]float32) {
 		return dotQ4_0x4
 	case quant.Q8_0:
 		return dotQ8_0x4
+	case quant.IQ4_NL:
+		return dotIQ4_NLx4
+	case quant.Q5_0:
+		return dotQ5_0x4
+	}
+	return nil
+}
+
+// dot4KFor is the four-token kernel of a type over q8K activations, if
+// it has one.
+func dot4KFor(t quant.Type) func([]byte, []q8KBlock, int, *[4]float32) {
+	switch t {
+	case quant.Q4_K:
+		return dotQ4_Kx4
+	case quant.Q5_K:
+		return dotQ5_Kx4
 	}
 	return nil
 }
@@ -195,7 +221,7 @@ func dotQ8For(t quant.Type) func([]byte, []q8Block) float32 {
 	case quant.Q5_1:
 		return dotQ5_1
 	case quant.IQ4_NL:
-		return dotIQ4_NLGo
+		return dotIQ4_NL
 	}
 	return dotQ8_0
 }
@@ -209,9 +235,9 @@ func dotQ8KFor(t quant.Type) func([]byte, []q8KBlock) float32 {
 	case quant.Q3_K:
 		return dotQ3_KGo
 	case quant.Q4_K:
-		return dotQ4_KGo
+		return dotQ4_K
 	case quant.Q5_K:
-		return dotQ5_KGo
+		return dotQ5_K
 	case quant.IQ4_XS:
 		return dotIQ4_XSGo
 	}

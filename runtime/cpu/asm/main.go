@@ -187,7 +187,21 @@ func main() {
 			wide(k.name, k.size, tokens)
 		}
 	}
+	for _, k := range []struct {
+		name string
+		size int
+		load func(w Register) VecVirtual
+	}{{"IQ4_NL", 18, loadIQ4_NL}, {"Q5_0", 22, loadQ5_0}} {
+		for _, tokens := range []int{1, 4} {
+			blockDot(k.name, k.size, tokens, k.load)
+		}
+	}
 	dotQ6_K()
+	for _, tokens := range []int{1, 4} {
+		dotQ45_K("Q4_K", tokens)
+		dotQ45_K("Q5_K", tokens)
+		dotIQ4_XS(tokens)
+	}
 	dotF32()
 	axpyF32()
 	Generate()
@@ -196,13 +210,89 @@ func main() {
 // loadQ4_0 unpacks a Q4_0 block's 16 bytes of nibbles into its 32 values
 // as signed bytes: low nibbles are values 0-15, high nibbles 16-31.
 func loadQ4_0(w Register) VecVirtual {
+	q := loadQ4Nibbles(w, 2)
+	VPSUBB(eightBytes, q, q)
+	return q
+}
+
+// loadQ4Nibbles unpacks the 16 bytes at w+at into 32 values 0..15: low
+// nibbles are values 0-15, high nibbles 16-31.
+func loadQ4Nibbles(w Register, at int) VecVirtual {
 	q := YMM()
-	VMOVDQU(Mem{Base: w, Disp: 2}, q.AsX())
+	VMOVDQU(Mem{Base: w, Disp: at}, q.AsX())
 	hi := XMM()
 	VPSRLW(Imm(4), q.AsX(), hi)
 	VINSERTI128(Imm(1), hi, q, q)
 	VPAND(nibbleMask, q, q)
-	VPSUBB(eightBytes, q, q)
+	return q
+}
+
+// iq4nlGrid is ggml's kvalues_iq4nl, the sixteen levels of IQ4_NL and
+// IQ4_XS, in both 128-bit lanes for VPSHUFB.
+var iq4nlGrid = []int8{-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
+
+var iq4nlTable *Mem
+
+func iq4nl() Mem {
+	if iq4nlTable == nil {
+		m := GLOBL("iq4nlGrid", RODATA|NOPTR)
+		for i := 0; i < 32; i++ {
+			DATA(i, U8(uint8(iq4nlGrid[i%16])))
+		}
+		iq4nlTable = &m
+	}
+	return *iq4nlTable
+}
+
+// loadIQ4_NL maps a block's nibbles, in Q4_0's order, to the grid's
+// signed levels.
+func loadIQ4_NL(w Register) VecVirtual {
+	q := loadQ4Nibbles(w, 2)
+	g := YMM()
+	VMOVDQU(iq4nl(), g)
+	VPSHUFB(q, g, q)
+	return q
+}
+
+var q5Consts *[3]Mem
+
+// q5Constants: the byte shuffle spreading qh's byte i/8 to byte i, the
+// mask that leaves bit i%8 of each byte unset, and 0xF0 in every byte.
+func q5Constants() [3]Mem {
+	if q5Consts == nil {
+		spread := GLOBL("q5Spread", RODATA|NOPTR)
+		for i := 0; i < 32; i++ {
+			DATA(i, U8(uint8(i/8)))
+		}
+		bits := GLOBL("q5Bits", RODATA|NOPTR)
+		for i := 0; i < 32; i++ {
+			DATA(i, U8(^uint8(1<<(i%8))))
+		}
+		high := GLOBL("highNibbles", RODATA|NOPTR)
+		for i := 0; i < 32; i++ {
+			DATA(i, U8(0xF0))
+		}
+		q5Consts = &[3]Mem{spread, bits, high}
+	}
+	return *q5Consts
+}
+
+// loadQ5_0 gives a block's values (nibble | fifth bit << 4) − 16 as signed
+// bytes: a value whose fifth bit is clear is its nibble with 0xF0 set.
+func loadQ5_0(w Register) VecVirtual {
+	c := q5Constants()
+	q := loadQ4Nibbles(w, 6)
+	// Byte i of b: all ones when bit i of qh is set (ggml's
+	// bytes_from_bits_32).
+	b := YMM()
+	VPBROADCASTD(Mem{Base: w, Disp: 2}, b)
+	VPSHUFB(c[0], b, b)
+	VPOR(c[1], b, b)
+	ones := YMM()
+	VPCMPEQB(ones, ones, ones)
+	VPCMPEQB(ones, b, b)
+	VPANDN(c[2], b, b)
+	VPOR(b, q, q)
 	return q
 }
 
@@ -393,6 +483,304 @@ func dotQ6_K() {
 	VZEROUPPER()
 	Store(acc, ReturnIndex(0))
 	RET()
+}
+
+// scaleShuffle is eight VPSHUFB controls; control k broadcasts word k of
+// each 128-bit lane to the lane's eight words.
+var scaleShuffle Mem
+
+func scaleShuffles() Mem {
+	if scaleShuffle.Symbol.Name == "" {
+		scaleShuffle = GLOBL("scaleShuffle", RODATA|NOPTR)
+		for k := 0; k < 8; k++ {
+			for i := 0; i < 32; i += 2 {
+				DATA(32*k+i, U8(2*k))
+				DATA(32*k+i+1, U8(2*k+1))
+			}
+		}
+	}
+	return scaleShuffle
+}
+
+// dotQ45_K emits the AVX2 dot product of one Q4_K or Q5_K row with the
+// q8K activations of `tokens` tokens:
+//
+//	func dot<T>x<tokens>AVX2(w, x *byte, stride, nb int, out *float32)
+//
+// A super-block holds f16 d and dmin, twelve bytes of eight 6-bit scales
+// and mins (unpacked with ggml's mask arithmetic into bytes), for Q5_K 32
+// bytes of fifth bits, and 128 bytes of nibbles: 64 values per 32 bytes,
+// the low nibbles first. The values are non-negative, so VPMADDUBSW
+// multiplies them with the activations directly; VPMADDWD applies the
+// sub-block scales. The minimum's term is Σ min·(the activations'
+// 32-value sums), from the q8K block's 16-value sums. Both are summed
+// exactly as integers; the float steps are the portable kernel's:
+// sum += (d·dx)·isum − (dmin·dx)·msum.
+func dotQ45_K(name string, tokens int) {
+	fn := fmt.Sprintf("dot%sx%dAVX2", name, tokens)
+	q5 := name == "Q5_K"
+	size, qsAt := 144, 16
+	if q5 {
+		size, qsAt = 176, 48
+	}
+	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
+	w := Load(Param("w"), GP64())
+	x := Load(Param("x"), GP64())
+	stride := Load(Param("stride"), GP64())
+	n := Load(Param("nb"), GP64())
+	xs := []Register{x}
+	for t := 1; t < tokens; t++ {
+		p := GP64()
+		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
+		xs = append(xs, p)
+	}
+	acc := make([]VecVirtual, tokens)
+	for t := range acc {
+		acc[t] = XMM()
+		VXORPS(acc[t], acc[t], acc[t])
+	}
+	shuf := scaleShuffles()
+	Label(fn + "_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(fn + "_done"))
+
+	// Scales (u0, u1) and mins (aux, u3) as bytes, as ggml unpacks them.
+	u0, u1, u2, u3, aux, t32 := GP32(), GP32(), GP32(), GP32(), GP32(), GP32()
+	MOVL(Mem{Base: w, Disp: 4}, u0)
+	MOVL(Mem{Base: w, Disp: 8}, u1)
+	MOVL(Mem{Base: w, Disp: 12}, u2)
+	MOVL(u2, u3)
+	SHRL(Imm(4), u3)
+	ANDL(U32(0x0f0f0f0f), u3)
+	MOVL(u1, t32)
+	SHRL(Imm(6), t32)
+	ANDL(U32(0x03030303), t32)
+	SHLL(Imm(4), t32)
+	ORL(t32, u3)
+	MOVL(u1, aux)
+	ANDL(U32(0x3f3f3f3f), aux)
+	MOVL(u2, u1)
+	ANDL(U32(0x0f0f0f0f), u1)
+	MOVL(u0, t32)
+	SHRL(Imm(6), t32)
+	ANDL(U32(0x03030303), t32)
+	SHLL(Imm(4), t32)
+	ORL(t32, u1)
+	ANDL(U32(0x3f3f3f3f), u0)
+	scales := YMM()
+	VMOVD(u0, scales.AsX())
+	VPINSRD(Imm(1), u1, scales.AsX(), scales.AsX())
+	VPMOVZXBW(scales.AsX(), scales.AsX())
+	VINSERTI128(Imm(1), scales.AsX(), scales, scales)
+	mins := XMM()
+	VMOVD(aux, mins)
+	VPINSRD(Imm(1), u3, mins, mins)
+	VPMOVZXBW(mins, mins)
+
+	isum := make([]VecVirtual, tokens)
+	for t := range isum {
+		isum[t] = YMM()
+		VPXOR(isum[t], isum[t], isum[t])
+	}
+	var qh VecVirtual
+	if q5 {
+		qh = YMM()
+		VMOVDQU(Mem{Base: w, Disp: 16}, qh)
+	}
+	for j := 0; j < 4; j++ {
+		qb, lo, hi := YMM(), YMM(), YMM()
+		VMOVDQU(Mem{Base: w, Disp: qsAt + 32*j}, qb)
+		VPAND(nibbleMask, qb, lo)
+		VPSRLW(Imm(4), qb, hi)
+		VPAND(nibbleMask, hi, hi)
+		if q5 {
+			// The fifth bits of this chunk: bit 2j of qh for the low
+			// values, bit 2j+1 for the high, moved to bit 4.
+			for k, v := range []VecVirtual{lo, hi} {
+				b := YMM()
+				switch shift := 4 - (2*j + k); {
+				case shift > 0:
+					VPSLLW(Imm(uint64(shift)), qh, b)
+				case shift < 0:
+					VPSRLW(Imm(uint64(-shift)), qh, b)
+				default:
+					VMOVDQA(qh, b)
+				}
+				VPAND(bit4(), b, b)
+				VPOR(b, v, v)
+			}
+		}
+		sl, sh := YMM(), YMM()
+		VPSHUFB(shuf.Offset(64*j), scales, sl)
+		VPSHUFB(shuf.Offset(64*j+32), scales, sh)
+		for t := range xs {
+			pl, ph := YMM(), YMM()
+			VPMADDUBSW(Mem{Base: xs[t], Disp: 4 + 64*j}, lo, pl)
+			VPMADDUBSW(Mem{Base: xs[t], Disp: 4 + 64*j + 32}, hi, ph)
+			VPMADDWD(sl, pl, pl)
+			VPMADDWD(sh, ph, ph)
+			VPADDD(pl, isum[t], isum[t])
+			VPADDD(ph, isum[t], isum[t])
+		}
+	}
+	// d and dmin as floats, lanes 0 and 1.
+	dd := XMM()
+	d32 := GP32()
+	MOVL(Mem{Base: w}, d32)
+	VMOVD(d32, dd)
+	VCVTPH2PS(dd, dd)
+	for t := range xs {
+		// msum: Σ min · (the two 16-value sums of each sub-block).
+		b0, b1 := XMM(), XMM()
+		VMOVDQU(Mem{Base: xs[t], Disp: 260}, b0)
+		VMOVDQU(Mem{Base: xs[t], Disp: 276}, b1)
+		VPHADDW(b1, b0, b0)
+		VPMADDWD(mins, b0, b0)
+		// [isum, msum] in lanes 0 and 1.
+		h := XMM()
+		VEXTRACTI128(Imm(1), isum[t], h)
+		VPADDD(isum[t].AsX(), h, h)
+		VPHADDD(b0, h, h)
+		VPHADDD(h, h, h)
+		VCVTDQ2PS(h, h)
+		f := XMM()
+		VBROADCASTSS(Mem{Base: xs[t]}, f)
+		VMULPS(dd, f, f)
+		VMULPS(h, f, f)
+		m := XMM()
+		VMOVSHDUP(f, m)
+		VSUBSS(m, f, f)
+		VADDSS(f, acc[t], acc[t])
+	}
+	ADDQ(U32(uint64(size)), w)
+	for _, p := range xs {
+		ADDQ(U32(q8KBlockSize), p)
+	}
+	DECQ(n)
+	JMP(LabelRef(fn + "_loop"))
+	Label(fn + "_done")
+	o := Load(Param("out"), GP64())
+	for t := range acc {
+		MOVSS(acc[t], Mem{Base: o, Disp: 4 * t})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// dotIQ4_XS emits the AVX2 dot product of one IQ4_XS row with the q8K
+// activations of `tokens` tokens, with dotQ45_K's signature. A super-block
+// is f16 d, 16 bits of the scales' high bits, 4 bytes of their low
+// nibbles, and 8 sub-blocks of 32 values as IQ4_NL nibbles. Each
+// sub-block's levels come from the grid by VPSHUFB; signed × signed
+// products go through VPMADDUBSW with the sign moved onto the
+// activations, and VPMADDWD applies the sub-block's scale (6 bits − 32).
+func dotIQ4_XS(tokens int) {
+	fn := fmt.Sprintf("dotIQ4_XSx%dAVX2", tokens)
+	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
+	w := Load(Param("w"), GP64())
+	x := Load(Param("x"), GP64())
+	stride := Load(Param("stride"), GP64())
+	n := Load(Param("nb"), GP64())
+	xs := []Register{x}
+	for t := 1; t < tokens; t++ {
+		p := GP64()
+		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
+		xs = append(xs, p)
+	}
+	acc := make([]VecVirtual, tokens)
+	for t := range acc {
+		acc[t] = XMM()
+		VXORPS(acc[t], acc[t], acc[t])
+	}
+	grid := YMM()
+	VMOVDQU(iq4nl(), grid)
+	Label(fn + "_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(fn + "_done"))
+	isum := make([]VecVirtual, tokens)
+	for t := range isum {
+		isum[t] = YMM()
+		VPXOR(isum[t], isum[t], isum[t])
+	}
+	sh, sl := GP32(), GP32()
+	MOVWLZX(Mem{Base: w, Disp: 2}, sh)
+	MOVL(Mem{Base: w, Disp: 4}, sl)
+	for ib := 0; ib < 8; ib++ {
+		// ls = (sl >> 4ib & 15) | (sh >> 2ib & 3) << 4, minus 32.
+		ls, hb := GP32(), GP32()
+		MOVL(sl, ls)
+		if ib > 0 {
+			SHRL(Imm(uint64(4*ib)), ls)
+		}
+		ANDL(Imm(15), ls)
+		MOVL(sh, hb)
+		if ib > 0 {
+			SHRL(Imm(uint64(2*ib)), hb)
+		}
+		ANDL(Imm(3), hb)
+		SHLL(Imm(4), hb)
+		ORL(hb, ls)
+		SUBL(Imm(32), ls)
+		sc := YMM()
+		VMOVD(ls, sc.AsX())
+		VPBROADCASTW(sc.AsX(), sc)
+		q := loadQ4Nibbles(w, 8+16*ib)
+		VPSHUFB(q, grid, q)
+		absw := YMM()
+		VPSIGNB(q, q, absw)
+		for t := range xs {
+			a := YMM()
+			VMOVDQU(Mem{Base: xs[t], Disp: 4 + 32*ib}, a)
+			VPSIGNB(q, a, a)
+			VPMADDUBSW(a, absw, a)
+			VPMADDWD(sc, a, a)
+			VPADDD(a, isum[t], isum[t])
+		}
+	}
+	d := XMM()
+	d16 := GP32()
+	MOVWLZX(Mem{Base: w}, d16)
+	VMOVD(d16, d)
+	VCVTPH2PS(d, d)
+	for t := range xs {
+		h := XMM()
+		VEXTRACTI128(Imm(1), isum[t], h)
+		VPADDD(isum[t].AsX(), h, h)
+		VPHADDD(h, h, h)
+		VPHADDD(h, h, h)
+		VCVTDQ2PS(h, h)
+		f := XMM()
+		VMULSS(Mem{Base: xs[t]}, d, f)
+		VMULSS(h, f, f)
+		VADDSS(f, acc[t], acc[t])
+	}
+	ADDQ(U32(136), w)
+	for _, p := range xs {
+		ADDQ(U32(q8KBlockSize), p)
+	}
+	DECQ(n)
+	JMP(LabelRef(fn + "_loop"))
+	Label(fn + "_done")
+	o := Load(Param("out"), GP64())
+	for t := range acc {
+		MOVSS(acc[t], Mem{Base: o, Disp: 4 * t})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+var bit4s *Mem
+
+// bit4 is 32 bytes of 0x10.
+func bit4() Mem {
+	if bit4s == nil {
+		m := GLOBL("bit4", RODATA|NOPTR)
+		for i := 0; i < 32; i++ {
+			DATA(i, U8(0x10))
+		}
+		bit4s = &m
+	}
+	return *bit4s
 }
 
 // dotF32 emits func dotF32AVX2(a, b *float32, n int) float32 for n a
