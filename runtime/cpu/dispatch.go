@@ -13,6 +13,9 @@ var (
 	dotQ6_K   = dotQ6_KGo
 	dotQ4_K   = dotQ4_KGo
 	dotIQ4_NL = dotIQ4_NLGo
+	dotIQ4_XS = dotIQ4_XSGo
+	dotQ2_K   = dotQ2_KGo
+	dotQ3_K   = dotQ3_KGo
 	dotQ5_K   = dotQ5_KGo
 	simd      = "portable Go"
 
@@ -24,6 +27,9 @@ var (
 	dotQ5_0x4   = dot4Of(&dotQ5_0)
 	dotQ4_Kx4   = dot4KOf(&dotQ4_K)
 	dotQ5_Kx4   = dot4KOf(&dotQ5_K)
+	dotIQ4_XSx4 = dot4KOf(&dotIQ4_XS)
+	dotQ2_Kx4   = dot4KOf(&dotQ2_K)
+	dotQ3_Kx4   = dot4KOf(&dotQ3_K)
 )
 
 // dot4Of makes a four-token kernel of four calls to a one-token kernel.

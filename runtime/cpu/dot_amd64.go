@@ -23,6 +23,9 @@ func init() {
 	dotIQ4_NLx4, dotQ5_0x4 = blockFast4(dotIQ4_NLx4AVX2, 18), blockFast4(dotQ5_0x4AVX2, 22)
 	dotQ4_K, dotQ5_K = kFast(dotQ4_Kx1AVX2, 144), kFast(dotQ5_Kx1AVX2, 176)
 	dotQ4_Kx4, dotQ5_Kx4 = kFast4(dotQ4_Kx4AVX2, 144), kFast4(dotQ5_Kx4AVX2, 176)
+	dotIQ4_XS, dotIQ4_XSx4 = kFast(dotIQ4_XSx1AVX2, 136), kFast4(dotIQ4_XSx4AVX2, 136)
+	dotQ2_K, dotQ2_Kx4 = kFast(dotQ2_Kx1AVX2, 84), kFast4(dotQ2_Kx4AVX2, 84)
+	dotQ3_K, dotQ3_Kx4 = kFast(dotQ3_Kx1AVX2, 110), kFast4(dotQ3_Kx4AVX2, 110)
 	axpy = axpyFast
 	simd = "AVX2"
 }

@@ -1917,6 +1917,691 @@ DATA bit4<>+30(SB)/1, $0x10
 DATA bit4<>+31(SB)/1, $0x10
 GLOBL bit4<>(SB), RODATA|NOPTR, $32
 
+// func dotIQ4_XSx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotIQ4_XSx1AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), DX
+	MOVQ   out+32(FP), BX
+	VXORPS X0, X0, X0
+	MOVSS  X0, (BX)
+
+dotIQ4_XSx1AVX2_loop:
+	CMPQ         DX, $0x00
+	JE           dotIQ4_XSx1AVX2_done
+	VPXOR        Y0, Y0, Y0
+	MOVWLZX      2(AX), SI
+	MOVL         4(AX), DI
+	MOVL         DI, R8
+	ANDL         $0x0f, R8
+	MOVL         SI, R9
+	ANDL         $0x03, R9
+	SHLL         $0x04, R9
+	ORL          R9, R8
+	SUBL         $0x20, R8
+	VMOVD        R8, X1
+	VPBROADCASTW X1, Y1
+	VMOVDQU      8(AX), X2
+	VPSRLW       $0x04, X2, X3
+	VINSERTI128  $0x01, X3, Y2, Y2
+	VPAND        nibbleMask<>+0(SB), Y2, Y2
+	VMOVDQU      iq4nlGrid<>+0(SB), Y3
+	VPSHUFB      Y2, Y3, Y2
+	VPSIGNB      Y2, Y2, Y3
+	VMOVDQU      4(CX), Y11
+	VPSIGNB      Y2, Y11, Y11
+	VPMADDUBSW   Y11, Y3, Y11
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y0, Y0
+	MOVL         DI, R8
+	SHRL         $0x04, R8
+	ANDL         $0x0f, R8
+	MOVL         SI, R9
+	SHRL         $0x02, R9
+	ANDL         $0x03, R9
+	SHLL         $0x04, R9
+	ORL          R9, R8
+	SUBL         $0x20, R8
+	VMOVD        R8, X1
+	VPBROADCASTW X1, Y1
+	VMOVDQU      24(AX), X4
+	VPSRLW       $0x04, X4, X2
+	VINSERTI128  $0x01, X2, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VMOVDQU      iq4nlGrid<>+0(SB), Y3
+	VPSHUFB      Y4, Y3, Y4
+	VPSIGNB      Y4, Y4, Y3
+	VMOVDQU      36(CX), Y11
+	VPSIGNB      Y4, Y11, Y11
+	VPMADDUBSW   Y11, Y3, Y11
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y0, Y0
+	MOVL         DI, R8
+	SHRL         $0x08, R8
+	ANDL         $0x0f, R8
+	MOVL         SI, R9
+	SHRL         $0x04, R9
+	ANDL         $0x03, R9
+	SHLL         $0x04, R9
+	ORL          R9, R8
+	SUBL         $0x20, R8
+	VMOVD        R8, X1
+	VPBROADCASTW X1, Y1
+	VMOVDQU      40(AX), X5
+	VPSRLW       $0x04, X5, X2
+	VINSERTI128  $0x01, X2, Y5, Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y5
+	VMOVDQU      iq4nlGrid<>+0(SB), Y3
+	VPSHUFB      Y5, Y3, Y5
+	VPSIGNB      Y5, Y5, Y3
+	VMOVDQU      68(CX), Y11
+	VPSIGNB      Y5, Y11, Y11
+	VPMADDUBSW   Y11, Y3, Y11
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y0, Y0
+	MOVL         DI, R8
+	SHRL         $0x0c, R8
+	ANDL         $0x0f, R8
+	MOVL         SI, R9
+	SHRL         $0x06, R9
+	ANDL         $0x03, R9
+	SHLL         $0x04, R9
+	ORL          R9, R8
+	SUBL         $0x20, R8
+	VMOVD        R8, X1
+	VPBROADCASTW X1, Y1
+	VMOVDQU      56(AX), X6
+	VPSRLW       $0x04, X6, X2
+	VINSERTI128  $0x01, X2, Y6, Y6
+	VPAND        nibbleMask<>+0(SB), Y6, Y6
+	VMOVDQU      iq4nlGrid<>+0(SB), Y3
+	VPSHUFB      Y6, Y3, Y6
+	VPSIGNB      Y6, Y6, Y3
+	VMOVDQU      100(CX), Y11
+	VPSIGNB      Y6, Y11, Y11
+	VPMADDUBSW   Y11, Y3, Y11
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y0, Y0
+	MOVL         DI, R8
+	SHRL         $0x10, R8
+	ANDL         $0x0f, R8
+	MOVL         SI, R9
+	SHRL         $0x08, R9
+	ANDL         $0x03, R9
+	SHLL         $0x04, R9
+	ORL          R9, R8
+	SUBL         $0x20, R8
+	VMOVD        R8, X1
+	VPBROADCASTW X1, Y1
+	VMOVDQU      72(AX), X7
+	VPSRLW       $0x04, X7, X2
+	VINSERTI128  $0x01, X2, Y7, Y7
+	VPAND        nibbleMask<>+0(SB), Y7, Y7
+	VMOVDQU      iq4nlGrid<>+0(SB), Y3
+	VPSHUFB      Y7, Y3, Y7
+	VPSIGNB      Y7, Y7, Y3
+	VMOVDQU      132(CX), Y11
+	VPSIGNB      Y7, Y11, Y11
+	VPMADDUBSW   Y11, Y3, Y11
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y0, Y0
+	MOVL         DI, R8
+	SHRL         $0x14, R8
+	ANDL         $0x0f, R8
+	MOVL         SI, R9
+	SHRL         $0x0a, R9
+	ANDL         $0x03, R9
+	SHLL         $0x04, R9
+	ORL          R9, R8
+	SUBL         $0x20, R8
+	VMOVD        R8, X1
+	VPBROADCASTW X1, Y1
+	VMOVDQU      88(AX), X8
+	VPSRLW       $0x04, X8, X2
+	VINSERTI128  $0x01, X2, Y8, Y8
+	VPAND        nibbleMask<>+0(SB), Y8, Y8
+	VMOVDQU      iq4nlGrid<>+0(SB), Y3
+	VPSHUFB      Y8, Y3, Y8
+	VPSIGNB      Y8, Y8, Y3
+	VMOVDQU      164(CX), Y11
+	VPSIGNB      Y8, Y11, Y11
+	VPMADDUBSW   Y11, Y3, Y11
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y0, Y0
+	MOVL         DI, R8
+	SHRL         $0x18, R8
+	ANDL         $0x0f, R8
+	MOVL         SI, R9
+	SHRL         $0x0c, R9
+	ANDL         $0x03, R9
+	SHLL         $0x04, R9
+	ORL          R9, R8
+	SUBL         $0x20, R8
+	VMOVD        R8, X1
+	VPBROADCASTW X1, Y1
+	VMOVDQU      104(AX), X9
+	VPSRLW       $0x04, X9, X2
+	VINSERTI128  $0x01, X2, Y9, Y9
+	VPAND        nibbleMask<>+0(SB), Y9, Y9
+	VMOVDQU      iq4nlGrid<>+0(SB), Y3
+	VPSHUFB      Y9, Y3, Y9
+	VPSIGNB      Y9, Y9, Y3
+	VMOVDQU      196(CX), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y3, Y11
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y0, Y0
+	SHRL         $0x1c, DI
+	ANDL         $0x0f, DI
+	SHRL         $0x0e, SI
+	ANDL         $0x03, SI
+	SHLL         $0x04, SI
+	ORL          SI, DI
+	SUBL         $0x20, DI
+	VMOVD        DI, X1
+	VPBROADCASTW X1, Y1
+	VMOVDQU      120(AX), X10
+	VPSRLW       $0x04, X10, X2
+	VINSERTI128  $0x01, X2, Y10, Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y10
+	VMOVDQU      iq4nlGrid<>+0(SB), Y3
+	VPSHUFB      Y10, Y3, Y10
+	VPSIGNB      Y10, Y10, Y3
+	VMOVDQU      228(CX), Y11
+	VPSIGNB      Y10, Y11, Y11
+	VPMADDUBSW   Y11, Y3, Y11
+	VPMADDWD     Y1, Y11, Y11
+	VPADDD       Y11, Y0, Y0
+	MOVWLZX      (AX), SI
+	VMOVD        SI, X1
+	VCVTPH2PS    X1, X1
+	VEXTRACTI128 $0x01, Y0, X2
+	VPADDD       X0, X2, X2
+	VPHADDD      X2, X2, X2
+	VPHADDD      X2, X2, X2
+	VCVTDQ2PS    X2, X2
+	VMULSS       (CX), X1, X0
+	VMULSS       X2, X0, X0
+	VADDSS       (BX), X0, X0
+	MOVSS        X0, (BX)
+	ADDQ         $0x00000088, AX
+	ADDQ         $0x00000124, CX
+	DECQ         DX
+	JMP          dotIQ4_XSx1AVX2_loop
+
+dotIQ4_XSx1AVX2_done:
+	VZEROUPPER
+	RET
+
+// func dotQ2_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ2_Kx1AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), DX
+	MOVQ   out+32(FP), BX
+	VXORPS X0, X0, X0
+	MOVSS  X0, (BX)
+
+dotQ2_Kx1AVX2_loop:
+	CMPQ         DX, $0x00
+	JE           dotQ2_Kx1AVX2_done
+	VMOVDQU      (AX), X0
+	VPSRLW       $0x04, X0, X1
+	VPAND        nibbleMask<>+0(SB), X1, X1
+	VPAND        nibbleMask<>+0(SB), X0, X0
+	VPMOVSXBW    X0, Y2
+	VINSERTI128  $0x01, X2, Y2, Y0
+	VPERM2I128   $0x11, Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	VMOVDQU      16(AX), Y4
+	VPAND        twoBitMask<>+0(SB), Y4, Y5
+	VPSHUFB      pairShuffle<>+0(SB), Y0, Y6
+	VPMADDUBSW   4(CX), Y5, Y5
+	VPMADDWD     Y6, Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPSRLW       $0x02, Y4, Y5
+	VPAND        twoBitMask<>+0(SB), Y5, Y5
+	VPSHUFB      pairShuffle<>+32(SB), Y0, Y6
+	VPMADDUBSW   36(CX), Y5, Y5
+	VPMADDWD     Y6, Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        twoBitMask<>+0(SB), Y5, Y5
+	VPSHUFB      pairShuffle<>+64(SB), Y0, Y6
+	VPMADDUBSW   68(CX), Y5, Y5
+	VPMADDWD     Y6, Y5, Y5
+	VPADDD       Y5, Y3, Y3
+	VPSRLW       $0x06, Y4, Y4
+	VPAND        twoBitMask<>+0(SB), Y4, Y4
+	VPSHUFB      pairShuffle<>+96(SB), Y0, Y0
+	VPMADDUBSW   100(CX), Y4, Y4
+	VPMADDWD     Y0, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      48(AX), Y0
+	VPAND        twoBitMask<>+0(SB), Y0, Y4
+	VPSHUFB      pairShuffle<>+0(SB), Y2, Y5
+	VPMADDUBSW   132(CX), Y4, Y4
+	VPMADDWD     Y5, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPSRLW       $0x02, Y0, Y4
+	VPAND        twoBitMask<>+0(SB), Y4, Y4
+	VPSHUFB      pairShuffle<>+32(SB), Y2, Y5
+	VPMADDUBSW   164(CX), Y4, Y4
+	VPMADDWD     Y5, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPSRLW       $0x04, Y0, Y4
+	VPAND        twoBitMask<>+0(SB), Y4, Y4
+	VPSHUFB      pairShuffle<>+64(SB), Y2, Y5
+	VPMADDUBSW   196(CX), Y4, Y4
+	VPMADDWD     Y5, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPSRLW       $0x06, Y0, Y0
+	VPAND        twoBitMask<>+0(SB), Y0, Y0
+	VPSHUFB      pairShuffle<>+96(SB), Y2, Y2
+	VPMADDUBSW   228(CX), Y0, Y0
+	VPMADDWD     Y2, Y0, Y0
+	VPADDD       Y0, Y3, Y3
+	MOVL         80(AX), SI
+	VMOVD        SI, X0
+	VCVTPH2PS    X0, X0
+	VPMOVZXBW    X1, Y1
+	VEXTRACTI128 $0x01, Y3, X2
+	VPADDD       X3, X2, X2
+	VMOVDQU      260(CX), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X1
+	VPADDD       X3, X1, X1
+	VPHADDD      X1, X2, X2
+	VPHADDD      X2, X2, X2
+	VCVTDQ2PS    X2, X2
+	VBROADCASTSS (CX), X1
+	VMULPS       X0, X1, X1
+	VMULPS       X2, X1, X1
+	VMOVSHDUP    X1, X0
+	VSUBSS       X0, X1, X1
+	VADDSS       (BX), X1, X1
+	MOVSS        X1, (BX)
+	ADDQ         $0x00000054, AX
+	ADDQ         $0x00000124, CX
+	DECQ         DX
+	JMP          dotQ2_Kx1AVX2_loop
+
+dotQ2_Kx1AVX2_done:
+	VZEROUPPER
+	RET
+
+DATA pairShuffle<>+0(SB)/1, $0x00
+DATA pairShuffle<>+1(SB)/1, $0x01
+DATA pairShuffle<>+2(SB)/1, $0x00
+DATA pairShuffle<>+3(SB)/1, $0x01
+DATA pairShuffle<>+4(SB)/1, $0x00
+DATA pairShuffle<>+5(SB)/1, $0x01
+DATA pairShuffle<>+6(SB)/1, $0x00
+DATA pairShuffle<>+7(SB)/1, $0x01
+DATA pairShuffle<>+8(SB)/1, $0x00
+DATA pairShuffle<>+9(SB)/1, $0x01
+DATA pairShuffle<>+10(SB)/1, $0x00
+DATA pairShuffle<>+11(SB)/1, $0x01
+DATA pairShuffle<>+12(SB)/1, $0x00
+DATA pairShuffle<>+13(SB)/1, $0x01
+DATA pairShuffle<>+14(SB)/1, $0x00
+DATA pairShuffle<>+15(SB)/1, $0x01
+DATA pairShuffle<>+16(SB)/1, $0x02
+DATA pairShuffle<>+17(SB)/1, $0x03
+DATA pairShuffle<>+18(SB)/1, $0x02
+DATA pairShuffle<>+19(SB)/1, $0x03
+DATA pairShuffle<>+20(SB)/1, $0x02
+DATA pairShuffle<>+21(SB)/1, $0x03
+DATA pairShuffle<>+22(SB)/1, $0x02
+DATA pairShuffle<>+23(SB)/1, $0x03
+DATA pairShuffle<>+24(SB)/1, $0x02
+DATA pairShuffle<>+25(SB)/1, $0x03
+DATA pairShuffle<>+26(SB)/1, $0x02
+DATA pairShuffle<>+27(SB)/1, $0x03
+DATA pairShuffle<>+28(SB)/1, $0x02
+DATA pairShuffle<>+29(SB)/1, $0x03
+DATA pairShuffle<>+30(SB)/1, $0x02
+DATA pairShuffle<>+31(SB)/1, $0x03
+DATA pairShuffle<>+32(SB)/1, $0x04
+DATA pairShuffle<>+33(SB)/1, $0x05
+DATA pairShuffle<>+34(SB)/1, $0x04
+DATA pairShuffle<>+35(SB)/1, $0x05
+DATA pairShuffle<>+36(SB)/1, $0x04
+DATA pairShuffle<>+37(SB)/1, $0x05
+DATA pairShuffle<>+38(SB)/1, $0x04
+DATA pairShuffle<>+39(SB)/1, $0x05
+DATA pairShuffle<>+40(SB)/1, $0x04
+DATA pairShuffle<>+41(SB)/1, $0x05
+DATA pairShuffle<>+42(SB)/1, $0x04
+DATA pairShuffle<>+43(SB)/1, $0x05
+DATA pairShuffle<>+44(SB)/1, $0x04
+DATA pairShuffle<>+45(SB)/1, $0x05
+DATA pairShuffle<>+46(SB)/1, $0x04
+DATA pairShuffle<>+47(SB)/1, $0x05
+DATA pairShuffle<>+48(SB)/1, $0x06
+DATA pairShuffle<>+49(SB)/1, $0x07
+DATA pairShuffle<>+50(SB)/1, $0x06
+DATA pairShuffle<>+51(SB)/1, $0x07
+DATA pairShuffle<>+52(SB)/1, $0x06
+DATA pairShuffle<>+53(SB)/1, $0x07
+DATA pairShuffle<>+54(SB)/1, $0x06
+DATA pairShuffle<>+55(SB)/1, $0x07
+DATA pairShuffle<>+56(SB)/1, $0x06
+DATA pairShuffle<>+57(SB)/1, $0x07
+DATA pairShuffle<>+58(SB)/1, $0x06
+DATA pairShuffle<>+59(SB)/1, $0x07
+DATA pairShuffle<>+60(SB)/1, $0x06
+DATA pairShuffle<>+61(SB)/1, $0x07
+DATA pairShuffle<>+62(SB)/1, $0x06
+DATA pairShuffle<>+63(SB)/1, $0x07
+DATA pairShuffle<>+64(SB)/1, $0x08
+DATA pairShuffle<>+65(SB)/1, $0x09
+DATA pairShuffle<>+66(SB)/1, $0x08
+DATA pairShuffle<>+67(SB)/1, $0x09
+DATA pairShuffle<>+68(SB)/1, $0x08
+DATA pairShuffle<>+69(SB)/1, $0x09
+DATA pairShuffle<>+70(SB)/1, $0x08
+DATA pairShuffle<>+71(SB)/1, $0x09
+DATA pairShuffle<>+72(SB)/1, $0x08
+DATA pairShuffle<>+73(SB)/1, $0x09
+DATA pairShuffle<>+74(SB)/1, $0x08
+DATA pairShuffle<>+75(SB)/1, $0x09
+DATA pairShuffle<>+76(SB)/1, $0x08
+DATA pairShuffle<>+77(SB)/1, $0x09
+DATA pairShuffle<>+78(SB)/1, $0x08
+DATA pairShuffle<>+79(SB)/1, $0x09
+DATA pairShuffle<>+80(SB)/1, $0x0a
+DATA pairShuffle<>+81(SB)/1, $0x0b
+DATA pairShuffle<>+82(SB)/1, $0x0a
+DATA pairShuffle<>+83(SB)/1, $0x0b
+DATA pairShuffle<>+84(SB)/1, $0x0a
+DATA pairShuffle<>+85(SB)/1, $0x0b
+DATA pairShuffle<>+86(SB)/1, $0x0a
+DATA pairShuffle<>+87(SB)/1, $0x0b
+DATA pairShuffle<>+88(SB)/1, $0x0a
+DATA pairShuffle<>+89(SB)/1, $0x0b
+DATA pairShuffle<>+90(SB)/1, $0x0a
+DATA pairShuffle<>+91(SB)/1, $0x0b
+DATA pairShuffle<>+92(SB)/1, $0x0a
+DATA pairShuffle<>+93(SB)/1, $0x0b
+DATA pairShuffle<>+94(SB)/1, $0x0a
+DATA pairShuffle<>+95(SB)/1, $0x0b
+DATA pairShuffle<>+96(SB)/1, $0x0c
+DATA pairShuffle<>+97(SB)/1, $0x0d
+DATA pairShuffle<>+98(SB)/1, $0x0c
+DATA pairShuffle<>+99(SB)/1, $0x0d
+DATA pairShuffle<>+100(SB)/1, $0x0c
+DATA pairShuffle<>+101(SB)/1, $0x0d
+DATA pairShuffle<>+102(SB)/1, $0x0c
+DATA pairShuffle<>+103(SB)/1, $0x0d
+DATA pairShuffle<>+104(SB)/1, $0x0c
+DATA pairShuffle<>+105(SB)/1, $0x0d
+DATA pairShuffle<>+106(SB)/1, $0x0c
+DATA pairShuffle<>+107(SB)/1, $0x0d
+DATA pairShuffle<>+108(SB)/1, $0x0c
+DATA pairShuffle<>+109(SB)/1, $0x0d
+DATA pairShuffle<>+110(SB)/1, $0x0c
+DATA pairShuffle<>+111(SB)/1, $0x0d
+DATA pairShuffle<>+112(SB)/1, $0x0e
+DATA pairShuffle<>+113(SB)/1, $0x0f
+DATA pairShuffle<>+114(SB)/1, $0x0e
+DATA pairShuffle<>+115(SB)/1, $0x0f
+DATA pairShuffle<>+116(SB)/1, $0x0e
+DATA pairShuffle<>+117(SB)/1, $0x0f
+DATA pairShuffle<>+118(SB)/1, $0x0e
+DATA pairShuffle<>+119(SB)/1, $0x0f
+DATA pairShuffle<>+120(SB)/1, $0x0e
+DATA pairShuffle<>+121(SB)/1, $0x0f
+DATA pairShuffle<>+122(SB)/1, $0x0e
+DATA pairShuffle<>+123(SB)/1, $0x0f
+DATA pairShuffle<>+124(SB)/1, $0x0e
+DATA pairShuffle<>+125(SB)/1, $0x0f
+DATA pairShuffle<>+126(SB)/1, $0x0e
+DATA pairShuffle<>+127(SB)/1, $0x0f
+GLOBL pairShuffle<>(SB), RODATA|NOPTR, $128
+
+DATA twoBitMask<>+0(SB)/1, $0x03
+DATA twoBitMask<>+1(SB)/1, $0x03
+DATA twoBitMask<>+2(SB)/1, $0x03
+DATA twoBitMask<>+3(SB)/1, $0x03
+DATA twoBitMask<>+4(SB)/1, $0x03
+DATA twoBitMask<>+5(SB)/1, $0x03
+DATA twoBitMask<>+6(SB)/1, $0x03
+DATA twoBitMask<>+7(SB)/1, $0x03
+DATA twoBitMask<>+8(SB)/1, $0x03
+DATA twoBitMask<>+9(SB)/1, $0x03
+DATA twoBitMask<>+10(SB)/1, $0x03
+DATA twoBitMask<>+11(SB)/1, $0x03
+DATA twoBitMask<>+12(SB)/1, $0x03
+DATA twoBitMask<>+13(SB)/1, $0x03
+DATA twoBitMask<>+14(SB)/1, $0x03
+DATA twoBitMask<>+15(SB)/1, $0x03
+DATA twoBitMask<>+16(SB)/1, $0x03
+DATA twoBitMask<>+17(SB)/1, $0x03
+DATA twoBitMask<>+18(SB)/1, $0x03
+DATA twoBitMask<>+19(SB)/1, $0x03
+DATA twoBitMask<>+20(SB)/1, $0x03
+DATA twoBitMask<>+21(SB)/1, $0x03
+DATA twoBitMask<>+22(SB)/1, $0x03
+DATA twoBitMask<>+23(SB)/1, $0x03
+DATA twoBitMask<>+24(SB)/1, $0x03
+DATA twoBitMask<>+25(SB)/1, $0x03
+DATA twoBitMask<>+26(SB)/1, $0x03
+DATA twoBitMask<>+27(SB)/1, $0x03
+DATA twoBitMask<>+28(SB)/1, $0x03
+DATA twoBitMask<>+29(SB)/1, $0x03
+DATA twoBitMask<>+30(SB)/1, $0x03
+DATA twoBitMask<>+31(SB)/1, $0x03
+GLOBL twoBitMask<>(SB), RODATA|NOPTR, $32
+
+// func dotQ3_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ3_Kx1AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), DX
+	MOVQ   out+32(FP), BX
+	VXORPS X0, X0, X0
+	MOVSS  X0, (BX)
+
+dotQ3_Kx1AVX2_loop:
+	CMPQ         DX, $0x00
+	JE           dotQ3_Kx1AVX2_done
+	MOVL         96(AX), SI
+	MOVL         100(AX), DI
+	MOVL         104(AX), R8
+	MOVL         SI, R9
+	ANDL         $0x0f0f0f0f, R9
+	MOVL         R8, R10
+	ANDL         $0x03030303, R10
+	SHLL         $0x04, R10
+	ORL          R10, R9
+	VMOVD        R9, X0
+	MOVL         DI, R9
+	ANDL         $0x0f0f0f0f, R9
+	MOVL         R8, R10
+	SHRL         $0x02, R10
+	ANDL         $0x03030303, R10
+	SHLL         $0x04, R10
+	ORL          R10, R9
+	VPINSRD      $0x01, R9, X0, X0
+	MOVL         SI, R9
+	SHRL         $0x04, R9
+	ANDL         $0x0f0f0f0f, R9
+	MOVL         R8, R10
+	SHRL         $0x04, R10
+	ANDL         $0x03030303, R10
+	SHLL         $0x04, R10
+	ORL          R10, R9
+	VPINSRD      $0x02, R9, X0, X0
+	MOVL         DI, R9
+	SHRL         $0x04, R9
+	ANDL         $0x0f0f0f0f, R9
+	MOVL         R8, R10
+	SHRL         $0x06, R10
+	ANDL         $0x03030303, R10
+	SHLL         $0x04, R10
+	ORL          R10, R9
+	VPINSRD      $0x03, R9, X0, X0
+	VPCMPEQB     X1, X1, X1
+	VPABSB       X1, X1
+	VPSLLW       $0x05, X1, X1
+	VPSUBB       X1, X0, X0
+	VPMOVSXBW    X0, Y1
+	VINSERTI128  $0x01, X1, Y1, Y0
+	VPERM2I128   $0x11, Y1, Y1, Y1
+	VPXOR        Y2, Y2, Y2
+	VMOVDQU      32(AX), Y3
+	VMOVDQU      (AX), Y4
+	VPAND        twoBitMask<>+0(SB), Y3, Y5
+	VPSLLW       $0x02, Y4, Y6
+	VPAND        fourBytes<>+0(SB), Y6, Y6
+	VPXOR        fourBytes<>+0(SB), Y6, Y6
+	VPSHUFB      pairShuffle<>+0(SB), Y0, Y7
+	VPMADDUBSW   4(CX), Y5, Y5
+	VPMADDUBSW   4(CX), Y6, Y6
+	VPSUBW       Y6, Y5, Y5
+	VPMADDWD     Y7, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPSRLW       $0x02, Y3, Y5
+	VPAND        twoBitMask<>+0(SB), Y5, Y5
+	VPSLLW       $0x01, Y4, Y6
+	VPAND        fourBytes<>+0(SB), Y6, Y6
+	VPXOR        fourBytes<>+0(SB), Y6, Y6
+	VPSHUFB      pairShuffle<>+32(SB), Y0, Y7
+	VPMADDUBSW   36(CX), Y5, Y5
+	VPMADDUBSW   36(CX), Y6, Y6
+	VPSUBW       Y6, Y5, Y5
+	VPMADDWD     Y7, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPSRLW       $0x04, Y3, Y5
+	VPAND        twoBitMask<>+0(SB), Y5, Y5
+	VMOVDQA      Y4, Y6
+	VPAND        fourBytes<>+0(SB), Y6, Y6
+	VPXOR        fourBytes<>+0(SB), Y6, Y6
+	VPSHUFB      pairShuffle<>+64(SB), Y0, Y7
+	VPMADDUBSW   68(CX), Y5, Y5
+	VPMADDUBSW   68(CX), Y6, Y6
+	VPSUBW       Y6, Y5, Y5
+	VPMADDWD     Y7, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPSRLW       $0x06, Y3, Y3
+	VPAND        twoBitMask<>+0(SB), Y3, Y3
+	VPSRLW       $0x01, Y4, Y4
+	VPAND        fourBytes<>+0(SB), Y4, Y4
+	VPXOR        fourBytes<>+0(SB), Y4, Y4
+	VPSHUFB      pairShuffle<>+96(SB), Y0, Y0
+	VPMADDUBSW   100(CX), Y3, Y3
+	VPMADDUBSW   100(CX), Y4, Y4
+	VPSUBW       Y4, Y3, Y3
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y3, Y2, Y2
+	VMOVDQU      64(AX), Y0
+	VMOVDQU      (AX), Y3
+	VPAND        twoBitMask<>+0(SB), Y0, Y4
+	VPSRLW       $0x02, Y3, Y5
+	VPAND        fourBytes<>+0(SB), Y5, Y5
+	VPXOR        fourBytes<>+0(SB), Y5, Y5
+	VPSHUFB      pairShuffle<>+0(SB), Y1, Y6
+	VPMADDUBSW   132(CX), Y4, Y4
+	VPMADDUBSW   132(CX), Y5, Y5
+	VPSUBW       Y5, Y4, Y4
+	VPMADDWD     Y6, Y4, Y4
+	VPADDD       Y4, Y2, Y2
+	VPSRLW       $0x02, Y0, Y4
+	VPAND        twoBitMask<>+0(SB), Y4, Y4
+	VPSRLW       $0x03, Y3, Y5
+	VPAND        fourBytes<>+0(SB), Y5, Y5
+	VPXOR        fourBytes<>+0(SB), Y5, Y5
+	VPSHUFB      pairShuffle<>+32(SB), Y1, Y6
+	VPMADDUBSW   164(CX), Y4, Y4
+	VPMADDUBSW   164(CX), Y5, Y5
+	VPSUBW       Y5, Y4, Y4
+	VPMADDWD     Y6, Y4, Y4
+	VPADDD       Y4, Y2, Y2
+	VPSRLW       $0x04, Y0, Y4
+	VPAND        twoBitMask<>+0(SB), Y4, Y4
+	VPSRLW       $0x04, Y3, Y5
+	VPAND        fourBytes<>+0(SB), Y5, Y5
+	VPXOR        fourBytes<>+0(SB), Y5, Y5
+	VPSHUFB      pairShuffle<>+64(SB), Y1, Y6
+	VPMADDUBSW   196(CX), Y4, Y4
+	VPMADDUBSW   196(CX), Y5, Y5
+	VPSUBW       Y5, Y4, Y4
+	VPMADDWD     Y6, Y4, Y4
+	VPADDD       Y4, Y2, Y2
+	VPSRLW       $0x06, Y0, Y0
+	VPAND        twoBitMask<>+0(SB), Y0, Y0
+	VPSRLW       $0x05, Y3, Y3
+	VPAND        fourBytes<>+0(SB), Y3, Y3
+	VPXOR        fourBytes<>+0(SB), Y3, Y3
+	VPSHUFB      pairShuffle<>+96(SB), Y1, Y1
+	VPMADDUBSW   228(CX), Y0, Y0
+	VPMADDUBSW   228(CX), Y3, Y3
+	VPSUBW       Y3, Y0, Y0
+	VPMADDWD     Y1, Y0, Y0
+	VPADDD       Y0, Y2, Y2
+	MOVWLZX      108(AX), SI
+	VMOVD        SI, X0
+	VCVTPH2PS    X0, X0
+	VEXTRACTI128 $0x01, Y2, X1
+	VPADDD       X2, X1, X1
+	VPHADDD      X1, X1, X1
+	VPHADDD      X1, X1, X1
+	VCVTDQ2PS    X1, X1
+	VBROADCASTSS (CX), X2
+	VMULPS       X0, X2, X2
+	VMULPS       X1, X2, X2
+	VADDSS       (BX), X2, X2
+	MOVSS        X2, (BX)
+	ADDQ         $0x0000006e, AX
+	ADDQ         $0x00000124, CX
+	DECQ         DX
+	JMP          dotQ3_Kx1AVX2_loop
+
+dotQ3_Kx1AVX2_done:
+	VZEROUPPER
+	RET
+
+DATA fourBytes<>+0(SB)/1, $0x04
+DATA fourBytes<>+1(SB)/1, $0x04
+DATA fourBytes<>+2(SB)/1, $0x04
+DATA fourBytes<>+3(SB)/1, $0x04
+DATA fourBytes<>+4(SB)/1, $0x04
+DATA fourBytes<>+5(SB)/1, $0x04
+DATA fourBytes<>+6(SB)/1, $0x04
+DATA fourBytes<>+7(SB)/1, $0x04
+DATA fourBytes<>+8(SB)/1, $0x04
+DATA fourBytes<>+9(SB)/1, $0x04
+DATA fourBytes<>+10(SB)/1, $0x04
+DATA fourBytes<>+11(SB)/1, $0x04
+DATA fourBytes<>+12(SB)/1, $0x04
+DATA fourBytes<>+13(SB)/1, $0x04
+DATA fourBytes<>+14(SB)/1, $0x04
+DATA fourBytes<>+15(SB)/1, $0x04
+DATA fourBytes<>+16(SB)/1, $0x04
+DATA fourBytes<>+17(SB)/1, $0x04
+DATA fourBytes<>+18(SB)/1, $0x04
+DATA fourBytes<>+19(SB)/1, $0x04
+DATA fourBytes<>+20(SB)/1, $0x04
+DATA fourBytes<>+21(SB)/1, $0x04
+DATA fourBytes<>+22(SB)/1, $0x04
+DATA fourBytes<>+23(SB)/1, $0x04
+DATA fourBytes<>+24(SB)/1, $0x04
+DATA fourBytes<>+25(SB)/1, $0x04
+DATA fourBytes<>+26(SB)/1, $0x04
+DATA fourBytes<>+27(SB)/1, $0x04
+DATA fourBytes<>+28(SB)/1, $0x04
+DATA fourBytes<>+29(SB)/1, $0x04
+DATA fourBytes<>+30(SB)/1, $0x04
+DATA fourBytes<>+31(SB)/1, $0x04
+GLOBL fourBytes<>(SB), RODATA|NOPTR, $32
+
 // func dotQ4_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 // Requires: AVX, AVX2, F16C, SSE
 TEXT ·dotQ4_Kx4AVX2(SB), NOSPLIT, $0-40
@@ -2439,6 +3124,946 @@ dotQ5_Kx4AVX2_done:
 	MOVSS X1, 4(AX)
 	MOVSS X2, 8(AX)
 	MOVSS X3, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotIQ4_XSx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotIQ4_XSx4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
+	MOVQ   out+32(FP), R8
+	VXORPS X0, X0, X0
+	MOVSS  X0, (R8)
+	MOVSS  X0, 4(R8)
+	MOVSS  X0, 8(R8)
+	MOVSS  X0, 12(R8)
+
+dotIQ4_XSx4AVX2_loop:
+	CMPQ         BX, $0x00
+	JE           dotIQ4_XSx4AVX2_done
+	VPXOR        Y0, Y0, Y0
+	VPXOR        Y1, Y1, Y1
+	VPXOR        Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	MOVWLZX      2(AX), R9
+	MOVL         4(AX), R10
+	MOVL         R10, R11
+	ANDL         $0x0f, R11
+	MOVL         R9, R12
+	ANDL         $0x03, R12
+	SHLL         $0x04, R12
+	ORL          R12, R11
+	SUBL         $0x20, R11
+	VMOVD        R11, X4
+	VPBROADCASTW X4, Y4
+	VMOVDQU      8(AX), X5
+	VPSRLW       $0x04, X5, X6
+	VINSERTI128  $0x01, X6, Y5, Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y5
+	VMOVDQU      iq4nlGrid<>+0(SB), Y6
+	VPSHUFB      Y5, Y6, Y5
+	VPSIGNB      Y5, Y5, Y6
+	VMOVDQU      4(CX), Y14
+	VPSIGNB      Y5, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y0, Y0
+	VMOVDQU      4(SI), Y14
+	VPSIGNB      Y5, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y1, Y1
+	VMOVDQU      4(DI), Y14
+	VPSIGNB      Y5, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y2, Y2
+	VMOVDQU      4(DX), Y14
+	VPSIGNB      Y5, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y3, Y3
+	MOVL         R10, R11
+	SHRL         $0x04, R11
+	ANDL         $0x0f, R11
+	MOVL         R9, R12
+	SHRL         $0x02, R12
+	ANDL         $0x03, R12
+	SHLL         $0x04, R12
+	ORL          R12, R11
+	SUBL         $0x20, R11
+	VMOVD        R11, X4
+	VPBROADCASTW X4, Y4
+	VMOVDQU      24(AX), X7
+	VPSRLW       $0x04, X7, X5
+	VINSERTI128  $0x01, X5, Y7, Y7
+	VPAND        nibbleMask<>+0(SB), Y7, Y7
+	VMOVDQU      iq4nlGrid<>+0(SB), Y6
+	VPSHUFB      Y7, Y6, Y7
+	VPSIGNB      Y7, Y7, Y6
+	VMOVDQU      36(CX), Y14
+	VPSIGNB      Y7, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y0, Y0
+	VMOVDQU      36(SI), Y14
+	VPSIGNB      Y7, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y1, Y1
+	VMOVDQU      36(DI), Y14
+	VPSIGNB      Y7, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y2, Y2
+	VMOVDQU      36(DX), Y14
+	VPSIGNB      Y7, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y3, Y3
+	MOVL         R10, R11
+	SHRL         $0x08, R11
+	ANDL         $0x0f, R11
+	MOVL         R9, R12
+	SHRL         $0x04, R12
+	ANDL         $0x03, R12
+	SHLL         $0x04, R12
+	ORL          R12, R11
+	SUBL         $0x20, R11
+	VMOVD        R11, X4
+	VPBROADCASTW X4, Y4
+	VMOVDQU      40(AX), X8
+	VPSRLW       $0x04, X8, X5
+	VINSERTI128  $0x01, X5, Y8, Y8
+	VPAND        nibbleMask<>+0(SB), Y8, Y8
+	VMOVDQU      iq4nlGrid<>+0(SB), Y6
+	VPSHUFB      Y8, Y6, Y8
+	VPSIGNB      Y8, Y8, Y6
+	VMOVDQU      68(CX), Y14
+	VPSIGNB      Y8, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y0, Y0
+	VMOVDQU      68(SI), Y14
+	VPSIGNB      Y8, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y1, Y1
+	VMOVDQU      68(DI), Y14
+	VPSIGNB      Y8, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y2, Y2
+	VMOVDQU      68(DX), Y14
+	VPSIGNB      Y8, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y3, Y3
+	MOVL         R10, R11
+	SHRL         $0x0c, R11
+	ANDL         $0x0f, R11
+	MOVL         R9, R12
+	SHRL         $0x06, R12
+	ANDL         $0x03, R12
+	SHLL         $0x04, R12
+	ORL          R12, R11
+	SUBL         $0x20, R11
+	VMOVD        R11, X4
+	VPBROADCASTW X4, Y4
+	VMOVDQU      56(AX), X9
+	VPSRLW       $0x04, X9, X5
+	VINSERTI128  $0x01, X5, Y9, Y9
+	VPAND        nibbleMask<>+0(SB), Y9, Y9
+	VMOVDQU      iq4nlGrid<>+0(SB), Y6
+	VPSHUFB      Y9, Y6, Y9
+	VPSIGNB      Y9, Y9, Y6
+	VMOVDQU      100(CX), Y14
+	VPSIGNB      Y9, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y0, Y0
+	VMOVDQU      100(SI), Y14
+	VPSIGNB      Y9, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y1, Y1
+	VMOVDQU      100(DI), Y14
+	VPSIGNB      Y9, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y2, Y2
+	VMOVDQU      100(DX), Y14
+	VPSIGNB      Y9, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y3, Y3
+	MOVL         R10, R11
+	SHRL         $0x10, R11
+	ANDL         $0x0f, R11
+	MOVL         R9, R12
+	SHRL         $0x08, R12
+	ANDL         $0x03, R12
+	SHLL         $0x04, R12
+	ORL          R12, R11
+	SUBL         $0x20, R11
+	VMOVD        R11, X4
+	VPBROADCASTW X4, Y4
+	VMOVDQU      72(AX), X10
+	VPSRLW       $0x04, X10, X5
+	VINSERTI128  $0x01, X5, Y10, Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y10
+	VMOVDQU      iq4nlGrid<>+0(SB), Y6
+	VPSHUFB      Y10, Y6, Y10
+	VPSIGNB      Y10, Y10, Y6
+	VMOVDQU      132(CX), Y14
+	VPSIGNB      Y10, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y0, Y0
+	VMOVDQU      132(SI), Y14
+	VPSIGNB      Y10, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y1, Y1
+	VMOVDQU      132(DI), Y14
+	VPSIGNB      Y10, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y2, Y2
+	VMOVDQU      132(DX), Y14
+	VPSIGNB      Y10, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y3, Y3
+	MOVL         R10, R11
+	SHRL         $0x14, R11
+	ANDL         $0x0f, R11
+	MOVL         R9, R12
+	SHRL         $0x0a, R12
+	ANDL         $0x03, R12
+	SHLL         $0x04, R12
+	ORL          R12, R11
+	SUBL         $0x20, R11
+	VMOVD        R11, X4
+	VPBROADCASTW X4, Y4
+	VMOVDQU      88(AX), X11
+	VPSRLW       $0x04, X11, X5
+	VINSERTI128  $0x01, X5, Y11, Y11
+	VPAND        nibbleMask<>+0(SB), Y11, Y11
+	VMOVDQU      iq4nlGrid<>+0(SB), Y6
+	VPSHUFB      Y11, Y6, Y11
+	VPSIGNB      Y11, Y11, Y6
+	VMOVDQU      164(CX), Y14
+	VPSIGNB      Y11, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y0, Y0
+	VMOVDQU      164(SI), Y14
+	VPSIGNB      Y11, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y1, Y1
+	VMOVDQU      164(DI), Y14
+	VPSIGNB      Y11, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y2, Y2
+	VMOVDQU      164(DX), Y14
+	VPSIGNB      Y11, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y3, Y3
+	MOVL         R10, R11
+	SHRL         $0x18, R11
+	ANDL         $0x0f, R11
+	MOVL         R9, R12
+	SHRL         $0x0c, R12
+	ANDL         $0x03, R12
+	SHLL         $0x04, R12
+	ORL          R12, R11
+	SUBL         $0x20, R11
+	VMOVD        R11, X4
+	VPBROADCASTW X4, Y4
+	VMOVDQU      104(AX), X12
+	VPSRLW       $0x04, X12, X5
+	VINSERTI128  $0x01, X5, Y12, Y12
+	VPAND        nibbleMask<>+0(SB), Y12, Y12
+	VMOVDQU      iq4nlGrid<>+0(SB), Y6
+	VPSHUFB      Y12, Y6, Y12
+	VPSIGNB      Y12, Y12, Y6
+	VMOVDQU      196(CX), Y14
+	VPSIGNB      Y12, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y0, Y0
+	VMOVDQU      196(SI), Y14
+	VPSIGNB      Y12, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y1, Y1
+	VMOVDQU      196(DI), Y14
+	VPSIGNB      Y12, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y2, Y2
+	VMOVDQU      196(DX), Y14
+	VPSIGNB      Y12, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y3, Y3
+	SHRL         $0x1c, R10
+	ANDL         $0x0f, R10
+	SHRL         $0x0e, R9
+	ANDL         $0x03, R9
+	SHLL         $0x04, R9
+	ORL          R9, R10
+	SUBL         $0x20, R10
+	VMOVD        R10, X4
+	VPBROADCASTW X4, Y4
+	VMOVDQU      120(AX), X13
+	VPSRLW       $0x04, X13, X5
+	VINSERTI128  $0x01, X5, Y13, Y13
+	VPAND        nibbleMask<>+0(SB), Y13, Y13
+	VMOVDQU      iq4nlGrid<>+0(SB), Y6
+	VPSHUFB      Y13, Y6, Y13
+	VPSIGNB      Y13, Y13, Y6
+	VMOVDQU      228(CX), Y14
+	VPSIGNB      Y13, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y0, Y0
+	VMOVDQU      228(SI), Y14
+	VPSIGNB      Y13, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y1, Y1
+	VMOVDQU      228(DI), Y14
+	VPSIGNB      Y13, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y2, Y2
+	VMOVDQU      228(DX), Y14
+	VPSIGNB      Y13, Y14, Y14
+	VPMADDUBSW   Y14, Y6, Y14
+	VPMADDWD     Y4, Y14, Y14
+	VPADDD       Y14, Y3, Y3
+	MOVWLZX      (AX), R9
+	VMOVD        R9, X4
+	VCVTPH2PS    X4, X4
+	VEXTRACTI128 $0x01, Y0, X5
+	VPADDD       X0, X5, X5
+	VPHADDD      X5, X5, X5
+	VPHADDD      X5, X5, X5
+	VCVTDQ2PS    X5, X5
+	VMULSS       (CX), X4, X0
+	VMULSS       X5, X0, X0
+	VADDSS       (R8), X0, X0
+	MOVSS        X0, (R8)
+	VEXTRACTI128 $0x01, Y1, X0
+	VPADDD       X1, X0, X0
+	VPHADDD      X0, X0, X0
+	VPHADDD      X0, X0, X0
+	VCVTDQ2PS    X0, X0
+	VMULSS       (SI), X4, X1
+	VMULSS       X0, X1, X1
+	VADDSS       4(R8), X1, X1
+	MOVSS        X1, 4(R8)
+	VEXTRACTI128 $0x01, Y2, X0
+	VPADDD       X2, X0, X0
+	VPHADDD      X0, X0, X0
+	VPHADDD      X0, X0, X0
+	VCVTDQ2PS    X0, X0
+	VMULSS       (DI), X4, X1
+	VMULSS       X0, X1, X1
+	VADDSS       8(R8), X1, X1
+	MOVSS        X1, 8(R8)
+	VEXTRACTI128 $0x01, Y3, X0
+	VPADDD       X3, X0, X0
+	VPHADDD      X0, X0, X0
+	VPHADDD      X0, X0, X0
+	VCVTDQ2PS    X0, X0
+	VMULSS       (DX), X4, X1
+	VMULSS       X0, X1, X1
+	VADDSS       12(R8), X1, X1
+	MOVSS        X1, 12(R8)
+	ADDQ         $0x00000088, AX
+	ADDQ         $0x00000124, CX
+	ADDQ         $0x00000124, SI
+	ADDQ         $0x00000124, DI
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          dotIQ4_XSx4AVX2_loop
+
+dotIQ4_XSx4AVX2_done:
+	VZEROUPPER
+	RET
+
+// func dotQ2_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ2_Kx4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
+	MOVQ   out+32(FP), R8
+	VXORPS X0, X0, X0
+	MOVSS  X0, (R8)
+	MOVSS  X0, 4(R8)
+	MOVSS  X0, 8(R8)
+	MOVSS  X0, 12(R8)
+
+dotQ2_Kx4AVX2_loop:
+	CMPQ         BX, $0x00
+	JE           dotQ2_Kx4AVX2_done
+	VMOVDQU      (AX), X0
+	VPSRLW       $0x04, X0, X1
+	VPAND        nibbleMask<>+0(SB), X1, X1
+	VPAND        nibbleMask<>+0(SB), X0, X0
+	VPMOVSXBW    X0, Y2
+	VINSERTI128  $0x01, X2, Y2, Y0
+	VPERM2I128   $0x11, Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	VMOVDQU      16(AX), Y7
+	VPAND        twoBitMask<>+0(SB), Y7, Y8
+	VPSHUFB      pairShuffle<>+0(SB), Y0, Y9
+	VPMADDUBSW   4(CX), Y8, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPMADDUBSW   4(SI), Y8, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y4, Y4
+	VPMADDUBSW   4(DI), Y8, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPMADDUBSW   4(DX), Y8, Y8
+	VPMADDWD     Y9, Y8, Y8
+	VPADDD       Y8, Y6, Y6
+	VPSRLW       $0x02, Y7, Y8
+	VPAND        twoBitMask<>+0(SB), Y8, Y8
+	VPSHUFB      pairShuffle<>+32(SB), Y0, Y9
+	VPMADDUBSW   36(CX), Y8, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPMADDUBSW   36(SI), Y8, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y4, Y4
+	VPMADDUBSW   36(DI), Y8, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPMADDUBSW   36(DX), Y8, Y8
+	VPMADDWD     Y9, Y8, Y8
+	VPADDD       Y8, Y6, Y6
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        twoBitMask<>+0(SB), Y8, Y8
+	VPSHUFB      pairShuffle<>+64(SB), Y0, Y9
+	VPMADDUBSW   68(CX), Y8, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPMADDUBSW   68(SI), Y8, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y4, Y4
+	VPMADDUBSW   68(DI), Y8, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPMADDUBSW   68(DX), Y8, Y8
+	VPMADDWD     Y9, Y8, Y8
+	VPADDD       Y8, Y6, Y6
+	VPSRLW       $0x06, Y7, Y7
+	VPAND        twoBitMask<>+0(SB), Y7, Y7
+	VPSHUFB      pairShuffle<>+96(SB), Y0, Y0
+	VPMADDUBSW   100(CX), Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPMADDUBSW   100(SI), Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y4, Y4
+	VPMADDUBSW   100(DI), Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPMADDUBSW   100(DX), Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      48(AX), Y0
+	VPAND        twoBitMask<>+0(SB), Y0, Y7
+	VPSHUFB      pairShuffle<>+0(SB), Y2, Y8
+	VPMADDUBSW   132(CX), Y7, Y9
+	VPMADDWD     Y8, Y9, Y9
+	VPADDD       Y9, Y3, Y3
+	VPMADDUBSW   132(SI), Y7, Y9
+	VPMADDWD     Y8, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPMADDUBSW   132(DI), Y7, Y9
+	VPMADDWD     Y8, Y9, Y9
+	VPADDD       Y9, Y5, Y5
+	VPMADDUBSW   132(DX), Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VPSRLW       $0x02, Y0, Y7
+	VPAND        twoBitMask<>+0(SB), Y7, Y7
+	VPSHUFB      pairShuffle<>+32(SB), Y2, Y8
+	VPMADDUBSW   164(CX), Y7, Y9
+	VPMADDWD     Y8, Y9, Y9
+	VPADDD       Y9, Y3, Y3
+	VPMADDUBSW   164(SI), Y7, Y9
+	VPMADDWD     Y8, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPMADDUBSW   164(DI), Y7, Y9
+	VPMADDWD     Y8, Y9, Y9
+	VPADDD       Y9, Y5, Y5
+	VPMADDUBSW   164(DX), Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VPSRLW       $0x04, Y0, Y7
+	VPAND        twoBitMask<>+0(SB), Y7, Y7
+	VPSHUFB      pairShuffle<>+64(SB), Y2, Y8
+	VPMADDUBSW   196(CX), Y7, Y9
+	VPMADDWD     Y8, Y9, Y9
+	VPADDD       Y9, Y3, Y3
+	VPMADDUBSW   196(SI), Y7, Y9
+	VPMADDWD     Y8, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPMADDUBSW   196(DI), Y7, Y9
+	VPMADDWD     Y8, Y9, Y9
+	VPADDD       Y9, Y5, Y5
+	VPMADDUBSW   196(DX), Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VPSRLW       $0x06, Y0, Y0
+	VPAND        twoBitMask<>+0(SB), Y0, Y0
+	VPSHUFB      pairShuffle<>+96(SB), Y2, Y2
+	VPMADDUBSW   228(CX), Y0, Y7
+	VPMADDWD     Y2, Y7, Y7
+	VPADDD       Y7, Y3, Y3
+	VPMADDUBSW   228(SI), Y0, Y7
+	VPMADDWD     Y2, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDUBSW   228(DI), Y0, Y7
+	VPMADDWD     Y2, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPMADDUBSW   228(DX), Y0, Y0
+	VPMADDWD     Y2, Y0, Y0
+	VPADDD       Y0, Y6, Y6
+	MOVL         80(AX), R9
+	VMOVD        R9, X0
+	VCVTPH2PS    X0, X0
+	VPMOVZXBW    X1, Y1
+	VEXTRACTI128 $0x01, Y3, X2
+	VPADDD       X3, X2, X2
+	VMOVDQU      260(CX), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X7
+	VPADDD       X3, X7, X7
+	VPHADDD      X7, X2, X2
+	VPHADDD      X2, X2, X2
+	VCVTDQ2PS    X2, X2
+	VBROADCASTSS (CX), X3
+	VMULPS       X0, X3, X3
+	VMULPS       X2, X3, X3
+	VMOVSHDUP    X3, X2
+	VSUBSS       X2, X3, X3
+	VADDSS       (R8), X3, X3
+	MOVSS        X3, (R8)
+	VEXTRACTI128 $0x01, Y4, X2
+	VPADDD       X4, X2, X2
+	VMOVDQU      260(SI), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X4
+	VPADDD       X3, X4, X4
+	VPHADDD      X4, X2, X2
+	VPHADDD      X2, X2, X2
+	VCVTDQ2PS    X2, X2
+	VBROADCASTSS (SI), X3
+	VMULPS       X0, X3, X3
+	VMULPS       X2, X3, X3
+	VMOVSHDUP    X3, X2
+	VSUBSS       X2, X3, X3
+	VADDSS       4(R8), X3, X3
+	MOVSS        X3, 4(R8)
+	VEXTRACTI128 $0x01, Y5, X2
+	VPADDD       X5, X2, X2
+	VMOVDQU      260(DI), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X4
+	VPADDD       X3, X4, X4
+	VPHADDD      X4, X2, X2
+	VPHADDD      X2, X2, X2
+	VCVTDQ2PS    X2, X2
+	VBROADCASTSS (DI), X3
+	VMULPS       X0, X3, X3
+	VMULPS       X2, X3, X3
+	VMOVSHDUP    X3, X2
+	VSUBSS       X2, X3, X3
+	VADDSS       8(R8), X3, X3
+	MOVSS        X3, 8(R8)
+	VEXTRACTI128 $0x01, Y6, X2
+	VPADDD       X6, X2, X2
+	VMOVDQU      260(DX), Y3
+	VPMADDWD     Y1, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X1
+	VPADDD       X3, X1, X1
+	VPHADDD      X1, X2, X2
+	VPHADDD      X2, X2, X2
+	VCVTDQ2PS    X2, X2
+	VBROADCASTSS (DX), X1
+	VMULPS       X0, X1, X1
+	VMULPS       X2, X1, X1
+	VMOVSHDUP    X1, X0
+	VSUBSS       X0, X1, X1
+	VADDSS       12(R8), X1, X1
+	MOVSS        X1, 12(R8)
+	ADDQ         $0x00000054, AX
+	ADDQ         $0x00000124, CX
+	ADDQ         $0x00000124, SI
+	ADDQ         $0x00000124, DI
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          dotQ2_Kx4AVX2_loop
+
+dotQ2_Kx4AVX2_done:
+	VZEROUPPER
+	RET
+
+// func dotQ3_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ3_Kx4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
+	MOVQ   out+32(FP), R8
+	VXORPS X0, X0, X0
+	MOVSS  X0, (R8)
+	MOVSS  X0, 4(R8)
+	MOVSS  X0, 8(R8)
+	MOVSS  X0, 12(R8)
+
+dotQ3_Kx4AVX2_loop:
+	CMPQ         BX, $0x00
+	JE           dotQ3_Kx4AVX2_done
+	MOVL         96(AX), R9
+	MOVL         100(AX), R10
+	MOVL         104(AX), R11
+	MOVL         R9, R12
+	ANDL         $0x0f0f0f0f, R12
+	MOVL         R11, R13
+	ANDL         $0x03030303, R13
+	SHLL         $0x04, R13
+	ORL          R13, R12
+	VMOVD        R12, X0
+	MOVL         R10, R12
+	ANDL         $0x0f0f0f0f, R12
+	MOVL         R11, R13
+	SHRL         $0x02, R13
+	ANDL         $0x03030303, R13
+	SHLL         $0x04, R13
+	ORL          R13, R12
+	VPINSRD      $0x01, R12, X0, X0
+	MOVL         R9, R12
+	SHRL         $0x04, R12
+	ANDL         $0x0f0f0f0f, R12
+	MOVL         R11, R13
+	SHRL         $0x04, R13
+	ANDL         $0x03030303, R13
+	SHLL         $0x04, R13
+	ORL          R13, R12
+	VPINSRD      $0x02, R12, X0, X0
+	MOVL         R10, R12
+	SHRL         $0x04, R12
+	ANDL         $0x0f0f0f0f, R12
+	MOVL         R11, R13
+	SHRL         $0x06, R13
+	ANDL         $0x03030303, R13
+	SHLL         $0x04, R13
+	ORL          R13, R12
+	VPINSRD      $0x03, R12, X0, X0
+	VPCMPEQB     X1, X1, X1
+	VPABSB       X1, X1
+	VPSLLW       $0x05, X1, X1
+	VPSUBB       X1, X0, X0
+	VPMOVSXBW    X0, Y1
+	VINSERTI128  $0x01, X1, Y1, Y0
+	VPERM2I128   $0x11, Y1, Y1, Y1
+	VPXOR        Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VMOVDQU      32(AX), Y6
+	VMOVDQU      (AX), Y7
+	VPAND        twoBitMask<>+0(SB), Y6, Y8
+	VPSLLW       $0x02, Y7, Y9
+	VPAND        fourBytes<>+0(SB), Y9, Y9
+	VPXOR        fourBytes<>+0(SB), Y9, Y9
+	VPSHUFB      pairShuffle<>+0(SB), Y0, Y10
+	VPMADDUBSW   4(CX), Y8, Y11
+	VPMADDUBSW   4(CX), Y9, Y12
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y2, Y2
+	VPMADDUBSW   4(SI), Y8, Y11
+	VPMADDUBSW   4(SI), Y9, Y12
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y3, Y3
+	VPMADDUBSW   4(DI), Y8, Y11
+	VPMADDUBSW   4(DI), Y9, Y12
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPMADDUBSW   4(DX), Y8, Y8
+	VPMADDUBSW   4(DX), Y9, Y9
+	VPSUBW       Y9, Y8, Y8
+	VPMADDWD     Y10, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        twoBitMask<>+0(SB), Y8, Y8
+	VPSLLW       $0x01, Y7, Y9
+	VPAND        fourBytes<>+0(SB), Y9, Y9
+	VPXOR        fourBytes<>+0(SB), Y9, Y9
+	VPSHUFB      pairShuffle<>+32(SB), Y0, Y10
+	VPMADDUBSW   36(CX), Y8, Y11
+	VPMADDUBSW   36(CX), Y9, Y12
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y2, Y2
+	VPMADDUBSW   36(SI), Y8, Y11
+	VPMADDUBSW   36(SI), Y9, Y12
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y3, Y3
+	VPMADDUBSW   36(DI), Y8, Y11
+	VPMADDUBSW   36(DI), Y9, Y12
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPMADDUBSW   36(DX), Y8, Y8
+	VPMADDUBSW   36(DX), Y9, Y9
+	VPSUBW       Y9, Y8, Y8
+	VPMADDWD     Y10, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPSRLW       $0x04, Y6, Y8
+	VPAND        twoBitMask<>+0(SB), Y8, Y8
+	VMOVDQA      Y7, Y9
+	VPAND        fourBytes<>+0(SB), Y9, Y9
+	VPXOR        fourBytes<>+0(SB), Y9, Y9
+	VPSHUFB      pairShuffle<>+64(SB), Y0, Y10
+	VPMADDUBSW   68(CX), Y8, Y11
+	VPMADDUBSW   68(CX), Y9, Y12
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y2, Y2
+	VPMADDUBSW   68(SI), Y8, Y11
+	VPMADDUBSW   68(SI), Y9, Y12
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y3, Y3
+	VPMADDUBSW   68(DI), Y8, Y11
+	VPMADDUBSW   68(DI), Y9, Y12
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPMADDUBSW   68(DX), Y8, Y8
+	VPMADDUBSW   68(DX), Y9, Y9
+	VPSUBW       Y9, Y8, Y8
+	VPMADDWD     Y10, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPSRLW       $0x06, Y6, Y6
+	VPAND        twoBitMask<>+0(SB), Y6, Y6
+	VPSRLW       $0x01, Y7, Y7
+	VPAND        fourBytes<>+0(SB), Y7, Y7
+	VPXOR        fourBytes<>+0(SB), Y7, Y7
+	VPSHUFB      pairShuffle<>+96(SB), Y0, Y0
+	VPMADDUBSW   100(CX), Y6, Y8
+	VPMADDUBSW   100(CX), Y7, Y9
+	VPSUBW       Y9, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y2, Y2
+	VPMADDUBSW   100(SI), Y6, Y8
+	VPMADDUBSW   100(SI), Y7, Y9
+	VPSUBW       Y9, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPMADDUBSW   100(DI), Y6, Y8
+	VPMADDUBSW   100(DI), Y7, Y9
+	VPSUBW       Y9, Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y4, Y4
+	VPMADDUBSW   100(DX), Y6, Y6
+	VPMADDUBSW   100(DX), Y7, Y7
+	VPSUBW       Y7, Y6, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VMOVDQU      64(AX), Y0
+	VMOVDQU      (AX), Y6
+	VPAND        twoBitMask<>+0(SB), Y0, Y7
+	VPSRLW       $0x02, Y6, Y8
+	VPAND        fourBytes<>+0(SB), Y8, Y8
+	VPXOR        fourBytes<>+0(SB), Y8, Y8
+	VPSHUFB      pairShuffle<>+0(SB), Y1, Y9
+	VPMADDUBSW   132(CX), Y7, Y10
+	VPMADDUBSW   132(CX), Y8, Y11
+	VPSUBW       Y11, Y10, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y2, Y2
+	VPMADDUBSW   132(SI), Y7, Y10
+	VPMADDUBSW   132(SI), Y8, Y11
+	VPSUBW       Y11, Y10, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPMADDUBSW   132(DI), Y7, Y10
+	VPMADDUBSW   132(DI), Y8, Y11
+	VPSUBW       Y11, Y10, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y4, Y4
+	VPMADDUBSW   132(DX), Y7, Y7
+	VPMADDUBSW   132(DX), Y8, Y8
+	VPSUBW       Y8, Y7, Y7
+	VPMADDWD     Y9, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPSRLW       $0x02, Y0, Y7
+	VPAND        twoBitMask<>+0(SB), Y7, Y7
+	VPSRLW       $0x03, Y6, Y8
+	VPAND        fourBytes<>+0(SB), Y8, Y8
+	VPXOR        fourBytes<>+0(SB), Y8, Y8
+	VPSHUFB      pairShuffle<>+32(SB), Y1, Y9
+	VPMADDUBSW   164(CX), Y7, Y10
+	VPMADDUBSW   164(CX), Y8, Y11
+	VPSUBW       Y11, Y10, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y2, Y2
+	VPMADDUBSW   164(SI), Y7, Y10
+	VPMADDUBSW   164(SI), Y8, Y11
+	VPSUBW       Y11, Y10, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPMADDUBSW   164(DI), Y7, Y10
+	VPMADDUBSW   164(DI), Y8, Y11
+	VPSUBW       Y11, Y10, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y4, Y4
+	VPMADDUBSW   164(DX), Y7, Y7
+	VPMADDUBSW   164(DX), Y8, Y8
+	VPSUBW       Y8, Y7, Y7
+	VPMADDWD     Y9, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPSRLW       $0x04, Y0, Y7
+	VPAND        twoBitMask<>+0(SB), Y7, Y7
+	VPSRLW       $0x04, Y6, Y8
+	VPAND        fourBytes<>+0(SB), Y8, Y8
+	VPXOR        fourBytes<>+0(SB), Y8, Y8
+	VPSHUFB      pairShuffle<>+64(SB), Y1, Y9
+	VPMADDUBSW   196(CX), Y7, Y10
+	VPMADDUBSW   196(CX), Y8, Y11
+	VPSUBW       Y11, Y10, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y2, Y2
+	VPMADDUBSW   196(SI), Y7, Y10
+	VPMADDUBSW   196(SI), Y8, Y11
+	VPSUBW       Y11, Y10, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPMADDUBSW   196(DI), Y7, Y10
+	VPMADDUBSW   196(DI), Y8, Y11
+	VPSUBW       Y11, Y10, Y10
+	VPMADDWD     Y9, Y10, Y10
+	VPADDD       Y10, Y4, Y4
+	VPMADDUBSW   196(DX), Y7, Y7
+	VPMADDUBSW   196(DX), Y8, Y8
+	VPSUBW       Y8, Y7, Y7
+	VPMADDWD     Y9, Y7, Y7
+	VPADDD       Y7, Y5, Y5
+	VPSRLW       $0x06, Y0, Y0
+	VPAND        twoBitMask<>+0(SB), Y0, Y0
+	VPSRLW       $0x05, Y6, Y6
+	VPAND        fourBytes<>+0(SB), Y6, Y6
+	VPXOR        fourBytes<>+0(SB), Y6, Y6
+	VPSHUFB      pairShuffle<>+96(SB), Y1, Y1
+	VPMADDUBSW   228(CX), Y0, Y7
+	VPMADDUBSW   228(CX), Y6, Y8
+	VPSUBW       Y8, Y7, Y7
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y2, Y2
+	VPMADDUBSW   228(SI), Y0, Y7
+	VPMADDUBSW   228(SI), Y6, Y8
+	VPSUBW       Y8, Y7, Y7
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y3, Y3
+	VPMADDUBSW   228(DI), Y0, Y7
+	VPMADDUBSW   228(DI), Y6, Y8
+	VPSUBW       Y8, Y7, Y7
+	VPMADDWD     Y1, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDUBSW   228(DX), Y0, Y0
+	VPMADDUBSW   228(DX), Y6, Y6
+	VPSUBW       Y6, Y0, Y0
+	VPMADDWD     Y1, Y0, Y0
+	VPADDD       Y0, Y5, Y5
+	MOVWLZX      108(AX), R9
+	VMOVD        R9, X0
+	VCVTPH2PS    X0, X0
+	VEXTRACTI128 $0x01, Y2, X1
+	VPADDD       X2, X1, X1
+	VPHADDD      X1, X1, X1
+	VPHADDD      X1, X1, X1
+	VCVTDQ2PS    X1, X1
+	VBROADCASTSS (CX), X2
+	VMULPS       X0, X2, X2
+	VMULPS       X1, X2, X2
+	VADDSS       (R8), X2, X2
+	MOVSS        X2, (R8)
+	VEXTRACTI128 $0x01, Y3, X1
+	VPADDD       X3, X1, X1
+	VPHADDD      X1, X1, X1
+	VPHADDD      X1, X1, X1
+	VCVTDQ2PS    X1, X1
+	VBROADCASTSS (SI), X2
+	VMULPS       X0, X2, X2
+	VMULPS       X1, X2, X2
+	VADDSS       4(R8), X2, X2
+	MOVSS        X2, 4(R8)
+	VEXTRACTI128 $0x01, Y4, X1
+	VPADDD       X4, X1, X1
+	VPHADDD      X1, X1, X1
+	VPHADDD      X1, X1, X1
+	VCVTDQ2PS    X1, X1
+	VBROADCASTSS (DI), X2
+	VMULPS       X0, X2, X2
+	VMULPS       X1, X2, X2
+	VADDSS       8(R8), X2, X2
+	MOVSS        X2, 8(R8)
+	VEXTRACTI128 $0x01, Y5, X1
+	VPADDD       X5, X1, X1
+	VPHADDD      X1, X1, X1
+	VPHADDD      X1, X1, X1
+	VCVTDQ2PS    X1, X1
+	VBROADCASTSS (DX), X2
+	VMULPS       X0, X2, X2
+	VMULPS       X1, X2, X2
+	VADDSS       12(R8), X2, X2
+	MOVSS        X2, 12(R8)
+	ADDQ         $0x0000006e, AX
+	ADDQ         $0x00000124, CX
+	ADDQ         $0x00000124, SI
+	ADDQ         $0x00000124, DI
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          dotQ3_Kx4AVX2_loop
+
+dotQ3_Kx4AVX2_done:
 	VZEROUPPER
 	RET
 

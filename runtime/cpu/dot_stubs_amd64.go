@@ -34,9 +34,21 @@ func dotQ4_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotQ5_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
+func dotIQ4_XSx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ2_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ3_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
 func dotQ4_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotQ5_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotIQ4_XSx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ2_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ3_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotF32AVX2(a *float32, b *float32, n int) float32
 

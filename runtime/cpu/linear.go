@@ -206,6 +206,12 @@ func dot4KFor(t quant.Type) func([]byte, []q8KBlock, int, *[4]float32) {
 		return dotQ4_Kx4
 	case quant.Q5_K:
 		return dotQ5_Kx4
+	case quant.IQ4_XS:
+		return dotIQ4_XSx4
+	case quant.Q2_K:
+		return dotQ2_Kx4
+	case quant.Q3_K:
+		return dotQ3_Kx4
 	}
 	return nil
 }
@@ -231,15 +237,15 @@ func dotQ8For(t quant.Type) func([]byte, []q8Block) float32 {
 func dotQ8KFor(t quant.Type) func([]byte, []q8KBlock) float32 {
 	switch t {
 	case quant.Q2_K:
-		return dotQ2_KGo
+		return dotQ2_K
 	case quant.Q3_K:
-		return dotQ3_KGo
+		return dotQ3_K
 	case quant.Q4_K:
 		return dotQ4_K
 	case quant.Q5_K:
 		return dotQ5_K
 	case quant.IQ4_XS:
-		return dotIQ4_XSGo
+		return dotIQ4_XS
 	}
 	return dotQ6_K
 }

@@ -201,6 +201,8 @@ func main() {
 		dotQ45_K("Q4_K", tokens)
 		dotQ45_K("Q5_K", tokens)
 		dotIQ4_XS(tokens)
+		dotQ23_K("Q2_K", tokens)
+		dotQ23_K("Q3_K", tokens)
 	}
 	dotF32()
 	axpyF32()
@@ -687,13 +689,14 @@ func dotIQ4_XS(tokens int) {
 		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
 		xs = append(xs, p)
 	}
-	acc := make([]VecVirtual, tokens)
-	for t := range acc {
-		acc[t] = XMM()
-		VXORPS(acc[t], acc[t], acc[t])
+	// The sums accumulate in out itself: with four tokens, sixteen
+	// registers do not hold four accumulators besides the block's work.
+	o := Load(Param("out"), GP64())
+	zero := XMM()
+	VXORPS(zero, zero, zero)
+	for t := 0; t < tokens; t++ {
+		MOVSS(zero, Mem{Base: o, Disp: 4 * t})
 	}
-	grid := YMM()
-	VMOVDQU(iq4nl(), grid)
 	Label(fn + "_loop")
 	CMPQ(n, Imm(0))
 	JE(LabelRef(fn + "_done"))
@@ -725,6 +728,8 @@ func dotIQ4_XS(tokens int) {
 		VMOVD(ls, sc.AsX())
 		VPBROADCASTW(sc.AsX(), sc)
 		q := loadQ4Nibbles(w, 8+16*ib)
+		grid := YMM()
+		VMOVDQU(iq4nl(), grid)
 		VPSHUFB(q, grid, q)
 		absw := YMM()
 		VPSIGNB(q, q, absw)
@@ -752,7 +757,8 @@ func dotIQ4_XS(tokens int) {
 		f := XMM()
 		VMULSS(Mem{Base: xs[t]}, d, f)
 		VMULSS(h, f, f)
-		VADDSS(f, acc[t], acc[t])
+		VADDSS(Mem{Base: o, Disp: 4 * t}, f, f)
+		MOVSS(f, Mem{Base: o, Disp: 4 * t})
 	}
 	ADDQ(U32(136), w)
 	for _, p := range xs {
@@ -761,10 +767,264 @@ func dotIQ4_XS(tokens int) {
 	DECQ(n)
 	JMP(LabelRef(fn + "_loop"))
 	Label(fn + "_done")
-	o := Load(Param("out"), GP64())
-	for t := range acc {
-		MOVSS(acc[t], Mem{Base: o, Disp: 4 * t})
+	VZEROUPPER()
+	RET()
+}
+
+var pairShuffle *Mem
+
+// pairShuffles is four VPSHUFB controls; control k broadcasts word 2k of
+// the low 128-bit lane over that lane and word 2k+1 of the high lane over
+// the high lane.
+func pairShuffles() Mem {
+	if pairShuffle == nil {
+		m := GLOBL("pairShuffle", RODATA|NOPTR)
+		for k := 0; k < 4; k++ {
+			for i := 0; i < 32; i += 2 {
+				w := 2 * k
+				if i >= 16 {
+					w++
+				}
+				DATA(32*k+i, U8(uint8(2*w)))
+				DATA(32*k+i+1, U8(uint8(2*w+1)))
+			}
+		}
+		pairShuffle = &m
 	}
+	return *pairShuffle
+}
+
+var fourBytes *Mem
+
+// fours is 32 bytes of 4.
+func fours() Mem {
+	if fourBytes == nil {
+		m := GLOBL("fourBytes", RODATA|NOPTR)
+		for i := 0; i < 32; i++ {
+			DATA(i, U8(4))
+		}
+		fourBytes = &m
+	}
+	return *fourBytes
+}
+
+var twoBitMask *Mem
+
+// threes is 32 bytes of 3.
+func threes() Mem {
+	if twoBitMask == nil {
+		m := GLOBL("twoBitMask", RODATA|NOPTR)
+		for i := 0; i < 32; i++ {
+			DATA(i, U8(3))
+		}
+		twoBitMask = &m
+	}
+	return *twoBitMask
+}
+
+// dotQ23_K emits the AVX2 dot product of one Q2_K or Q3_K row with the
+// q8K activations of `tokens` tokens, with dotQ45_K's signature.
+//
+// Both store 2-bit levels, four to a byte: 32 bytes hold 128 values, the
+// k-th two bits of byte l being value 32k+l. A 16-value sub-block has its
+// own scale. Q2_K (scales[16]: 4-bit scale, 4-bit minimum; qs[64]; f16 d,
+// dmin): value = d·scale·q − dmin·min, the minimum's term coming from the
+// activations' 16-value sums. Q3_K (hmask[32], qs[64], twelve bytes of
+// 6-bit scales, f16 d): value = d·(scale−32)·(q − 4·(high bit clear)), the
+// high bit of value 32k+l (within each 128) being bit k (+4 for the second
+// 128) of hmask[l]. Levels and the 4s of clear high bits are unsigned, so
+// VPMADDUBSW takes them as they are; VPMADDWD applies the scales, which
+// stand as words, those of sub-blocks 0-7 in both lanes of one register
+// and 8-15 of another. The integer sums are exact; the float steps are
+// the portable kernel's.
+func dotQ23_K(name string, tokens int) {
+	fn := fmt.Sprintf("dot%sx%dAVX2", name, tokens)
+	q3 := name == "Q3_K"
+	size, qsAt := 84, 16
+	if q3 {
+		size, qsAt = 110, 32
+	}
+	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
+	w := Load(Param("w"), GP64())
+	x := Load(Param("x"), GP64())
+	stride := Load(Param("stride"), GP64())
+	n := Load(Param("nb"), GP64())
+	xs := []Register{x}
+	for t := 1; t < tokens; t++ {
+		p := GP64()
+		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
+		xs = append(xs, p)
+	}
+	// Sums accumulate in out, as in dotIQ4_XS.
+	o := Load(Param("out"), GP64())
+	zero := XMM()
+	VXORPS(zero, zero, zero)
+	for t := 0; t < tokens; t++ {
+		MOVSS(zero, Mem{Base: o, Disp: 4 * t})
+	}
+	shuf := pairShuffles()
+	Label(fn + "_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(fn + "_done"))
+
+	// The sixteen scales as bytes in sc (Q3_K: minus 32).
+	sc := XMM()
+	var mins VecVirtual
+	if q3 {
+		// ggml's unpacking of the twelve bytes into sixteen.
+		a0, a1, a2, u, t32 := GP32(), GP32(), GP32(), GP32(), GP32()
+		MOVL(Mem{Base: w, Disp: 96}, a0)
+		MOVL(Mem{Base: w, Disp: 100}, a1)
+		MOVL(Mem{Base: w, Disp: 104}, a2)
+		for i, lo := range []struct {
+			a     Register
+			shift uint64 // of the low nibbles' source
+			hi    uint64 // shift of a2 for the two high bits
+		}{{a0, 0, 0}, {a1, 0, 2}, {a0, 4, 4}, {a1, 4, 6}} {
+			MOVL(lo.a, u)
+			if lo.shift > 0 {
+				SHRL(Imm(lo.shift), u)
+			}
+			ANDL(U32(0x0f0f0f0f), u)
+			MOVL(a2, t32)
+			if lo.hi > 0 {
+				SHRL(Imm(lo.hi), t32)
+			}
+			ANDL(U32(0x03030303), t32)
+			SHLL(Imm(4), t32)
+			ORL(t32, u)
+			if i == 0 {
+				VMOVD(u, sc)
+			} else {
+				VPINSRD(Imm(uint64(i)), u, sc, sc)
+			}
+		}
+		c := XMM()
+		VPCMPEQB(c, c, c) // −1 …
+		VPABSB(c, c)      // … 1 …
+		VPSLLW(Imm(5), c, c)
+		VPSUBB(c, sc, sc) // … 32
+	} else {
+		VMOVDQU(Mem{Base: w}, sc)
+		mins = XMM()
+		VPSRLW(Imm(4), sc, mins)
+		VPAND(nibbleMask.Offset(0), mins, mins)
+		VPAND(nibbleMask.Offset(0), sc, sc)
+	}
+	// Words: sub-blocks 0-7 in both lanes of s0, 8-15 of s1.
+	s0, s1 := YMM(), YMM()
+	VPMOVSXBW(sc, s1)
+	VINSERTI128(Imm(1), s1.AsX(), s1, s0)
+	VPERM2I128(Imm(0x11), s1, s1, s1)
+
+	isum := make([]VecVirtual, tokens)
+	for t := range isum {
+		isum[t] = YMM()
+		VPXOR(isum[t], isum[t], isum[t])
+	}
+	for h := 0; h < 2; h++ {
+		qb := YMM()
+		VMOVDQU(Mem{Base: w, Disp: qsAt + 32*h}, qb)
+		var hm VecVirtual
+		if q3 {
+			hm = YMM()
+			VMOVDQU(Mem{Base: w}, hm)
+		}
+		for k := 0; k < 4; k++ {
+			q := YMM()
+			if k == 0 {
+				VPAND(threes(), qb, q)
+			} else {
+				VPSRLW(Imm(uint64(2*k)), qb, q)
+				VPAND(threes(), q, q)
+			}
+			var clear VecVirtual
+			if q3 {
+				// 4 where bit 4h+k of hmask is clear: the bit moved to
+				// bit 2, kept, and flipped.
+				clear = YMM()
+				switch b := 4*h + k; {
+				case b > 2:
+					VPSRLW(Imm(uint64(b-2)), hm, clear)
+				case b < 2:
+					VPSLLW(Imm(uint64(2-b)), hm, clear)
+				default:
+					VMOVDQA(hm, clear)
+				}
+				VPAND(fours(), clear, clear)
+				VPXOR(fours(), clear, clear)
+			}
+			scale := YMM()
+			src := s0
+			if h == 1 {
+				src = s1
+			}
+			VPSHUFB(shuf.Offset(32*k), src, scale)
+			for t := range xs {
+				p := YMM()
+				VPMADDUBSW(Mem{Base: xs[t], Disp: 4 + 128*h + 32*k}, q, p)
+				if q3 {
+					c := YMM()
+					VPMADDUBSW(Mem{Base: xs[t], Disp: 4 + 128*h + 32*k}, clear, c)
+					VPSUBW(c, p, p)
+				}
+				VPMADDWD(scale, p, p)
+				VPADDD(p, isum[t], isum[t])
+			}
+		}
+	}
+	dd := XMM()
+	d32 := GP32()
+	if q3 {
+		MOVWLZX(Mem{Base: w, Disp: 108}, d32)
+	} else {
+		MOVL(Mem{Base: w, Disp: 80}, d32)
+	}
+	VMOVD(d32, dd)
+	VCVTPH2PS(dd, dd) // d (and Q2_K's dmin) in lanes 0 (and 1)
+	var mins16 VecVirtual
+	if !q3 {
+		mins16 = YMM()
+		VPMOVZXBW(mins, mins16)
+	}
+	for t := range xs {
+		h := XMM()
+		VEXTRACTI128(Imm(1), isum[t], h)
+		VPADDD(isum[t].AsX(), h, h)
+		if q3 {
+			VPHADDD(h, h, h)
+			VPHADDD(h, h, h)
+		} else {
+			// msum = Σ min · (the sub-block's activation sum), next to isum.
+			m := YMM()
+			VMOVDQU(Mem{Base: xs[t], Disp: 260}, m)
+			VPMADDWD(mins16, m, m)
+			mx := XMM()
+			VEXTRACTI128(Imm(1), m, mx)
+			VPADDD(m.AsX(), mx, mx)
+			VPHADDD(mx, h, h)
+			VPHADDD(h, h, h)
+		}
+		VCVTDQ2PS(h, h)
+		f := XMM()
+		VBROADCASTSS(Mem{Base: xs[t]}, f)
+		VMULPS(dd, f, f)
+		VMULPS(h, f, f)
+		if !q3 {
+			m := XMM()
+			VMOVSHDUP(f, m)
+			VSUBSS(m, f, f)
+		}
+		VADDSS(Mem{Base: o, Disp: 4 * t}, f, f)
+		MOVSS(f, Mem{Base: o, Disp: 4 * t})
+	}
+	ADDQ(U32(uint64(size)), w)
+	for _, p := range xs {
+		ADDQ(U32(q8KBlockSize), p)
+	}
+	DECQ(n)
+	JMP(LabelRef(fn + "_loop"))
+	Label(fn + "_done")
 	VZEROUPPER()
 	RET()
 }

@@ -63,13 +63,14 @@ func main() {
 	threads := fs.Int("threads", 2, "threads for lqc and llama.cpp")
 	work := fs.String("work", filepath.Join(os.TempDir(), "lqc-bench"), "folder for the model and outputs")
 	heads := fs.Int("heads", 2, "attention heads (lqcbench attention)")
+	types := fs.String("types", strings.Join(runTypes, ","), "--quant types to compare (lqcbench run)")
 	fs.Parse(os.Args[2:])
 	var err error
 	switch os.Args[1] {
 	case "convert":
 		err = benchConvert(*work, *layers, *runs, *threads)
 	case "run":
-		err = benchRun(*work, *layers, *runs, *threads)
+		err = benchRun(*work, *layers, *runs, *threads, strings.Split(*types, ","))
 	case "attention":
 		err = benchAttention(*threads, *heads)
 	case "quality":

@@ -18,13 +18,16 @@ const (
 	benchTG = 32 // generated tokens, as tg32
 )
 
+// runTypes are the file types lqcbench run compares by default: every
+// block type lqc writes appears in one of their mixes.
+var runTypes = []string{"f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl", "iq4_xs", "q3_k_m", "q2_k"}
+
 // benchRun compares lqc's runtime with llama.cpp on the same GGUF files.
-func benchRun(work string, layers, runs, threads int) error {
+func benchRun(work string, layers, runs, threads int, types []string) error {
 	dir, lqc, err := modelAndLQC(work, layers)
 	if err != nil {
 		return err
 	}
-	types := []string{"q4_0", "q8_0"}
 	files := map[string]string{}
 	for _, q := range types {
 		files[q] = filepath.Join(work, fmt.Sprintf("run-%dl-%s.gguf", layers, q))
@@ -35,7 +38,7 @@ func benchRun(work string, layers, runs, threads int) error {
 		}
 	}
 	fmt.Printf("\npp%d / tg%d tokens/s, TinyLlama-1.1B shape (%d layers), %d threads, median of %d\n", benchPP, benchTG, layers, threads, runs)
-	fmt.Printf("  %-6s %10s %10s %10s %10s %8s %8s\n", "", "lqc pp", "llama pp", "lqc tg", "llama tg", "pp ×", "tg ×")
+	fmt.Printf("  %-8s %10s %10s %10s %10s %8s %8s\n", "", "lqc pp", "llama pp", "lqc tg", "llama tg", "pp ×", "tg ×")
 	nlc, nlcErr := llamacpp.Install()
 	for _, q := range types {
 		pp, tg, err := benchLQC(files[q], runs, threads)
@@ -54,7 +57,7 @@ func benchRun(work string, layers, runs, threads int) error {
 			lpp = float64(benchPP) / (medianF(res[0].PPms) / 1000)
 			ltg = float64(benchTG) / (medianF(res[0].TGms) / 1000)
 		}
-		fmt.Printf("  %-6s %10.1f %10.1f %10.1f %10.1f %8.2f %8.2f\n", q, pp, lpp, tg, ltg, pp/lpp, tg/ltg)
+		fmt.Printf("  %-8s %10.1f %10.1f %10.1f %10.1f %8.2f %8.2f\n", q, pp, lpp, tg, ltg, pp/lpp, tg/ltg)
 	}
 	if nlcErr != nil {
 		fmt.Printf("  llama.cpp unavailable (%v): no ratios\n", nlcErr)
