@@ -4,6 +4,8 @@ package cpu
 // versions; dot_amd64.go swaps in SIMD versions where the CPU has them.
 var (
 	dotF32    = dotF32Go
+	dotF16    = dotF16Go
+	dotBF16   = dotBF16Go
 	axpy      = axpyGo
 	dotQ4_0   = dotQ4_0Go
 	dotQ4_1   = dotQ4_1Go
@@ -25,6 +27,8 @@ var (
 	dotQ8_0x4   = dot4Of(&dotQ8_0)
 	dotIQ4_NLx4 = dot4Of(&dotIQ4_NL)
 	dotQ5_0x4   = dot4Of(&dotQ5_0)
+	dotQ4_1x4   = dot4Of(&dotQ4_1)
+	dotQ5_1x4   = dot4Of(&dotQ5_1)
 	dotQ4_Kx4   = dot4KOf(&dotQ4_K)
 	dotQ5_Kx4   = dot4KOf(&dotQ5_K)
 	dotIQ4_XSx4 = dot4KOf(&dotIQ4_XS)

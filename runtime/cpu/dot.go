@@ -29,6 +29,24 @@ func dotF32Go(a, b []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
+// dotF16Go and dotBF16Go multiply a row of 16-bit floats with float32
+// activations, widening each weight as it is read.
+func dotF16Go(w []byte, x []float32) float32 {
+	var s float32
+	for i, v := range x {
+		s += f16(w[2*i:]) * v
+	}
+	return s
+}
+
+func dotBF16Go(w []byte, x []float32) float32 {
+	var s float32
+	for i, v := range x {
+		s += quant.BF16ToFP32(binary.LittleEndian.Uint16(w[2*i:])) * v
+	}
+	return s
+}
+
 // lanes accumulates blocks as the SIMD kernels do: lane L holds the
 // products of values 4L..4L+3 of every block, each block's integer lane
 // sum converted to float, multiplied by the block's scale and added in.
@@ -69,19 +87,24 @@ func dotQ4_0Go(w []byte, x []q8Block) float32 {
 	return acc.sum()
 }
 
+// dotQ4_1Go and dotQ5_1Go: value = d·q + m, so each block adds
+// d·dx·Σq·x in the lanes and m·Σx (the q8_1 block's s) apart.
 func dotQ4_1Go(w []byte, x []q8Block) float32 {
-	var sum float32
+	var acc lanes
+	var mins float32
 	for b := range x {
 		blk := w[20*b : 20*b+20]
 		qs := blk[4:20]
 		xb := &x[b]
-		var isum int32
+		var isum [8]int32
 		for j := range 16 {
-			isum += int32(qs[j]&0x0F)*int32(xb.qs[j]) + int32(qs[j]>>4)*int32(xb.qs[j+16])
+			isum[j/4] += int32(qs[j]&0x0F) * int32(xb.qs[j])
+			isum[4+j/4] += int32(qs[j]>>4) * int32(xb.qs[j+16])
 		}
-		sum += f16(blk)*xb.d*float32(isum) + f16(blk[2:])*xb.s
+		acc.add(&isum, f16(blk)*xb.d)
+		mins += f16(blk[2:]) * xb.s
 	}
-	return sum
+	return acc.sum() + mins
 }
 
 func dotQ5_0Go(w []byte, x []q8Block) float32 {
@@ -104,21 +127,24 @@ func dotQ5_0Go(w []byte, x []q8Block) float32 {
 }
 
 func dotQ5_1Go(w []byte, x []q8Block) float32 {
-	var sum float32
+	var acc lanes
+	var mins float32
 	for b := range x {
 		blk := w[24*b : 24*b+24]
 		qh := binary.LittleEndian.Uint32(blk[4:])
 		qs := blk[8:24]
 		xb := &x[b]
-		var isum int32
+		var isum [8]int32
 		for j := range 16 {
 			lo := int32(qs[j]&0x0F | byte(qh>>j<<4)&0x10)
 			hi := int32(qs[j]>>4 | byte(qh>>(j+12))&0x10)
-			isum += lo*int32(xb.qs[j]) + hi*int32(xb.qs[j+16])
+			isum[j/4] += lo * int32(xb.qs[j])
+			isum[4+j/4] += hi * int32(xb.qs[j+16])
 		}
-		sum += f16(blk)*xb.d*float32(isum) + f16(blk[2:])*xb.s
+		acc.add(&isum, f16(blk)*xb.d)
+		mins += f16(blk[2:]) * xb.s
 	}
-	return sum
+	return acc.sum() + mins
 }
 
 func dotQ8_0Go(w []byte, x []q8Block) float32 {

@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	xcpu "golang.org/x/sys/cpu"
+
+	"github.com/lqc-dev/lqc/quant"
 )
 
 // useAVX2 reports whether the AVX2 kernels run; LQC_NOSIMD=1 turns them
@@ -21,12 +23,15 @@ func init() {
 	dotQ4_0x4, dotQ8_0x4 = dotQ4_0x4Fast, dotQ8_0x4Fast
 	dotIQ4_NL, dotQ5_0 = blockFast(dotIQ4_NLx1AVX2, 18), blockFast(dotQ5_0x1AVX2, 22)
 	dotIQ4_NLx4, dotQ5_0x4 = blockFast4(dotIQ4_NLx4AVX2, 18), blockFast4(dotQ5_0x4AVX2, 22)
+	dotQ4_1, dotQ5_1 = blockFast(dotQ4_1x1AVX2, 20), blockFast(dotQ5_1x1AVX2, 24)
+	dotQ4_1x4, dotQ5_1x4 = blockFast4(dotQ4_1x4AVX2, 20), blockFast4(dotQ5_1x4AVX2, 24)
 	dotQ4_K, dotQ5_K = kFast(dotQ4_Kx1AVX2, 144), kFast(dotQ5_Kx1AVX2, 176)
 	dotQ4_Kx4, dotQ5_Kx4 = kFast4(dotQ4_Kx4AVX2, 144), kFast4(dotQ5_Kx4AVX2, 176)
 	dotIQ4_XS, dotIQ4_XSx4 = kFast(dotIQ4_XSx1AVX2, 136), kFast4(dotIQ4_XSx4AVX2, 136)
 	dotQ2_K, dotQ2_Kx4 = kFast(dotQ2_Kx1AVX2, 84), kFast4(dotQ2_Kx4AVX2, 84)
 	dotQ3_K, dotQ3_Kx4 = kFast(dotQ3_Kx1AVX2, 110), kFast4(dotQ3_Kx4AVX2, 110)
 	axpy = axpyFast
+	dotF16, dotBF16 = halfFast(dotF16AVX2, quant.F16), halfFast(dotBF16AVX2, quant.BF16)
 	simd = "AVX2"
 }
 
@@ -133,6 +138,27 @@ func dotF32Fast(a, b []float32) float32 {
 		s += a[i] * b[i]
 	}
 	return s
+}
+
+// halfFast wraps a 16-bit float kernel; the tail of fewer than eight
+// values is the portable twin's.
+func halfFast(k func(w *byte, x *float32, n int) float32, typ quant.Type) func([]byte, []float32) float32 {
+	tail := dotF16Go
+	if typ == quant.BF16 {
+		tail = dotBF16Go
+	}
+	return func(w []byte, x []float32) float32 {
+		n := len(x) &^ 7
+		var s float32
+		if n > 0 {
+			_ = w[2*n-1]
+			s = k(&w[0], &x[0], n)
+		}
+		if n < len(x) {
+			s += tail(w[2*n:], x[n:])
+		}
+		return s
+	}
 }
 
 func axpyFast(y []float32, a float32, x []float32) {

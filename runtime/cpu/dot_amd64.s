@@ -1202,6 +1202,376 @@ dotQ5_0x4AVX2_done:
 	VZEROUPPER
 	RET
 
+// func dotQ4_1x1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ4_1x1AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS X1, X1, X1
+
+dotQ4_1x1AVX2_loop:
+	CMPQ         DX, $0x00
+	JE           dotQ4_1x1AVX2_done
+	MOVL         (AX), BX
+	VMOVD        BX, X2
+	VCVTPH2PS    X2, X2
+	VMOVSHDUP    X2, X3
+	VMOVDQU      4(AX), X4
+	VPSRLW       $0x04, X4, X5
+	VINSERTI128  $0x01, X5, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VPSIGNB      Y4, Y4, Y5
+	VMULSS       (CX), X2, X2
+	VBROADCASTSS X2, Y2
+	VMOVDQU      8(CX), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     onesWords<>+0(SB), Y6, Y6
+	VCVTDQ2PS    Y6, Y6
+	VMULPS       Y2, Y6, Y6
+	VADDPS       Y6, Y0, Y0
+	VMULSS       4(CX), X3, X2
+	VADDSS       X2, X1, X1
+	ADDQ         $0x14, AX
+	ADDQ         $0x28, CX
+	DECQ         DX
+	JMP          dotQ4_1x1AVX2_loop
+
+dotQ4_1x1AVX2_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDSS       X1, X0, X0
+	MOVSS        X0, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_1x4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ4_1x4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS X1, X1, X1
+	VXORPS Y2, Y2, Y2
+	VXORPS X3, X3, X3
+	VXORPS Y4, Y4, Y4
+	VXORPS X5, X5, X5
+	VXORPS Y6, Y6, Y6
+	VXORPS X7, X7, X7
+
+dotQ4_1x4AVX2_loop:
+	CMPQ         BX, $0x00
+	JE           dotQ4_1x4AVX2_done
+	MOVL         (AX), R8
+	VMOVD        R8, X8
+	VCVTPH2PS    X8, X8
+	VMOVSHDUP    X8, X9
+	VMOVDQU      4(AX), X10
+	VPSRLW       $0x04, X10, X11
+	VINSERTI128  $0x01, X11, Y10, Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y10
+	VPSIGNB      Y10, Y10, Y11
+	VMULSS       (CX), X8, X12
+	VBROADCASTSS X12, Y12
+	VMOVDQU      8(CX), Y13
+	VPSIGNB      Y10, Y13, Y13
+	VPMADDUBSW   Y13, Y11, Y13
+	VPMADDWD     onesWords<>+0(SB), Y13, Y13
+	VCVTDQ2PS    Y13, Y13
+	VMULPS       Y12, Y13, Y13
+	VADDPS       Y13, Y0, Y0
+	VMULSS       4(CX), X9, X12
+	VADDSS       X12, X1, X1
+	VMULSS       (SI), X8, X12
+	VBROADCASTSS X12, Y12
+	VMOVDQU      8(SI), Y13
+	VPSIGNB      Y10, Y13, Y13
+	VPMADDUBSW   Y13, Y11, Y13
+	VPMADDWD     onesWords<>+0(SB), Y13, Y13
+	VCVTDQ2PS    Y13, Y13
+	VMULPS       Y12, Y13, Y13
+	VADDPS       Y13, Y2, Y2
+	VMULSS       4(SI), X9, X12
+	VADDSS       X12, X3, X3
+	VMULSS       (DI), X8, X12
+	VBROADCASTSS X12, Y12
+	VMOVDQU      8(DI), Y13
+	VPSIGNB      Y10, Y13, Y13
+	VPMADDUBSW   Y13, Y11, Y13
+	VPMADDWD     onesWords<>+0(SB), Y13, Y13
+	VCVTDQ2PS    Y13, Y13
+	VMULPS       Y12, Y13, Y13
+	VADDPS       Y13, Y4, Y4
+	VMULSS       4(DI), X9, X12
+	VADDSS       X12, X5, X5
+	VMULSS       (DX), X8, X8
+	VBROADCASTSS X8, Y8
+	VMOVDQU      8(DX), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     onesWords<>+0(SB), Y12, Y12
+	VCVTDQ2PS    Y12, Y12
+	VMULPS       Y8, Y12, Y12
+	VADDPS       Y12, Y6, Y6
+	VMULSS       4(DX), X9, X8
+	VADDSS       X8, X7, X7
+	ADDQ         $0x14, AX
+	ADDQ         $0x28, CX
+	ADDQ         $0x28, SI
+	ADDQ         $0x28, DI
+	ADDQ         $0x28, DX
+	DECQ         BX
+	JMP          dotQ4_1x4AVX2_loop
+
+dotQ4_1x4AVX2_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDSS       X1, X0, X0
+	MOVSS        X0, (AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	VADDSS       X3, X2, X2
+	MOVSS        X2, 4(AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X4
+	VHADDPS      X4, X4, X4
+	VHADDPS      X4, X4, X4
+	VADDSS       X5, X4, X4
+	MOVSS        X4, 8(AX)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X6
+	VHADDPS      X6, X6, X6
+	VHADDPS      X6, X6, X6
+	VADDSS       X7, X6, X6
+	MOVSS        X6, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotQ5_1x1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ5_1x1AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS X1, X1, X1
+
+dotQ5_1x1AVX2_loop:
+	CMPQ         DX, $0x00
+	JE           dotQ5_1x1AVX2_done
+	MOVL         (AX), BX
+	VMOVD        BX, X2
+	VCVTPH2PS    X2, X2
+	VMOVSHDUP    X2, X3
+	VMOVDQU      8(AX), X4
+	VPSRLW       $0x04, X4, X5
+	VINSERTI128  $0x01, X5, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VPBROADCASTD 4(AX), Y5
+	VPSHUFB      q5Spread<>+0(SB), Y5, Y5
+	VPOR         q5Bits<>+0(SB), Y5, Y5
+	VPCMPEQB     Y6, Y6, Y6
+	VPCMPEQB     Y6, Y5, Y5
+	VPAND        bit4<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	VPSIGNB      Y4, Y4, Y5
+	VMULSS       (CX), X2, X2
+	VBROADCASTSS X2, Y2
+	VMOVDQU      8(CX), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     onesWords<>+0(SB), Y6, Y6
+	VCVTDQ2PS    Y6, Y6
+	VMULPS       Y2, Y6, Y6
+	VADDPS       Y6, Y0, Y0
+	VMULSS       4(CX), X3, X2
+	VADDSS       X2, X1, X1
+	ADDQ         $0x18, AX
+	ADDQ         $0x28, CX
+	DECQ         DX
+	JMP          dotQ5_1x1AVX2_loop
+
+dotQ5_1x1AVX2_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X2, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDSS       X1, X0, X0
+	MOVSS        X0, (AX)
+	VZEROUPPER
+	RET
+
+DATA bit4<>+0(SB)/1, $0x10
+DATA bit4<>+1(SB)/1, $0x10
+DATA bit4<>+2(SB)/1, $0x10
+DATA bit4<>+3(SB)/1, $0x10
+DATA bit4<>+4(SB)/1, $0x10
+DATA bit4<>+5(SB)/1, $0x10
+DATA bit4<>+6(SB)/1, $0x10
+DATA bit4<>+7(SB)/1, $0x10
+DATA bit4<>+8(SB)/1, $0x10
+DATA bit4<>+9(SB)/1, $0x10
+DATA bit4<>+10(SB)/1, $0x10
+DATA bit4<>+11(SB)/1, $0x10
+DATA bit4<>+12(SB)/1, $0x10
+DATA bit4<>+13(SB)/1, $0x10
+DATA bit4<>+14(SB)/1, $0x10
+DATA bit4<>+15(SB)/1, $0x10
+DATA bit4<>+16(SB)/1, $0x10
+DATA bit4<>+17(SB)/1, $0x10
+DATA bit4<>+18(SB)/1, $0x10
+DATA bit4<>+19(SB)/1, $0x10
+DATA bit4<>+20(SB)/1, $0x10
+DATA bit4<>+21(SB)/1, $0x10
+DATA bit4<>+22(SB)/1, $0x10
+DATA bit4<>+23(SB)/1, $0x10
+DATA bit4<>+24(SB)/1, $0x10
+DATA bit4<>+25(SB)/1, $0x10
+DATA bit4<>+26(SB)/1, $0x10
+DATA bit4<>+27(SB)/1, $0x10
+DATA bit4<>+28(SB)/1, $0x10
+DATA bit4<>+29(SB)/1, $0x10
+DATA bit4<>+30(SB)/1, $0x10
+DATA bit4<>+31(SB)/1, $0x10
+GLOBL bit4<>(SB), RODATA|NOPTR, $32
+
+// func dotQ5_1x4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ5_1x4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS X1, X1, X1
+	VXORPS Y2, Y2, Y2
+	VXORPS X3, X3, X3
+	VXORPS Y4, Y4, Y4
+	VXORPS X5, X5, X5
+	VXORPS Y6, Y6, Y6
+	VXORPS X7, X7, X7
+
+dotQ5_1x4AVX2_loop:
+	CMPQ         BX, $0x00
+	JE           dotQ5_1x4AVX2_done
+	MOVL         (AX), R8
+	VMOVD        R8, X8
+	VCVTPH2PS    X8, X8
+	VMOVSHDUP    X8, X9
+	VMOVDQU      8(AX), X10
+	VPSRLW       $0x04, X10, X11
+	VINSERTI128  $0x01, X11, Y10, Y10
+	VPAND        nibbleMask<>+0(SB), Y10, Y10
+	VPBROADCASTD 4(AX), Y11
+	VPSHUFB      q5Spread<>+0(SB), Y11, Y11
+	VPOR         q5Bits<>+0(SB), Y11, Y11
+	VPCMPEQB     Y12, Y12, Y12
+	VPCMPEQB     Y12, Y11, Y11
+	VPAND        bit4<>+0(SB), Y11, Y11
+	VPOR         Y11, Y10, Y10
+	VPSIGNB      Y10, Y10, Y11
+	VMULSS       (CX), X8, X12
+	VBROADCASTSS X12, Y12
+	VMOVDQU      8(CX), Y13
+	VPSIGNB      Y10, Y13, Y13
+	VPMADDUBSW   Y13, Y11, Y13
+	VPMADDWD     onesWords<>+0(SB), Y13, Y13
+	VCVTDQ2PS    Y13, Y13
+	VMULPS       Y12, Y13, Y13
+	VADDPS       Y13, Y0, Y0
+	VMULSS       4(CX), X9, X12
+	VADDSS       X12, X1, X1
+	VMULSS       (SI), X8, X12
+	VBROADCASTSS X12, Y12
+	VMOVDQU      8(SI), Y13
+	VPSIGNB      Y10, Y13, Y13
+	VPMADDUBSW   Y13, Y11, Y13
+	VPMADDWD     onesWords<>+0(SB), Y13, Y13
+	VCVTDQ2PS    Y13, Y13
+	VMULPS       Y12, Y13, Y13
+	VADDPS       Y13, Y2, Y2
+	VMULSS       4(SI), X9, X12
+	VADDSS       X12, X3, X3
+	VMULSS       (DI), X8, X12
+	VBROADCASTSS X12, Y12
+	VMOVDQU      8(DI), Y13
+	VPSIGNB      Y10, Y13, Y13
+	VPMADDUBSW   Y13, Y11, Y13
+	VPMADDWD     onesWords<>+0(SB), Y13, Y13
+	VCVTDQ2PS    Y13, Y13
+	VMULPS       Y12, Y13, Y13
+	VADDPS       Y13, Y4, Y4
+	VMULSS       4(DI), X9, X12
+	VADDSS       X12, X5, X5
+	VMULSS       (DX), X8, X8
+	VBROADCASTSS X8, Y8
+	VMOVDQU      8(DX), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     onesWords<>+0(SB), Y12, Y12
+	VCVTDQ2PS    Y12, Y12
+	VMULPS       Y8, Y12, Y12
+	VADDPS       Y12, Y6, Y6
+	VMULSS       4(DX), X9, X8
+	VADDSS       X8, X7, X7
+	ADDQ         $0x18, AX
+	ADDQ         $0x28, CX
+	ADDQ         $0x28, SI
+	ADDQ         $0x28, DI
+	ADDQ         $0x28, DX
+	DECQ         BX
+	JMP          dotQ5_1x4AVX2_loop
+
+dotQ5_1x4AVX2_done:
+	MOVQ         out+32(FP), AX
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VADDSS       X1, X0, X0
+	MOVSS        X0, (AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	VADDSS       X3, X2, X2
+	MOVSS        X2, 4(AX)
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X4
+	VHADDPS      X4, X4, X4
+	VHADDPS      X4, X4, X4
+	VADDSS       X5, X4, X4
+	MOVSS        X4, 8(AX)
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X6
+	VHADDPS      X6, X6, X6
+	VHADDPS      X6, X6, X6
+	VADDSS       X7, X6, X6
+	MOVSS        X6, 12(AX)
+	VZEROUPPER
+	RET
+
 // func dotQ6_KAVX2(w *byte, x *byte, nb int) float32
 // Requires: AVX, AVX2, F16C, SSE
 TEXT ·dotQ6_KAVX2(SB), NOSPLIT, $0-28
@@ -1882,40 +2252,6 @@ dotQ5_Kx1AVX2_done:
 	MOVSS X0, (AX)
 	VZEROUPPER
 	RET
-
-DATA bit4<>+0(SB)/1, $0x10
-DATA bit4<>+1(SB)/1, $0x10
-DATA bit4<>+2(SB)/1, $0x10
-DATA bit4<>+3(SB)/1, $0x10
-DATA bit4<>+4(SB)/1, $0x10
-DATA bit4<>+5(SB)/1, $0x10
-DATA bit4<>+6(SB)/1, $0x10
-DATA bit4<>+7(SB)/1, $0x10
-DATA bit4<>+8(SB)/1, $0x10
-DATA bit4<>+9(SB)/1, $0x10
-DATA bit4<>+10(SB)/1, $0x10
-DATA bit4<>+11(SB)/1, $0x10
-DATA bit4<>+12(SB)/1, $0x10
-DATA bit4<>+13(SB)/1, $0x10
-DATA bit4<>+14(SB)/1, $0x10
-DATA bit4<>+15(SB)/1, $0x10
-DATA bit4<>+16(SB)/1, $0x10
-DATA bit4<>+17(SB)/1, $0x10
-DATA bit4<>+18(SB)/1, $0x10
-DATA bit4<>+19(SB)/1, $0x10
-DATA bit4<>+20(SB)/1, $0x10
-DATA bit4<>+21(SB)/1, $0x10
-DATA bit4<>+22(SB)/1, $0x10
-DATA bit4<>+23(SB)/1, $0x10
-DATA bit4<>+24(SB)/1, $0x10
-DATA bit4<>+25(SB)/1, $0x10
-DATA bit4<>+26(SB)/1, $0x10
-DATA bit4<>+27(SB)/1, $0x10
-DATA bit4<>+28(SB)/1, $0x10
-DATA bit4<>+29(SB)/1, $0x10
-DATA bit4<>+30(SB)/1, $0x10
-DATA bit4<>+31(SB)/1, $0x10
-GLOBL bit4<>(SB), RODATA|NOPTR, $32
 
 // func dotIQ4_XSx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 // Requires: AVX, AVX2, F16C, SSE
@@ -4105,6 +4441,109 @@ f32_loop8:
 	JMP         f32_loop8
 
 f32_done:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func dotF16AVX2(w *byte, x *float32, n int) float32
+// Requires: AVX, F16C, FMA3, SSE
+TEXT ·dotF16AVX2(SB), NOSPLIT, $0-28
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   n+16(FP), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+dotF16AVX2_loop32:
+	CMPQ        DX, $0x20
+	JL          dotF16AVX2_loop8
+	VCVTPH2PS   (AX), Y4
+	VFMADD231PS (CX), Y4, Y0
+	VCVTPH2PS   16(AX), Y4
+	VFMADD231PS 32(CX), Y4, Y1
+	VCVTPH2PS   32(AX), Y4
+	VFMADD231PS 64(CX), Y4, Y2
+	VCVTPH2PS   48(AX), Y4
+	VFMADD231PS 96(CX), Y4, Y3
+	ADDQ        $0x40, AX
+	ADDQ        $0x80, CX
+	SUBQ        $0x20, DX
+	JMP         dotF16AVX2_loop32
+
+dotF16AVX2_loop8:
+	CMPQ        DX, $0x08
+	JL          dotF16AVX2_done
+	VCVTPH2PS   (AX), Y4
+	VFMADD231PS (CX), Y4, Y0
+	ADDQ        $0x10, AX
+	ADDQ        $0x20, CX
+	SUBQ        $0x08, DX
+	JMP         dotF16AVX2_loop8
+
+dotF16AVX2_done:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func dotBF16AVX2(w *byte, x *float32, n int) float32
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·dotBF16AVX2(SB), NOSPLIT, $0-28
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   n+16(FP), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+dotBF16AVX2_loop32:
+	CMPQ        DX, $0x20
+	JL          dotBF16AVX2_loop8
+	VPMOVZXWD   (AX), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VFMADD231PS (CX), Y4, Y0
+	VPMOVZXWD   16(AX), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VFMADD231PS 32(CX), Y4, Y1
+	VPMOVZXWD   32(AX), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VFMADD231PS 64(CX), Y4, Y2
+	VPMOVZXWD   48(AX), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VFMADD231PS 96(CX), Y4, Y3
+	ADDQ        $0x40, AX
+	ADDQ        $0x80, CX
+	SUBQ        $0x20, DX
+	JMP         dotBF16AVX2_loop32
+
+dotBF16AVX2_loop8:
+	CMPQ        DX, $0x08
+	JL          dotBF16AVX2_done
+	VPMOVZXWD   (AX), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VFMADD231PS (CX), Y4, Y0
+	ADDQ        $0x10, AX
+	ADDQ        $0x20, CX
+	SUBQ        $0x08, DX
+	JMP         dotBF16AVX2_loop8
+
+dotBF16AVX2_done:
 	VADDPS       Y1, Y0, Y0
 	VADDPS       Y3, Y2, Y2
 	VADDPS       Y2, Y0, Y0

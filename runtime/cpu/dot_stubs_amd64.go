@@ -28,6 +28,14 @@ func dotQ5_0x1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotQ5_0x4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
+func dotQ4_1x1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ4_1x4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ5_1x1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ5_1x4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
 func dotQ6_KAVX2(w *byte, x *byte, nb int) float32
 
 func dotQ4_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
@@ -51,5 +59,9 @@ func dotQ2_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 func dotQ3_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotF32AVX2(a *float32, b *float32, n int) float32
+
+func dotF16AVX2(w *byte, x *float32, n int) float32
+
+func dotBF16AVX2(w *byte, x *float32, n int) float32
 
 func axpyF32AVX2(a float32, x *float32, y *float32, n int)

@@ -29,7 +29,7 @@ func TestKernelsAgree(t *testing.T) {
 		quant.Q2_K: dotQ2_KGo, quant.Q3_K: dotQ3_KGo, quant.Q4_K: dotQ4_KGo, quant.Q5_K: dotQ5_KGo, quant.Q6_K: dotQ6_KGo, quant.IQ4_XS: dotIQ4_XSGo}
 	for _, typ := range []quant.Type{quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1, quant.Q8_0, quant.IQ4_NL,
 		quant.Q2_K, quant.Q3_K, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS} {
-		if activationFormat(typ) == actF32 {
+		if f := activationFormat(typ); f != actQ8 && f != actQ8K {
 			t.Fatalf("%v multiplies float activations", typ)
 		}
 		for trial := range 20 {
@@ -108,6 +108,35 @@ func TestKernelsAgree(t *testing.T) {
 		}
 		if g, w := dotF32(a, b), dotF32Go(a, b); math.Abs(float64(g)-exact) > 1e-5*(1+math.Abs(exact)) || math.Abs(float64(w)-exact) > 1e-5*(1+math.Abs(exact)) {
 			t.Errorf("dotF32 n=%d: kernel %v, portable %v, exact %v", n, g, w, exact)
+		}
+	}
+}
+
+// TestHalfKernels checks the F16 and BF16 kernels (SIMD where the CPU has
+// it) against a float64 dot product of the decoded row, on lengths with
+// and without a tail.
+func TestHalfKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, c := range []struct {
+		typ          quant.Type
+		kernel, twin func([]byte, []float32) float32
+	}{{quant.F16, dotF16, dotF16Go}, {quant.BF16, dotBF16, dotBF16Go}} {
+		for _, n := range []int{1, 7, 8, 33, 64, 1000, 2048} {
+			w := make([]byte, c.typ.RowSize(int64(n)))
+			if err := c.typ.Encode(w, randRow(rng, n+8)[:n]); err != nil {
+				t.Fatal(err)
+			}
+			wd := make([]float32, n)
+			c.typ.Decode(wd, w)
+			x := randRow(rng, n+8)[:n]
+			var exact float64
+			for i := range x {
+				exact += float64(wd[i]) * float64(x[i])
+			}
+			tol := 1e-5 * (1 + math.Abs(exact)) * math.Sqrt(float64(n))
+			if g, p := c.kernel(w, x), c.twin(w, x); math.Abs(float64(g)-exact) > tol || math.Abs(float64(p)-exact) > tol {
+				t.Errorf("%v n=%d: kernel %v, portable %v, exact %v (%s)", c.typ, n, g, p, exact, simdName())
+			}
 		}
 	}
 }

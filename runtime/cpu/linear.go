@@ -25,7 +25,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 	in, nout := w.rowLen, w.rows
 	T := len(x) / in
 	format := activationFormat(w.typ)
-	if exact {
+	if exact && format != actHalf { // 16-bit float rows are exact as they are
 		format = actF32
 	}
 	switch format {
@@ -128,6 +128,19 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 				}
 			}
 		})
+	case actHalf:
+		dot := dotF16
+		if w.typ == quant.BF16 {
+			dot = dotBF16
+		}
+		b.pool.parallel(nout, rowGrain, func(lo, hi int) {
+			for o := lo; o < hi; o++ {
+				row := w.row(o)
+				for t := range T {
+					out[t*nout+o] = dot(row, x[t*in:(t+1)*in])
+				}
+			}
+		})
 	default:
 		b.pool.parallel(nout, rowGrain, func(lo, hi int) {
 			var scratch []float32
@@ -194,6 +207,10 @@ func dot4For(t quant.Type) func([]byte, []q8Block, int, *[4]float32) {
 		return dotIQ4_NLx4
 	case quant.Q5_0:
 		return dotQ5_0x4
+	case quant.Q4_1:
+		return dotQ4_1x4
+	case quant.Q5_1:
+		return dotQ5_1x4
 	}
 	return nil
 }

@@ -96,9 +96,10 @@ func roundToInt(f float32) int32 {
 type actFormat int
 
 const (
-	actF32 actFormat = iota // dense float32 (F32, F16, BF16 weights)
-	actQ8                   // 32-value q8 blocks
-	actQ8K                  // 256-value q8 blocks
+	actF32  actFormat = iota // dense float32 against rows decoded to float32
+	actQ8                    // 32-value q8 blocks
+	actQ8K                   // 256-value q8 blocks
+	actHalf                  // dense float32 against F16 or BF16 rows read in place
 )
 
 func activationFormat(t quant.Type) actFormat {
@@ -107,6 +108,8 @@ func activationFormat(t quant.Type) actFormat {
 		return actQ8
 	case quant.Q2_K, quant.Q3_K, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS:
 		return actQ8K
+	case quant.F16, quant.BF16:
+		return actHalf
 	}
 	return actF32
 }

@@ -191,7 +191,7 @@ func main() {
 		name string
 		size int
 		load func(w Register) VecVirtual
-	}{{"IQ4_NL", 18, loadIQ4_NL}, {"Q5_0", 22, loadQ5_0}} {
+	}{{"IQ4_NL", 18, loadIQ4_NL}, {"Q5_0", 22, loadQ5_0}, {"Q4_1", 20, loadQ4_1}, {"Q5_1", 24, loadQ5_1}} {
 		for _, tokens := range []int{1, 4} {
 			blockDot(k.name, k.size, tokens, k.load)
 		}
@@ -205,6 +205,8 @@ func main() {
 		dotQ23_K("Q3_K", tokens)
 	}
 	dotF32()
+	dotHalf("F16")
+	dotHalf("BF16")
 	axpyF32()
 	Generate()
 }
@@ -279,21 +281,38 @@ func q5Constants() [3]Mem {
 	return *q5Consts
 }
 
-// loadQ5_0 gives a block's values (nibble | fifth bit << 4) − 16 as signed
-// bytes: a value whose fifth bit is clear is its nibble with 0xF0 set.
-func loadQ5_0(w Register) VecVirtual {
+// loadQ4_1 gives a block's levels 0..15.
+func loadQ4_1(w Register) VecVirtual { return loadQ4Nibbles(w, 4) }
+
+// loadQ5_1 gives a block's levels nibble | fifth bit << 4.
+func loadQ5_1(w Register) VecVirtual {
+	q := loadQ4Nibbles(w, 8)
+	b := fifthBits(w, 4)
+	VPAND(bit4(), b, b)
+	VPOR(b, q, q)
+	return q
+}
+
+// fifthBits gives, for the 32 bits at w+at, byte i all ones when bit i is
+// set (ggml's bytes_from_bits_32).
+func fifthBits(w Register, at int) VecVirtual {
 	c := q5Constants()
-	q := loadQ4Nibbles(w, 6)
-	// Byte i of b: all ones when bit i of qh is set (ggml's
-	// bytes_from_bits_32).
 	b := YMM()
-	VPBROADCASTD(Mem{Base: w, Disp: 2}, b)
+	VPBROADCASTD(Mem{Base: w, Disp: at}, b)
 	VPSHUFB(c[0], b, b)
 	VPOR(c[1], b, b)
 	ones := YMM()
 	VPCMPEQB(ones, ones, ones)
 	VPCMPEQB(ones, b, b)
-	VPANDN(c[2], b, b)
+	return b
+}
+
+// loadQ5_0 gives a block's values (nibble | fifth bit << 4) − 16 as signed
+// bytes: a value whose fifth bit is clear is its nibble with 0xF0 set.
+func loadQ5_0(w Register) VecVirtual {
+	q := loadQ4Nibbles(w, 6)
+	b := fifthBits(w, 2)
+	VPANDN(q5Constants()[2], b, b)
 	VPOR(b, q, q)
 	return q
 }
@@ -328,19 +347,35 @@ func blockDot(name string, size, tokens int, load func(w Register) VecVirtual) {
 		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
 		xs = append(xs, p)
 	}
+	// Q4_1 and Q5_1 add min·Σx per block, summed apart from the lanes.
+	withMin := name == "Q4_1" || name == "Q5_1"
 	acc := make([]VecVirtual, tokens)
+	mins := make([]VecVirtual, tokens)
 	for t := range acc {
 		acc[t] = YMM()
 		VXORPS(acc[t], acc[t], acc[t])
+		if withMin {
+			mins[t] = XMM()
+			VXORPS(mins[t], mins[t], mins[t])
+		}
 	}
 	Label(fn + "_loop")
 	CMPQ(n, Imm(0))
 	JE(LabelRef(fn + "_done"))
 	dw := XMM()
 	s := GP32()
-	MOVWLZX(Mem{Base: w}, s)
+	if withMin {
+		MOVL(Mem{Base: w}, s) // d and min
+	} else {
+		MOVWLZX(Mem{Base: w}, s)
+	}
 	VMOVD(s, dw)
 	VCVTPH2PS(dw, dw)
+	var mw VecVirtual
+	if withMin {
+		mw = XMM()
+		VMOVSHDUP(dw, mw)
+	}
 	q := load(w)
 	absw := YMM()
 	VPSIGNB(q, q, absw)
@@ -359,6 +394,11 @@ func blockDot(name string, size, tokens int, load func(w Register) VecVirtual) {
 		VCVTDQ2PS(a, a)
 		VMULPS(d, a, a)
 		VADDPS(a, acc[t], acc[t])
+		if withMin {
+			m := XMM()
+			VMULSS(Mem{Base: xs[t], Disp: 4}, mw, m)
+			VADDSS(m, mins[t], mins[t])
+		}
 	}
 	ADDQ(Imm(uint64(size)), w)
 	for _, p := range xs {
@@ -369,7 +409,11 @@ func blockDot(name string, size, tokens int, load func(w Register) VecVirtual) {
 	Label(fn + "_done")
 	o := Load(Param("out"), GP64())
 	for t := range acc {
-		MOVSS(reduce8(acc[t]), Mem{Base: o, Disp: 4 * t})
+		r := reduce8(acc[t])
+		if withMin {
+			VADDSS(mins[t], r, r)
+		}
+		MOVSS(r, Mem{Base: o, Disp: 4 * t})
 	}
 	VZEROUPPER()
 	RET()
@@ -1077,6 +1121,57 @@ func dotF32() {
 	SUBQ(Imm(8), n)
 	JMP(LabelRef("f32_loop8"))
 	Label("f32_done")
+	VADDPS(acc[1], acc[0], acc[0])
+	VADDPS(acc[3], acc[2], acc[2])
+	VADDPS(acc[2], acc[0], acc[0])
+	Store(reduce8(acc[0]), ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// dotHalf emits func dot<F16|BF16>AVX2(w *byte, x *float32, n int) float32
+// for n a multiple of 8: dotF32 with each eight weights widened to
+// float32 as they are loaded (VCVTPH2PS; BF16 by a 16-bit shift), so a
+// float row is never decoded into memory.
+func dotHalf(name string) {
+	fn := "dot" + name + "AVX2"
+	TEXT(fn, NOSPLIT, "func(w *byte, x *float32, n int) float32")
+	w := Load(Param("w"), GP64())
+	x := Load(Param("x"), GP64())
+	n := Load(Param("n"), GP64())
+	widen := func(disp int) VecVirtual {
+		v := YMM()
+		if name == "F16" {
+			VCVTPH2PS(Mem{Base: w, Disp: disp}, v)
+		} else {
+			VPMOVZXWD(Mem{Base: w, Disp: disp}, v)
+			VPSLLD(Imm(16), v, v)
+		}
+		return v
+	}
+	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, r := range acc {
+		VXORPS(r, r, r)
+	}
+	Label(fn + "_loop32")
+	CMPQ(n, Imm(32))
+	JL(LabelRef(fn + "_loop8"))
+	for i, r := range acc {
+		VFMADD231PS(Mem{Base: x, Disp: 32 * i}, widen(16*i), r)
+	}
+	ADDQ(Imm(64), w)
+	ADDQ(Imm(128), x)
+	SUBQ(Imm(32), n)
+	JMP(LabelRef(fn + "_loop32"))
+	Label(fn + "_loop8")
+	CMPQ(n, Imm(8))
+	JL(LabelRef(fn + "_done"))
+	VFMADD231PS(Mem{Base: x}, widen(0), acc[0])
+	ADDQ(Imm(16), w)
+	ADDQ(Imm(32), x)
+	SUBQ(Imm(8), n)
+	JMP(LabelRef(fn + "_loop8"))
+	Label(fn + "_done")
 	VADDPS(acc[1], acc[0], acc[0])
 	VADDPS(acc[3], acc[2], acc[2])
 	VADDPS(acc[2], acc[0], acc[0])
