@@ -34,6 +34,7 @@ var (
 	dotIQ4_XSx4 = dot4KOf(&dotIQ4_XS)
 	dotQ2_Kx4   = dot4KOf(&dotQ2_K)
 	dotQ3_Kx4   = dot4KOf(&dotQ3_K)
+	dotQ6_Kx4   = dot4KOf(&dotQ6_K)
 )
 
 // dot4Of makes a four-token kernel of four calls to a one-token kernel.

@@ -19,7 +19,7 @@ func init() {
 	if !useAVX2 {
 		return
 	}
-	dotF32, dotQ4_0, dotQ8_0, dotQ6_K = dotF32Fast, dotQ4_0Fast, dotQ8_0Fast, dotQ6_KFast
+	dotF32, dotQ4_0, dotQ8_0 = dotF32Fast, dotQ4_0Fast, dotQ8_0Fast
 	dotQ4_0x4, dotQ8_0x4 = dotQ4_0x4Fast, dotQ8_0x4Fast
 	dotIQ4_NL, dotQ5_0 = blockFast(dotIQ4_NLx1AVX2, 18), blockFast(dotQ5_0x1AVX2, 22)
 	dotIQ4_NLx4, dotQ5_0x4 = blockFast4(dotIQ4_NLx4AVX2, 18), blockFast4(dotQ5_0x4AVX2, 22)
@@ -28,6 +28,7 @@ func init() {
 	dotQ4_K, dotQ5_K = kFast(dotQ4_Kx1AVX2, 144), kFast(dotQ5_Kx1AVX2, 176)
 	dotQ4_Kx4, dotQ5_Kx4 = kFast4(dotQ4_Kx4AVX2, 144), kFast4(dotQ5_Kx4AVX2, 176)
 	dotIQ4_XS, dotIQ4_XSx4 = kFast(dotIQ4_XSx1AVX2, 136), kFast4(dotIQ4_XSx4AVX2, 136)
+	dotQ6_K, dotQ6_Kx4 = kFast(dotQ6_Kx1AVX2, 210), kFast4(dotQ6_Kx4AVX2, 210)
 	dotQ2_K, dotQ2_Kx4 = kFast(dotQ2_Kx1AVX2, 84), kFast4(dotQ2_Kx4AVX2, 84)
 	dotQ3_K, dotQ3_Kx4 = kFast(dotQ3_Kx1AVX2, 110), kFast4(dotQ3_Kx4AVX2, 110)
 	axpy = axpyFast
@@ -65,14 +66,6 @@ func dotQ4_0x4Fast(w []byte, x []q8Block, nb int, out *[4]float32) {
 func dotQ8_0x4Fast(w []byte, x []q8Block, nb int, out *[4]float32) {
 	_, _ = w[34*nb-1], x[4*nb-1]
 	dotQ8_0x4AVX2(&w[0], q8Ptr(x), nb*q8Stride, nb, &out[0])
-}
-
-func dotQ6_KFast(w []byte, x []q8KBlock) float32 {
-	if len(x) == 0 {
-		return 0
-	}
-	_ = w[210*len(x)-1]
-	return dotQ6_KAVX2(&w[0], (*byte)(unsafe.Pointer(unsafe.SliceData(x))), len(x))
 }
 
 // kernelQ8 is the signature of the generated kernels of the 32-value block

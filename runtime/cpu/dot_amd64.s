@@ -1572,166 +1572,175 @@ dotQ5_1x4AVX2_done:
 	VZEROUPPER
 	RET
 
-// func dotQ6_KAVX2(w *byte, x *byte, nb int) float32
+// func dotQ6_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 // Requires: AVX, AVX2, F16C, SSE
-TEXT ·dotQ6_KAVX2(SB), NOSPLIT, $0-28
+TEXT ·dotQ6_Kx1AVX2(SB), NOSPLIT, $0-40
 	MOVQ   w+0(FP), AX
 	MOVQ   x+8(FP), CX
-	MOVQ   nb+16(FP), DX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), DX
+	MOVQ   out+32(FP), BX
 	VXORPS X0, X0, X0
+	MOVSS  X0, (BX)
 
-q6k_loop:
+dotQ6_Kx1AVX2_loop:
 	CMPQ         DX, $0x00
-	JE           q6k_done
-	VPXOR        Y1, Y1, Y1
-	VMOVDQU      (AX), Y2
-	VMOVDQU      32(AX), Y3
-	VMOVDQU      128(AX), Y4
-	VPAND        nibbleMask<>+0(SB), Y2, Y5
-	VPSLLW       $0x04, Y4, Y6
-	VPAND        mask30<>+0(SB), Y6, Y6
-	VPOR         Y6, Y5, Y5
-	VPMADDUBSW   4(CX), Y5, Y5
-	MOVBLSX      192(AX), BX
-	VMOVD        BX, X7
+	JE           dotQ6_Kx1AVX2_done
+	VPXOR        Y0, Y0, Y0
+	VMOVDQU      (AX), Y1
+	VPAND        nibbleMask<>+0(SB), Y1, Y1
+	VMOVDQU      128(AX), Y2
+	VPSLLW       $0x04, Y2, Y2
+	VPAND        mask30<>+0(SB), Y2, Y2
+	VPOR         Y2, Y1, Y1
+	MOVBLSX      192(AX), SI
+	VMOVD        SI, X3
+	VPBROADCASTW X3, X3
+	MOVBLSX      193(AX), SI
+	VMOVD        SI, X2
+	VPBROADCASTW X2, X2
+	VINSERTI128  $0x01, X2, Y3, Y3
+	VPMADDUBSW   4(CX), Y1, Y1
+	VPMADDWD     Y3, Y1, Y1
+	VPADDD       Y1, Y0, Y0
+	VMOVDQU      32(AX), Y1
+	VPAND        nibbleMask<>+0(SB), Y1, Y1
+	VMOVDQU      128(AX), Y2
+	VPSLLW       $0x02, Y2, Y2
+	VPAND        mask30<>+0(SB), Y2, Y2
+	VPOR         Y2, Y1, Y1
+	MOVBLSX      194(AX), SI
+	VMOVD        SI, X4
+	VPBROADCASTW X4, X4
+	MOVBLSX      195(AX), SI
+	VMOVD        SI, X2
+	VPBROADCASTW X2, X2
+	VINSERTI128  $0x01, X2, Y4, Y4
+	VPMADDUBSW   36(CX), Y1, Y1
+	VPMADDWD     Y4, Y1, Y1
+	VPADDD       Y1, Y0, Y0
+	VMOVDQU      (AX), Y1
+	VPSRLW       $0x04, Y1, Y1
+	VPAND        nibbleMask<>+0(SB), Y1, Y1
+	VMOVDQU      128(AX), Y2
+	VPAND        mask30<>+0(SB), Y2, Y2
+	VPOR         Y2, Y1, Y1
+	MOVBLSX      196(AX), SI
+	VMOVD        SI, X5
+	VPBROADCASTW X5, X5
+	MOVBLSX      197(AX), SI
+	VMOVD        SI, X2
+	VPBROADCASTW X2, X2
+	VINSERTI128  $0x01, X2, Y5, Y5
+	VPMADDUBSW   68(CX), Y1, Y1
+	VPMADDWD     Y5, Y1, Y1
+	VPADDD       Y1, Y0, Y0
+	VMOVDQU      32(AX), Y1
+	VPSRLW       $0x04, Y1, Y1
+	VPAND        nibbleMask<>+0(SB), Y1, Y1
+	VMOVDQU      128(AX), Y2
+	VPSRLW       $0x02, Y2, Y2
+	VPAND        mask30<>+0(SB), Y2, Y2
+	VPOR         Y2, Y1, Y1
+	MOVBLSX      198(AX), SI
+	VMOVD        SI, X6
+	VPBROADCASTW X6, X6
+	MOVBLSX      199(AX), SI
+	VMOVD        SI, X2
+	VPBROADCASTW X2, X2
+	VINSERTI128  $0x01, X2, Y6, Y6
+	VPMADDUBSW   100(CX), Y1, Y1
+	VPMADDWD     Y6, Y1, Y1
+	VPADDD       Y1, Y0, Y0
+	VMOVDQU      64(AX), Y1
+	VPAND        nibbleMask<>+0(SB), Y1, Y1
+	VMOVDQU      160(AX), Y2
+	VPSLLW       $0x04, Y2, Y2
+	VPAND        mask30<>+0(SB), Y2, Y2
+	VPOR         Y2, Y1, Y1
+	MOVBLSX      200(AX), SI
+	VMOVD        SI, X7
 	VPBROADCASTW X7, X7
-	MOVBLSX      193(AX), BX
-	VMOVD        BX, X6
-	VPBROADCASTW X6, X6
-	VINSERTI128  $0x01, X6, Y7, Y7
-	VPMADDWD     Y7, Y5, Y5
-	VPADDD       Y5, Y1, Y1
-	VPAND        nibbleMask<>+0(SB), Y3, Y5
-	VPSLLW       $0x02, Y4, Y6
-	VPAND        mask30<>+0(SB), Y6, Y6
-	VPOR         Y6, Y5, Y5
-	VPMADDUBSW   36(CX), Y5, Y5
-	MOVBLSX      194(AX), BX
-	VMOVD        BX, X8
+	MOVBLSX      201(AX), SI
+	VMOVD        SI, X2
+	VPBROADCASTW X2, X2
+	VINSERTI128  $0x01, X2, Y7, Y7
+	VPMADDUBSW   132(CX), Y1, Y1
+	VPMADDWD     Y7, Y1, Y1
+	VPADDD       Y1, Y0, Y0
+	VMOVDQU      96(AX), Y1
+	VPAND        nibbleMask<>+0(SB), Y1, Y1
+	VMOVDQU      160(AX), Y2
+	VPSLLW       $0x02, Y2, Y2
+	VPAND        mask30<>+0(SB), Y2, Y2
+	VPOR         Y2, Y1, Y1
+	MOVBLSX      202(AX), SI
+	VMOVD        SI, X8
 	VPBROADCASTW X8, X8
-	MOVBLSX      195(AX), BX
-	VMOVD        BX, X6
-	VPBROADCASTW X6, X6
-	VINSERTI128  $0x01, X6, Y8, Y8
-	VPMADDWD     Y8, Y5, Y5
-	VPADDD       Y5, Y1, Y1
-	VPSRLW       $0x04, Y2, Y2
-	VPAND        nibbleMask<>+0(SB), Y2, Y2
-	VMOVDQA      Y4, Y5
-	VPAND        mask30<>+0(SB), Y5, Y5
-	VPOR         Y5, Y2, Y2
-	VPMADDUBSW   68(CX), Y2, Y2
-	MOVBLSX      196(AX), BX
-	VMOVD        BX, X9
+	MOVBLSX      203(AX), SI
+	VMOVD        SI, X2
+	VPBROADCASTW X2, X2
+	VINSERTI128  $0x01, X2, Y8, Y8
+	VPMADDUBSW   164(CX), Y1, Y1
+	VPMADDWD     Y8, Y1, Y1
+	VPADDD       Y1, Y0, Y0
+	VMOVDQU      64(AX), Y1
+	VPSRLW       $0x04, Y1, Y1
+	VPAND        nibbleMask<>+0(SB), Y1, Y1
+	VMOVDQU      160(AX), Y2
+	VPAND        mask30<>+0(SB), Y2, Y2
+	VPOR         Y2, Y1, Y1
+	MOVBLSX      204(AX), SI
+	VMOVD        SI, X9
 	VPBROADCASTW X9, X9
-	MOVBLSX      197(AX), BX
-	VMOVD        BX, X5
-	VPBROADCASTW X5, X5
-	VINSERTI128  $0x01, X5, Y9, Y9
-	VPMADDWD     Y9, Y2, Y2
-	VPADDD       Y2, Y1, Y1
-	VPSRLW       $0x04, Y3, Y2
-	VPAND        nibbleMask<>+0(SB), Y2, Y2
-	VPSRLW       $0x02, Y4, Y3
-	VPAND        mask30<>+0(SB), Y3, Y3
-	VPOR         Y3, Y2, Y2
-	VPMADDUBSW   100(CX), Y2, Y2
-	MOVBLSX      198(AX), BX
-	VMOVD        BX, X10
+	MOVBLSX      205(AX), SI
+	VMOVD        SI, X2
+	VPBROADCASTW X2, X2
+	VINSERTI128  $0x01, X2, Y9, Y9
+	VPMADDUBSW   196(CX), Y1, Y1
+	VPMADDWD     Y9, Y1, Y1
+	VPADDD       Y1, Y0, Y0
+	VMOVDQU      96(AX), Y1
+	VPSRLW       $0x04, Y1, Y1
+	VPAND        nibbleMask<>+0(SB), Y1, Y1
+	VMOVDQU      160(AX), Y2
+	VPSRLW       $0x02, Y2, Y2
+	VPAND        mask30<>+0(SB), Y2, Y2
+	VPOR         Y2, Y1, Y1
+	MOVBLSX      206(AX), SI
+	VMOVD        SI, X10
 	VPBROADCASTW X10, X10
-	MOVBLSX      199(AX), BX
-	VMOVD        BX, X3
-	VPBROADCASTW X3, X3
-	VINSERTI128  $0x01, X3, Y10, Y10
-	VPMADDWD     Y10, Y2, Y2
-	VPADDD       Y2, Y1, Y1
-	VMOVDQU      64(AX), Y2
-	VMOVDQU      96(AX), Y3
-	VMOVDQU      160(AX), Y4
-	VPAND        nibbleMask<>+0(SB), Y2, Y5
-	VPSLLW       $0x04, Y4, Y6
-	VPAND        mask30<>+0(SB), Y6, Y6
-	VPOR         Y6, Y5, Y5
-	VPMADDUBSW   132(CX), Y5, Y5
-	MOVBLSX      200(AX), BX
-	VMOVD        BX, X11
-	VPBROADCASTW X11, X11
-	MOVBLSX      201(AX), BX
-	VMOVD        BX, X6
-	VPBROADCASTW X6, X6
-	VINSERTI128  $0x01, X6, Y11, Y11
-	VPMADDWD     Y11, Y5, Y5
-	VPADDD       Y5, Y1, Y1
-	VPAND        nibbleMask<>+0(SB), Y3, Y5
-	VPSLLW       $0x02, Y4, Y6
-	VPAND        mask30<>+0(SB), Y6, Y6
-	VPOR         Y6, Y5, Y5
-	VPMADDUBSW   164(CX), Y5, Y5
-	MOVBLSX      202(AX), BX
-	VMOVD        BX, X12
-	VPBROADCASTW X12, X12
-	MOVBLSX      203(AX), BX
-	VMOVD        BX, X6
-	VPBROADCASTW X6, X6
-	VINSERTI128  $0x01, X6, Y12, Y12
-	VPMADDWD     Y12, Y5, Y5
-	VPADDD       Y5, Y1, Y1
-	VPSRLW       $0x04, Y2, Y2
-	VPAND        nibbleMask<>+0(SB), Y2, Y2
-	VMOVDQA      Y4, Y5
-	VPAND        mask30<>+0(SB), Y5, Y5
-	VPOR         Y5, Y2, Y2
-	VPMADDUBSW   196(CX), Y2, Y2
-	MOVBLSX      204(AX), BX
-	VMOVD        BX, X13
-	VPBROADCASTW X13, X13
-	MOVBLSX      205(AX), BX
-	VMOVD        BX, X5
-	VPBROADCASTW X5, X5
-	VINSERTI128  $0x01, X5, Y13, Y13
-	VPMADDWD     Y13, Y2, Y2
-	VPADDD       Y2, Y1, Y1
-	VPSRLW       $0x04, Y3, Y2
-	VPAND        nibbleMask<>+0(SB), Y2, Y2
-	VPSRLW       $0x02, Y4, Y3
-	VPAND        mask30<>+0(SB), Y3, Y3
-	VPOR         Y3, Y2, Y2
-	VPMADDUBSW   228(CX), Y2, Y2
-	MOVBLSX      206(AX), BX
-	VMOVD        BX, X14
-	VPBROADCASTW X14, X14
-	MOVBLSX      207(AX), BX
-	VMOVD        BX, X3
-	VPBROADCASTW X3, X3
-	VINSERTI128  $0x01, X3, Y14, Y14
-	VPMADDWD     Y14, Y2, Y2
-	VPADDD       Y2, Y1, Y1
-	VPMOVSXBW    192(AX), Y2
-	VMOVDQU      260(CX), Y3
-	VPMADDWD     Y3, Y2, Y3
-	VPSLLD       $0x05, Y3, Y3
-	VPSUBD       Y3, Y1, Y1
-	VEXTRACTI128 $0x01, Y1, X2
-	VPADDD       X2, X1, X2
-	VPSHUFD      $0x4e, X2, X1
-	VPADDD       X1, X2, X2
-	VPSHUFD      $0xb1, X2, X1
-	VPADDD       X1, X2, X2
-	VCVTDQ2PS    X2, X2
-	MOVWLZX      208(AX), BX
-	VMOVD        BX, X1
-	VCVTPH2PS    X1, X1
-	VMULSS       (CX), X1, X1
-	VMULSS       X2, X1, X1
-	VADDSS       X1, X0, X0
+	MOVBLSX      207(AX), SI
+	VMOVD        SI, X2
+	VPBROADCASTW X2, X2
+	VINSERTI128  $0x01, X2, Y10, Y10
+	VPMADDUBSW   228(CX), Y1, Y1
+	VPMADDWD     Y10, Y1, Y1
+	VPADDD       Y1, Y0, Y0
+	VPMOVSXBW    192(AX), Y1
+	MOVWLZX      208(AX), SI
+	VMOVD        SI, X3
+	VCVTPH2PS    X3, X3
+	VMOVDQU      260(CX), Y2
+	VPMADDWD     Y2, Y1, Y2
+	VPSLLD       $0x05, Y2, Y2
+	VPSUBD       Y2, Y0, Y0
+	VEXTRACTI128 $0x01, Y0, X1
+	VPADDD       X0, X1, X1
+	VPHADDD      X1, X1, X1
+	VPHADDD      X1, X1, X1
+	VCVTDQ2PS    X1, X1
+	VMULSS       (CX), X3, X0
+	VMULSS       X1, X0, X0
+	VADDSS       (BX), X0, X0
+	MOVSS        X0, (BX)
 	ADDQ         $0x000000d2, AX
 	ADDQ         $0x00000124, CX
 	DECQ         DX
-	JMP          q6k_loop
+	JMP          dotQ6_Kx1AVX2_loop
 
-q6k_done:
+dotQ6_Kx1AVX2_done:
 	VZEROUPPER
-	MOVSS X0, ret+24(FP)
 	RET
 
 // func dotQ4_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
@@ -2937,6 +2946,300 @@ DATA fourBytes<>+29(SB)/1, $0x04
 DATA fourBytes<>+30(SB)/1, $0x04
 DATA fourBytes<>+31(SB)/1, $0x04
 GLOBL fourBytes<>(SB), RODATA|NOPTR, $32
+
+// func dotQ6_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, F16C, SSE
+TEXT ·dotQ6_Kx4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   nb+24(FP), BX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
+	MOVQ   out+32(FP), R8
+	VXORPS X0, X0, X0
+	MOVSS  X0, (R8)
+	MOVSS  X0, 4(R8)
+	MOVSS  X0, 8(R8)
+	MOVSS  X0, 12(R8)
+
+dotQ6_Kx4AVX2_loop:
+	CMPQ         BX, $0x00
+	JE           dotQ6_Kx4AVX2_done
+	VPXOR        Y0, Y0, Y0
+	VPXOR        Y1, Y1, Y1
+	VPXOR        Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	VMOVDQU      (AX), Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VMOVDQU      128(AX), Y5
+	VPSLLW       $0x04, Y5, Y5
+	VPAND        mask30<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	MOVBLSX      192(AX), R9
+	VMOVD        R9, X6
+	VPBROADCASTW X6, X6
+	MOVBLSX      193(AX), R9
+	VMOVD        R9, X5
+	VPBROADCASTW X5, X5
+	VINSERTI128  $0x01, X5, Y6, Y6
+	VPMADDUBSW   4(CX), Y4, Y5
+	VPMADDWD     Y6, Y5, Y5
+	VPADDD       Y5, Y0, Y0
+	VPMADDUBSW   4(SI), Y4, Y5
+	VPMADDWD     Y6, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPMADDUBSW   4(DI), Y4, Y5
+	VPMADDWD     Y6, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPMADDUBSW   4(DX), Y4, Y4
+	VPMADDWD     Y6, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      32(AX), Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VMOVDQU      128(AX), Y5
+	VPSLLW       $0x02, Y5, Y5
+	VPAND        mask30<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	MOVBLSX      194(AX), R9
+	VMOVD        R9, X7
+	VPBROADCASTW X7, X7
+	MOVBLSX      195(AX), R9
+	VMOVD        R9, X5
+	VPBROADCASTW X5, X5
+	VINSERTI128  $0x01, X5, Y7, Y7
+	VPMADDUBSW   36(CX), Y4, Y5
+	VPMADDWD     Y7, Y5, Y5
+	VPADDD       Y5, Y0, Y0
+	VPMADDUBSW   36(SI), Y4, Y5
+	VPMADDWD     Y7, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPMADDUBSW   36(DI), Y4, Y5
+	VPMADDWD     Y7, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPMADDUBSW   36(DX), Y4, Y4
+	VPMADDWD     Y7, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      (AX), Y4
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VMOVDQU      128(AX), Y5
+	VPAND        mask30<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	MOVBLSX      196(AX), R9
+	VMOVD        R9, X8
+	VPBROADCASTW X8, X8
+	MOVBLSX      197(AX), R9
+	VMOVD        R9, X5
+	VPBROADCASTW X5, X5
+	VINSERTI128  $0x01, X5, Y8, Y8
+	VPMADDUBSW   68(CX), Y4, Y5
+	VPMADDWD     Y8, Y5, Y5
+	VPADDD       Y5, Y0, Y0
+	VPMADDUBSW   68(SI), Y4, Y5
+	VPMADDWD     Y8, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPMADDUBSW   68(DI), Y4, Y5
+	VPMADDWD     Y8, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPMADDUBSW   68(DX), Y4, Y4
+	VPMADDWD     Y8, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      32(AX), Y4
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VMOVDQU      128(AX), Y5
+	VPSRLW       $0x02, Y5, Y5
+	VPAND        mask30<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	MOVBLSX      198(AX), R9
+	VMOVD        R9, X9
+	VPBROADCASTW X9, X9
+	MOVBLSX      199(AX), R9
+	VMOVD        R9, X5
+	VPBROADCASTW X5, X5
+	VINSERTI128  $0x01, X5, Y9, Y9
+	VPMADDUBSW   100(CX), Y4, Y5
+	VPMADDWD     Y9, Y5, Y5
+	VPADDD       Y5, Y0, Y0
+	VPMADDUBSW   100(SI), Y4, Y5
+	VPMADDWD     Y9, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPMADDUBSW   100(DI), Y4, Y5
+	VPMADDWD     Y9, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPMADDUBSW   100(DX), Y4, Y4
+	VPMADDWD     Y9, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      64(AX), Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VMOVDQU      160(AX), Y5
+	VPSLLW       $0x04, Y5, Y5
+	VPAND        mask30<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	MOVBLSX      200(AX), R9
+	VMOVD        R9, X10
+	VPBROADCASTW X10, X10
+	MOVBLSX      201(AX), R9
+	VMOVD        R9, X5
+	VPBROADCASTW X5, X5
+	VINSERTI128  $0x01, X5, Y10, Y10
+	VPMADDUBSW   132(CX), Y4, Y5
+	VPMADDWD     Y10, Y5, Y5
+	VPADDD       Y5, Y0, Y0
+	VPMADDUBSW   132(SI), Y4, Y5
+	VPMADDWD     Y10, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPMADDUBSW   132(DI), Y4, Y5
+	VPMADDWD     Y10, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPMADDUBSW   132(DX), Y4, Y4
+	VPMADDWD     Y10, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      96(AX), Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VMOVDQU      160(AX), Y5
+	VPSLLW       $0x02, Y5, Y5
+	VPAND        mask30<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	MOVBLSX      202(AX), R9
+	VMOVD        R9, X11
+	VPBROADCASTW X11, X11
+	MOVBLSX      203(AX), R9
+	VMOVD        R9, X5
+	VPBROADCASTW X5, X5
+	VINSERTI128  $0x01, X5, Y11, Y11
+	VPMADDUBSW   164(CX), Y4, Y5
+	VPMADDWD     Y11, Y5, Y5
+	VPADDD       Y5, Y0, Y0
+	VPMADDUBSW   164(SI), Y4, Y5
+	VPMADDWD     Y11, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPMADDUBSW   164(DI), Y4, Y5
+	VPMADDWD     Y11, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPMADDUBSW   164(DX), Y4, Y4
+	VPMADDWD     Y11, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      64(AX), Y4
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VMOVDQU      160(AX), Y5
+	VPAND        mask30<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	MOVBLSX      204(AX), R9
+	VMOVD        R9, X12
+	VPBROADCASTW X12, X12
+	MOVBLSX      205(AX), R9
+	VMOVD        R9, X5
+	VPBROADCASTW X5, X5
+	VINSERTI128  $0x01, X5, Y12, Y12
+	VPMADDUBSW   196(CX), Y4, Y5
+	VPMADDWD     Y12, Y5, Y5
+	VPADDD       Y5, Y0, Y0
+	VPMADDUBSW   196(SI), Y4, Y5
+	VPMADDWD     Y12, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPMADDUBSW   196(DI), Y4, Y5
+	VPMADDWD     Y12, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPMADDUBSW   196(DX), Y4, Y4
+	VPMADDWD     Y12, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VMOVDQU      96(AX), Y4
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        nibbleMask<>+0(SB), Y4, Y4
+	VMOVDQU      160(AX), Y5
+	VPSRLW       $0x02, Y5, Y5
+	VPAND        mask30<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	MOVBLSX      206(AX), R9
+	VMOVD        R9, X13
+	VPBROADCASTW X13, X13
+	MOVBLSX      207(AX), R9
+	VMOVD        R9, X5
+	VPBROADCASTW X5, X5
+	VINSERTI128  $0x01, X5, Y13, Y13
+	VPMADDUBSW   228(CX), Y4, Y5
+	VPMADDWD     Y13, Y5, Y5
+	VPADDD       Y5, Y0, Y0
+	VPMADDUBSW   228(SI), Y4, Y5
+	VPMADDWD     Y13, Y5, Y5
+	VPADDD       Y5, Y1, Y1
+	VPMADDUBSW   228(DI), Y4, Y5
+	VPMADDWD     Y13, Y5, Y5
+	VPADDD       Y5, Y2, Y2
+	VPMADDUBSW   228(DX), Y4, Y4
+	VPMADDWD     Y13, Y4, Y4
+	VPADDD       Y4, Y3, Y3
+	VPMOVSXBW    192(AX), Y4
+	MOVWLZX      208(AX), R9
+	VMOVD        R9, X6
+	VCVTPH2PS    X6, X6
+	VMOVDQU      260(CX), Y5
+	VPMADDWD     Y5, Y4, Y5
+	VPSLLD       $0x05, Y5, Y5
+	VPSUBD       Y5, Y0, Y0
+	VEXTRACTI128 $0x01, Y0, X5
+	VPADDD       X0, X5, X5
+	VPHADDD      X5, X5, X5
+	VPHADDD      X5, X5, X5
+	VCVTDQ2PS    X5, X5
+	VMULSS       (CX), X6, X0
+	VMULSS       X5, X0, X0
+	VADDSS       (R8), X0, X0
+	MOVSS        X0, (R8)
+	VMOVDQU      260(SI), Y0
+	VPMADDWD     Y0, Y4, Y0
+	VPSLLD       $0x05, Y0, Y0
+	VPSUBD       Y0, Y1, Y1
+	VEXTRACTI128 $0x01, Y1, X0
+	VPADDD       X1, X0, X0
+	VPHADDD      X0, X0, X0
+	VPHADDD      X0, X0, X0
+	VCVTDQ2PS    X0, X0
+	VMULSS       (SI), X6, X1
+	VMULSS       X0, X1, X1
+	VADDSS       4(R8), X1, X1
+	MOVSS        X1, 4(R8)
+	VMOVDQU      260(DI), Y0
+	VPMADDWD     Y0, Y4, Y0
+	VPSLLD       $0x05, Y0, Y0
+	VPSUBD       Y0, Y2, Y2
+	VEXTRACTI128 $0x01, Y2, X0
+	VPADDD       X2, X0, X0
+	VPHADDD      X0, X0, X0
+	VPHADDD      X0, X0, X0
+	VCVTDQ2PS    X0, X0
+	VMULSS       (DI), X6, X1
+	VMULSS       X0, X1, X1
+	VADDSS       8(R8), X1, X1
+	MOVSS        X1, 8(R8)
+	VMOVDQU      260(DX), Y0
+	VPMADDWD     Y0, Y4, Y0
+	VPSLLD       $0x05, Y0, Y0
+	VPSUBD       Y0, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X0
+	VPADDD       X3, X0, X0
+	VPHADDD      X0, X0, X0
+	VPHADDD      X0, X0, X0
+	VCVTDQ2PS    X0, X0
+	VMULSS       (DX), X6, X1
+	VMULSS       X0, X1, X1
+	VADDSS       12(R8), X1, X1
+	MOVSS        X1, 12(R8)
+	ADDQ         $0x000000d2, AX
+	ADDQ         $0x00000124, CX
+	ADDQ         $0x00000124, SI
+	ADDQ         $0x00000124, DI
+	ADDQ         $0x00000124, DX
+	DECQ         BX
+	JMP          dotQ6_Kx4AVX2_loop
+
+dotQ6_Kx4AVX2_done:
+	VZEROUPPER
+	RET
 
 // func dotQ4_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 // Requires: AVX, AVX2, F16C, SSE

@@ -36,7 +36,7 @@ func dotQ5_1x1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotQ5_1x4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
-func dotQ6_KAVX2(w *byte, x *byte, nb int) float32
+func dotQ6_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotQ4_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
@@ -47,6 +47,8 @@ func dotIQ4_XSx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 func dotQ2_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotQ3_Kx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ6_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotQ4_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 

@@ -229,6 +229,8 @@ func dot4KFor(t quant.Type) func([]byte, []q8KBlock, int, *[4]float32) {
 		return dotQ2_Kx4
 	case quant.Q3_K:
 		return dotQ3_Kx4
+	case quant.Q6_K:
+		return dotQ6_Kx4
 	}
 	return nil
 }

@@ -196,8 +196,8 @@ func main() {
 			blockDot(k.name, k.size, tokens, k.load)
 		}
 	}
-	dotQ6_K()
 	for _, tokens := range []int{1, 4} {
+		dotQ6_K(tokens)
 		dotQ45_K("Q4_K", tokens)
 		dotQ45_K("Q5_K", tokens)
 		dotIQ4_XS(tokens)
@@ -431,55 +431,63 @@ func reduce8(v VecVirtual) Register {
 	return lo
 }
 
-// dotQ6_K emits func dotQ6_KAVX2(w, x *byte, nb int) float32 over Q6_K
-// super-blocks (ql[128], qh[64], scales[16], f16 d) and q8K activations.
-// The 6-bit values are used unsigned (0..63) and 32·Σx is subtracted per
-// group from the activations' group sums, so the integer result is the
-// same as summing (q-32)·x; the groups' int8 scales multiply the
-// pairwise sums in VPMADDWD.
-func dotQ6_K() {
-	TEXT("dotQ6_KAVX2", NOSPLIT, "func(w, x *byte, nb int) float32")
+// dotQ6_K emits the AVX2 dot product of one Q6_K row with the q8K
+// activations of `tokens` tokens, with dotQ45_K's signature, over
+// super-blocks of ql[128], qh[64], scales[16] and f16 d. The 6-bit values
+// are used unsigned (0..63) and 32·Σx is subtracted per group from the
+// activations' group sums, so the integer result is the same as summing
+// (q-32)·x; the groups' int8 scales multiply the pairwise sums in
+// VPMADDWD.
+func dotQ6_K(tokens int) {
+	fn := fmt.Sprintf("dotQ6_Kx%dAVX2", tokens)
+	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
 	w := Load(Param("w"), GP64())
 	x := Load(Param("x"), GP64())
+	stride := Load(Param("stride"), GP64())
 	n := Load(Param("nb"), GP64())
-	acc := XMM()
-	VXORPS(acc, acc, acc)
-	Label("q6k_loop")
+	xs := []Register{x}
+	for t := 1; t < tokens; t++ {
+		p := GP64()
+		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
+		xs = append(xs, p)
+	}
+	o := Load(Param("out"), GP64())
+	zero := XMM()
+	VXORPS(zero, zero, zero)
+	for t := 0; t < tokens; t++ {
+		MOVSS(zero, Mem{Base: o, Disp: 4 * t})
+	}
+	Label(fn + "_loop")
 	CMPQ(n, Imm(0))
-	JE(LabelRef("q6k_done"))
-	isum := YMM()
-	VPXOR(isum, isum, isum)
+	JE(LabelRef(fn + "_done"))
+	isum := make([]VecVirtual, tokens)
+	for t := range isum {
+		isum[t] = YMM()
+		VPXOR(isum[t], isum[t], isum[t])
+	}
 	for half := 0; half < 2; half++ {
-		ql0, ql1, qh := YMM(), YMM(), YMM()
-		VMOVDQU(Mem{Base: w, Disp: 64 * half}, ql0)
-		VMOVDQU(Mem{Base: w, Disp: 64*half + 32}, ql1)
-		VMOVDQU(Mem{Base: w, Disp: 128 + 32*half}, qh)
 		for k := 0; k < 4; k++ {
-			// q_k = low or high nibbles of ql0 or ql1, with two bits of qh
-			// (shifted by 2k) on top.
+			// q_k = low or high nibbles of ql (the k-th 32 bytes' pair),
+			// with two bits of qh (shifted by 2k) on top.
 			q, h := YMM(), YMM()
-			src := ql0
-			if k%2 == 1 {
-				src = ql1
-			}
+			src := Mem{Base: w, Disp: 64*half + 32*(k%2)}
 			if k < 2 {
-				VPAND(nibbleMask, src, q)
+				VMOVDQU(src, q)
+				VPAND(nibbleMask, q, q)
 			} else {
-				VPSRLW(Imm(4), src, q)
+				VMOVDQU(src, q)
+				VPSRLW(Imm(4), q, q)
 				VPAND(nibbleMask, q, q)
 			}
+			VMOVDQU(Mem{Base: w, Disp: 128 + 32*half}, h)
 			switch shift := 4 - 2*k; {
 			case shift > 0:
-				VPSLLW(Imm(uint64(shift)), qh, h)
+				VPSLLW(Imm(uint64(shift)), h, h)
 			case shift < 0:
-				VPSRLW(Imm(uint64(-shift)), qh, h)
-			default:
-				VMOVDQA(qh, h)
+				VPSRLW(Imm(uint64(-shift)), h, h)
 			}
 			VPAND(mask30, h, h)
 			VPOR(h, q, q)
-			// Σ q·x in sixteen int16 pairs.
-			VPMADDUBSW(Mem{Base: x, Disp: 4 + 128*half + 32*k}, q, q)
 			// Scales of the two 16-value groups of this run: lanes 0-7
 			// take group 8·half+2k, lanes 8-15 group 8·half+2k+1.
 			sc := YMM()
@@ -492,42 +500,50 @@ func dotQ6_K() {
 			VMOVD(g, scHi)
 			VPBROADCASTW(scHi, scHi)
 			VINSERTI128(Imm(1), scHi, sc, sc)
-			VPMADDWD(sc, q, q)
-			VPADDD(q, isum, isum)
+			for t := range xs {
+				// Σ q·x in sixteen int16 pairs, scaled into int32.
+				p := YMM()
+				VPMADDUBSW(Mem{Base: xs[t], Disp: 4 + 128*half + 32*k}, q, p)
+				VPMADDWD(sc, p, p)
+				VPADDD(p, isum[t], isum[t])
+			}
 		}
 	}
-	// isum -= 32·Σ_g scale_g·bsum_g
-	sc16, bs := YMM(), YMM()
+	sc16 := YMM()
 	VPMOVSXBW(Mem{Base: w, Disp: 192}, sc16)
-	VMOVDQU(Mem{Base: x, Disp: 260}, bs)
-	VPMADDWD(bs, sc16, bs)
-	VPSLLD(Imm(5), bs, bs)
-	VPSUBD(bs, isum, isum)
-	h := XMM()
-	VEXTRACTI128(Imm(1), isum, h)
-	VPADDD(h, isum.AsX(), h)
-	t := XMM()
-	VPSHUFD(Imm(0x4E), h, t)
-	VPADDD(t, h, h)
-	VPSHUFD(Imm(0xB1), h, t)
-	VPADDD(t, h, h)
-	VCVTDQ2PS(h, h)
-	// acc += (f16(d) · dx) · isum
 	d := XMM()
 	s := GP32()
 	MOVWLZX(Mem{Base: w, Disp: 208}, s)
 	VMOVD(s, d)
 	VCVTPH2PS(d, d)
-	VMULSS(Mem{Base: x}, d, d)
-	VMULSS(h, d, d)
-	VADDSS(d, acc, acc)
+	for t := range xs {
+		// isum -= 32·Σ_g scale_g·bsum_g
+		bs := YMM()
+		VMOVDQU(Mem{Base: xs[t], Disp: 260}, bs)
+		VPMADDWD(bs, sc16, bs)
+		VPSLLD(Imm(5), bs, bs)
+		VPSUBD(bs, isum[t], isum[t])
+		h := XMM()
+		VEXTRACTI128(Imm(1), isum[t], h)
+		VPADDD(isum[t].AsX(), h, h)
+		VPHADDD(h, h, h)
+		VPHADDD(h, h, h)
+		VCVTDQ2PS(h, h)
+		// out += (f16(d) · dx) · isum
+		f := XMM()
+		VMULSS(Mem{Base: xs[t]}, d, f)
+		VMULSS(h, f, f)
+		VADDSS(Mem{Base: o, Disp: 4 * t}, f, f)
+		MOVSS(f, Mem{Base: o, Disp: 4 * t})
+	}
 	ADDQ(U32(210), w)
-	ADDQ(U32(q8KBlockSize), x)
+	for _, p := range xs {
+		ADDQ(U32(q8KBlockSize), p)
+	}
 	DECQ(n)
-	JMP(LabelRef("q6k_loop"))
-	Label("q6k_done")
+	JMP(LabelRef(fn + "_loop"))
+	Label(fn + "_done")
 	VZEROUPPER()
-	Store(acc, ReturnIndex(0))
 	RET()
 }
 
