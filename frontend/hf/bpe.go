@@ -59,7 +59,71 @@ func parseTokenizerJSON(data []byte, vocabSize int) (*ir.Vocab, error) {
 		}
 		merges[i] = pair[0] + " " + pair[1]
 	}
-	return bpeVocab(tj.Model.Vocab, merges, tj.AddedTokens, vocabSize)
+	pre, err := preTokenizer(tj.PreTokenizer)
+	if err != nil {
+		return nil, err
+	}
+	v, err := bpeVocab(tj.Model.Vocab, merges, tj.AddedTokens, vocabSize)
+	if err != nil {
+		return nil, err
+	}
+	v.Pre = pre
+	return v, nil
+}
+
+// splitRegexes are the pre-tokenizer regexes lqc implements, by the name
+// llama.cpp gives them in tokenizer.ggml.pre. llama.cpp's converter tells
+// them apart by hashing the tokenizer's output; reading the regex itself
+// gives the same answer for the tokenizers it covers.
+var splitRegexes = map[string]string{
+	`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`: "llama-bpe",
+	`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`:      "qwen2",
+}
+
+// preTokenizer names a tokenizer.json's pre-tokenizer: GPT-2's when the
+// ByteLevel step splits with its own regex, else the one its Split step's
+// regex is; another regex is an error rather than a tokenizer that
+// silently splits differently.
+func preTokenizer(raw json.RawMessage) (string, error) {
+	var pt struct {
+		Type     string `json:"type"`
+		UseRegex *bool  `json:"use_regex"`
+		Pattern  struct {
+			Regex string `json:"Regex"`
+		} `json:"pattern"`
+		Steps []json.RawMessage `json:"pretokenizers"`
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return "gpt-2", nil
+	}
+	if err := json.Unmarshal(raw, &pt); err != nil {
+		return "", fmt.Errorf("pre_tokenizer: %w", err)
+	}
+	switch pt.Type {
+	case "Sequence":
+		name := "gpt-2"
+		for _, step := range pt.Steps {
+			n, err := preTokenizer(step)
+			if err != nil {
+				return "", err
+			}
+			if n != "" && n != "gpt-2" {
+				name = n
+			}
+		}
+		return name, nil
+	case "Split":
+		if name, ok := splitRegexes[pt.Pattern.Regex]; ok {
+			return name, nil
+		}
+		return "", fmt.Errorf("pre_tokenizer: the Split regex %q is not one lqc implements (it has GPT-2's, Llama 3's and Qwen2's)", pt.Pattern.Regex)
+	case "ByteLevel":
+		if pt.UseRegex != nil && !*pt.UseRegex {
+			return "", nil // splits nothing itself
+		}
+		return "gpt-2", nil
+	}
+	return "", fmt.Errorf("pre_tokenizer type %q is not supported", pt.Type)
 }
 
 // parseVocabMerges reads GPT-2's vocab.json and merges.txt.

@@ -2,24 +2,46 @@ package tokenizer
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 )
 
-// bpe is byte-level BPE with GPT-2's pre-tokenizer: text is split into
-// words by GPT-2's regex, each word's bytes are mapped to printable
-// characters (GPT-2's bytes_to_unicode), and adjacent pairs are merged in
-// the order of the merge list.
+// bpe is byte-level BPE: text is split into words by the vocabulary's
+// pre-tokenizer, each word's bytes are mapped to printable characters
+// (GPT-2's bytes_to_unicode), and adjacent pairs are merged in the order
+// of the merge list.
 type bpe struct {
 	t       *Tokenizer
+	split   func(string) []string
 	ranks   map[string]int // "left right" -> rank
 	byteEnc [256]string    // byte -> its printable character
 	byteDec map[rune]byte
 }
 
+// preTokenizers maps tokenizer.ggml.pre, as llama.cpp names the
+// pre-tokenizers, to lqc's splitters of the same regexes.
+var preTokenizers = map[string]func(string) []string{
+	"": splitGPT2, "default": splitGPT2, "gpt-2": splitGPT2, "phi-2": splitGPT2, "roberta-bpe": splitGPT2,
+	"llama-bpe": splitLlama3, "llama3": splitLlama3, "llama-v3": splitLlama3, "smaug-bpe": splitLlama3,
+	"qwen2": splitQwen2, "deepseek-r1-qwen": splitQwen2,
+	"starcoder": splitStarCoder, "refact": splitStarCoder, "smollm": splitStarCoder, "codeshell": splitStarCoder,
+}
+
 func newBPE(t *Tokenizer) (*bpe, error) {
-	b := &bpe{t: t, ranks: make(map[string]int, len(t.v.Merges)), byteDec: map[rune]byte{}}
+	split, ok := preTokenizers[t.v.Pre]
+	if !ok {
+		names := make([]string, 0, len(preTokenizers))
+		for n := range preTokenizers {
+			if n != "" {
+				names = append(names, n)
+			}
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("BPE pre-tokenizer %q is not supported (lqc has %s)", t.v.Pre, strings.Join(names, ", "))
+	}
+	b := &bpe{t: t, split: split, ranks: make(map[string]int, len(t.v.Merges)), byteDec: map[rune]byte{}}
 	for i, m := range t.v.Merges {
 		if strings.Count(m, " ") != 1 {
 			return nil, fmt.Errorf("merge %d %q is not \"left right\"", i, m)
@@ -64,7 +86,7 @@ type bpeBigram struct {
 }
 
 func (b *bpe) encode(text string, out []int32) []int32 {
-	for _, word := range splitGPT2(text) {
+	for _, word := range b.split(text) {
 		var sb strings.Builder
 		for i := 0; i < len(word); i++ {
 			sb.WriteString(b.byteEnc[word[i]])
@@ -203,6 +225,153 @@ func splitGPT2(text string) []string {
 		}
 		emit(i, j)
 		i = j
+	}
+	return words
+}
+
+// runes holds text as runes with each rune's byte offset, so that
+// splitters can return slices of the original bytes.
+type runes struct {
+	text    string
+	rs      []rune
+	offsets []int // offsets[i] is the byte offset of rune i; one past the end
+}
+
+func newRunes(text string) runes {
+	r := runes{text: text, offsets: make([]int, 0, len(text)+1)}
+	for o := 0; o < len(text); {
+		c, n := utf8.DecodeRuneInString(text[o:])
+		r.rs = append(r.rs, c)
+		r.offsets = append(r.offsets, o)
+		o += n
+	}
+	r.offsets = append(r.offsets, len(text))
+	return r
+}
+
+func (r runes) slice(i, j int) string { return r.text[r.offsets[i]:r.offsets[j]] }
+
+// splitLlama3 is Llama 3's pre-tokenizer (llama.cpp's llama-bpe):
+//
+//	(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+func splitLlama3(text string) []string { return splitDigitGroups(text, 3) }
+
+// splitQwen2 is Qwen2's: Llama 3's with digits one at a time.
+func splitQwen2(text string) []string { return splitDigitGroups(text, 1) }
+
+// splitDigitGroups is the Llama 3 family's regex with at most maxDigits
+// digits a word, written out by hand because Go's regexp has no
+// look-ahead.
+func splitDigitGroups(text string, maxDigits int) []string {
+	r := newRunes(text)
+	rs, n := r.rs, len(r.rs)
+	isLetter, isNumber := unicode.IsLetter, unicode.IsNumber
+	isSpace := unicode.IsSpace
+	isNewline := func(c rune) bool { return c == '\r' || c == '\n' }
+	isOther := func(c rune) bool { return !isSpace(c) && !isLetter(c) && !isNumber(c) }
+	var words []string
+	for i := 0; i < n; {
+		c := rs[i]
+		// (?i:'s|'t|'re|'ve|'m|'ll|'d)
+		if c == '\'' && i+1 < n {
+			c1 := unicode.ToLower(rs[i+1])
+			if c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd' {
+				words = append(words, r.slice(i, i+2))
+				i += 2
+				continue
+			}
+			if i+2 < n {
+				c2 := unicode.ToLower(rs[i+2])
+				if c1 == 'r' && c2 == 'e' || c1 == 'v' && c2 == 'e' || c1 == 'l' && c2 == 'l' {
+					words = append(words, r.slice(i, i+3))
+					i += 3
+					continue
+				}
+			}
+		}
+		// [^\r\n\p{L}\p{N}]?\p{L}+
+		j := i
+		if !isNewline(c) && !isLetter(c) && !isNumber(c) && i+1 < n && isLetter(rs[i+1]) {
+			j++
+		}
+		if isLetter(rs[j]) {
+			for j < n && isLetter(rs[j]) {
+				j++
+			}
+			words = append(words, r.slice(i, j))
+			i = j
+			continue
+		}
+		// \p{N}{1,maxDigits}
+		if isNumber(c) {
+			j = i
+			for j < n && j-i < maxDigits && isNumber(rs[j]) {
+				j++
+			}
+			words = append(words, r.slice(i, j))
+			i = j
+			continue
+		}
+		//  ?[^\s\p{L}\p{N}]+[\r\n]*
+		j = i
+		if c == ' ' && i+1 < n && isOther(rs[i+1]) {
+			j++
+		}
+		if isOther(rs[j]) {
+			for j < n && isOther(rs[j]) {
+				j++
+			}
+			for j < n && isNewline(rs[j]) {
+				j++
+			}
+			words = append(words, r.slice(i, j))
+			i = j
+			continue
+		}
+		// What is left starts a run of whitespace: \s*[\r\n]+ takes it up to
+		// its last newline; \s+(?!\S) leaves the run's last character for
+		// the next word unless the text ends; \s+ takes a lone one.
+		end := i
+		for end < n && isSpace(rs[end]) {
+			end++
+		}
+		last := -1
+		for k := i; k < end; k++ {
+			if isNewline(rs[k]) {
+				last = k
+			}
+		}
+		switch {
+		case last >= 0:
+			j = last + 1
+		case end < n && end-i > 1:
+			j = end - 1
+		default:
+			j = end
+		}
+		words = append(words, r.slice(i, j))
+		i = j
+	}
+	return words
+}
+
+// splitStarCoder is StarCoder's pre-tokenizer: every digit alone, then
+// GPT-2's regex over what lies between.
+func splitStarCoder(text string) []string {
+	var words []string
+	start := 0
+	for o, c := range text {
+		if unicode.IsNumber(c) {
+			if start < o {
+				words = append(words, splitGPT2(text[start:o])...)
+			}
+			_, n := utf8.DecodeRuneInString(text[o:])
+			words = append(words, text[o:o+n])
+			start = o + n
+		}
+	}
+	if start < len(text) {
+		words = append(words, splitGPT2(text[start:])...)
 	}
 	return words
 }
