@@ -88,6 +88,7 @@ func TestReferenceLogits(t *testing.T) {
 		{"stories260K llama2c", "models/stories260K/llama2c/stories260K.bin", "models/stories260K/reference", "prompt64"},
 		{"stories260K gguf", "golden/real/stories260K-f32.gguf", "models/stories260K/reference", "prompt64"},
 		{"gpt2-tiny hf", "models/gpt2-tiny/hf", "models/gpt2-tiny/reference", "prompt32"},
+		{"qwen2-tiny hf", "models/qwen2-tiny/hf", "models/qwen2-tiny/reference", "prompt32"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -153,7 +153,7 @@ func parseVocabMerges(vocabJSON, mergesTxt []byte, added []addedToken, vocabSize
 
 // bpeVocab lays a token→id map out as a GGUF gpt2 vocabulary. Added
 // tokens that are special become CONTROL, other added tokens
-// USER_DEFINED, and ids no token claims "[PADn]" USER_DEFINED, as
+// USER_DEFINED, and ids no token claims "[PADn]" UNUSED, as
 // llama.cpp's converter writes them.
 func bpeVocab(vocab map[string]int, merges []string, added []addedToken, vocabSize int) (*ir.Vocab, error) {
 	byID := map[int]string{}
@@ -192,7 +192,7 @@ func bpeVocab(vocab map[string]int, merges []string, added []addedToken, vocabSi
 		tok, ok := byID[i]
 		switch {
 		case !ok:
-			v.Tokens[i], v.Types[i] = fmt.Sprintf("[PAD%d]", i), ir.TokenUserDefined
+			v.Tokens[i], v.Types[i] = fmt.Sprintf("[PAD%d]", i), ir.TokenUnused
 		case kind[i] != 0:
 			v.Tokens[i], v.Types[i] = tok, kind[i]
 		default:

@@ -2,22 +2,42 @@ package arch
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/lqc-dev/lqc/ir"
 )
 
-func init() { register(llama{}) }
+func init() {
+	register(llama{llamaFamily{name: "llama", hfTypes: []string{"llama"}, ggufVocabAndRope: true}})
+}
 
-// llama covers Llama 1/2-style decoders (and llama2.c checkpoints): RMSNorm,
-// rotary embeddings on adjacent pairs, grouped-query attention, a SiLU-gated
-// MLP, an optional untied classifier.
-type llama struct{}
+// llamaFamily covers the decoders built as Llama is: RMSNorm, rotary
+// embeddings, grouped-query attention, a SiLU-gated MLP, an optional
+// untied classifier. Its members differ in the facts below.
+type llamaFamily struct {
+	name    string
+	hfTypes []string
+	// qkvBias: the q, k and v projections have biases (Qwen2).
+	qkvBias bool
+	// neox: RoPE rotates the two halves of each head, as Hugging Face's
+	// rotate_half does, so q and k keep their rows on import (llama.cpp's
+	// LLAMA_ROPE_TYPE_NEOX); otherwise adjacent pairs, and the rows are
+	// un-permuted.
+	neox bool
+	// ggufVocabAndRope: the converter writes <arch>.vocab_size and
+	// <arch>.rope.dimension_count.
+	ggufVocabAndRope bool
+}
 
-func (llama) Name() string           { return "llama" }
-func (llama) HFModelTypes() []string { return []string{"llama"} }
+// llama is Llama 1/2 (and llama2.c checkpoints), the family member that
+// ONNX exports are also read as.
+type llama struct{ llamaFamily }
 
-func (llama) ParamsFromHF(c Config) (ir.HParams, error) {
+func (a llamaFamily) Name() string           { return a.name }
+func (a llamaFamily) HFModelTypes() []string { return a.hfTypes }
+
+func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 	var p ir.HParams
 	var err error
 	get := func(dst *int, keys ...string) {
@@ -69,29 +89,43 @@ func (llama) ParamsFromHF(c Config) (ir.HParams, error) {
 			return p, fmt.Errorf("%s true is not supported", k)
 		}
 	}
+	// A sliding window narrower than the context changes what the model
+	// computes (transformers 4.46 applies Qwen2's whatever
+	// use_sliding_window says); lqc's attention has no window yet.
+	if w, err := c.IntOr(0, "sliding_window"); err != nil {
+		return p, err
+	} else if w > 0 && w < p.ContextLength {
+		return p, fmt.Errorf("sliding_window %d (narrower than the context of %d) is not supported yet", w, p.ContextLength)
+	}
 	return p, nil
 }
 
-func (llama) ParamsFromGGUF(md ir.Metadata) (ir.HParams, error) {
-	return paramsFromGGUF("llama", md, true)
+func (a llamaFamily) ParamsFromGGUF(md ir.Metadata) (ir.HParams, error) {
+	return paramsFromGGUF(a.name, md, true)
 }
 
-func (llama) GGUFMetadata(p ir.HParams) ir.Metadata {
-	return ir.Metadata{
-		{Key: "llama.vocab_size", Value: uint32(p.VocabSize)},
-		{Key: "llama.context_length", Value: uint32(p.ContextLength)},
-		{Key: "llama.embedding_length", Value: uint32(p.EmbeddingLength)},
-		{Key: "llama.block_count", Value: uint32(p.BlockCount)},
-		{Key: "llama.feed_forward_length", Value: uint32(p.FeedForwardLength)},
-		{Key: "llama.rope.dimension_count", Value: uint32(p.RopeDimensionCount)},
-		{Key: "llama.rope.freq_base", Value: p.RopeFreqBase},
-		{Key: "llama.attention.head_count", Value: uint32(p.HeadCount)},
-		{Key: "llama.attention.head_count_kv", Value: uint32(p.HeadCountKV)},
-		{Key: "llama.attention.layer_norm_rms_epsilon", Value: p.NormEpsilon},
+func (a llamaFamily) GGUFMetadata(p ir.HParams) ir.Metadata {
+	n := a.name
+	var md ir.Metadata
+	if a.ggufVocabAndRope {
+		md = append(md, ir.KV{Key: n + ".vocab_size", Value: uint32(p.VocabSize)})
 	}
+	md = append(md,
+		ir.KV{Key: n + ".context_length", Value: uint32(p.ContextLength)},
+		ir.KV{Key: n + ".embedding_length", Value: uint32(p.EmbeddingLength)},
+		ir.KV{Key: n + ".block_count", Value: uint32(p.BlockCount)},
+		ir.KV{Key: n + ".feed_forward_length", Value: uint32(p.FeedForwardLength)})
+	if a.ggufVocabAndRope {
+		md = append(md, ir.KV{Key: n + ".rope.dimension_count", Value: uint32(p.RopeDimensionCount)})
+	}
+	return append(md,
+		ir.KV{Key: n + ".rope.freq_base", Value: p.RopeFreqBase},
+		ir.KV{Key: n + ".attention.head_count", Value: uint32(p.HeadCount)},
+		ir.KV{Key: n + ".attention.head_count_kv", Value: uint32(p.HeadCountKV)},
+		ir.KV{Key: n + ".attention.layer_norm_rms_epsilon", Value: p.NormEpsilon})
 }
 
-func (llama) Tensors(p ir.HParams) []TensorSpec {
+func (a llamaFamily) Tensors(p ir.HParams) []TensorSpec {
 	d, ff, v := int64(p.EmbeddingLength), int64(p.FeedForwardLength), int64(p.VocabSize)
 	kv := int64(p.HeadCountKV * p.HeadDim())
 	ts := []TensorSpec{{Name: "token_embd.weight", Shape: []int64{v, d}}}
@@ -101,6 +135,14 @@ func (llama) Tensors(p ir.HParams) []TensorSpec {
 			TensorSpec{Name: blk(i, "attn_q.weight"), Shape: []int64{d, d}},
 			TensorSpec{Name: blk(i, "attn_k.weight"), Shape: []int64{kv, d}},
 			TensorSpec{Name: blk(i, "attn_v.weight"), Shape: []int64{kv, d}},
+		)
+		if a.qkvBias {
+			ts = append(ts,
+				TensorSpec{Name: blk(i, "attn_q.bias"), Shape: []int64{d}},
+				TensorSpec{Name: blk(i, "attn_k.bias"), Shape: []int64{kv}},
+				TensorSpec{Name: blk(i, "attn_v.bias"), Shape: []int64{kv}})
+		}
+		ts = append(ts,
 			TensorSpec{Name: blk(i, "attn_output.weight"), Shape: []int64{d, d}},
 			TensorSpec{Name: blk(i, "ffn_norm.weight"), Shape: []int64{d}},
 			TensorSpec{Name: blk(i, "ffn_gate.weight"), Shape: []int64{ff, d}},
@@ -126,7 +168,23 @@ var llamaHFLayer = map[string]string{
 	"mlp.down_proj.weight":            "ffn_down.weight",
 }
 
-func (llama) MapHF(name string, p ir.HParams) (string, Fix, bool, error) {
+var qkvBiasHFLayer = map[string]string{
+	"self_attn.q_proj.bias": "attn_q.bias",
+	"self_attn.k_proj.bias": "attn_k.bias",
+	"self_attn.v_proj.bias": "attn_v.bias",
+}
+
+// hfLayer is the family member's per-layer HF → GGUF name table.
+func (a llamaFamily) hfLayer() map[string]string {
+	if !a.qkvBias {
+		return llamaHFLayer
+	}
+	m := maps.Clone(llamaHFLayer)
+	maps.Copy(m, qkvBiasHFLayer)
+	return m
+}
+
+func (a llamaFamily) MapHF(name string, p ir.HParams) (string, Fix, bool, error) {
 	switch name {
 	case "model.embed_tokens.weight":
 		return "token_embd.weight", nil, true, nil
@@ -140,17 +198,11 @@ func (llama) MapHF(name string, p ir.HParams) (string, Fix, bool, error) {
 		if rest == "self_attn.rotary_emb.inv_freq" {
 			return "", nil, false, nil // a cached RoPE table, recomputed at run time
 		}
-		if g, ok := llamaHFLayer[rest]; ok {
-			switch rest {
-			case "self_attn.q_proj.weight":
-				return blk(i, g), unpermuteQK(p.HeadCount), true, nil
-			case "self_attn.k_proj.weight":
-				return blk(i, g), unpermuteQK(p.HeadCountKV), true, nil
-			}
-			return blk(i, g), nil, true, nil
+		if g, ok := a.hfLayer()[rest]; ok {
+			return blk(i, g), a.RowFix(blk(i, g), p), true, nil
 		}
 	}
-	return "", nil, false, fmt.Errorf("unexpected tensor %s for llama", name)
+	return "", nil, false, fmt.Errorf("unexpected tensor %s for %s", name, a.name)
 }
 
 // unpermuteQK undoes the row permutation Hugging Face's conversion applies
@@ -171,12 +223,12 @@ func unpermuteQK(nHead int) Fix {
 	}
 }
 
-func (llama) HFName(canonical string) (string, bool) {
-	return hfName(canonical, "model.layers.", llamaHFLayer, map[string]string{
+func (a llamaFamily) HFName(canonical string) (string, bool) {
+	return hfName(canonical, "model.layers.", a.hfLayer(), map[string]string{
 		"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"})
 }
 
-func (llama) ScaleGroups(p ir.HParams) []ScaleGroup {
+func (a llamaFamily) ScaleGroups(p ir.HParams) []ScaleGroup {
 	d, ff, hd := int64(p.EmbeddingLength), int64(p.FeedForwardLength), int64(p.HeadDim())
 	group := int64(p.HeadCount / p.HeadCountKV) // query heads per kv head
 	var gs []ScaleGroup
@@ -184,7 +236,7 @@ func (llama) ScaleGroups(p ir.HParams) []ScaleGroup {
 		gs = append(gs,
 			ScaleGroup{Vectors: []string{blk(i, "attn_norm.weight")}, Channels: d,
 				Next: []string{blk(i, "attn_q.weight"), blk(i, "attn_k.weight"), blk(i, "attn_v.weight")}},
-			ScaleGroup{Rows: blk(i, "attn_v.weight"), Channels: int64(p.HeadCountKV) * hd,
+			ScaleGroup{Rows: blk(i, "attn_v.weight"), RowBias: a.bias(i, "attn_v.bias"), Channels: int64(p.HeadCountKV) * hd,
 				Next:    []string{blk(i, "attn_output.weight")},
 				NextCol: func(c int64) int64 { return c/hd/group*hd + c%hd }},
 			ScaleGroup{Vectors: []string{blk(i, "ffn_norm.weight")}, Channels: d,
@@ -195,8 +247,18 @@ func (llama) ScaleGroups(p ir.HParams) []ScaleGroup {
 	return gs
 }
 
-func (llama) RowFix(canonical string, p ir.HParams) Fix {
+// bias is the name of a q/k/v bias where the family has them, else "".
+func (a llamaFamily) bias(layer int, name string) string {
+	if !a.qkvBias {
+		return ""
+	}
+	return blk(layer, name)
+}
+
+func (a llamaFamily) RowFix(canonical string, p ir.HParams) Fix {
 	switch {
+	case a.neox:
+		return nil
 	case strings.HasSuffix(canonical, ".attn_q.weight"):
 		return unpermuteQK(p.HeadCount)
 	case strings.HasSuffix(canonical, ".attn_k.weight"):
@@ -244,25 +306,37 @@ func (llama) ConfigFromGraph(f GraphFacts, contextLength int) (Config, error) {
 	}, nil
 }
 
-func (llama) CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error {
+func (llamaFamily) CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error {
 	return requireUntiedConsistent(cfg, ts, "output.weight", "lm_head.weight")
 }
 
-func (a llama) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, error) {
-	g := ir.NewGraph("llama")
+func (a llamaFamily) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, error) {
+	g := ir.NewGraph(a.name)
 	b := ir.NewBuilder(g)
 	w := addWeights(g, a, p, weights)
 	tokens, pos := graphInputs(g)
 	eps := ir.Attrs{"eps": float64(p.NormEpsilon)}
-	rope := ir.Attrs{"n_dims": int64(p.RopeDimensionCount), "freq_base": float64(p.RopeFreqBase), "mode": "normal"}
+	mode := "normal"
+	if a.neox {
+		mode = "neox"
+	}
+	rope := ir.Attrs{"n_dims": int64(p.RopeDimensionCount), "freq_base": float64(p.RopeFreqBase), "mode": mode}
+	// proj is a q/k/v projection, with its bias where the family has one.
+	proj := func(i int, h *ir.Value, name string) *ir.Value {
+		in := []*ir.Value{h, w.get(blk(i, name+".weight"))}
+		if a.qkvBias {
+			in = append(in, w.get(blk(i, name+".bias")))
+		}
+		return b.Op("Linear", nil, in...)
+	}
 	hd := p.HeadDim()
 
 	x := b.Op("Embedding", nil, w.get("token_embd.weight"), tokens)
 	for i := range p.BlockCount {
 		h := b.Op("RMSNorm", eps, x, w.get(blk(i, "attn_norm.weight")))
-		q := heads(b, b.Op("Linear", nil, h, w.get(blk(i, "attn_q.weight"))), p.HeadCount, hd)
-		k := heads(b, b.Op("Linear", nil, h, w.get(blk(i, "attn_k.weight"))), p.HeadCountKV, hd)
-		v := heads(b, b.Op("Linear", nil, h, w.get(blk(i, "attn_v.weight"))), p.HeadCountKV, hd)
+		q := heads(b, proj(i, h, "attn_q"), p.HeadCount, hd)
+		k := heads(b, proj(i, h, "attn_k"), p.HeadCountKV, hd)
+		v := heads(b, proj(i, h, "attn_v"), p.HeadCountKV, hd)
 		q = b.Op("RoPE", rope, q, pos)
 		k = b.Op("RoPE", rope, k, pos)
 		o := attention(b, i, q, k, v, p)

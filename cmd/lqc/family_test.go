@@ -1,0 +1,239 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/lqc-dev/lqc/codegen/gguf"
+	"github.com/lqc-dev/lqc/testmodels"
+	"github.com/lqc-dev/lqc/testmodels/llamacpp"
+)
+
+// familyManifest is reference/llamacpp-manifest-f32.json of a family
+// fixture: the tensors and metadata of the GGUF llama.cpp's own converter
+// writes from hf/ (arrays summarised by length, head and tail).
+type familyManifest struct {
+	KV      map[string]json.RawMessage `json:"kv"`
+	Tensors []struct {
+		Name   string  `json:"name"`
+		Type   string  `json:"type"`
+		Shape  []int64 `json:"shape"`
+		SHA256 string  `json:"sha256"`
+	} `json:"tensors"`
+}
+
+// arraySummary is how the manifest records an array value.
+type arraySummary struct {
+	Len  int   `json:"array_len"`
+	Head []any `json:"head"`
+	Tail []any `json:"tail"`
+}
+
+// families are the fixtures whose folders lqc converts as llama.cpp's
+// converter does; bos is the id the references start from.
+var families = []struct {
+	name string
+	bos  int
+}{
+	{"qwen2-tiny", 1013},
+}
+
+// TestFamilyConvert converts each family fixture to F32 and holds the
+// file to the one llama.cpp's converter writes: every tensor's name,
+// type, shape and bytes, every metadata key's value (arrays by length,
+// first and last entries), and no tensor or key more.
+func TestFamilyConvert(t *testing.T) {
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			dir := testmodels.Shared(t, "models", fam.name)
+			var m familyManifest
+			data, err := os.ReadFile(filepath.Join(dir, "reference", "llamacpp-manifest-f32.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(data, &m); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(t.TempDir(), "f32.gguf")
+			convert(t, filepath.Join(dir, "hf"), "-o", out, "--quant", "f32")
+			f, err := gguf.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			want, got := map[string]string{}, map[string]string{}
+			for _, ti := range m.Tensors {
+				want[ti.Name] = fmt.Sprintf("%s %v %s", ti.Type, ti.Shape, ti.SHA256)
+			}
+			digests := tensorDigests(t, out)
+			for _, ti := range f.Tensors {
+				typ, sum, _ := strings.Cut(digests[ti.Name], " ")
+				got[ti.Name] = fmt.Sprintf("%s %v %s", typ, ti.Ne, sum)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("tensors differ from llama.cpp's converter (-llama.cpp +lqc):\n%s", diff)
+			}
+			wantKV, gotKV := map[string]string{}, map[string]string{}
+			for k, raw := range m.KV {
+				var sum arraySummary
+				if json.Unmarshal(raw, &sum) == nil && sum.Len > 0 {
+					wantKV[k] = fmt.Sprint(sum.Len, sum.Head, sum.Tail)
+				} else {
+					var v any
+					json.Unmarshal(raw, &v)
+					wantKV[k] = fmt.Sprint(v)
+				}
+			}
+			for _, kv := range f.Metadata {
+				if _, ok := wantKV[kv.Key]; !ok && strings.HasPrefix(kv.Key, "general.") {
+					continue // lqc's own general.* keys (name, file type) are checked elsewhere
+				}
+				gotKV[kv.Key] = summarizeKV(kv.Value)
+			}
+			for _, k := range []string{"general.name", "general.size_label", "general.type"} {
+				delete(wantKV, k) // the converter derives these from the folder's name
+				delete(gotKV, k)
+			}
+			if diff := cmp.Diff(wantKV, gotKV); diff != "" {
+				t.Errorf("metadata differs from llama.cpp's converter (-llama.cpp +lqc):\n%s", diff)
+			}
+		})
+	}
+}
+
+// summarizeKV renders a metadata value as the manifest records it:
+// numbers as JSON numbers (float32 widened as Python widens them),
+// arrays as length, first eight and last four entries.
+func summarizeKV(v any) string {
+	list := func(n int, at func(int) any) string {
+		head, tail := []any{}, []any{}
+		for i := range min(n, 8) {
+			head = append(head, at(i))
+		}
+		for i := max(0, n-4); i < n; i++ {
+			tail = append(tail, at(i))
+		}
+		return fmt.Sprint(n, head, tail)
+	}
+	switch x := v.(type) {
+	case []string:
+		return list(len(x), func(i int) any { return x[i] })
+	case []int32:
+		return list(len(x), func(i int) any { return float64(x[i]) })
+	case []float32:
+		return list(len(x), func(i int) any { return float64(x[i]) })
+	case float32:
+		return fmt.Sprint(float64(x))
+	case uint32:
+		return fmt.Sprint(float64(x))
+	case int32:
+		return fmt.Sprint(float64(x))
+	case uint64:
+		return fmt.Sprint(float64(x))
+	}
+	return fmt.Sprint(v)
+}
+
+// TestFamilyRun: lqc's greedy text from BOS is transformers' for each
+// family, and real llama.cpp runs lqc's F32 file with transformers' ids;
+// the quantized files load and run in llama.cpp (agreement reported).
+func TestFamilyRun(t *testing.T) {
+	llama := llamacpp.Require(t)
+	tmp := t.TempDir()
+	var jobs []llamacpp.Job
+	refs := map[string][]int{}
+	for _, fam := range families {
+		dir := testmodels.Shared(t, "models", fam.name)
+		ref := readIDs(t, filepath.Join(dir, "reference", "expected_greedy_ids.txt"))
+		refs[fam.name] = ref
+		text, err := os.ReadFile(filepath.Join(dir, "reference", "expected_greedy.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, stdout, stderr := lqc("run", filepath.Join(dir, "hf"), "-n", fmt.Sprint(len(ref)), "--temp", "0")
+		if code != 0 || stdout != string(text) {
+			t.Errorf("%s: lqc run: exit %d %s\n got %q\nwant %q", fam.name, code, stderr, stdout, text)
+		}
+		for _, q := range []string{"f32", "q8_0", "q4_0"} {
+			out := filepath.Join(tmp, fam.name+"-"+q+".gguf")
+			convert(t, filepath.Join(dir, "hf"), "-o", out, "--quant", q)
+			jobs = append(jobs, llamacpp.Job{Model: out, Prompt: []int{fam.bos}, N: len(ref)})
+		}
+	}
+	results, err := llamacpp.Run(llama, jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table strings.Builder
+	for i, job := range jobs {
+		name := strings.TrimSuffix(filepath.Base(job.Model), ".gguf")
+		fam := name[:strings.LastIndex(name, "-")]
+		r := results[i]
+		if r.Error != "" {
+			t.Errorf("llama.cpp cannot run lqc's %s: %s", name, r.Error)
+			continue
+		}
+		n := agreement(refs[fam], r.Tokens)
+		fmt.Fprintf(&table, "  %-20s %3d/%d\n", name, n, len(refs[fam]))
+		if strings.HasSuffix(name, "-f32") && n != len(refs[fam]) {
+			t.Errorf("%s: llama.cpp's greedy ids agree with transformers' for %d of %d tokens", name, n, len(refs[fam]))
+		}
+	}
+	t.Logf("llama.cpp's greedy ids on lqc's files against transformers':\n%s", table.String())
+}
+
+// TestFamilyFinetune: on each family, lqc finetune trains a residual
+// adapter that wins back part of what Q4_0 lost (the distillation loss
+// falls), and the adapter it writes runs beside the quantized base.
+func TestFamilyFinetune(t *testing.T) {
+	data := testmodels.Shared(t, "golden", "quant", "imatrix-calib.txt")
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			hf := testmodels.Shared(t, "models", fam.name, "hf")
+			tmp := t.TempDir()
+			base := filepath.Join(tmp, "q4_0.gguf")
+			convert(t, hf, "-o", base, "--quant", "q4_0")
+			adapter := filepath.Join(tmp, "residual.gguf")
+			code, stdout, stderr := lqc("finetune", base, "--teacher", hf, "--data", data, "--rank", "4", "--batch", "2",
+				"--steps", "20", "--lr", "5e-3", "--ctx", "64", "--json", "-q", "-o", adapter)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			l := stepLosses(t, stdout)
+			if !(l[20] < 0.9*l[1]) {
+				t.Errorf("distillation loss went from %.4g to %.4g", l[1], l[20])
+			}
+			if code, _, stderr := lqc("run", base, "--lora", adapter, "-n", "8", "--temp", "0"); code != 0 {
+				t.Errorf("lqc run with the adapter: exit %d: %s", code, stderr)
+			}
+			t.Logf("loss %.4g → %.4g", l[1], l[20])
+		})
+	}
+}
+
+// TestFamilyBadConfig: a config.json missing a key its family needs, or
+// asking for what lqc does not compute, is a one-line error naming the
+// key, never a silently different model.
+func TestFamilyBadConfig(t *testing.T) {
+	for _, c := range []struct {
+		family, name string
+		edit         func(map[string]any)
+		want         string
+	}{
+		{"qwen2-tiny", "no rms_norm_eps", func(m map[string]any) { delete(m, "rms_norm_eps") }, "rms_norm_eps"},
+		{"qwen2-tiny", "a narrow sliding window", func(m map[string]any) { m["sliding_window"] = 16.0 }, "sliding_window 16"},
+		{"qwen2-tiny", "yarn RoPE scaling", func(m map[string]any) { m["rope_scaling"] = map[string]any{"type": "yarn", "factor": 4.0} }, "rope_scaling"},
+	} {
+		t.Run(c.family+"/"+c.name, func(t *testing.T) {
+			dir := copyDir(t, testmodels.Shared(t, "models", c.family, "hf"))
+			editJSON(t, filepath.Join(dir, "config.json"), c.edit)
+			failsCleanly(t, []string{"convert", dir, "--quant", "f32"}, 1, dir, c.want)
+		})
+	}
+}
