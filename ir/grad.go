@@ -349,7 +349,7 @@ func init() {
 			return []*Value{b.Op("SoftmaxGrad", nil, n.Outputs[0], dys[0])}
 		},
 		"CausalMask": func(b *gradBuilder, n *Node, dys []*Value, need []bool) []*Value {
-			return []*Value{b.Op("CausalMask", Attrs{"zero": true}, dys[0])}
+			return []*Value{b.Op("CausalMask", copyAttrs(n.Attrs, "zero", true), dys[0])}
 		},
 		"RoPE": func(b *gradBuilder, n *Node, dys []*Value, need []bool) []*Value {
 			if need[1] {

@@ -76,10 +76,20 @@ type HParams struct {
 	RopeFreqBase       float32 // RoPE theta
 	NormEpsilon        float32 // RMSNorm or LayerNorm epsilon
 	VocabSize          int
+	// KeyLength is the head size when the model states it (config.json's
+	// head_dim, GGUF's attention.key_length); 0 when it is derived as
+	// hidden size / heads.
+	KeyLength int
+	// SlidingWindow, when positive, limits each query to the keys fewer
+	// than that many positions behind it (Mistral's attention).
+	SlidingWindow int
 }
 
 // HeadDim is the per-head size.
 func (p HParams) HeadDim() int {
+	if p.KeyLength > 0 {
+		return p.KeyLength
+	}
 	if p.HeadCount == 0 {
 		return 0
 	}
@@ -129,6 +139,9 @@ type Vocab struct {
 	BOS, EOS, UNK, PAD int32
 	// AddBOS and AddEOS are nil when the source does not say.
 	AddBOS, AddEOS *bool
+	// AddSpacePrefix is SentencePiece's add_dummy_prefix (a space put
+	// before the text); nil when the source does not say (then true).
+	AddSpacePrefix *bool
 	ChatTemplate   string
 }
 

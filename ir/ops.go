@@ -37,7 +37,8 @@ var ops = map[string]opDef{
 	"Scale":     {"x · scale (attr scale)", inferUnary},
 	"Softmax":   {"softmax over attr axis (-1 when absent)", inferUnaryGeneric(floatsOnly)},
 	"CausalMask": {"x[...,T,S] with -inf (0 with attr zero) where key position > query position " +
-		"(queries are the last T of S positions)", inferCausalMask},
+		"(queries are the last T of S positions), and with attr window w > 0 also where " +
+		"query position − key position ≥ w (sliding-window attention)", inferCausalMask},
 	"RoPE": {"rotary embedding of x[T,H,d] at positions pos[T] " +
 		"(attrs n_dims, freq_base, mode: \"normal\" rotates adjacent pairs, \"neox\" halves; " +
 		"inverse rotates by the opposite angles)", inferRoPE},
@@ -50,6 +51,7 @@ var ops = map[string]opDef{
 		"v[B,Hkv,S,dv] (B optional), an optional additive mask broadcasting to [B,H,T,S], without the T×S " +
 		"scores (attrs scale, causal, n_head, n_head_kv, softcap: 0 for none, else cap·tanh(x/cap) before " +
 		"the mask); query head h uses key/value head h/(H/Hkv); causal aligns the last query with the last key; " +
+		"attr window w > 0 (with causal) hides keys w or more positions before the query; " +
 		"with attr lse a second output, f32[B,H,T], holds each query row's log-sum-exp of its scores (what the " +
 		"backward pass recomputes the probabilities from)", inferFlashAttention},
 	"KVCache": {"appends x[T,Hkv,d] at the current positions to the cache of (attrs) layer and " +

@@ -57,6 +57,9 @@ func (FlashAttention) Run(m *ir.Model) (Report, error) {
 			a.mask = g.AddWeight(a.newMask)
 		}
 		attrs := ir.Attrs{"scale": a.scale, "causal": a.causal, "n_head": a.heads, "n_head_kv": a.kvHeads, "softcap": a.softcap}
+		if a.window > 0 {
+			attrs["window"] = a.window
+		}
 		inputs := []*ir.Value{a.q, a.k, a.v}
 		if a.mask != nil {
 			inputs = append(inputs, a.mask)
@@ -68,8 +71,12 @@ func (FlashAttention) Run(m *ir.Model) (Report, error) {
 		}
 		g.Fuse(a.region, "FlashAttention", attrs, inputs, a.out)
 		r.Changed++
-		r.Notes = append(r.Notes, fmt.Sprintf("fused attention%s into FlashAttention: %d query heads, %d key/value heads, scale %.6g, causal %v, mask %v, softcap %g (%d nodes)",
-			a.where(), a.heads, a.kvHeads, a.scale, a.causal, a.mask != nil, a.softcap, len(a.region)))
+		window := ""
+		if a.window > 0 {
+			window = fmt.Sprintf(", window %d", a.window)
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("fused attention%s into FlashAttention: %d query heads, %d key/value heads, scale %.6g, causal %v%s, mask %v, softcap %g (%d nodes)",
+			a.where(), a.heads, a.kvHeads, a.scale, a.causal, window, a.mask != nil, a.softcap, len(a.region)))
 	}
 	if r.Changed > 0 {
 		// Repeats of k and v, Transposes and scalings that fed only the
@@ -97,6 +104,7 @@ type attention struct {
 	out            *ir.Value
 	scale, softcap float64
 	causal         bool
+	window         int64 // sliding window of the causal mask (0: none)
 	heads, kvHeads int64
 	region         []*ir.Node
 }
@@ -168,6 +176,7 @@ func matchAttention(sm *ir.Node, users map[*ir.Value][]*ir.Node, outputs map[*ir
 				return nil, "two causal masks"
 			}
 			a.causal = true
+			a.window = d.Attrs.Int("window")
 			x = d.Inputs[0]
 		case "Add":
 			// scores + mask (the scores are the computed operand).

@@ -89,6 +89,7 @@ func TestReferenceLogits(t *testing.T) {
 		{"stories260K gguf", "golden/real/stories260K-f32.gguf", "models/stories260K/reference", "prompt64"},
 		{"gpt2-tiny hf", "models/gpt2-tiny/hf", "models/gpt2-tiny/reference", "prompt32"},
 		{"qwen2-tiny hf", "models/qwen2-tiny/hf", "models/qwen2-tiny/reference", "prompt32"},
+		{"mistral-tiny hf", "models/mistral-tiny/hf", "models/mistral-tiny/reference", "prompt32"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -101,6 +101,9 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer m.Close()
 
+	if w := m.Params.SlidingWindow; w > 0 && m.Arch == "llama" && !*quiet {
+		fmt.Fprintf(stderr, "note: the model attends through a sliding window of %d positions, recorded as llama.attention.sliding_window; llama.cpp's llama ignores it and attends to the whole context, so beyond %d tokens it computes something else (lqc applies the window)\n", w, w)
+	}
 	adapters, closeAdapters, err := loadAdapters(fuseSpecs, m)
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,12 +37,19 @@ type arraySummary struct {
 }
 
 // families are the fixtures whose folders lqc converts as llama.cpp's
-// converter does; bos is the id the references start from.
+// converter does; bos is the id the references start from. extraKV are
+// the keys lqc writes beyond the converter's, and llamaCppDiffers says
+// llama.cpp computes something else on purpose: it ignores Mistral's
+// sliding window (on mistral-tiny, whose window is shorter than the
+// greedy run, it agrees with transformers for 24 of 64 tokens).
 var families = []struct {
-	name string
-	bos  int
+	name            string
+	bos             int
+	extraKV         []string
+	llamaCppDiffers bool
 }{
-	{"qwen2-tiny", 1013},
+	{name: "qwen2-tiny", bos: 1013},
+	{name: "mistral-tiny", bos: 1, extraKV: []string{"llama.attention.sliding_window"}, llamaCppDiffers: true},
 }
 
 // TestFamilyConvert converts each family fixture to F32 and holds the
@@ -91,7 +99,7 @@ func TestFamilyConvert(t *testing.T) {
 				}
 			}
 			for _, kv := range f.Metadata {
-				if _, ok := wantKV[kv.Key]; !ok && strings.HasPrefix(kv.Key, "general.") {
+				if _, ok := wantKV[kv.Key]; !ok && (strings.HasPrefix(kv.Key, "general.") || slices.Contains(fam.extraKV, kv.Key)) {
 					continue // lqc's own general.* keys (name, file type) are checked elsewhere
 				}
 				gotKV[kv.Key] = summarizeKV(kv.Value)
@@ -148,7 +156,9 @@ func TestFamilyRun(t *testing.T) {
 	tmp := t.TempDir()
 	var jobs []llamacpp.Job
 	refs := map[string][]int{}
+	differs := map[string]bool{}
 	for _, fam := range families {
+		differs[fam.name] = fam.llamaCppDiffers
 		dir := testmodels.Shared(t, "models", fam.name)
 		ref := readIDs(t, filepath.Join(dir, "reference", "expected_greedy_ids.txt"))
 		refs[fam.name] = ref
@@ -181,7 +191,7 @@ func TestFamilyRun(t *testing.T) {
 		}
 		n := agreement(refs[fam], r.Tokens)
 		fmt.Fprintf(&table, "  %-20s %3d/%d\n", name, n, len(refs[fam]))
-		if strings.HasSuffix(name, "-f32") && n != len(refs[fam]) {
+		if strings.HasSuffix(name, "-f32") && n != len(refs[fam]) && !differs[fam] {
 			t.Errorf("%s: llama.cpp's greedy ids agree with transformers' for %d of %d tokens", name, n, len(refs[fam]))
 		}
 	}
@@ -227,7 +237,11 @@ func TestFamilyBadConfig(t *testing.T) {
 		want         string
 	}{
 		{"qwen2-tiny", "no rms_norm_eps", func(m map[string]any) { delete(m, "rms_norm_eps") }, "rms_norm_eps"},
-		{"qwen2-tiny", "a narrow sliding window", func(m map[string]any) { m["sliding_window"] = 16.0 }, "sliding_window 16"},
+		{"qwen2-tiny", "a narrow sliding window in use", func(m map[string]any) {
+			m["sliding_window"], m["use_sliding_window"] = 16.0, true
+		}, "sliding_window 16"},
+		{"mistral-tiny", "no rope_theta type", func(m map[string]any) { m["rope_theta"] = "ten thousand" }, "rope_theta"},
+		{"mistral-tiny", "head_dim apart from hidden/heads", func(m map[string]any) { m["head_dim"] = 32.0 }, "head_dim 32"},
 		{"qwen2-tiny", "yarn RoPE scaling", func(m map[string]any) { m["rope_scaling"] = map[string]any{"type": "yarn", "factor": 4.0} }, "rope_scaling"},
 	} {
 		t.Run(c.family+"/"+c.name, func(t *testing.T) {

@@ -19,12 +19,13 @@ const (
 	keyUNK          = "tokenizer.ggml.unknown_token_id"
 	keyPAD          = "tokenizer.ggml.padding_token_id"
 	keyAddBOS       = "tokenizer.ggml.add_bos_token"
+	keyAddSpace     = "tokenizer.ggml.add_space_prefix"
 	keyAddEOS       = "tokenizer.ggml.add_eos_token"
 	keyChatTemplate = "tokenizer.chat_template"
 )
 
 var vocabKeys = []string{keyTokModel, keyTokPre, keyTokens, keyScores, keyTokenType, keyMerges,
-	keyBOS, keyEOS, keyUNK, keyPAD, keyAddBOS, keyAddEOS, keyChatTemplate}
+	keyBOS, keyEOS, keyUNK, keyPAD, keyAddBOS, keyAddEOS, keyAddSpace, keyChatTemplate}
 
 // VocabMetadata writes a vocabulary as tokenizer.* metadata.
 func VocabMetadata(v *ir.Vocab) ir.Metadata {
@@ -57,6 +58,9 @@ func VocabMetadata(v *ir.Vocab) ir.Metadata {
 	}
 	if v.AddEOS != nil {
 		md = append(md, ir.KV{Key: keyAddEOS, Value: *v.AddEOS})
+	}
+	if v.AddSpacePrefix != nil {
+		md = append(md, ir.KV{Key: keyAddSpace, Value: *v.AddSpacePrefix})
 	}
 	if v.ChatTemplate != "" {
 		md = append(md, ir.KV{Key: keyChatTemplate, Value: v.ChatTemplate})
@@ -124,6 +128,9 @@ func VocabFromMetadata(md ir.Metadata) (*ir.Vocab, error) {
 	}
 	if b, present := md.Bool(keyAddEOS); present {
 		v.AddEOS = &b
+	}
+	if b, present := md.Bool(keyAddSpace); present {
+		v.AddSpacePrefix = &b
 	}
 	return v, v.Validate()
 }

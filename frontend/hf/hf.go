@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/lqc-dev/lqc/frontend/safetensors"
 	"github.com/lqc-dev/lqc/ir"
@@ -139,11 +140,11 @@ func loadVocab(dir string, cfg arch.Config, vocabSize int) (*ir.Vocab, error) {
 		if err != nil {
 			return nil, err
 		}
-		pieces, err := parseSPM(data)
+		model, err := parseSPM(data)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", spmPath, err)
 		}
-		if v, err = spmVocab(pieces, vocabSize); err != nil {
+		if v, err = spmVocab(model, vocabSize); err != nil {
 			return nil, fmt.Errorf("%s: %w", spmPath, err)
 		}
 		if err := applyAddedTokens(v, tc); err != nil {
@@ -172,7 +173,7 @@ func loadVocab(dir string, cfg arch.Config, vocabSize int) (*ir.Vocab, error) {
 	default:
 		return nil, fmt.Errorf("%s: no tokenizer (want tokenizer.model, tokenizer.json, or vocab.json with merges.txt)", dir)
 	}
-	if err := setSpecialTokens(v, tc, cfg); err != nil {
+	if err := setSpecialTokens(v, tc, cfg, exists(tjPath)); err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	return v, nil
@@ -227,34 +228,48 @@ func (tc *tokenizerConfig) added() []addedToken {
 	return out
 }
 
-// applyAddedTokens lets tokenizer_config.json's added tokens claim unused
-// SentencePiece ids, as llama.cpp's converter does.
+// applyAddedTokens lays tokenizer_config.json's added tokens over the
+// SentencePiece pieces, as llama.cpp's converter does: each takes its id
+// with score −1000, CONTROL when it is special or looks special, else
+// USER_DEFINED with SentencePiece's ▁ written as a space.
 func applyAddedTokens(v *ir.Vocab, tc *tokenizerConfig) error {
 	for _, a := range tc.added() {
 		if a.ID < 0 || a.ID >= len(v.Tokens) {
 			return fmt.Errorf("added token %q has id %d beyond the vocabulary (%d)", a.Content, a.ID, len(v.Tokens))
 		}
-		if v.Types[a.ID] != ir.TokenUnused {
-			continue // the model already defines this id
-		}
 		v.Tokens[a.ID], v.Scores[a.ID] = a.Content, -1000
-		v.Types[a.ID] = ir.TokenUserDefined
-		if a.Special {
-			v.Types[a.ID] = ir.TokenControl
+		v.Types[a.ID] = ir.TokenControl
+		if !a.Special && !looksSpecial(a.Content) {
+			v.Tokens[a.ID] = strings.ReplaceAll(a.Content, "\u2581", " ")
+			v.Types[a.ID] = ir.TokenUserDefined
 		}
 	}
 	return nil
 }
 
+// looksSpecial is llama.cpp's converter's test for added tokens that
+// models forget to mark special.
+func looksSpecial(tok string) bool {
+	switch tok {
+	case "<pad>", "<mask>", "<2mass>", "[@BOS@]":
+		return true
+	}
+	return strings.HasPrefix(tok, "<|") && strings.HasSuffix(tok, "|>") ||
+		strings.HasPrefix(tok, "<｜") && strings.HasSuffix(tok, "｜>") ||
+		strings.HasPrefix(tok, "<unused") && strings.HasSuffix(tok, ">")
+}
+
 // setSpecialTokens resolves bos/eos/unk/pad: tokenizer_config.json names
 // the token text, config.json may give the id; add_bos_token and
 // add_eos_token and the chat template come from tokenizer_config.json.
-func setSpecialTokens(v *ir.Vocab, tc *tokenizerConfig, cfg arch.Config) error {
+// As llama.cpp's converter, it looks the names up only where the folder
+// has a tokenizer.json (byNames); otherwise config.json's ids alone count.
+func setSpecialTokens(v *ir.Vocab, tc *tokenizerConfig, cfg arch.Config, byNames bool) error {
 	for _, s := range []struct {
 		name string
 		dst  *int32
 	}{{"bos", &v.BOS}, {"eos", &v.EOS}, {"unk", &v.UNK}, {"pad", &v.PAD}} {
-		if text := tokenText(tc.Tokens[s.name+"_token"]); text != "" {
+		if text := tokenText(tc.Tokens[s.name+"_token"]); text != "" && byNames {
 			if id := v.Find(text); id != ir.NoToken {
 				*s.dst = id
 				continue

@@ -3,6 +3,7 @@ package hf
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -87,15 +88,26 @@ func TestGPT2VocabMatchesLlamaCpp(t *testing.T) {
 	}
 }
 
-// TestSentencePieceVocab: stories260K's tokenizer.model and llama2.c's
-// tok512.bin both give the vocabulary of the reference F32 GGUF.
+// TestSentencePieceVocab: llama2.c's tok512.bin gives the vocabulary of
+// the reference F32 GGUF (written from the llama2.c checkpoint), and
+// stories260K's tokenizer.model the same but for what llama.cpp's
+// Hugging Face converter does with tokenizer_config.json's added tokens
+// (<unk>, <s>, </s>): CONTROL with score −1000, and no unknown-token id
+// where config.json gives none (mistral-tiny's manifest shows the
+// converter doing both).
 func TestSentencePieceVocab(t *testing.T) {
 	want := ggufVocab(t, testmodels.Shared(t, "golden/real/stories260K-f32.gguf"))
 	want.Pre = "default" // the reference was written without tokenizer.ggml.pre
+	hfWant := *want
+	hfWant.Scores = slices.Clone(want.Scores)
+	hfWant.Types = slices.Clone(want.Types)
+	for id := range 3 {
+		hfWant.Scores[id], hfWant.Types[id] = -1000, ir.TokenControl
+	}
 	got := dirVocab(t, testmodels.Shared(t, "models/stories260K/hf"))
-	sameVocab(t, "tokenizer.model", want, got)
-	if got.UNK != 0 || got.AddBOS == nil || !*got.AddBOS {
-		t.Errorf("unk %d, add_bos %v", got.UNK, got.AddBOS)
+	sameVocab(t, "tokenizer.model", &hfWant, got)
+	if got.UNK != ir.NoToken || got.AddBOS == nil || !*got.AddBOS || got.AddSpacePrefix == nil || !*got.AddSpacePrefix {
+		t.Errorf("unk %d, add_bos %v, add_space_prefix %v", got.UNK, got.AddBOS, got.AddSpacePrefix)
 	}
 	m, err := llama2c.Load(testmodels.Stories260K(), "")
 	if err != nil {

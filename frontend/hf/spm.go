@@ -25,10 +25,19 @@ type spmPiece struct {
 	typ   int
 }
 
-// parseSPM decodes the pieces of a SentencePiece ModelProto
-// (tokenizer.model). Only field 1 (repeated SentencePiece: piece, score,
-// type) matters for the vocabulary; other fields are skipped.
-func parseSPM(b []byte) ([]spmPiece, error) {
+// spmModel is what lqc reads of a SentencePiece ModelProto.
+type spmModel struct {
+	pieces []spmPiece
+	// addDummyPrefix is normalizer_spec.add_dummy_prefix (default true).
+	addDummyPrefix bool
+}
+
+// parseSPM decodes a SentencePiece ModelProto (tokenizer.model): field 1
+// (repeated SentencePiece: piece, score, type) and, in field 3
+// (NormalizerSpec), add_dummy_prefix (its field 3); other fields are
+// skipped.
+func parseSPM(b []byte) (*spmModel, error) {
+	m := &spmModel{addDummyPrefix: true}
 	var pieces []spmPiece
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -49,6 +58,17 @@ func parseSPM(b []byte) ([]spmPiece, error) {
 			b = b[n:]
 			continue
 		}
+		if num == 3 && typ == protowire.BytesType {
+			msg, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, fmt.Errorf("bad normalizer_spec: %w", protowire.ParseError(n))
+			}
+			if err := m.parseNormalizer(msg); err != nil {
+				return nil, fmt.Errorf("normalizer_spec: %w", err)
+			}
+			b = b[n:]
+			continue
+		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
 			return nil, fmt.Errorf("bad field %d: %w", num, protowire.ParseError(n))
@@ -58,7 +78,32 @@ func parseSPM(b []byte) ([]spmPiece, error) {
 	if len(pieces) == 0 {
 		return nil, fmt.Errorf("no pieces: not a SentencePiece model")
 	}
-	return pieces, nil
+	m.pieces = pieces
+	return m, nil
+}
+
+func (m *spmModel) parseNormalizer(b []byte) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if num == 3 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			m.addDummyPrefix, b = v != 0, b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 func parsePiece(b []byte) (spmPiece, error) {
@@ -102,7 +147,8 @@ func parsePiece(b []byte) (spmPiece, error) {
 // spmVocab builds the vocabulary as llama.cpp's converter does for a
 // SentencePiece model: ids beyond the model's pieces, up to vocabSize, are
 // "[PADn]" placeholders marked unused.
-func spmVocab(pieces []spmPiece, vocabSize int) (*ir.Vocab, error) {
+func spmVocab(m *spmModel, vocabSize int) (*ir.Vocab, error) {
+	pieces := m.pieces
 	if vocabSize < len(pieces) {
 		return nil, fmt.Errorf("tokenizer.model has %d pieces, more than vocab_size %d", len(pieces), vocabSize)
 	}
@@ -129,5 +175,6 @@ func spmVocab(pieces []spmPiece, vocabSize int) (*ir.Vocab, error) {
 		}
 		v.Tokens[i], v.Scores[i], v.Types[i] = p.piece, p.score, t
 	}
+	v.AddSpacePrefix = &m.addDummyPrefix
 	return v, nil
 }

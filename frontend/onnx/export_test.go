@@ -118,7 +118,8 @@ func TestLoadExport(t *testing.T) {
 			}
 			defer m.Close()
 			want := ir.HParams{ContextLength: 512, EmbeddingLength: 64, BlockCount: 5, FeedForwardLength: 172, HeadCount: 8,
-				HeadCountKV: 4, RopeDimensionCount: 8, RopeFreqBase: 10000, NormEpsilon: 1e-5, VocabSize: 512}
+				HeadCountKV: 4, RopeDimensionCount: 8, RopeFreqBase: 10000, NormEpsilon: 1e-5, VocabSize: 512,
+				KeyLength: 8} // the folder's config.json states head_dim, which the GGUF records as key_length
 			if m.Arch != "llama" || m.Params != want {
 				t.Fatalf("recognised %s %+v, want llama %+v", m.Arch, m.Params, want)
 			}

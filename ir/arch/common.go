@@ -53,7 +53,11 @@ func attention(b *ir.Builder, layer int, q, k, v *ir.Value, p ir.HParams) *ir.Va
 	vh := b.Op("KVCache", ir.Attrs{"layer": int64(layer), "slot": "v"}, v)
 	s := b.Op("MatMul", ir.Attrs{"transpose_b": true}, qh, kh)
 	s = b.Op("Scale", ir.Attrs{"scale": 1 / math.Sqrt(float64(hd))}, s)
-	s = b.Op("CausalMask", nil, s)
+	var window ir.Attrs
+	if p.SlidingWindow > 0 {
+		window = ir.Attrs{"window": int64(p.SlidingWindow)}
+	}
+	s = b.Op("CausalMask", window, s)
 	s = b.Op("Softmax", nil, s)
 	o := b.Op("MatMul", nil, s, vh)
 	o = b.Op("Permute", toHeads, o)

@@ -32,8 +32,14 @@ func paramsFromGGUF(a string, md ir.Metadata, rms bool) (ir.HParams, error) {
 	if _, ok := md.Get(a + ".attention.head_count_kv"); ok {
 		get(&p.HeadCountKV, "attention.head_count_kv")
 	}
+	if _, ok := md.Get(a + ".attention.key_length"); ok {
+		get(&p.KeyLength, "attention.key_length")
+	}
+	if _, ok := md.Get(a + ".attention.sliding_window"); ok {
+		get(&p.SlidingWindow, "attention.sliding_window")
+	}
 	if p.HeadCount > 0 {
-		p.RopeDimensionCount = p.EmbeddingLength / p.HeadCount
+		p.RopeDimensionCount = p.HeadDim()
 	}
 	epsKey := a + ".attention.layer_norm_epsilon"
 	if rms {

@@ -9,7 +9,9 @@ import (
 )
 
 func init() {
-	register(llama{llamaFamily{name: "llama", hfTypes: []string{"llama"}, ggufVocabAndRope: true}})
+	// Mistral is llama with a sliding window; llama.cpp's converter writes
+	// it as llama (and llama.cpp ignores the window).
+	register(llama{llamaFamily{name: "llama", hfTypes: []string{"llama", "mistral"}, ggufVocabAndRope: true, window: true}})
 }
 
 // llamaFamily covers the decoders built as Llama is: RMSNorm, rotary
@@ -28,6 +30,9 @@ type llamaFamily struct {
 	// ggufVocabAndRope: the converter writes <arch>.vocab_size and
 	// <arch>.rope.dimension_count.
 	ggufVocabAndRope bool
+	// window: config.json's sliding_window is honoured (Mistral); otherwise
+	// one narrower than the context is refused.
+	window bool
 }
 
 // llama is Llama 1/2 (and llama2.c checkpoints), the family member that
@@ -60,12 +65,14 @@ func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 	if p.HeadCount == 0 {
 		return p, fmt.Errorf("num_attention_heads is 0")
 	}
-	if hd, err := c.IntOr(p.EmbeddingLength/p.HeadCount, "head_dim"); err != nil {
+	if hd, err := c.IntOr(0, "head_dim"); err != nil {
 		return p, err
-	} else if hd != p.EmbeddingLength/p.HeadCount {
+	} else if hd != 0 && hd != p.EmbeddingLength/p.HeadCount {
 		return p, fmt.Errorf("head_dim %d differs from hidden_size/num_attention_heads; lqc does not support that yet", hd)
+	} else {
+		p.KeyLength = hd // stated, so written as attention.key_length as the converter does
 	}
-	p.RopeDimensionCount = p.EmbeddingLength / p.HeadCount
+	p.RopeDimensionCount = p.HeadDim()
 	eps, err := c.FloatOr("rms_norm_eps", -1)
 	if err != nil {
 		return p, err
@@ -90,12 +97,20 @@ func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 		}
 	}
 	// A sliding window narrower than the context changes what the model
-	// computes (transformers 4.46 applies Qwen2's whatever
-	// use_sliding_window says); lqc's attention has no window yet.
+	// computes. Mistral's is honoured. Qwen2 uses its window only with
+	// use_sliding_window and then on some layers only (max_window_layers),
+	// which lqc does not compute yet.
 	if w, err := c.IntOr(0, "sliding_window"); err != nil {
 		return p, err
 	} else if w > 0 && w < p.ContextLength {
-		return p, fmt.Errorf("sliding_window %d (narrower than the context of %d) is not supported yet", w, p.ContextLength)
+		switch use, err := c.BoolOr("use_sliding_window", true); {
+		case err != nil:
+			return p, err
+		case a.window:
+			p.SlidingWindow = w
+		case use:
+			return p, fmt.Errorf("sliding_window %d (narrower than the context of %d) with use_sliding_window is not supported yet", w, p.ContextLength)
+		}
 	}
 	return p, nil
 }
@@ -117,6 +132,14 @@ func (a llamaFamily) GGUFMetadata(p ir.HParams) ir.Metadata {
 		ir.KV{Key: n + ".feed_forward_length", Value: uint32(p.FeedForwardLength)})
 	if a.ggufVocabAndRope {
 		md = append(md, ir.KV{Key: n + ".rope.dimension_count", Value: uint32(p.RopeDimensionCount)})
+	}
+	if p.KeyLength > 0 {
+		md = append(md, ir.KV{Key: n + ".attention.key_length", Value: uint32(p.KeyLength)},
+			ir.KV{Key: n + ".attention.value_length", Value: uint32(p.KeyLength)})
+	}
+	if p.SlidingWindow > 0 {
+		// llama.cpp's key for gemma2's window; its llama ignores it.
+		md = append(md, ir.KV{Key: n + ".attention.sliding_window", Value: uint32(p.SlidingWindow)})
 	}
 	return append(md,
 		ir.KV{Key: n + ".rope.freq_base", Value: p.RopeFreqBase},

@@ -178,7 +178,7 @@ func (b *Backend) runFlashAttention(attrs ir.Attrs, out, lse *lqrt.Tensor, in []
 	if len(ops) == 4 {
 		mask = ops[3]
 	}
-	b.flashAttention(out, lse, ops[0], ops[1], ops[2], mask, float32(attrs.Float("scale")), float32(attrs.Float("softcap")), attrs.Bool("causal"))
+	b.flashAttention(out, lse, ops[0], ops[1], ops[2], mask, float32(attrs.Float("scale")), float32(attrs.Float("softcap")), attrs.Bool("causal"), int(attrs.Int("window")))
 	return nil
 }
 
@@ -244,7 +244,7 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 	case "Softmax":
 		softmax(b.pool, f32s(out), f32s(in[0]), out.Shape[len(out.Shape)-1])
 	case "CausalMask":
-		causalMask(f32s(out), f32s(in[0]), out.Shape, attrs.Bool("zero"))
+		causalMask(f32s(out), f32s(in[0]), out.Shape, attrs.Bool("zero"), int(attrs.Int("window")))
 	case "RoPE":
 		rope(f32s(out), f32s(in[0]), in[1].Data.([]int32), out.Shape, int(attrs.Int("n_dims")), attrs.Float("freq_base"),
 			attrs.Str("mode") == "neox", attrs.Bool("inverse"))

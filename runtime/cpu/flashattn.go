@@ -22,10 +22,13 @@ const (
 // online softmax). With causal set, query t (the last T of S positions)
 // sees keys up to S-T+t, and key tiles wholly above the diagonal are
 // never visited. Query head h reads key/value head h/(H/Hkv) in place:
-// nothing is copied per head. The mask broadcasts to [B,H,T,S]. With lse
+// nothing is copied per head. With window w > 0 (and causal), query t
+// sees only the w keys ending at its own position, and key tiles wholly
+// before the window are never visited either. The mask broadcasts to
+// [B,H,T,S]. With lse
 // set, each row's log-sum-exp of its scores goes there ([B,H,T]): what
 // the backward pass recomputes the probabilities from.
-func (b *Backend) flashAttention(out, lse, q, k, v, mask *lqrt.Tensor, scale, softcap float32, causal bool) {
+func (b *Backend) flashAttention(out, lse, q, k, v, mask *lqrt.Tensor, scale, softcap float32, causal bool, window int) {
 	r := len(q.Shape)
 	B := 1
 	if r == 4 {
@@ -67,22 +70,24 @@ func (b *Backend) flashAttention(out, lse, q, k, v, mask *lqrt.Tensor, scale, so
 			if causal {
 				end = min(S, S-T+t0+rows) // the last row's last visible key, plus one
 			}
-			for s0 := 0; s0 < end; s0 += blockK {
+			start := 0
+			if causal && window > 0 {
+				start = max(0, S-T+t0+1-window) / blockK * blockK // the first row's first visible key's tile
+			}
+			for s0 := start; s0 < end; s0 += blockK {
 				cols := min(blockK, end-s0)
 				for r := range rows {
 					t := t0 + r
-					limit := S // keys s < limit are visible
-					if causal {
-						limit = S - T + t + 1
-					}
+					first, limit := visibleKeys(t, T, S, causal, window)
 					n := min(cols, limit-s0)
-					if n <= 0 {
+					c0 := max(0, first-s0)
+					if n <= c0 {
 						continue
 					}
 					qrow := qd[(bh*T+t)*d : (bh*T+t+1)*d]
 					mrow := bi*mst[0] + h*mst[1] + t*mst[2]
 					rowMax := float32(math.Inf(-1))
-					for c := range n {
+					for c := c0; c < n; c++ {
 						s := s0 + c
 						sc := dotF32(qrow, kh[s*d:(s+1)*d]) * scale
 						if softcap != 0 {
@@ -105,7 +110,7 @@ func (b *Backend) flashAttention(out, lse, q, k, v, mask *lqrt.Tensor, scale, so
 							o[i] *= alpha
 						}
 					}
-					for c := range n {
+					for c := c0; c < n; c++ {
 						p := float32(math.Exp(float64(scores[c] - newMax)))
 						sum[r] += p
 						axpy(o, p, vh[(s0+c)*dv:(s0+c+1)*dv])
@@ -126,6 +131,19 @@ func (b *Backend) flashAttention(out, lse, q, k, v, mask *lqrt.Tensor, scale, so
 			}
 		}
 	})
+}
+
+// visibleKeys is the range [first, limit) of keys query t (of the last T
+// of S positions) attends to.
+func visibleKeys(t, T, S int, causal bool, window int) (first, limit int) {
+	limit = S
+	if causal {
+		limit = S - T + t + 1
+		if window > 0 {
+			first = max(0, limit-window)
+		}
+	}
+	return first, limit
 }
 
 // maskStrides returns an additive mask's values and its strides for b, h,
@@ -166,6 +184,7 @@ func (b *Backend) flashAttentionGrad(attrs ir.Attrs, outs, in []*lqrt.Tensor) er
 	}
 	dq, dk, dv := outs[0], outs[1], outs[2]
 	scale, softcap, causal := float32(attrs.Float("scale")), float32(attrs.Float("softcap")), attrs.Bool("causal")
+	window := int(attrs.Int("window"))
 	r := len(q.Shape)
 	B := 1
 	if r == 4 {
@@ -202,12 +221,9 @@ func (b *Backend) flashAttentionGrad(attrs ir.Attrs, outs, in []*lqrt.Tensor) er
 						continue // a row that sees no key
 					}
 					D := dotF32(dorow, od[(bh*T+t)*vd:(bh*T+t+1)*vd])
-					limit := S
-					if causal {
-						limit = S - T + t + 1
-					}
+					first, limit := visibleKeys(t, T, S, causal, window)
 					mrow := bi*mst[0] + h*mst[1] + t*mst[2]
-					for s := range max(0, min(limit, S)) {
+					for s := first; s < limit; s++ {
 						z := dotF32(qrow, kh[s*d:(s+1)*d]) * scale
 						sc, dcap := z, float32(1)
 						if softcap != 0 {

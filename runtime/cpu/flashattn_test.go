@@ -20,7 +20,7 @@ func randTensor(b *Backend, rng *rand.Rand, shape ...int) *lqrt.Tensor {
 }
 
 // unfusedAttention runs the spelled-out ops the builders emit.
-func unfusedAttention(t *testing.T, b *Backend, q, k, v, mask *lqrt.Tensor, scale float32, causal bool) *lqrt.Tensor {
+func unfusedAttention(t *testing.T, b *Backend, q, k, v, mask *lqrt.Tensor, scale float32, causal bool, window int) *lqrt.Tensor {
 	t.Helper()
 	H, T := q.Shape[0], q.Shape[1]
 	S := k.Shape[1]
@@ -37,7 +37,7 @@ func unfusedAttention(t *testing.T, b *Backend, q, k, v, mask *lqrt.Tensor, scal
 		s = run("Add", nil, []int{H, T, S}, s, mask)
 	}
 	if causal {
-		s = run("CausalMask", nil, []int{H, T, S}, s)
+		s = run("CausalMask", ir.Attrs{"window": int64(window)}, []int{H, T, S}, s)
 	}
 	s = run("Softmax", nil, []int{H, T, S}, s)
 	return run("MatMul", nil, []int{H, T, v.Shape[2]}, s, v)
@@ -46,7 +46,8 @@ func unfusedAttention(t *testing.T, b *Backend, q, k, v, mask *lqrt.Tensor, scal
 // TestFlashAttentionMatchesUnfused compares the fused kernel with the
 // unfused ops on random shapes: heads and key/value heads (MHA, GQA, MQA),
 // head sizes 32 to 128, prompt lengths 1 to 4096, decoding against a longer
-// cache (a strided view, as the KV cache gives), causal and masked.
+// cache (a strided view, as the KV cache gives), causal and masked, and
+// with sliding windows shorter and longer than a key tile.
 func TestFlashAttentionMatchesUnfused(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	b := New(2)
@@ -55,12 +56,16 @@ func TestFlashAttentionMatchesUnfused(t *testing.T) {
 	shapes := []shape{{8, 8, 32, 1, 1}, {8, 2, 64, 7, 7}, {4, 1, 128, 64, 64}, {8, 4, 64, 300, 300},
 		{8, 2, 64, 1, 1000}, {4, 4, 32, 5, 77}, {2, 1, 64, 4096, 4096}}
 	for _, sh := range shapes {
-		for _, causal := range []bool{true, false} {
+		for _, mode := range []struct {
+			causal bool
+			window int
+		}{{true, 0}, {false, 0}, {true, 16}, {true, 100}} {
+			causal, window := mode.causal, mode.window
 			for _, masked := range []bool{false, true} {
-				if sh.T == 4096 && masked {
+				if sh.T == 4096 && (masked || window == 16) {
 					continue // the big case once per causal flag is enough
 				}
-				name := fmt.Sprintf("H%d/%d d%d T%d S%d causal=%v mask=%v", sh.H, sh.Hkv, sh.d, sh.T, sh.S, causal, masked)
+				name := fmt.Sprintf("H%d/%d d%d T%d S%d causal=%v window=%d mask=%v", sh.H, sh.Hkv, sh.d, sh.T, sh.S, causal, window, masked)
 				q := randTensor(b, rng, sh.H, sh.T, sh.d)
 				// k and v live in a cache with room for more positions.
 				ctx := sh.S + 5
@@ -80,9 +85,10 @@ func TestFlashAttentionMatchesUnfused(t *testing.T) {
 					}
 				}
 				scale := float32(1 / math.Sqrt(float64(sh.d)))
-				want := unfusedAttention(t, b, q, k, v, mask, scale, causal)
+				want := unfusedAttention(t, b, q, k, v, mask, scale, causal, window)
 				got := b.Alloc(quant.F32, []int{sh.H, sh.T, sh.d})
-				attrs := ir.Attrs{"scale": float64(scale), "causal": causal, "n_head": int64(sh.H), "n_head_kv": int64(sh.Hkv), "softcap": 0.0}
+				attrs := ir.Attrs{"scale": float64(scale), "causal": causal, "n_head": int64(sh.H), "n_head_kv": int64(sh.Hkv), "softcap": 0.0,
+					"window": int64(window)}
 				in := []*lqrt.Tensor{q, k, v}
 				if mask != nil {
 					in = append(in, mask)

@@ -179,6 +179,9 @@ var gradCases = []gradCase{
 	{name: "Softmax+CausalMask", T: 3, build: func(e *gradEnv) *ir.Value {
 		return e.b.Op("Softmax", nil, e.b.Op("CausalMask", nil, e.param("x", 2, 3, 5)))
 	}},
+	{name: "Softmax+CausalMask/window", T: 4, build: func(e *gradEnv) *ir.Value {
+		return e.b.Op("Softmax", nil, e.b.Op("CausalMask", ir.Attrs{"window": int64(2)}, e.param("x", 2, 4, 6)))
+	}},
 	{name: "RoPE/normal", T: 5, build: func(e *gradEnv) *ir.Value {
 		return e.b.Op("RoPE", ir.Attrs{"n_dims": int64(6), "freq_base": 100.0, "mode": "normal"}, e.param("x", 5, 2, 8), e.pos())
 	}},
@@ -213,6 +216,11 @@ var gradCases = []gradCase{
 		// More queries and keys than one tile of the forward kernel.
 		return e.b.Op("FlashAttention", ir.Attrs{"scale": 0.5, "causal": true, "n_head": int64(1), "n_head_kv": int64(1)},
 			e.paramScaled("q", 0.5, 1, 70, 2), e.paramScaled("k", 0.5, 1, 70, 2), e.param("v", 1, 70, 1))
+	}},
+	{name: "FlashAttention/long/window", T: 70, build: func(e *gradEnv) *ir.Value {
+		// A window shorter than a key tile, across tile boundaries.
+		return e.b.Op("FlashAttention", ir.Attrs{"scale": 0.5, "causal": true, "n_head": int64(2), "n_head_kv": int64(1), "window": int64(9)},
+			e.paramScaled("q", 0.5, 2, 70, 2), e.paramScaled("k", 0.5, 1, 70, 2), e.param("v", 1, 70, 1))
 	}},
 	{name: "CrossEntropy", T: 5, vocab: 7, build: func(e *gradEnv) *ir.Value {
 		return e.b.Op("CrossEntropy", nil, e.param("logits", 5, 7), e.input("targets", quant.I32, 5))

@@ -121,7 +121,7 @@ func softmax(p *pool, out, x []float32, n int) {
 // keys 0 … S-T+t.
 // With zero set the masked entries are 0 instead of -inf: the mask's
 // gradient.
-func causalMask(out, x []float32, shape []int, zero bool) {
+func causalMask(out, x []float32, shape []int, zero bool, window int) {
 	T, S := shape[len(shape)-2], shape[len(shape)-1]
 	neg := float32(math.Inf(-1))
 	if zero {
@@ -130,9 +130,13 @@ func causalMask(out, x []float32, shape []int, zero bool) {
 	for base := 0; base < len(x); base += T * S {
 		for t := range T {
 			row := base + t*S
-			limit := S - T + t
+			limit := S - T + t // the query's position
+			first := 0         // its first visible key
+			if window > 0 {
+				first = limit - window + 1
+			}
 			for s := range S {
-				if s > limit {
+				if s > limit || s < first {
 					out[row+s] = neg
 				} else {
 					out[row+s] = x[row+s]

@@ -18,7 +18,7 @@ type spm struct {
 
 func newSPM(t *Tokenizer) *spm { return &spm{t: t} }
 
-func (s *spm) spacePrefix() bool { return true }
+func (s *spm) spacePrefix() bool { return s.t.v.AddSpacePrefix == nil || *s.t.v.AddSpacePrefix }
 
 func (s *spm) piece(id int32) []byte {
 	tok := s.t.v.Tokens[id]
@@ -38,7 +38,10 @@ type spmBigram struct {
 }
 
 func (s *spm) encode(text string, out []int32) []int32 {
-	text = strings.ReplaceAll(" "+text, " ", "\u2581")
+	if s.spacePrefix() {
+		text = " " + text
+	}
+	text = strings.ReplaceAll(text, " ", "\u2581")
 	syms := splitChars(text)
 	q := queue[spmBigram]{less: func(a, b spmBigram) bool {
 		if a.score != b.score {
@@ -92,6 +95,9 @@ func (s *spm) byteToken(b byte) int32 {
 	}
 	if id, ok := s.t.find(string([]byte{b})); ok {
 		return id
+	}
+	if s.t.v.UNK == ir.NoToken {
+		return 0 // llama.cpp's default unknown token for SentencePiece
 	}
 	return s.t.v.UNK
 }
