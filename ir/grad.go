@@ -355,8 +355,12 @@ func init() {
 			if need[1] {
 				return b.fail("positions have no gradient")
 			}
+			if len(need) == 3 && need[2] {
+				return b.fail("frequency factors have no gradient")
+			}
 			// A rotation's transpose is the opposite rotation.
-			return []*Value{b.Op("RoPE", copyAttrs(n.Attrs, "inverse", !n.Attrs.Bool("inverse")), dys[0], n.Inputs[1]), nil}
+			in := append([]*Value{dys[0]}, n.Inputs[1:]...)
+			return append([]*Value{b.Op("RoPE", copyAttrs(n.Attrs, "inverse", !n.Attrs.Bool("inverse")), in...)}, make([]*Value, len(n.Inputs)-1)...)
 		},
 		"MatMul": matMulRule,
 		"Reshape": func(b *gradBuilder, n *Node, dys []*Value, need []bool) []*Value {

@@ -137,8 +137,8 @@ type Vocab struct {
 
 	// Special token ids; -1 when the vocabulary has none.
 	BOS, EOS, UNK, PAD int32
-	// AddBOS and AddEOS are nil when the source does not say.
-	AddBOS, AddEOS *bool
+	// AddBOS, AddEOS and AddSEP are nil when the source does not say.
+	AddBOS, AddEOS, AddSEP *bool
 	// AddSpacePrefix is SentencePiece's add_dummy_prefix (a space put
 	// before the text); nil when the source does not say (then true).
 	AddSpacePrefix *bool

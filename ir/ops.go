@@ -41,7 +41,8 @@ var ops = map[string]opDef{
 		"query position − key position ≥ w (sliding-window attention)", inferCausalMask},
 	"RoPE": {"rotary embedding of x[T,H,d] at positions pos[T] " +
 		"(attrs n_dims, freq_base, mode: \"normal\" rotates adjacent pairs, \"neox\" halves; " +
-		"inverse rotates by the opposite angles)", inferRoPE},
+		"inverse rotates by the opposite angles); an optional third input f32[n_dims/2] divides each " +
+		"frequency (Llama 3's rope_freqs, llama.cpp's freq_factors)", inferRoPE},
 	"MatMul": {"a[B,M,K] · b[Bk,K,N] (or bᵀ with transpose_b); when Bk divides B, " +
 		"batch i of a uses batch i/(B/Bk) of b (grouped-query attention); other shapes multiply as numpy's matmul", inferMatMul},
 	"Reshape": {"same values, new shape (attr shape; -1 takes the remaining size)", inferReshape},
@@ -190,7 +191,7 @@ func inferCausalMask(n *Node) ([]OutSig, error) {
 }
 
 func inferRoPE(n *Node) ([]OutSig, error) {
-	if err := wantInputs(n, 2); err != nil {
+	if err := wantInputs(n, 2, 3); err != nil {
 		return nil, err
 	}
 	x, pos := n.Inputs[0], n.Inputs[1]
@@ -207,6 +208,12 @@ func inferRoPE(n *Node) ([]OutSig, error) {
 	}
 	if m := n.Attrs.Str("mode"); m != "normal" && m != "neox" {
 		return nil, fmt.Errorf("mode %q must be normal or neox", m)
+	}
+	if len(n.Inputs) == 3 {
+		f := n.Inputs[2]
+		if fs := f.Shape(); f.Type() != quant.F32 || len(fs) != 1 || !fs[0].Known() || fs[0].Size != nd/2 {
+			return nil, fmt.Errorf("frequency factors %v%v: want f32[%d]", f.Type(), fs, nd/2)
+		}
 	}
 	return []OutSig{{quant.F32, xs}}, nil
 }

@@ -90,6 +90,7 @@ func TestReferenceLogits(t *testing.T) {
 		{"gpt2-tiny hf", "models/gpt2-tiny/hf", "models/gpt2-tiny/reference", "prompt32"},
 		{"qwen2-tiny hf", "models/qwen2-tiny/hf", "models/qwen2-tiny/reference", "prompt32"},
 		{"mistral-tiny hf", "models/mistral-tiny/hf", "models/mistral-tiny/reference", "prompt32"},
+		{"llama3-tiny hf", "models/llama3-tiny/hf", "models/llama3-tiny/reference", "prompt32"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -50,6 +50,7 @@ var families = []struct {
 }{
 	{name: "qwen2-tiny", bos: 1013},
 	{name: "mistral-tiny", bos: 1, extraKV: []string{"llama.attention.sliding_window"}, llamaCppDiffers: true},
+	{name: "llama3-tiny", bos: 1014},
 }
 
 // TestFamilyConvert converts each family fixture to F32 and holds the
@@ -240,6 +241,9 @@ func TestFamilyBadConfig(t *testing.T) {
 		{"qwen2-tiny", "a narrow sliding window in use", func(m map[string]any) {
 			m["sliding_window"], m["use_sliding_window"] = 16.0, true
 		}, "sliding_window 16"},
+		{"llama3-tiny", "dynamic RoPE scaling", func(m map[string]any) {
+			m["rope_scaling"] = map[string]any{"rope_type": "dynamic", "factor": 2.0}
+		}, `rope_scaling of type "dynamic"`},
 		{"mistral-tiny", "no rope_theta type", func(m map[string]any) { m["rope_theta"] = "ten thousand" }, "rope_theta"},
 		{"mistral-tiny", "head_dim apart from hidden/heads", func(m map[string]any) { m["head_dim"] = 32.0 }, "head_dim 32"},
 		{"qwen2-tiny", "yarn RoPE scaling", func(m map[string]any) { m["rope_scaling"] = map[string]any{"type": "yarn", "factor": 4.0} }, "rope_scaling"},

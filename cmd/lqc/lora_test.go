@@ -17,7 +17,8 @@ import (
 // TestLoRAInterop: real llama.cpp running a base model with the adapter
 // GGUF lqc writes computes what lqc's fused model computes: logits on the
 // evaluation text within 1e-3 and the same greedy tokens, for llama (q/k
-// permutation, GQA), gpt2 and qwen2 (biases, NeoX RoPE), for an adapter with one rank and scale
+// permutation, GQA), gpt2, qwen2 (biases, NeoX RoPE) and Llama 3 (scaled
+// RoPE frequencies), for an adapter with one rank and scale
 // (written with alpha) and one with rsLoRA and rank/alpha patterns
 // (scales folded into B), at adapter scale 1 and 0.5.
 func TestLoRAInterop(t *testing.T) {
@@ -45,6 +46,8 @@ func TestLoRAInterop(t *testing.T) {
 		{"gpt2", "models/gpt2-tiny/hf", testmodels.PEFTAdapter{Targets: []string{"c_attn", "c_proj", "c_fc"}, R: 8, Alpha: 16, Seed: 9}, 1, 16, 5e-3},
 		{"qwen2", "models/qwen2-tiny/hf", testmodels.PEFTAdapter{
 			Targets: []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, R: 8, Alpha: 16, Seed: 10}, 1, 64, 1e-3},
+		{"llama3", "models/llama3-tiny/hf", testmodels.PEFTAdapter{
+			Targets: []string{"q_proj", "v_proj", "down_proj"}, R: 4, Alpha: 8, Seed: 11}, 1, 64, 1e-3},
 	}
 	tmp := t.TempDir()
 	type files struct{ base, adapter, fused string }

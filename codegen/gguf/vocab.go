@@ -20,12 +20,13 @@ const (
 	keyPAD          = "tokenizer.ggml.padding_token_id"
 	keyAddBOS       = "tokenizer.ggml.add_bos_token"
 	keyAddSpace     = "tokenizer.ggml.add_space_prefix"
+	keyAddSEP       = "tokenizer.ggml.add_sep_token"
 	keyAddEOS       = "tokenizer.ggml.add_eos_token"
 	keyChatTemplate = "tokenizer.chat_template"
 )
 
 var vocabKeys = []string{keyTokModel, keyTokPre, keyTokens, keyScores, keyTokenType, keyMerges,
-	keyBOS, keyEOS, keyUNK, keyPAD, keyAddBOS, keyAddEOS, keyAddSpace, keyChatTemplate}
+	keyBOS, keyEOS, keyUNK, keyPAD, keyAddBOS, keyAddEOS, keyAddSEP, keyAddSpace, keyChatTemplate}
 
 // VocabMetadata writes a vocabulary as tokenizer.* metadata.
 func VocabMetadata(v *ir.Vocab) ir.Metadata {
@@ -58,6 +59,9 @@ func VocabMetadata(v *ir.Vocab) ir.Metadata {
 	}
 	if v.AddEOS != nil {
 		md = append(md, ir.KV{Key: keyAddEOS, Value: *v.AddEOS})
+	}
+	if v.AddSEP != nil {
+		md = append(md, ir.KV{Key: keyAddSEP, Value: *v.AddSEP})
 	}
 	if v.AddSpacePrefix != nil {
 		md = append(md, ir.KV{Key: keyAddSpace, Value: *v.AddSpacePrefix})
@@ -128,6 +132,9 @@ func VocabFromMetadata(md ir.Metadata) (*ir.Vocab, error) {
 	}
 	if b, present := md.Bool(keyAddEOS); present {
 		v.AddEOS = &b
+	}
+	if b, present := md.Bool(keyAddSEP); present {
+		v.AddSEP = &b
 	}
 	if b, present := md.Bool(keyAddSpace); present {
 		v.AddSpacePrefix = &b

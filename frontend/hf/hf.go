@@ -158,6 +158,9 @@ func loadVocab(dir string, cfg arch.Config, vocabSize int) (*ir.Vocab, error) {
 		if v, err = parseTokenizerJSON(data, vocabSize); err != nil {
 			return nil, fmt.Errorf("%s: %w", tjPath, err)
 		}
+		if err := applyTemplate(v, data, tc); err != nil {
+			return nil, fmt.Errorf("%s: %w", tjPath, err)
+		}
 	case exists(vjPath) && exists(mtPath):
 		vj, err := os.ReadFile(vjPath)
 		if err != nil {
@@ -287,10 +290,91 @@ func setSpecialTokens(v *ir.Vocab, tc *tokenizerConfig, cfg arch.Config, byNames
 			*s.dst = int32(id)
 		}
 	}
-	v.AddBOS, v.AddEOS = tc.AddBOS, tc.AddEOS
+	if tc.AddBOS != nil {
+		v.AddBOS = tc.AddBOS
+	}
+	if tc.AddEOS != nil {
+		v.AddEOS = tc.AddEOS
+	}
 	var tmpl string
 	if json.Unmarshal(tc.ChatTemplate, &tmpl) == nil {
 		v.ChatTemplate = tmpl
+	}
+	return nil
+}
+
+// applyTemplate reads which special tokens a tokenizer.json's
+// TemplateProcessing post-processor puts around the text, as llama.cpp's
+// converter does: the first token of "single" sets add_bos (when it is
+// the BOS or CLS token), its last add_eos (when it is EOS), and a token
+// between the two sequences of "pair" add_sep. tokenizer_config.json's
+// add_*_token, read later, override them.
+func applyTemplate(v *ir.Vocab, data []byte, tc *tokenizerConfig) error {
+	type piece struct {
+		Special *struct {
+			ID string `json:"id"`
+		} `json:"SpecialToken"`
+		Sequence *struct {
+			ID string `json:"id"`
+		} `json:"Sequence"`
+	}
+	type processor struct {
+		Type       string      `json:"type"`
+		Single     []piece     `json:"single"`
+		Pair       []piece     `json:"pair"`
+		Processors []processor `json:"processors"`
+	}
+	var tj struct {
+		Post *processor `json:"post_processor"`
+	}
+	if err := json.Unmarshal(data, &tj); err != nil || tj.Post == nil {
+		return err
+	}
+	procs := tj.Post.Processors
+	if len(procs) == 0 {
+		procs = []processor{*tj.Post}
+	}
+	special := func(p piece) string {
+		if p.Special == nil {
+			return ""
+		}
+		return p.Special.ID
+	}
+	bos, eos := tokenText(tc.Tokens["bos_token"]), tokenText(tc.Tokens["eos_token"])
+	sep, cls := tokenText(tc.Tokens["sep_token"]), tokenText(tc.Tokens["cls_token"])
+	yes, no := true, false
+	for _, p := range procs {
+		if p.Type != "TemplateProcessing" || len(p.Single) < 2 {
+			continue
+		}
+		first, last := special(p.Single[0]), special(p.Single[len(p.Single)-1])
+		if first != "" {
+			v.AddBOS = &no
+			if first == bos || first == cls {
+				v.AddBOS = &yes
+			}
+		}
+		if last != "" {
+			v.AddEOS = &no
+			if last == eos {
+				v.AddEOS = &yes
+			}
+		}
+		pair := p.Pair
+		if len(pair) > 0 && first != "" && special(pair[0]) == first {
+			pair = pair[1:]
+		}
+		if len(pair) > 0 && last != "" && special(pair[len(pair)-1]) == last {
+			pair = pair[:len(pair)-1]
+		}
+		if len(pair) > 2 && pair[0].Sequence != nil && pair[0].Sequence.ID == "A" &&
+			pair[len(pair)-1].Sequence != nil && pair[len(pair)-1].Sequence.ID == "B" {
+			mid := special(pair[1])
+			v.AddSEP = &no
+			if mid != "" && (mid == sep || mid == eos) && last == "" {
+				v.AddSEP = &yes
+			}
+		}
 	}
 	return nil
 }

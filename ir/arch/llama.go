@@ -2,6 +2,7 @@ package arch
 
 import (
 	"fmt"
+	"math"
 	"maps"
 	"strings"
 
@@ -11,7 +12,7 @@ import (
 func init() {
 	// Mistral is llama with a sliding window; llama.cpp's converter writes
 	// it as llama (and llama.cpp ignores the window).
-	register(llama{llamaFamily{name: "llama", hfTypes: []string{"llama", "mistral"}, ggufVocabAndRope: true, window: true}})
+	register(llama{llamaFamily{name: "llama", hfTypes: []string{"llama", "mistral"}, ggufVocabAndRope: true, window: true, llama3Rope: true}})
 }
 
 // llamaFamily covers the decoders built as Llama is: RMSNorm, rotary
@@ -33,6 +34,8 @@ type llamaFamily struct {
 	// window: config.json's sliding_window is honoured (Mistral); otherwise
 	// one narrower than the context is refused.
 	window bool
+	// llama3Rope: rope_scaling of type llama3 is honoured (Llama 3.1+).
+	llama3Rope bool
 }
 
 // llama is Llama 1/2 (and llama2.c checkpoints), the family member that
@@ -86,8 +89,8 @@ func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 		return p, err
 	}
 	p.RopeFreqBase = float32(theta)
-	if rs, ok := c["rope_scaling"]; ok && rs != nil {
-		return p, fmt.Errorf("rope_scaling %v is not supported yet", rs)
+	if _, err := a.ropeScaling(c); err != nil {
+		return p, err
 	}
 	for _, k := range []string{"attention_bias", "mlp_bias"} {
 		if b, err := c.BoolOr(k, false); err != nil {
@@ -113,6 +116,73 @@ func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 		}
 	}
 	return p, nil
+}
+
+// llama3Scaling is config.json's rope_scaling of type llama3.
+type llama3Scaling struct {
+	factor, lowFreqFactor, highFreqFactor, originalContext float64
+}
+
+// ropeScaling reads rope_scaling: nil when absent, Llama 3's where the
+// family has it, else an error naming the key.
+func (a llamaFamily) ropeScaling(c Config) (*llama3Scaling, error) {
+	rs, ok := c["rope_scaling"]
+	if !ok || rs == nil {
+		return nil, nil
+	}
+	m, ok := rs.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("rope_scaling %v is not an object", rs)
+	}
+	kind, _ := m["rope_type"].(string)
+	if kind == "" {
+		kind, _ = m["type"].(string)
+	}
+	if kind != "llama3" || !a.llama3Rope {
+		return nil, fmt.Errorf("rope_scaling of type %q is not supported yet", kind)
+	}
+	s := &llama3Scaling{factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 8192}
+	sc := Config(m)
+	for _, f := range []struct {
+		key string
+		dst *float64
+	}{{"factor", &s.factor}, {"low_freq_factor", &s.lowFreqFactor}, {"high_freq_factor", &s.highFreqFactor},
+		{"original_max_position_embeddings", &s.originalContext}} {
+		v, err := sc.FloatOr(f.key, *f.dst)
+		if err != nil {
+			return nil, fmt.Errorf("rope_scaling: %w", err)
+		}
+		*f.dst = v
+	}
+	if s.highFreqFactor == s.lowFreqFactor {
+		return nil, fmt.Errorf("rope_scaling: high_freq_factor equals low_freq_factor")
+	}
+	return s, nil
+}
+
+// llama3RopeFactors are the frequency divisors llama.cpp's converter
+// stores as rope_freqs.weight, computed as it computes them (PyTorch
+// float32, where a scalar divided by a tensor is the tensor's reciprocal
+// times the scalar), so the bytes are the converter's.
+func llama3RopeFactors(s *llama3Scaling, base float64, dim int) []float32 {
+	lowWavelen := s.originalContext / s.lowFreqFactor
+	highWavelen := s.originalContext / s.highFreqFactor
+	var out []float32
+	for i := 0; i < dim; i += 2 {
+		x := float32(i) / float32(dim)
+		freq := 1 / float32(math.Pow(float64(float32(base)), float64(x)))
+		wavelen := 1 / freq * float32(2*math.Pi)
+		switch {
+		case wavelen < float32(highWavelen):
+			out = append(out, 1)
+		case wavelen > float32(lowWavelen):
+			out = append(out, float32(s.factor))
+		default:
+			smooth := (1/wavelen*float32(s.originalContext) - float32(s.lowFreqFactor)) / float32(s.highFreqFactor-s.lowFreqFactor)
+			out = append(out, 1/((1-smooth)/float32(s.factor)+smooth))
+		}
+	}
+	return out
 }
 
 func (a llamaFamily) ParamsFromGGUF(md ir.Metadata) (ir.HParams, error) {
@@ -176,6 +246,9 @@ func (a llamaFamily) Tensors(p ir.HParams) []TensorSpec {
 	return append(ts,
 		TensorSpec{Name: "output_norm.weight", Shape: []int64{d}},
 		TensorSpec{Name: "output.weight", Shape: []int64{v, d}, Optional: true},
+		// Llama 3's frequency factors, derived from config.json's
+		// rope_scaling on import.
+		TensorSpec{Name: "rope_freqs.weight", Shape: []int64{int64(p.RopeDimensionCount / 2)}, Optional: true},
 	)
 }
 
@@ -329,7 +402,19 @@ func (llama) ConfigFromGraph(f GraphFacts, contextLength int) (Config, error) {
 	}, nil
 }
 
-func (llamaFamily) CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error {
+func (a llamaFamily) CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error {
+	s, err := a.ropeScaling(cfg)
+	if err != nil {
+		return err
+	}
+	if s != nil {
+		f, err := ir.FromF32("rope_freqs.weight", []int64{int64(p.RopeDimensionCount / 2)},
+			llama3RopeFactors(s, float64(p.RopeFreqBase), p.RopeDimensionCount))
+		if err != nil {
+			return err
+		}
+		ts["rope_freqs.weight"] = f
+	}
 	return requireUntiedConsistent(cfg, ts, "output.weight", "lm_head.weight")
 }
 
@@ -344,6 +429,14 @@ func (a llamaFamily) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Gra
 		mode = "neox"
 	}
 	rope := ir.Attrs{"n_dims": int64(p.RopeDimensionCount), "freq_base": float64(p.RopeFreqBase), "mode": mode}
+	// ropeIn is RoPE's inputs: x, the positions, and Llama 3's frequency
+	// factors where the model has them.
+	ropeIn := func(x *ir.Value) []*ir.Value {
+		if w.has("rope_freqs.weight") {
+			return []*ir.Value{x, pos, w.get("rope_freqs.weight")}
+		}
+		return []*ir.Value{x, pos}
+	}
 	// proj is a q/k/v projection, with its bias where the family has one.
 	proj := func(i int, h *ir.Value, name string) *ir.Value {
 		in := []*ir.Value{h, w.get(blk(i, name+".weight"))}
@@ -360,8 +453,8 @@ func (a llamaFamily) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Gra
 		q := heads(b, proj(i, h, "attn_q"), p.HeadCount, hd)
 		k := heads(b, proj(i, h, "attn_k"), p.HeadCountKV, hd)
 		v := heads(b, proj(i, h, "attn_v"), p.HeadCountKV, hd)
-		q = b.Op("RoPE", rope, q, pos)
-		k = b.Op("RoPE", rope, k, pos)
+		q = b.Op("RoPE", rope, ropeIn(q)...)
+		k = b.Op("RoPE", rope, ropeIn(k)...)
 		o := attention(b, i, q, k, v, p)
 		x = b.Op("Add", nil, x, b.Op("Linear", nil, o, w.get(blk(i, "attn_output.weight"))))
 		h = b.Op("RMSNorm", eps, x, w.get(blk(i, "ffn_norm.weight")))

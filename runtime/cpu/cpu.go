@@ -246,7 +246,11 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 	case "CausalMask":
 		causalMask(f32s(out), f32s(in[0]), out.Shape, attrs.Bool("zero"), int(attrs.Int("window")))
 	case "RoPE":
-		rope(f32s(out), f32s(in[0]), in[1].Data.([]int32), out.Shape, int(attrs.Int("n_dims")), attrs.Float("freq_base"),
+		var factors []float32
+		if len(in) == 3 {
+			factors = f32s(in[2])
+		}
+		rope(f32s(out), f32s(in[0]), in[1].Data.([]int32), factors, out.Shape, int(attrs.Int("n_dims")), attrs.Float("freq_base"),
 			attrs.Str("mode") == "neox", attrs.Bool("inverse"))
 	case "MatMul":
 		return b.matmul(out, in[0], in[1], attrs.Bool("transpose_b"))
