@@ -2,8 +2,8 @@ package arch
 
 import (
 	"fmt"
-	"math"
 	"maps"
+	"math"
 	"strings"
 
 	"github.com/lqc-dev/lqc/ir"
