@@ -101,7 +101,7 @@ func (p HParams) Validate() error {
 	switch {
 	case p.EmbeddingLength <= 0, p.BlockCount <= 0, p.HeadCount <= 0, p.VocabSize <= 0, p.FeedForwardLength <= 0:
 		return fmt.Errorf("hyper-parameters must be positive: %+v", p)
-	case p.EmbeddingLength%p.HeadCount != 0:
+	case p.KeyLength == 0 && p.EmbeddingLength%p.HeadCount != 0:
 		return fmt.Errorf("hidden size %d is not a multiple of the head count %d", p.EmbeddingLength, p.HeadCount)
 	case p.HeadCountKV <= 0 || p.HeadCount%p.HeadCountKV != 0:
 		return fmt.Errorf("head count %d is not a multiple of the key/value head count %d", p.HeadCount, p.HeadCountKV)
@@ -137,6 +137,9 @@ type Vocab struct {
 
 	// Special token ids; -1 when the vocabulary has none.
 	BOS, EOS, UNK, PAD int32
+	// EOT is the end-of-turn token of chat models (Gemma's
+	// <end_of_turn>), which ends generation as EOS does; -1 when none.
+	EOT int32
 	// AddBOS, AddEOS and AddSEP are nil when the source does not say.
 	AddBOS, AddEOS, AddSEP *bool
 	// AddSpacePrefix is SentencePiece's add_dummy_prefix (a space put
@@ -160,7 +163,7 @@ func (v *Vocab) Validate() error {
 	if len(v.Types) != n {
 		return fmt.Errorf("vocabulary has %d tokens but %d token types", n, len(v.Types))
 	}
-	for _, id := range []int32{v.BOS, v.EOS, v.UNK, v.PAD} {
+	for _, id := range []int32{v.BOS, v.EOS, v.UNK, v.PAD, v.EOT} {
 		if id != NoToken && (id < 0 || int(id) >= n) {
 			return fmt.Errorf("special token id %d out of range (vocabulary of %d)", id, n)
 		}

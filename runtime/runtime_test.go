@@ -91,6 +91,7 @@ func TestReferenceLogits(t *testing.T) {
 		{"qwen2-tiny hf", "models/qwen2-tiny/hf", "models/qwen2-tiny/reference", "prompt32"},
 		{"mistral-tiny hf", "models/mistral-tiny/hf", "models/mistral-tiny/reference", "prompt32"},
 		{"llama3-tiny hf", "models/llama3-tiny/hf", "models/llama3-tiny/reference", "prompt32"},
+		{"gemma-tiny hf", "models/gemma-tiny/hf", "models/gemma-tiny/reference", "prompt32"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -51,6 +51,7 @@ var families = []struct {
 	{name: "qwen2-tiny", bos: 1013},
 	{name: "mistral-tiny", bos: 1, extraKV: []string{"llama.attention.sliding_window"}, llamaCppDiffers: true},
 	{name: "llama3-tiny", bos: 1014},
+	{name: "gemma-tiny", bos: 2},
 }
 
 // TestFamilyConvert converts each family fixture to F32 and holds the
@@ -200,10 +201,12 @@ func TestFamilyRun(t *testing.T) {
 }
 
 // TestFamilyFinetune: on each family, lqc finetune trains a residual
-// adapter that wins back part of what Q4_0 lost (the distillation loss
-// falls), and the adapter it writes runs beside the quantized base.
+// adapter that wins back part of what Q4_0 lost (the mean KL divergence
+// from the unquantized model on held-out text falls by at least 15%
+// in 100 steps), and the adapter it writes runs beside the quantized base.
 func TestFamilyFinetune(t *testing.T) {
 	data := testmodels.Shared(t, "golden", "quant", "imatrix-calib.txt")
+	heldOut := testmodels.Shared(t, "golden", "real", "eval.txt")
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {
 			hf := testmodels.Shared(t, "models", fam.name, "hf")
@@ -211,19 +214,19 @@ func TestFamilyFinetune(t *testing.T) {
 			base := filepath.Join(tmp, "q4_0.gguf")
 			convert(t, hf, "-o", base, "--quant", "q4_0")
 			adapter := filepath.Join(tmp, "residual.gguf")
-			code, stdout, stderr := lqc("finetune", base, "--teacher", hf, "--data", data, "--rank", "4", "--batch", "2",
-				"--steps", "20", "--lr", "5e-3", "--ctx", "64", "--json", "-q", "-o", adapter)
+			code, stdout, stderr := lqc("finetune", base, "--teacher", hf, "--data", data, "--eval-data", heldOut, "--rank", "4",
+				"--batch", "2", "--steps", "100", "--lr", "5e-3", "--ctx", "64", "--json", "-q", "-o", adapter)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
-			l := stepLosses(t, stdout)
-			if !(l[20] < 0.9*l[1]) {
-				t.Errorf("distillation loss went from %.4g to %.4g", l[1], l[20])
+			kld := evalKLD(t, stdout)
+			if !(kld[100] < 0.85*kld[0]) {
+				t.Errorf("held-out KLD went from %.4g to %.4g", kld[0], kld[100])
 			}
 			if code, _, stderr := lqc("run", base, "--lora", adapter, "-n", "8", "--temp", "0"); code != 0 {
 				t.Errorf("lqc run with the adapter: exit %d: %s", code, stderr)
 			}
-			t.Logf("loss %.4g → %.4g", l[1], l[20])
+			t.Logf("held-out KLD %.4g → %.4g", kld[0], kld[100])
 		})
 	}
 }
@@ -254,4 +257,21 @@ func TestFamilyBadConfig(t *testing.T) {
 			failsCleanly(t, []string{"convert", dir, "--quant", "f32"}, 1, dir, c.want)
 		})
 	}
+}
+
+// evalKLD is the held-out mean KLD of each evaluation in lqc finetune
+// --json's output, by step.
+func evalKLD(t *testing.T, stdout string) map[int]float64 {
+	t.Helper()
+	out := map[int]float64{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var l stepLine
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("not a JSON line: %q", line)
+		}
+		if l.Eval != nil {
+			out[l.Step] = l.Eval.KLD
+		}
+	}
+	return out
 }

@@ -18,7 +18,8 @@ import (
 // GGUF lqc writes computes what lqc's fused model computes: logits on the
 // evaluation text within 1e-3 and the same greedy tokens, for llama (q/k
 // permutation, GQA), gpt2, qwen2 (biases, NeoX RoPE) and Llama 3 (scaled
-// RoPE frequencies), for an adapter with one rank and scale
+// RoPE frequencies) and Gemma (head size apart from hidden/heads, GELU:
+// ggml's float16 GELU table moves logits by ~1e-3), for an adapter with one rank and scale
 // (written with alpha) and one with rsLoRA and rank/alpha patterns
 // (scales folded into B), at adapter scale 1 and 0.5.
 func TestLoRAInterop(t *testing.T) {
@@ -48,6 +49,8 @@ func TestLoRAInterop(t *testing.T) {
 			Targets: []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, R: 8, Alpha: 16, Seed: 10}, 1, 64, 1e-3},
 		{"llama3", "models/llama3-tiny/hf", testmodels.PEFTAdapter{
 			Targets: []string{"q_proj", "v_proj", "down_proj"}, R: 4, Alpha: 8, Seed: 11}, 1, 64, 1e-3},
+		{"gemma", "models/gemma-tiny/hf", testmodels.PEFTAdapter{
+			Targets: []string{"q_proj", "k_proj", "o_proj", "gate_proj", "up_proj"}, R: 4, Alpha: 8, Seed: 12}, 1, 64, 5e-3},
 	}
 	tmp := t.TempDir()
 	type files struct{ base, adapter, fused string }
@@ -121,8 +124,8 @@ func TestLoRAInterop(t *testing.T) {
 		}
 		t.Logf("%s: llama.cpp base+adapter vs fused: max |Δlogit| %.2g (logits up to %.1f); vs lqc's runtime on the fused file %.2g; greedy %d/%d",
 			c.name, worst, size, worstLQC, agreement(r[2].Tokens, r[3].Tokens), n)
-		if worst > 1e-3 || worstLQC > c.lqcTol {
-			t.Errorf("%s: logits differ by %.3g (llama.cpp fused, want ≤ 1e-3) and %.3g (lqc fused, want ≤ %g)", c.name, worst, worstLQC, c.lqcTol)
+		if worst > max(1e-3, c.lqcTol) || worstLQC > c.lqcTol { // GELU models: llama.cpp with and without the adapter differ by its table too
+			t.Errorf("%s: logits differ by %.3g (llama.cpp fused, want ≤ %g) and %.3g (lqc fused, want ≤ %g)", c.name, worst, max(1e-3, c.lqcTol), worstLQC, c.lqcTol)
 		}
 		if strings.Join(strings.Fields(fmt.Sprint(r[2].Tokens)), " ") != strings.Join(strings.Fields(fmt.Sprint(r[3].Tokens)), " ") {
 			t.Errorf("%s: greedy tokens differ:\nadapter %v\nfused   %v", c.name, r[2].Tokens, r[3].Tokens)

@@ -17,6 +17,7 @@ const (
 	keyBOS          = "tokenizer.ggml.bos_token_id"
 	keyEOS          = "tokenizer.ggml.eos_token_id"
 	keyUNK          = "tokenizer.ggml.unknown_token_id"
+	keyEOT          = "tokenizer.ggml.eot_token_id"
 	keyPAD          = "tokenizer.ggml.padding_token_id"
 	keyAddBOS       = "tokenizer.ggml.add_bos_token"
 	keyAddSpace     = "tokenizer.ggml.add_space_prefix"
@@ -26,7 +27,7 @@ const (
 )
 
 var vocabKeys = []string{keyTokModel, keyTokPre, keyTokens, keyScores, keyTokenType, keyMerges,
-	keyBOS, keyEOS, keyUNK, keyPAD, keyAddBOS, keyAddEOS, keyAddSEP, keyAddSpace, keyChatTemplate}
+	keyBOS, keyEOS, keyUNK, keyPAD, keyEOT, keyAddBOS, keyAddEOS, keyAddSEP, keyAddSpace, keyChatTemplate}
 
 // VocabMetadata writes a vocabulary as tokenizer.* metadata.
 func VocabMetadata(v *ir.Vocab) ir.Metadata {
@@ -49,7 +50,7 @@ func VocabMetadata(v *ir.Vocab) ir.Metadata {
 	for _, s := range []struct {
 		key string
 		id  int32
-	}{{keyBOS, v.BOS}, {keyEOS, v.EOS}, {keyUNK, v.UNK}, {keyPAD, v.PAD}} {
+	}{{keyBOS, v.BOS}, {keyEOS, v.EOS}, {keyUNK, v.UNK}, {keyPAD, v.PAD}, {keyEOT, v.EOT}} {
 		if s.id != ir.NoToken {
 			md = append(md, ir.KV{Key: s.key, Value: uint32(s.id)})
 		}
@@ -79,7 +80,7 @@ func VocabFromMetadata(md ir.Metadata) (*ir.Vocab, error) {
 	if !ok {
 		return nil, nil
 	}
-	v := &ir.Vocab{Model: model, BOS: ir.NoToken, EOS: ir.NoToken, UNK: ir.NoToken, PAD: ir.NoToken}
+	v := &ir.Vocab{Model: model, BOS: ir.NoToken, EOS: ir.NoToken, UNK: ir.NoToken, PAD: ir.NoToken, EOT: ir.NoToken}
 	v.Pre, _ = md.String(keyTokPre)
 	v.ChatTemplate, _ = md.String(keyChatTemplate)
 	var ok2 bool
@@ -115,7 +116,7 @@ func VocabFromMetadata(md ir.Metadata) (*ir.Vocab, error) {
 	for _, s := range []struct {
 		key string
 		dst *int32
-	}{{keyBOS, &v.BOS}, {keyEOS, &v.EOS}, {keyUNK, &v.UNK}, {keyPAD, &v.PAD}} {
+	}{{keyBOS, &v.BOS}, {keyEOS, &v.EOS}, {keyUNK, &v.UNK}, {keyPAD, &v.PAD}, {keyEOT, &v.EOT}} {
 		if _, present := md.Get(s.key); present {
 			id, err := md.Uint(s.key)
 			if err != nil {

@@ -185,7 +185,7 @@ func bpeVocab(vocab map[string]int, merges []string, added []addedToken, vocabSi
 		sort.Ints(ids)
 		return nil, fmt.Errorf("token id %d (%q) is beyond vocab_size %d", ids[0], byID[ids[0]], vocabSize)
 	}
-	v := &ir.Vocab{Model: "gpt2", Pre: "gpt-2", Merges: merges, BOS: ir.NoToken, EOS: ir.NoToken, UNK: ir.NoToken, PAD: ir.NoToken}
+	v := &ir.Vocab{Model: "gpt2", Pre: "gpt-2", Merges: merges, BOS: ir.NoToken, EOS: ir.NoToken, UNK: ir.NoToken, PAD: ir.NoToken, EOT: ir.NoToken}
 	v.Tokens = make([]string, vocabSize)
 	v.Types = make([]ir.TokenType, vocabSize)
 	for i := range vocabSize {

@@ -113,6 +113,9 @@ func Build(name string, cfg arch.Config, w Weights, tokDir string) (*ir.Model, e
 	if err != nil {
 		return nil, err
 	}
+	if vc, ok := a.(arch.VocabCompleter); ok {
+		vc.CompleteVocab(vocab)
+	}
 	return arch.NewModel(a, name, p, weights, vocab)
 }
 

@@ -152,7 +152,7 @@ func spmVocab(m *spmModel, vocabSize int) (*ir.Vocab, error) {
 	if vocabSize < len(pieces) {
 		return nil, fmt.Errorf("tokenizer.model has %d pieces, more than vocab_size %d", len(pieces), vocabSize)
 	}
-	v := &ir.Vocab{Model: "llama", Pre: "default", BOS: ir.NoToken, EOS: ir.NoToken, UNK: ir.NoToken, PAD: ir.NoToken}
+	v := &ir.Vocab{Model: "llama", Pre: "default", BOS: ir.NoToken, EOS: ir.NoToken, UNK: ir.NoToken, PAD: ir.NoToken, EOT: ir.NoToken}
 	v.Tokens = make([]string, vocabSize)
 	v.Scores = make([]float32, vocabSize)
 	v.Types = make([]ir.TokenType, vocabSize)
@@ -170,9 +170,10 @@ func spmVocab(m *spmModel, vocabSize int) (*ir.Vocab, error) {
 			t = ir.TokenUnused
 		case spmByte:
 			t = ir.TokenByte
-		case spmUserDefined:
-			t = ir.TokenUserDefined
 		}
+		// USER_DEFINED pieces stay NORMAL, as llama.cpp's converter
+		// writes them; tokenizer_config.json's added tokens are applied
+		// after (applyAddedTokens).
 		v.Tokens[i], v.Scores[i], v.Types[i] = p.piece, p.score, t
 	}
 	v.AddSpacePrefix = &m.addDummyPrefix

@@ -244,7 +244,7 @@ func loadTokenizer(path string, n int) (*ir.Vocab, error) {
 	}
 	maxLen := int(int32(binary.LittleEndian.Uint32(data)))
 	off := 4
-	v := &ir.Vocab{Model: "llama", Pre: "default", BOS: 1, EOS: 2, UNK: 0, PAD: ir.NoToken,
+	v := &ir.Vocab{Model: "llama", Pre: "default", BOS: 1, EOS: 2, UNK: 0, PAD: ir.NoToken, EOT: ir.NoToken,
 		Tokens: make([]string, n), Scores: make([]float32, n), Types: make([]ir.TokenType, n)}
 	for i := range n {
 		if off+8 > len(data) {

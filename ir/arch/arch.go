@@ -55,6 +55,13 @@ type Arch interface {
 	RowFix(canonical string, p ir.HParams) Fix
 }
 
+// VocabCompleter is implemented by architectures whose converter sets
+// vocabulary facts the tokenizer files do not state (Gemma's end-of-turn
+// token); frontends call it after reading the tokenizer.
+type VocabCompleter interface {
+	CompleteVocab(v *ir.Vocab)
+}
+
 // ScaleGroup is one place where a per-channel scale s folds exactly: the
 // input columns of the Next matrices are multiplied by s and whatever
 // produces their input is divided by s. The producer is either norm

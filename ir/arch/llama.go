@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/quant"
 )
 
 func init() {
@@ -36,6 +37,11 @@ type llamaFamily struct {
 	window bool
 	// llama3Rope: rope_scaling of type llama3 is honoured (Llama 3.1+).
 	llama3Rope bool
+	// gemma: Gemma's differences — head_dim free of hidden/heads, a
+	// tanh-GELU-gated MLP, embeddings scaled by √hidden, RMSNorm gains
+	// (1 + w) stored as w + 1 (as the converter stores them), no lm_head,
+	// RoPE base written only where it is not the default.
+	gemma bool
 }
 
 // llama is Llama 1/2 (and llama2.c checkpoints), the family member that
@@ -70,7 +76,7 @@ func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 	}
 	if hd, err := c.IntOr(0, "head_dim"); err != nil {
 		return p, err
-	} else if hd != 0 && hd != p.EmbeddingLength/p.HeadCount {
+	} else if hd != 0 && hd != p.EmbeddingLength/p.HeadCount && !a.gemma {
 		return p, fmt.Errorf("head_dim %d differs from hidden_size/num_attention_heads; lqc does not support that yet", hd)
 	} else {
 		p.KeyLength = hd // stated, so written as attention.key_length as the converter does
@@ -203,6 +209,9 @@ func (a llamaFamily) GGUFMetadata(p ir.HParams) ir.Metadata {
 	if a.ggufVocabAndRope {
 		md = append(md, ir.KV{Key: n + ".rope.dimension_count", Value: uint32(p.RopeDimensionCount)})
 	}
+	if !a.gemma || p.RopeFreqBase != 10000 {
+		md = append(md, ir.KV{Key: n + ".rope.freq_base", Value: p.RopeFreqBase})
+	}
 	if p.KeyLength > 0 {
 		md = append(md, ir.KV{Key: n + ".attention.key_length", Value: uint32(p.KeyLength)},
 			ir.KV{Key: n + ".attention.value_length", Value: uint32(p.KeyLength)})
@@ -212,7 +221,6 @@ func (a llamaFamily) GGUFMetadata(p ir.HParams) ir.Metadata {
 		md = append(md, ir.KV{Key: n + ".attention.sliding_window", Value: uint32(p.SlidingWindow)})
 	}
 	return append(md,
-		ir.KV{Key: n + ".rope.freq_base", Value: p.RopeFreqBase},
 		ir.KV{Key: n + ".attention.head_count", Value: uint32(p.HeadCount)},
 		ir.KV{Key: n + ".attention.head_count_kv", Value: uint32(p.HeadCountKV)},
 		ir.KV{Key: n + ".attention.layer_norm_rms_epsilon", Value: p.NormEpsilon})
@@ -220,23 +228,23 @@ func (a llamaFamily) GGUFMetadata(p ir.HParams) ir.Metadata {
 
 func (a llamaFamily) Tensors(p ir.HParams) []TensorSpec {
 	d, ff, v := int64(p.EmbeddingLength), int64(p.FeedForwardLength), int64(p.VocabSize)
-	kv := int64(p.HeadCountKV * p.HeadDim())
+	kv, qd := int64(p.HeadCountKV*p.HeadDim()), int64(p.HeadCount*p.HeadDim())
 	ts := []TensorSpec{{Name: "token_embd.weight", Shape: []int64{v, d}}}
 	for i := range p.BlockCount {
 		ts = append(ts,
 			TensorSpec{Name: blk(i, "attn_norm.weight"), Shape: []int64{d}},
-			TensorSpec{Name: blk(i, "attn_q.weight"), Shape: []int64{d, d}},
+			TensorSpec{Name: blk(i, "attn_q.weight"), Shape: []int64{qd, d}},
 			TensorSpec{Name: blk(i, "attn_k.weight"), Shape: []int64{kv, d}},
 			TensorSpec{Name: blk(i, "attn_v.weight"), Shape: []int64{kv, d}},
 		)
 		if a.qkvBias {
 			ts = append(ts,
-				TensorSpec{Name: blk(i, "attn_q.bias"), Shape: []int64{d}},
+				TensorSpec{Name: blk(i, "attn_q.bias"), Shape: []int64{qd}},
 				TensorSpec{Name: blk(i, "attn_k.bias"), Shape: []int64{kv}},
 				TensorSpec{Name: blk(i, "attn_v.bias"), Shape: []int64{kv}})
 		}
 		ts = append(ts,
-			TensorSpec{Name: blk(i, "attn_output.weight"), Shape: []int64{d, d}},
+			TensorSpec{Name: blk(i, "attn_output.weight"), Shape: []int64{d, qd}},
 			TensorSpec{Name: blk(i, "ffn_norm.weight"), Shape: []int64{d}},
 			TensorSpec{Name: blk(i, "ffn_gate.weight"), Shape: []int64{ff, d}},
 			TensorSpec{Name: blk(i, "ffn_down.weight"), Shape: []int64{d, ff}},
@@ -285,8 +293,11 @@ func (a llamaFamily) MapHF(name string, p ir.HParams) (string, Fix, bool, error)
 	case "model.embed_tokens.weight":
 		return "token_embd.weight", nil, true, nil
 	case "model.norm.weight":
-		return "output_norm.weight", nil, true, nil
+		return "output_norm.weight", a.normFix(), true, nil
 	case "lm_head.weight":
+		if a.gemma {
+			return "", nil, false, nil // the tied embedding, which the converter leaves out
+		}
 		return "output.weight", nil, true, nil
 	}
 	prefix, i, rest, ok := splitLayer(name)
@@ -295,10 +306,32 @@ func (a llamaFamily) MapHF(name string, p ir.HParams) (string, Fix, bool, error)
 			return "", nil, false, nil // a cached RoPE table, recomputed at run time
 		}
 		if g, ok := a.hfLayer()[rest]; ok {
+			if strings.HasSuffix(g, "norm.weight") {
+				return blk(i, g), a.normFix(), true, nil
+			}
 			return blk(i, g), a.RowFix(blk(i, g), p), true, nil
 		}
 	}
 	return "", nil, false, fmt.Errorf("unexpected tensor %s for %s", name, a.name)
+}
+
+// normFix is the import fix of RMSNorm gains: Gemma's (1 + w) becomes the
+// stored w + 1, added in float32.
+func (a llamaFamily) normFix() Fix {
+	if !a.gemma {
+		return nil
+	}
+	return func(t *ir.Tensor, p ir.HParams) (*ir.Tensor, error) {
+		return ir.Computed(t.Name, quant.F32, t.Shape, func(dst []float32, first, n int64) error {
+			if err := t.ReadRowsF32(dst, first, n); err != nil {
+				return err
+			}
+			for i := range dst {
+				dst[i]++
+			}
+			return nil
+		}), nil
+	}
 }
 
 // unpermuteQK undoes the row permutation Hugging Face's conversion applies
@@ -415,6 +448,9 @@ func (a llamaFamily) CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tens
 		}
 		ts["rope_freqs.weight"] = f
 	}
+	if a.gemma {
+		return nil // always tied (GemmaConfig's default)
+	}
 	return requireUntiedConsistent(cfg, ts, "output.weight", "lm_head.weight")
 }
 
@@ -448,6 +484,13 @@ func (a llamaFamily) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Gra
 	hd := p.HeadDim()
 
 	x := b.Op("Embedding", nil, w.get("token_embd.weight"), tokens)
+	if a.gemma {
+		x = b.Op("Scale", ir.Attrs{"scale": float64(float32(math.Sqrt(float64(p.EmbeddingLength))))}, x)
+	}
+	act := "SiLU"
+	if a.gemma {
+		act = "GELU" // the tanh approximation, gelu_pytorch_tanh
+	}
 	for i := range p.BlockCount {
 		h := b.Op("RMSNorm", eps, x, w.get(blk(i, "attn_norm.weight")))
 		q := heads(b, proj(i, h, "attn_q"), p.HeadCount, hd)
@@ -458,7 +501,7 @@ func (a llamaFamily) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Gra
 		o := attention(b, i, q, k, v, p)
 		x = b.Op("Add", nil, x, b.Op("Linear", nil, o, w.get(blk(i, "attn_output.weight"))))
 		h = b.Op("RMSNorm", eps, x, w.get(blk(i, "ffn_norm.weight")))
-		gate := b.Op("SiLU", nil, b.Op("Linear", nil, h, w.get(blk(i, "ffn_gate.weight"))))
+		gate := b.Op(act, nil, b.Op("Linear", nil, h, w.get(blk(i, "ffn_gate.weight"))))
 		up := b.Op("Linear", nil, h, w.get(blk(i, "ffn_up.weight")))
 		down := b.Op("Linear", nil, b.Op("Mul", nil, gate, up), w.get(blk(i, "ffn_down.weight")))
 		x = b.Named(b.Op("Add", nil, x, down), fmt.Sprintf("blk%d", i))

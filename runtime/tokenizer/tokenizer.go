@@ -126,7 +126,7 @@ func (t *Tokenizer) Decode(ids []int32) []byte {
 
 // IsEOG reports whether id ends generation.
 func (t *Tokenizer) IsEOG(id int32) bool {
-	if id == t.v.EOS {
+	if id == t.v.EOS || id == t.v.EOT && id != ir.NoToken {
 		return true
 	}
 	if id >= 0 && int(id) < len(t.v.Tokens) && t.v.Types[id] == ir.TokenControl {

@@ -1,0 +1,24 @@
+package arch
+
+import "github.com/lqc-dev/lqc/ir"
+
+// Gemma is a member of the llama family: see llamaFamily.gemma.
+func init() {
+	register(gemma{llamaFamily{name: "gemma", hfTypes: []string{"gemma"}, neox: true, gemma: true}})
+}
+
+type gemma struct{ llamaFamily }
+
+// gemmaEOT is <end_of_turn>'s id in Gemma's vocabulary, which llama.cpp's
+// converter records as the end-of-turn token.
+const gemmaEOT = 107
+
+// CompleteVocab sets what the converter sets for Gemma beyond the
+// tokenizer files: the end-of-turn token, and no space before the text.
+func (gemma) CompleteVocab(v *ir.Vocab) {
+	if gemmaEOT < len(v.Tokens) {
+		v.EOT = gemmaEOT
+	}
+	no := false
+	v.AddSpacePrefix = &no
+}
