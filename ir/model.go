@@ -83,6 +83,9 @@ type HParams struct {
 	// SlidingWindow, when positive, limits each query to the keys fewer
 	// than that many positions behind it (Mistral's attention).
 	SlidingWindow int
+	// RopeOriginalContext is the context the model was trained at, where
+	// it states one (Phi-3's original_max_position_embeddings); 0 if not.
+	RopeOriginalContext int
 }
 
 // HeadDim is the per-head size.

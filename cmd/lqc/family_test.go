@@ -52,6 +52,7 @@ var families = []struct {
 	{name: "mistral-tiny", bos: 1, extraKV: []string{"llama.attention.sliding_window"}, llamaCppDiffers: true},
 	{name: "llama3-tiny", bos: 1014},
 	{name: "gemma-tiny", bos: 2},
+	{name: "phi3-tiny", bos: 1},
 }
 
 // TestFamilyConvert converts each family fixture to F32 and holds the
@@ -215,7 +216,7 @@ func TestFamilyFinetune(t *testing.T) {
 			convert(t, hf, "-o", base, "--quant", "q4_0")
 			adapter := filepath.Join(tmp, "residual.gguf")
 			code, stdout, stderr := lqc("finetune", base, "--teacher", hf, "--data", data, "--eval-data", heldOut, "--rank", "4",
-				"--batch", "2", "--steps", "100", "--lr", "5e-3", "--ctx", "64", "--json", "-q", "-o", adapter)
+				"--batch", "2", "--steps", "100", "--lr", "2e-3", "--ctx", "64", "--json", "-q", "-o", adapter)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}

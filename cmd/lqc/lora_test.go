@@ -19,7 +19,8 @@ import (
 // evaluation text within 1e-3 and the same greedy tokens, for llama (q/k
 // permutation, GQA), gpt2, qwen2 (biases, NeoX RoPE) and Llama 3 (scaled
 // RoPE frequencies) and Gemma (head size apart from hidden/heads, GELU:
-// ggml's float16 GELU table moves logits by ~1e-3), for an adapter with one rank and scale
+// ggml's float16 GELU table moves logits by ~1e-3) and Phi-3 (fused
+// qkv_proj and gate_up_proj), for an adapter with one rank and scale
 // (written with alpha) and one with rsLoRA and rank/alpha patterns
 // (scales folded into B), at adapter scale 1 and 0.5.
 func TestLoRAInterop(t *testing.T) {
@@ -51,6 +52,8 @@ func TestLoRAInterop(t *testing.T) {
 			Targets: []string{"q_proj", "v_proj", "down_proj"}, R: 4, Alpha: 8, Seed: 11}, 1, 64, 1e-3},
 		{"gemma", "models/gemma-tiny/hf", testmodels.PEFTAdapter{
 			Targets: []string{"q_proj", "k_proj", "o_proj", "gate_proj", "up_proj"}, R: 4, Alpha: 8, Seed: 12}, 1, 64, 5e-3},
+		{"phi3", "models/phi3-tiny/hf", testmodels.PEFTAdapter{
+			Targets: []string{"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}, R: 4, Alpha: 8, Seed: 13}, 1, 64, 1e-3},
 	}
 	tmp := t.TempDir()
 	type files struct{ base, adapter, fused string }

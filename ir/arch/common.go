@@ -64,6 +64,11 @@ func attention(b *ir.Builder, layer int, q, k, v *ir.Value, p ir.HParams) *ir.Va
 	return b.Op("Reshape", ir.Attrs{"shape": []int64{-1, int64(p.HeadCount) * hd}}, o)
 }
 
+// slice is columns [start, end) of x's last axis.
+func slice(b *ir.Builder, x *ir.Value, start, end int) *ir.Value {
+	return b.Op("Slice", ir.Attrs{"axis": int64(-1), "start": int64(start), "end": int64(end)}, x)
+}
+
 func heads(b *ir.Builder, x *ir.Value, n, hd int) *ir.Value {
 	return b.Op("Reshape", ir.Attrs{"shape": []int64{-1, int64(n), int64(hd)}}, x)
 }

@@ -38,6 +38,9 @@ func paramsFromGGUF(a string, md ir.Metadata, rms bool) (ir.HParams, error) {
 	if _, ok := md.Get(a + ".attention.sliding_window"); ok {
 		get(&p.SlidingWindow, "attention.sliding_window")
 	}
+	if _, ok := md.Get(a + ".rope.scaling.original_context_length"); ok {
+		get(&p.RopeOriginalContext, "rope.scaling.original_context_length")
+	}
 	if p.HeadCount > 0 {
 		p.RopeDimensionCount = p.HeadDim()
 	}

@@ -13,7 +13,7 @@ import (
 func init() {
 	// Mistral is llama with a sliding window; llama.cpp's converter writes
 	// it as llama (and llama.cpp ignores the window).
-	register(llama{llamaFamily{name: "llama", hfTypes: []string{"llama", "mistral"}, ggufVocabAndRope: true, window: true, llama3Rope: true}})
+	register(llama{llamaFamily{name: "llama", hfTypes: []string{"llama", "mistral"}, ggufVocab: true, ggufRopeDims: true, window: true, llama3Rope: true}})
 }
 
 // llamaFamily covers the decoders built as Llama is: RMSNorm, rotary
@@ -29,9 +29,9 @@ type llamaFamily struct {
 	// LLAMA_ROPE_TYPE_NEOX); otherwise adjacent pairs, and the rows are
 	// un-permuted.
 	neox bool
-	// ggufVocabAndRope: the converter writes <arch>.vocab_size and
-	// <arch>.rope.dimension_count.
-	ggufVocabAndRope bool
+	// ggufVocab and ggufRopeDims: the converter writes <arch>.vocab_size
+	// and <arch>.rope.dimension_count.
+	ggufVocab, ggufRopeDims bool
 	// window: config.json's sliding_window is honoured (Mistral); otherwise
 	// one narrower than the context is refused.
 	window bool
@@ -42,6 +42,10 @@ type llamaFamily struct {
 	// (1 + w) stored as w + 1 (as the converter stores them), no lm_head,
 	// RoPE base written only where it is not the default.
 	gemma bool
+	// fused: q, k and v are one matrix (attn_qkv) and so are the MLP's
+	// gate and up (ffn_up, gate rows first), as Phi-3 stores them and
+	// llama.cpp keeps them; the graph slices the products.
+	fused bool
 }
 
 // llama is Llama 1/2 (and llama2.c checkpoints), the family member that
@@ -97,6 +101,11 @@ func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 	p.RopeFreqBase = float32(theta)
 	if _, err := a.ropeScaling(c); err != nil {
 		return p, err
+	}
+	if a.fused { // Phi-3 states the context it was trained at
+		if p.RopeOriginalContext, err = c.IntOr(0, "original_max_position_embeddings"); err != nil {
+			return p, err
+		}
 	}
 	for _, k := range []string{"attention_bias", "mlp_bias"} {
 		if b, err := c.BoolOr(k, false); err != nil {
@@ -198,7 +207,7 @@ func (a llamaFamily) ParamsFromGGUF(md ir.Metadata) (ir.HParams, error) {
 func (a llamaFamily) GGUFMetadata(p ir.HParams) ir.Metadata {
 	n := a.name
 	var md ir.Metadata
-	if a.ggufVocabAndRope {
+	if a.ggufVocab {
 		md = append(md, ir.KV{Key: n + ".vocab_size", Value: uint32(p.VocabSize)})
 	}
 	md = append(md,
@@ -206,8 +215,11 @@ func (a llamaFamily) GGUFMetadata(p ir.HParams) ir.Metadata {
 		ir.KV{Key: n + ".embedding_length", Value: uint32(p.EmbeddingLength)},
 		ir.KV{Key: n + ".block_count", Value: uint32(p.BlockCount)},
 		ir.KV{Key: n + ".feed_forward_length", Value: uint32(p.FeedForwardLength)})
-	if a.ggufVocabAndRope {
+	if a.ggufRopeDims {
 		md = append(md, ir.KV{Key: n + ".rope.dimension_count", Value: uint32(p.RopeDimensionCount)})
+	}
+	if p.RopeOriginalContext > 0 {
+		md = append(md, ir.KV{Key: n + ".rope.scaling.original_context_length", Value: uint32(p.RopeOriginalContext)})
 	}
 	if !a.gemma || p.RopeFreqBase != 10000 {
 		md = append(md, ir.KV{Key: n + ".rope.freq_base", Value: p.RopeFreqBase})
@@ -231,8 +243,17 @@ func (a llamaFamily) Tensors(p ir.HParams) []TensorSpec {
 	kv, qd := int64(p.HeadCountKV*p.HeadDim()), int64(p.HeadCount*p.HeadDim())
 	ts := []TensorSpec{{Name: "token_embd.weight", Shape: []int64{v, d}}}
 	for i := range p.BlockCount {
+		ts = append(ts, TensorSpec{Name: blk(i, "attn_norm.weight"), Shape: []int64{d}})
+		if a.fused {
+			ts = append(ts,
+				TensorSpec{Name: blk(i, "attn_qkv.weight"), Shape: []int64{qd + 2*kv, d}},
+				TensorSpec{Name: blk(i, "attn_output.weight"), Shape: []int64{d, qd}},
+				TensorSpec{Name: blk(i, "ffn_norm.weight"), Shape: []int64{d}},
+				TensorSpec{Name: blk(i, "ffn_down.weight"), Shape: []int64{d, ff}},
+				TensorSpec{Name: blk(i, "ffn_up.weight"), Shape: []int64{2 * ff, d}})
+			continue
+		}
 		ts = append(ts,
-			TensorSpec{Name: blk(i, "attn_norm.weight"), Shape: []int64{d}},
 			TensorSpec{Name: blk(i, "attn_q.weight"), Shape: []int64{qd, d}},
 			TensorSpec{Name: blk(i, "attn_k.weight"), Shape: []int64{kv, d}},
 			TensorSpec{Name: blk(i, "attn_v.weight"), Shape: []int64{kv, d}},
@@ -272,6 +293,15 @@ var llamaHFLayer = map[string]string{
 	"mlp.down_proj.weight":            "ffn_down.weight",
 }
 
+var fusedHFLayer = map[string]string{
+	"input_layernorm.weight":          "attn_norm.weight",
+	"self_attn.qkv_proj.weight":       "attn_qkv.weight",
+	"self_attn.o_proj.weight":         "attn_output.weight",
+	"post_attention_layernorm.weight": "ffn_norm.weight",
+	"mlp.gate_up_proj.weight":         "ffn_up.weight",
+	"mlp.down_proj.weight":            "ffn_down.weight",
+}
+
 var qkvBiasHFLayer = map[string]string{
 	"self_attn.q_proj.bias": "attn_q.bias",
 	"self_attn.k_proj.bias": "attn_k.bias",
@@ -280,6 +310,9 @@ var qkvBiasHFLayer = map[string]string{
 
 // hfLayer is the family member's per-layer HF → GGUF name table.
 func (a llamaFamily) hfLayer() map[string]string {
+	if a.fused {
+		return fusedHFLayer
+	}
 	if !a.qkvBias {
 		return llamaHFLayer
 	}
@@ -361,13 +394,27 @@ func (a llamaFamily) ScaleGroups(p ir.HParams) []ScaleGroup {
 	d, ff, hd := int64(p.EmbeddingLength), int64(p.FeedForwardLength), int64(p.HeadDim())
 	group := int64(p.HeadCount / p.HeadCountKV) // query heads per kv head
 	var gs []ScaleGroup
+	kvNext := func(c int64) int64 { return c/hd/group*hd + c%hd }
+	if a.fused {
+		// The v rows and the up rows are the tails of the fused matrices.
+		qd, kv := int64(p.HeadCount)*hd, int64(p.HeadCountKV)*hd
+		for i := range p.BlockCount {
+			gs = append(gs,
+				ScaleGroup{Vectors: []string{blk(i, "attn_norm.weight")}, Channels: d, Next: []string{blk(i, "attn_qkv.weight")}},
+				ScaleGroup{Rows: blk(i, "attn_qkv.weight"), RowOffset: qd + kv, Channels: kv,
+					Next: []string{blk(i, "attn_output.weight")}, NextCol: kvNext},
+				ScaleGroup{Vectors: []string{blk(i, "ffn_norm.weight")}, Channels: d, Next: []string{blk(i, "ffn_up.weight")}},
+				ScaleGroup{Rows: blk(i, "ffn_up.weight"), RowOffset: ff, Channels: ff, Next: []string{blk(i, "ffn_down.weight")}})
+		}
+		return gs
+	}
 	for i := range p.BlockCount {
 		gs = append(gs,
 			ScaleGroup{Vectors: []string{blk(i, "attn_norm.weight")}, Channels: d,
 				Next: []string{blk(i, "attn_q.weight"), blk(i, "attn_k.weight"), blk(i, "attn_v.weight")}},
 			ScaleGroup{Rows: blk(i, "attn_v.weight"), RowBias: a.bias(i, "attn_v.bias"), Channels: int64(p.HeadCountKV) * hd,
 				Next:    []string{blk(i, "attn_output.weight")},
-				NextCol: func(c int64) int64 { return c/hd/group*hd + c%hd }},
+				NextCol: kvNext},
 			ScaleGroup{Vectors: []string{blk(i, "ffn_norm.weight")}, Channels: d,
 				Next: []string{blk(i, "ffn_gate.weight"), blk(i, "ffn_up.weight")}},
 			ScaleGroup{Rows: blk(i, "ffn_up.weight"), Channels: ff, Next: []string{blk(i, "ffn_down.weight")}},
@@ -493,16 +540,32 @@ func (a llamaFamily) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Gra
 	}
 	for i := range p.BlockCount {
 		h := b.Op("RMSNorm", eps, x, w.get(blk(i, "attn_norm.weight")))
-		q := heads(b, proj(i, h, "attn_q"), p.HeadCount, hd)
-		k := heads(b, proj(i, h, "attn_k"), p.HeadCountKV, hd)
-		v := heads(b, proj(i, h, "attn_v"), p.HeadCountKV, hd)
+		var q, k, v *ir.Value
+		if a.fused {
+			qkv := b.Op("Linear", nil, h, w.get(blk(i, "attn_qkv.weight")))
+			qd, kv := p.HeadCount*hd, p.HeadCountKV*hd
+			q = heads(b, slice(b, qkv, 0, qd), p.HeadCount, hd)
+			k = heads(b, slice(b, qkv, qd, qd+kv), p.HeadCountKV, hd)
+			v = heads(b, slice(b, qkv, qd+kv, qd+2*kv), p.HeadCountKV, hd)
+		} else {
+			q = heads(b, proj(i, h, "attn_q"), p.HeadCount, hd)
+			k = heads(b, proj(i, h, "attn_k"), p.HeadCountKV, hd)
+			v = heads(b, proj(i, h, "attn_v"), p.HeadCountKV, hd)
+		}
 		q = b.Op("RoPE", rope, ropeIn(q)...)
 		k = b.Op("RoPE", rope, ropeIn(k)...)
 		o := attention(b, i, q, k, v, p)
 		x = b.Op("Add", nil, x, b.Op("Linear", nil, o, w.get(blk(i, "attn_output.weight"))))
 		h = b.Op("RMSNorm", eps, x, w.get(blk(i, "ffn_norm.weight")))
-		gate := b.Op(act, nil, b.Op("Linear", nil, h, w.get(blk(i, "ffn_gate.weight"))))
-		up := b.Op("Linear", nil, h, w.get(blk(i, "ffn_up.weight")))
+		var gate, up *ir.Value
+		if a.fused {
+			gu := b.Op("Linear", nil, h, w.get(blk(i, "ffn_up.weight")))
+			ff := p.FeedForwardLength
+			gate, up = b.Op(act, nil, slice(b, gu, 0, ff)), slice(b, gu, ff, 2*ff)
+		} else {
+			gate = b.Op(act, nil, b.Op("Linear", nil, h, w.get(blk(i, "ffn_gate.weight"))))
+			up = b.Op("Linear", nil, h, w.get(blk(i, "ffn_up.weight")))
+		}
 		down := b.Op("Linear", nil, b.Op("Mul", nil, gate, up), w.get(blk(i, "ffn_down.weight")))
 		x = b.Named(b.Op("Add", nil, x, down), fmt.Sprintf("blk%d", i))
 	}
