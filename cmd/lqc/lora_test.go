@@ -17,8 +17,8 @@ import (
 // TestLoRAInterop: real llama.cpp running a base model with the adapter
 // GGUF lqc writes computes what lqc's fused model computes: logits on the
 // evaluation text within 1e-3 and the same greedy tokens, for llama (q/k
-// permutation, GQA), gpt2, qwen2 (biases, NeoX RoPE) and Llama 3 (scaled
-// RoPE frequencies) and Gemma (head size apart from hidden/heads, GELU:
+// permutation, GQA), gpt2, qwen2 (biases, NeoX RoPE), Llama 3 (scaled
+// RoPE frequencies), Gemma (head size apart from hidden/heads; GELU, where
 // ggml's float16 GELU table moves logits by ~1e-3) and Phi-3 (fused
 // qkv_proj and gate_up_proj), for an adapter with one rank and scale
 // (written with alpha) and one with rsLoRA and rank/alpha patterns
