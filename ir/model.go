@@ -83,6 +83,13 @@ type HParams struct {
 	// SlidingWindow, when positive, limits each query to the keys fewer
 	// than that many positions behind it (Mistral's attention).
 	SlidingWindow int
+	// AttnSoftcap and FinalSoftcap, when positive, cap attention scores
+	// and logits as cap·tanh(x/cap) (Gemma 2).
+	AttnSoftcap, FinalSoftcap float32
+	// QueryScale, when positive, is the scalar whose inverse square root
+	// scales the queries (Gemma 2's query_pre_attn_scalar); else the head
+	// size's.
+	QueryScale int
 	// RopeOriginalContext is the context the model was trained at, where
 	// it states one (Phi-3's original_max_position_embeddings); 0 if not.
 	RopeOriginalContext int

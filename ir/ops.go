@@ -35,6 +35,7 @@ var ops = map[string]opDef{
 	"SiLU":      {"x · sigmoid(x)", inferUnary},
 	"GELU":      {"GELU: the tanh approximation, or exact (erf) with attr approximate \"none\"", inferUnary},
 	"Scale":     {"x · scale (attr scale)", inferUnary},
+	"Softcap":   {"cap · tanh(x / cap) (attr cap): Gemma 2's soft-capping of attention scores and logits", inferUnary},
 	"Softmax":   {"softmax over attr axis (-1 when absent)", inferUnaryGeneric(floatsOnly)},
 	"CausalMask": {"x[...,T,S] with -inf (0 with attr zero) where key position > query position " +
 		"(queries are the last T of S positions), and with attr window w > 0 also where " +

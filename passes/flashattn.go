@@ -220,6 +220,15 @@ func matchAttention(sm *ir.Node, users map[*ir.Value][]*ir.Node, outputs map[*ir
 			}
 			a.scale *= d.Attrs.Float("scale")
 			x = d.Inputs[0]
+		case "Softcap":
+			if why := advance(stageSoftcap, "a softcap"); why != "" {
+				return nil, why
+			}
+			if a.softcap != 0 {
+				return nil, "two softcaps"
+			}
+			a.softcap = d.Attrs.Float("cap")
+			x = d.Inputs[0]
 		case "Mul", "Div":
 			if cap, inner, ok := softcapOf(d, single); ok {
 				if why := advance(stageSoftcap, "a softcap"); why != "" {

@@ -20,7 +20,7 @@ import (
 // rowLocalOps compute output row t from input row t alone.
 var rowLocalOps = map[string]bool{
 	"Embedding": true, "RMSNorm": true, "LayerNorm": true, "Linear": true, "Add": true, "Mul": true,
-	"SiLU": true, "GELU": true, "Scale": true, "RoPE": true, "Reshape": true, "Slice": true,
+	"SiLU": true, "GELU": true, "Scale": true, "Softcap": true, "RoPE": true, "Reshape": true, "Slice": true,
 }
 
 // rowLocal reports whether n can run over the rows of several sequences

@@ -93,6 +93,7 @@ func TestReferenceLogits(t *testing.T) {
 		{"llama3-tiny hf", "models/llama3-tiny/hf", "models/llama3-tiny/reference", "prompt32"},
 		{"gemma-tiny hf", "models/gemma-tiny/hf", "models/gemma-tiny/reference", "prompt32"},
 		{"phi3-tiny hf", "models/phi3-tiny/hf", "models/phi3-tiny/reference", "prompt32"},
+		{"gemma2-tiny hf", "models/gemma2-tiny/hf", "models/gemma2-tiny/reference", "prompt32"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -53,6 +53,7 @@ var families = []struct {
 	{name: "llama3-tiny", bos: 1014},
 	{name: "gemma-tiny", bos: 2},
 	{name: "phi3-tiny", bos: 1},
+	{name: "gemma2-tiny", bos: 2, extraKV: []string{"gemma2.attention.query_pre_attn_scalar"}},
 }
 
 // TestFamilyConvert converts each family fixture to F32 and holds the
@@ -275,4 +276,19 @@ func evalKLD(t *testing.T, stdout string) map[int]float64 {
 		}
 	}
 	return out
+}
+
+// TestFamilyConvertNotes: where llama.cpp will compute something else
+// than the model does, convert says so once.
+func TestFamilyConvertNotes(t *testing.T) {
+	for _, c := range []struct{ family, want string }{
+		{"mistral-tiny", "sliding window of 16 positions"},
+		{"gemma2-tiny", "query_pre_attn_scalar 16 differs from the head size 32"},
+	} {
+		out := filepath.Join(t.TempDir(), "f32.gguf")
+		code, _, stderr := lqc("convert", testmodels.Shared(t, "models", c.family, "hf"), "-o", out, "--quant", "f32")
+		if code != 0 || strings.Count(stderr, c.want) != 1 {
+			t.Errorf("%s: exit %d, want one note %q:\n%s", c.family, code, c.want, stderr)
+		}
+	}
 }

@@ -46,15 +46,29 @@ func (ws *weightSet) has(name string) bool { return ws.vals[name] != nil }
 // grouped-query heads share K and V through MatMul's grouped batch
 // broadcast instead of copies.
 func attention(b *ir.Builder, layer int, q, k, v *ir.Value, p ir.HParams) *ir.Value {
+	return attentionWith(b, layer, q, k, v, p, p.SlidingWindow > 0)
+}
+
+// attentionWith is attention with the window applied or not (models that
+// alternate sliding and global layers), and p's query scale and
+// soft-capping.
+func attentionWith(b *ir.Builder, layer int, q, k, v *ir.Value, p ir.HParams, sliding bool) *ir.Value {
 	hd := int64(p.HeadDim())
+	scale := 1 / math.Sqrt(float64(hd))
+	if p.QueryScale > 0 {
+		scale = 1 / math.Sqrt(float64(p.QueryScale))
+	}
 	toHeads := ir.Attrs{"perm": []int64{1, 0, 2}}
 	qh := b.Op("Permute", toHeads, q)
 	kh := b.Op("KVCache", ir.Attrs{"layer": int64(layer), "slot": "k"}, k)
 	vh := b.Op("KVCache", ir.Attrs{"layer": int64(layer), "slot": "v"}, v)
 	s := b.Op("MatMul", ir.Attrs{"transpose_b": true}, qh, kh)
-	s = b.Op("Scale", ir.Attrs{"scale": 1 / math.Sqrt(float64(hd))}, s)
+	s = b.Op("Scale", ir.Attrs{"scale": scale}, s)
+	if p.AttnSoftcap > 0 {
+		s = b.Op("Softcap", ir.Attrs{"cap": float64(p.AttnSoftcap)}, s)
+	}
 	var window ir.Attrs
-	if p.SlidingWindow > 0 {
+	if sliding && p.SlidingWindow > 0 {
 		window = ir.Attrs{"window": int64(p.SlidingWindow)}
 	}
 	s = b.Op("CausalMask", window, s)

@@ -22,3 +22,16 @@ func (gemma) CompleteVocab(v *ir.Vocab) {
 	no := false
 	v.AddSpacePrefix = &no
 }
+
+func init() {
+	register(gemma2{llamaFamily{name: "gemma2", hfTypes: []string{"gemma2"}, neox: true, gemma: true, gemma2: true, window: true}})
+}
+
+type gemma2 struct{ llamaFamily }
+
+// CompleteVocab: for Gemma 2 the converter records no end-of-turn token,
+// and no space before the text.
+func (gemma2) CompleteVocab(v *ir.Vocab) {
+	no := false
+	v.AddSpacePrefix = &no
+}

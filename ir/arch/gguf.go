@@ -38,6 +38,21 @@ func paramsFromGGUF(a string, md ir.Metadata, rms bool) (ir.HParams, error) {
 	if _, ok := md.Get(a + ".attention.sliding_window"); ok {
 		get(&p.SlidingWindow, "attention.sliding_window")
 	}
+	for _, f := range []struct {
+		key string
+		dst *float32
+	}{{a + ".attn_logit_softcapping", &p.AttnSoftcap}, {a + ".final_logit_softcapping", &p.FinalSoftcap}} {
+		if _, ok := md.Get(f.key); ok {
+			v, ferr := md.Float(f.key)
+			if ferr != nil {
+				return p, ferr
+			}
+			*f.dst = float32(v)
+		}
+	}
+	if _, ok := md.Get(a + ".attention.query_pre_attn_scalar"); ok {
+		get(&p.QueryScale, "attention.query_pre_attn_scalar")
+	}
 	if _, ok := md.Get(a + ".rope.scaling.original_context_length"); ok {
 		get(&p.RopeOriginalContext, "rope.scaling.original_context_length")
 	}

@@ -42,6 +42,10 @@ type llamaFamily struct {
 	// (1 + w) stored as w + 1 (as the converter stores them), no lm_head,
 	// RoPE base written only where it is not the default.
 	gemma bool
+	// gemma2 (with gemma): Gemma 2's further differences — norms after attention and
+	// after the MLP, soft-capped scores and logits, query_pre_attn_scalar,
+	// and the sliding window on even layers only.
+	gemma2 bool
 	// fused: q, k and v are one matrix (attn_qkv) and so are the MLP's
 	// gate and up (ffn_up, gate rows first), as Phi-3 stores them and
 	// llama.cpp keeps them; the graph slices the products.
@@ -101,6 +105,24 @@ func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 	p.RopeFreqBase = float32(theta)
 	if _, err := a.ropeScaling(c); err != nil {
 		return p, err
+	}
+	if a.gemma2 {
+		for _, f := range []struct {
+			key string
+			dst *float32
+		}{{"attn_logit_softcapping", &p.AttnSoftcap}, {"final_logit_softcapping", &p.FinalSoftcap}} {
+			v, err := c.FloatOr(f.key, 0)
+			if err != nil {
+				return p, err
+			}
+			*f.dst = float32(v)
+		}
+		if p.QueryScale, err = c.IntOr(p.HeadDim(), "query_pre_attn_scalar"); err != nil {
+			return p, err
+		}
+		if p.QueryScale == p.HeadDim() {
+			p.QueryScale = 0 // the default; nothing to record
+		}
 	}
 	if a.fused { // Phi-3 states the context it was trained at
 		if p.RopeOriginalContext, err = c.IntOr(0, "original_max_position_embeddings"); err != nil {
@@ -218,6 +240,16 @@ func (a llamaFamily) GGUFMetadata(p ir.HParams) ir.Metadata {
 	if a.ggufRopeDims {
 		md = append(md, ir.KV{Key: n + ".rope.dimension_count", Value: uint32(p.RopeDimensionCount)})
 	}
+	if p.AttnSoftcap > 0 {
+		md = append(md, ir.KV{Key: n + ".attn_logit_softcapping", Value: p.AttnSoftcap})
+	}
+	if p.FinalSoftcap > 0 {
+		md = append(md, ir.KV{Key: n + ".final_logit_softcapping", Value: p.FinalSoftcap})
+	}
+	if p.QueryScale > 0 {
+		// lqc's own key: llama.cpp's gemma2 scales queries by the head size.
+		md = append(md, ir.KV{Key: n + ".attention.query_pre_attn_scalar", Value: uint32(p.QueryScale)})
+	}
 	if p.RopeOriginalContext > 0 {
 		md = append(md, ir.KV{Key: n + ".rope.scaling.original_context_length", Value: uint32(p.RopeOriginalContext)})
 	}
@@ -264,6 +296,11 @@ func (a llamaFamily) Tensors(p ir.HParams) []TensorSpec {
 				TensorSpec{Name: blk(i, "attn_k.bias"), Shape: []int64{kv}},
 				TensorSpec{Name: blk(i, "attn_v.bias"), Shape: []int64{kv}})
 		}
+		if a.gemma2 {
+			ts = append(ts,
+				TensorSpec{Name: blk(i, "post_attention_norm.weight"), Shape: []int64{d}},
+				TensorSpec{Name: blk(i, "post_ffw_norm.weight"), Shape: []int64{d}})
+		}
 		ts = append(ts,
 			TensorSpec{Name: blk(i, "attn_output.weight"), Shape: []int64{d, qd}},
 			TensorSpec{Name: blk(i, "ffn_norm.weight"), Shape: []int64{d}},
@@ -302,6 +339,13 @@ var fusedHFLayer = map[string]string{
 	"mlp.down_proj.weight":            "ffn_down.weight",
 }
 
+// gemma2HFLayer renames the norms: Gemma 2 has four per layer.
+var gemma2HFLayer = map[string]string{
+	"post_attention_layernorm.weight":   "post_attention_norm.weight",
+	"pre_feedforward_layernorm.weight":  "ffn_norm.weight",
+	"post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+}
+
 var qkvBiasHFLayer = map[string]string{
 	"self_attn.q_proj.bias": "attn_q.bias",
 	"self_attn.k_proj.bias": "attn_k.bias",
@@ -312,6 +356,11 @@ var qkvBiasHFLayer = map[string]string{
 func (a llamaFamily) hfLayer() map[string]string {
 	if a.fused {
 		return fusedHFLayer
+	}
+	if a.gemma2 {
+		m := maps.Clone(llamaHFLayer)
+		maps.Copy(m, gemma2HFLayer)
+		return m
 	}
 	if !a.qkvBias {
 		return llamaHFLayer
@@ -554,8 +603,13 @@ func (a llamaFamily) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Gra
 		}
 		q = b.Op("RoPE", rope, ropeIn(q)...)
 		k = b.Op("RoPE", rope, ropeIn(k)...)
-		o := attention(b, i, q, k, v, p)
-		x = b.Op("Add", nil, x, b.Op("Linear", nil, o, w.get(blk(i, "attn_output.weight"))))
+		// Gemma 2's window is on even layers only.
+		o := attentionWith(b, i, q, k, v, p, !a.gemma2 || i%2 == 0)
+		o = b.Op("Linear", nil, o, w.get(blk(i, "attn_output.weight")))
+		if a.gemma2 {
+			o = b.Op("RMSNorm", eps, o, w.get(blk(i, "post_attention_norm.weight")))
+		}
+		x = b.Op("Add", nil, x, o)
 		h = b.Op("RMSNorm", eps, x, w.get(blk(i, "ffn_norm.weight")))
 		var gate, up *ir.Value
 		if a.fused {
@@ -567,6 +621,9 @@ func (a llamaFamily) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Gra
 			up = b.Op("Linear", nil, h, w.get(blk(i, "ffn_up.weight")))
 		}
 		down := b.Op("Linear", nil, b.Op("Mul", nil, gate, up), w.get(blk(i, "ffn_down.weight")))
+		if a.gemma2 {
+			down = b.Op("RMSNorm", eps, down, w.get(blk(i, "post_ffw_norm.weight")))
+		}
 		x = b.Named(b.Op("Add", nil, x, down), fmt.Sprintf("blk%d", i))
 	}
 	x = b.Op("RMSNorm", eps, x, w.get("output_norm.weight"))
@@ -574,7 +631,11 @@ func (a llamaFamily) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Gra
 	if !w.has(head) {
 		head = "token_embd.weight" // tied classifier
 	}
-	logits := b.Named(b.Op("Linear", nil, x, w.get(head)), "logits")
+	logits := b.Op("Linear", nil, x, w.get(head))
+	if p.FinalSoftcap > 0 {
+		logits = b.Op("Softcap", ir.Attrs{"cap": float64(p.FinalSoftcap)}, logits)
+	}
+	logits = b.Named(logits, "logits")
 	if err := b.Err(); err != nil {
 		return nil, err
 	}

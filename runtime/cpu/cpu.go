@@ -237,6 +237,8 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 		broadcast(f32s(out), f32s(in[0]), f32s(in[1]), func(a, b float32) float32 { return a * b })
 	case "SiLU":
 		silu(f32s(out), f32s(in[0]))
+	case "Softcap":
+		softcap(f32s(out), f32s(in[0]), float32(attrs.Float("cap")))
 	case "GELU":
 		gelu(f32s(out), f32s(in[0]))
 	case "Scale":

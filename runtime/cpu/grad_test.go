@@ -182,6 +182,9 @@ var gradCases = []gradCase{
 	{name: "Softmax+CausalMask/window", T: 4, build: func(e *gradEnv) *ir.Value {
 		return e.b.Op("Softmax", nil, e.b.Op("CausalMask", ir.Attrs{"window": int64(2)}, e.param("x", 2, 4, 6)))
 	}},
+	{name: "Softcap", T: 3, build: func(e *gradEnv) *ir.Value {
+		return e.b.Op("Softcap", ir.Attrs{"cap": 1.5}, e.param("x", 3, 5))
+	}},
 	{name: "RoPE/normal", T: 5, build: func(e *gradEnv) *ir.Value {
 		return e.b.Op("RoPE", ir.Attrs{"n_dims": int64(6), "freq_base": 100.0, "mode": "normal"}, e.param("x", 5, 2, 8), e.pos())
 	}},

@@ -95,6 +95,14 @@ func scale(out, x []float32, s float32) {
 	}
 }
 
+// softcap is cap·tanh(x/cap), computed as the fused attention kernel
+// computes it.
+func softcap(out, x []float32, c float32) {
+	for i, v := range x {
+		out[i] = c * float32(math.Tanh(float64(v/c)))
+	}
+}
+
 func softmax(p *pool, out, x []float32, n int) {
 	p.parallel(len(x)/n, 16, func(lo, hi int) {
 		for r := lo; r < hi; r++ {

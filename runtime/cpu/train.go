@@ -49,6 +49,14 @@ func init() {
 			elementwise2(b.pool, f32s(out), f32s(in[0]), f32s(in[1]), f)
 			return nil
 		},
+		"SoftcapGrad": func(b *Backend, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) error {
+			c := attrs.Float("cap")
+			elementwise2(b.pool, f32s(out), f32s(in[0]), f32s(in[1]), func(x float64) float64 {
+				t := math.Tanh(x / c)
+				return 1 - t*t
+			})
+			return nil
+		},
 		"SoftmaxGrad": func(b *Backend, _ ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) error {
 			softmaxGrad(b.pool, f32s(out), f32s(in[0]), f32s(in[1]), out.Shape[len(out.Shape)-1])
 			return nil
