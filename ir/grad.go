@@ -336,9 +336,9 @@ func init() {
 			}
 			return out
 		},
-		"SiLU": elementRule("SiLUGrad"),
+		"SiLU":    elementRule("SiLUGrad"),
 		"Softcap": elementRule("SoftcapGrad"),
-		"GELU": elementRule("GELUGrad"),
+		"GELU":    elementRule("GELUGrad"),
 		"Scale": func(b *gradBuilder, n *Node, dys []*Value, need []bool) []*Value {
 			return []*Value{b.Op("Scale", n.Attrs, dys[0])}
 		},
