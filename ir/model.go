@@ -90,6 +90,11 @@ type HParams struct {
 	// scales the queries (Gemma 2's query_pre_attn_scalar); else the head
 	// size's.
 	QueryScale int
+	// RopeFreqBaseSWA, when positive, is the RoPE base of the layers with
+	// a sliding window (Gemma 3's rope_local_base_freq); RopeFreqScale,
+	// when positive, multiplies the positions of the others (linear RoPE
+	// scaling: 1/factor).
+	RopeFreqBaseSWA, RopeFreqScale float32
 	// RopeOriginalContext is the context the model was trained at, where
 	// it states one (Phi-3's original_max_position_embeddings); 0 if not.
 	RopeOriginalContext int

@@ -41,7 +41,8 @@ var ops = map[string]opDef{
 		"(queries are the last T of S positions), and with attr window w > 0 also where " +
 		"query position − key position ≥ w (sliding-window attention)", inferCausalMask},
 	"RoPE": {"rotary embedding of x[T,H,d] at positions pos[T] " +
-		"(attrs n_dims, freq_base, mode: \"normal\" rotates adjacent pairs, \"neox\" halves; " +
+		"(attrs n_dims, freq_base, freq_scale: positions multiplied by it, 1 when absent (linear scaling), " +
+		"mode: \"normal\" rotates adjacent pairs, \"neox\" halves; " +
 		"inverse rotates by the opposite angles); an optional third input f32[n_dims/2] divides each " +
 		"frequency (Llama 3's rope_freqs, llama.cpp's freq_factors)", inferRoPE},
 	"MatMul": {"a[B,M,K] · b[Bk,K,N] (or bᵀ with transpose_b); when Bk divides B, " +

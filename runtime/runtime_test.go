@@ -94,6 +94,7 @@ func TestReferenceLogits(t *testing.T) {
 		{"gemma-tiny hf", "models/gemma-tiny/hf", "models/gemma-tiny/reference", "prompt32"},
 		{"phi3-tiny hf", "models/phi3-tiny/hf", "models/phi3-tiny/reference", "prompt32"},
 		{"gemma2-tiny hf", "models/gemma2-tiny/hf", "models/gemma2-tiny/reference", "prompt32"},
+		{"gemma3-tiny hf", "models/gemma3-tiny/hf", "models/gemma3-tiny/reference", "prompt32"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -54,6 +54,7 @@ var families = []struct {
 	{name: "gemma-tiny", bos: 2},
 	{name: "phi3-tiny", bos: 1},
 	{name: "gemma2-tiny", bos: 2, extraKV: []string{"gemma2.attention.query_pre_attn_scalar"}},
+	{name: "gemma3-tiny", bos: 2},
 }
 
 // TestFamilyConvert converts each family fixture to F32 and holds the
@@ -249,6 +250,10 @@ func TestFamilyBadConfig(t *testing.T) {
 		{"llama3-tiny", "dynamic RoPE scaling", func(m map[string]any) {
 			m["rope_scaling"] = map[string]any{"rope_type": "dynamic", "factor": 2.0}
 		}, `rope_scaling of type "dynamic"`},
+		{"gemma3-tiny", "another layer pattern", func(m map[string]any) { m["sliding_window_pattern"] = 4.0 }, "sliding_window_pattern 4"},
+		{"gemma3-tiny", "layer_types off the pattern", func(m map[string]any) {
+			m["layer_types"] = []any{"full_attention", "sliding_attention"}
+		}, "layer_types[0]"},
 		{"mistral-tiny", "no rope_theta type", func(m map[string]any) { m["rope_theta"] = "ten thousand" }, "rope_theta"},
 		{"mistral-tiny", "head_dim apart from hidden/heads", func(m map[string]any) { m["head_dim"] = 32.0 }, "head_dim 32"},
 		{"qwen2-tiny", "yarn RoPE scaling", func(m map[string]any) { m["rope_scaling"] = map[string]any{"type": "yarn", "factor": 4.0} }, "rope_scaling"},

@@ -52,6 +52,8 @@ func TestLoRAInterop(t *testing.T) {
 			Targets: []string{"q_proj", "v_proj", "down_proj"}, R: 4, Alpha: 8, Seed: 11}, 1, 64, 1e-3},
 		{"gemma", "models/gemma-tiny/hf", testmodels.PEFTAdapter{
 			Targets: []string{"q_proj", "k_proj", "o_proj", "gate_proj", "up_proj"}, R: 4, Alpha: 8, Seed: 12}, 1, 64, 5e-3},
+		{"gemma3", "models/gemma3-tiny/hf", testmodels.PEFTAdapter{
+			Targets: []string{"q_proj", "v_proj", "o_proj", "down_proj"}, R: 4, Alpha: 8, Seed: 14}, 1, 64, 5e-3},
 		{"phi3", "models/phi3-tiny/hf", testmodels.PEFTAdapter{
 			Targets: []string{"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}, R: 4, Alpha: 8, Seed: 13}, 1, 64, 1e-3},
 	}

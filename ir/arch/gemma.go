@@ -35,3 +35,10 @@ func (gemma2) CompleteVocab(v *ir.Vocab) {
 	no := false
 	v.AddSpacePrefix = &no
 }
+
+func init() {
+	register(gemma3{gemma2{llamaFamily{name: "gemma3", hfTypes: []string{"gemma3_text"}, neox: true, gemma: true, gemma2: true, gemma3: true, window: true}}})
+}
+
+// gemma3 is Gemma 3's text model; its vocabulary is Gemma 2's.
+type gemma3 struct{ gemma2 }

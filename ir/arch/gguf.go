@@ -50,6 +50,24 @@ func paramsFromGGUF(a string, md ir.Metadata, rms bool) (ir.HParams, error) {
 			*f.dst = float32(v)
 		}
 	}
+	if _, ok := md.Get(a + ".rope.freq_base_swa"); ok {
+		v, ferr := md.Float(a + ".rope.freq_base_swa")
+		if ferr != nil {
+			return p, ferr
+		}
+		p.RopeFreqBaseSWA = float32(v)
+	}
+	if kind, ok := md.String(a + ".rope.scaling.type"); ok && kind != "none" {
+		factor, ferr := md.Float(a + ".rope.scaling.factor")
+		switch {
+		case ferr != nil:
+			return p, ferr
+		case kind != "linear":
+			return p, fmt.Errorf("%s.rope.scaling.type %q is not supported (lqc has linear)", a, kind)
+		case factor > 0:
+			p.RopeFreqScale = float32(1 / factor)
+		}
+	}
 	if _, ok := md.Get(a + ".attention.query_pre_attn_scalar"); ok {
 		get(&p.QueryScale, "attention.query_pre_attn_scalar")
 	}

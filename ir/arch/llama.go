@@ -46,6 +46,11 @@ type llamaFamily struct {
 	// after the MLP, soft-capped scores and logits, query_pre_attn_scalar,
 	// and the sliding window on even layers only.
 	gemma2 bool
+	// gemma3 (with gemma2): Gemma 3's — RMSNorm of each query and key
+	// head before RoPE, a global layer every sixth with the others
+	// windowed, local layers rotating with their own base, and linear RoPE
+	// scaling on the global ones.
+	gemma3 bool
 	// fused: q, k and v are one matrix (attn_qkv) and so are the MLP's
 	// gate and up (ffn_up, gate rows first), as Phi-3 stores them and
 	// llama.cpp keeps them; the graph slices the products.
@@ -103,7 +108,11 @@ func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 		return p, err
 	}
 	p.RopeFreqBase = float32(theta)
-	if _, err := a.ropeScaling(c); err != nil {
+	if a.gemma3 {
+		if err := gemma3Params(c, &p); err != nil {
+			return p, err
+		}
+	} else if _, err := a.ropeScaling(c); err != nil {
 		return p, err
 	}
 	if a.gemma2 {
@@ -154,6 +163,51 @@ func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 	}
 	return p, nil
 }
+
+// gemma3Params reads Gemma 3's RoPE (local base, linear scaling on the
+// global layers) and checks its layer pattern is the one GGUF implies.
+func gemma3Params(c Config, p *ir.HParams) error {
+	base, err := c.FloatOr("rope_local_base_freq", 10000)
+	if err != nil {
+		return err
+	}
+	p.RopeFreqBaseSWA = float32(base)
+	if rs, ok := c["rope_scaling"]; ok && rs != nil {
+		m, _ := rs.(map[string]any)
+		kind, _ := m["rope_type"].(string)
+		if kind == "" {
+			kind, _ = m["type"].(string)
+		}
+		factor, err := Config(m).FloatOr("factor", 0)
+		if err != nil || kind != "linear" || factor <= 0 {
+			return fmt.Errorf("rope_scaling %v is not supported (Gemma 3 has linear scaling with a positive factor)", rs)
+		}
+		p.RopeFreqScale = float32(1 / factor)
+	}
+	// GGUF does not record the layer pattern: llama.cpp's gemma3 makes
+	// every sixth layer global, so other patterns are refused.
+	if pat, err := c.IntOr(6, "sliding_window_pattern"); err != nil {
+		return err
+	} else if pat != 6 {
+		return fmt.Errorf("sliding_window_pattern %d is not supported (Gemma 3's, and GGUF's, is 6)", pat)
+	}
+	if lt, ok := c["layer_types"].([]any); ok {
+		for i, t := range lt {
+			want := "sliding_attention"
+			if !gemma3Sliding(i) {
+				want = "full_attention"
+			}
+			if t != want {
+				return fmt.Errorf("layer_types[%d] is %v, not %s as every sixth layer global implies", i, t, want)
+			}
+		}
+	}
+	return nil
+}
+
+// gemma3Sliding reports whether Gemma 3's layer i attends through the
+// sliding window: all but every sixth.
+func gemma3Sliding(i int) bool { return (i+1)%6 != 0 }
 
 // llama3Scaling is config.json's rope_scaling of type llama3.
 type llama3Scaling struct {
@@ -250,6 +304,13 @@ func (a llamaFamily) GGUFMetadata(p ir.HParams) ir.Metadata {
 		// lqc's own key: llama.cpp's gemma2 scales queries by the head size.
 		md = append(md, ir.KV{Key: n + ".attention.query_pre_attn_scalar", Value: uint32(p.QueryScale)})
 	}
+	if a.gemma3 {
+		md = append(md, ir.KV{Key: n + ".rope.freq_base_swa", Value: p.RopeFreqBaseSWA})
+	}
+	if p.RopeFreqScale > 0 {
+		md = append(md, ir.KV{Key: n + ".rope.scaling.type", Value: "linear"},
+			ir.KV{Key: n + ".rope.scaling.factor", Value: 1 / p.RopeFreqScale})
+	}
 	if p.RopeOriginalContext > 0 {
 		md = append(md, ir.KV{Key: n + ".rope.scaling.original_context_length", Value: uint32(p.RopeOriginalContext)})
 	}
@@ -295,6 +356,12 @@ func (a llamaFamily) Tensors(p ir.HParams) []TensorSpec {
 				TensorSpec{Name: blk(i, "attn_q.bias"), Shape: []int64{qd}},
 				TensorSpec{Name: blk(i, "attn_k.bias"), Shape: []int64{kv}},
 				TensorSpec{Name: blk(i, "attn_v.bias"), Shape: []int64{kv}})
+		}
+		if a.gemma3 {
+			hd := int64(p.HeadDim())
+			ts = append(ts,
+				TensorSpec{Name: blk(i, "attn_q_norm.weight"), Shape: []int64{hd}},
+				TensorSpec{Name: blk(i, "attn_k_norm.weight"), Shape: []int64{hd}})
 		}
 		if a.gemma2 {
 			ts = append(ts,
@@ -360,6 +427,9 @@ func (a llamaFamily) hfLayer() map[string]string {
 	if a.gemma2 {
 		m := maps.Clone(llamaHFLayer)
 		maps.Copy(m, gemma2HFLayer)
+		if a.gemma3 {
+			m["self_attn.q_norm.weight"], m["self_attn.k_norm.weight"] = "attn_q_norm.weight", "attn_k_norm.weight"
+		}
 		return m
 	}
 	if !a.qkvBias {
@@ -532,9 +602,12 @@ func (llama) ConfigFromGraph(f GraphFacts, contextLength int) (Config, error) {
 }
 
 func (a llamaFamily) CompleteHF(cfg Config, p ir.HParams, ts map[string]*ir.Tensor) error {
-	s, err := a.ropeScaling(cfg)
-	if err != nil {
-		return err
+	var s *llama3Scaling
+	if !a.gemma3 { // Gemma 3's scaling is linear, read into p
+		var err error
+		if s, err = a.ropeScaling(cfg); err != nil {
+			return err
+		}
 	}
 	if s != nil {
 		f, err := ir.FromF32("rope_freqs.weight", []int64{int64(p.RopeDimensionCount / 2)},
@@ -601,10 +674,27 @@ func (a llamaFamily) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Gra
 			k = heads(b, proj(i, h, "attn_k"), p.HeadCountKV, hd)
 			v = heads(b, proj(i, h, "attn_v"), p.HeadCountKV, hd)
 		}
-		q = b.Op("RoPE", rope, ropeIn(q)...)
-		k = b.Op("RoPE", rope, ropeIn(k)...)
-		// Gemma 2's window is on even layers only.
-		o := attentionWith(b, i, q, k, v, p, !a.gemma2 || i%2 == 0)
+		sliding := true
+		switch {
+		case a.gemma3:
+			sliding = gemma3Sliding(i)
+		case a.gemma2:
+			sliding = i%2 == 0
+		}
+		ra := rope
+		if a.gemma3 {
+			q = b.Op("RMSNorm", eps, q, w.get(blk(i, "attn_q_norm.weight")))
+			k = b.Op("RMSNorm", eps, k, w.get(blk(i, "attn_k_norm.weight")))
+			ra = maps.Clone(rope)
+			if sliding {
+				ra["freq_base"] = float64(p.RopeFreqBaseSWA)
+			} else if p.RopeFreqScale > 0 {
+				ra["freq_scale"] = float64(p.RopeFreqScale)
+			}
+		}
+		q = b.Op("RoPE", ra, ropeIn(q)...)
+		k = b.Op("RoPE", ra, ropeIn(k)...)
+		o := attentionWith(b, i, q, k, v, p, sliding)
 		o = b.Op("Linear", nil, o, w.get(blk(i, "attn_output.weight")))
 		if a.gemma2 {
 			o = b.Op("RMSNorm", eps, o, w.get(blk(i, "post_attention_norm.weight")))

@@ -252,7 +252,11 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 		if len(in) == 3 {
 			factors = f32s(in[2])
 		}
-		rope(f32s(out), f32s(in[0]), in[1].Data.([]int32), factors, out.Shape, int(attrs.Int("n_dims")), attrs.Float("freq_base"),
+		freqScale := 1.0
+		if attrs.Has("freq_scale") {
+			freqScale = attrs.Float("freq_scale")
+		}
+		rope(f32s(out), f32s(in[0]), in[1].Data.([]int32), factors, freqScale, out.Shape, int(attrs.Int("n_dims")), attrs.Float("freq_base"),
 			attrs.Str("mode") == "neox", attrs.Bool("inverse"))
 	case "MatMul":
 		return b.matmul(out, in[0], in[1], attrs.Bool("transpose_b"))

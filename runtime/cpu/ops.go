@@ -158,13 +158,14 @@ func causalMask(out, x []float32, shape []int, zero bool, window int) {
 // as θ_i = pos·base^(-2i/n_dims): "normal" rotates pairs (2i, 2i+1),
 // "neox" pairs (i, i+n_dims/2). inverse rotates by −θ_i: the
 // transpose of the rotation, which is its gradient. factors, when given,
-// divide θ_i (Llama 3's frequency scaling).
-func rope(out, x []float32, pos []int32, factors []float32, shape []int, nDims int, base float64, neox, inverse bool) {
+// divide θ_i (Llama 3's frequency scaling); freqScale multiplies the
+// positions (linear scaling).
+func rope(out, x []float32, pos []int32, factors []float32, freqScale float64, shape []int, nDims int, base float64, neox, inverse bool) {
 	T, H, d := shape[0], shape[1], shape[2]
 	copy(out, x)
 	for t := range T {
 		for i := 0; i < nDims/2; i++ {
-			theta := float64(pos[t]) * math.Pow(base, -2*float64(i)/float64(nDims))
+			theta := float64(pos[t]) * freqScale * math.Pow(base, -2*float64(i)/float64(nDims))
 			if factors != nil {
 				theta /= float64(factors[i])
 			}
