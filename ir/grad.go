@@ -31,6 +31,7 @@ var backwardOps = map[string]opDef{
 		"given dy: inputs x, w, dy", inferNormGrad},
 	"SiLUGrad":    {"dy · d/dx SiLU(x): inputs x, dy", inferElementGrad},
 	"GELUGrad":    {"dy · d/dx GELU(x) (attr approximate as GELU's): inputs x, dy", inferElementGrad},
+	"ReluGrad":    {"dy where x > 0, else 0: inputs x, dy", inferElementGrad},
 	"SoftcapGrad": {"dy · d/dx Softcap(x) = dy · (1 − tanh²(x/cap)) (attr cap): inputs x, dy", inferElementGrad},
 	"SoftmaxGrad": {"y · (dy − Σ y·dy) over the last axis, y the softmax's output: inputs y, dy", inferElementGrad},
 	"FlashAttentionGrad": {"dq, dk, dv of FlashAttention (same attrs) from q, k, v, its output o, its " +
@@ -338,6 +339,7 @@ func init() {
 		},
 		"SiLU":    elementRule("SiLUGrad"),
 		"Softcap": elementRule("SoftcapGrad"),
+		"Relu":    elementRule("ReluGrad"),
 		"GELU":    elementRule("GELUGrad"),
 		"Scale": func(b *gradBuilder, n *Node, dys []*Value, need []bool) []*Value {
 			return []*Value{b.Op("Scale", n.Attrs, dys[0])}

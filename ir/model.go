@@ -95,6 +95,13 @@ type HParams struct {
 	// when positive, multiplies the positions of the others (linear RoPE
 	// scaling: 1/factor).
 	RopeFreqBaseSWA, RopeFreqScale float32
+	// EmbeddingProjLength, when positive, is the width of the token
+	// embedding, projected in and out of the hidden size (OPT's
+	// word_embed_proj_dim where it differs from hidden_size).
+	EmbeddingProjLength int
+	// PostNorm: each block normalizes after its residual addition rather
+	// than before its sublayer (OPT's do_layer_norm_before false).
+	PostNorm bool
 	// RopeOriginalContext is the context the model was trained at, where
 	// it states one (Phi-3's original_max_position_embeddings); 0 if not.
 	RopeOriginalContext int

@@ -95,6 +95,8 @@ func TestReferenceLogits(t *testing.T) {
 		{"phi3-tiny hf", "models/phi3-tiny/hf", "models/phi3-tiny/reference", "prompt32"},
 		{"gemma2-tiny hf", "models/gemma2-tiny/hf", "models/gemma2-tiny/reference", "prompt32"},
 		{"gemma3-tiny hf", "models/gemma3-tiny/hf", "models/gemma3-tiny/reference", "prompt32"},
+		{"opt-tiny hf", "models/opt-tiny/hf", "models/opt-tiny/reference", "prompt32"},
+		{"opt-proj-tiny hf", "models/opt-proj-tiny/hf", "models/opt-proj-tiny/reference", "prompt32"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -42,11 +42,14 @@ type arraySummary struct {
 // llama.cpp computes something else on purpose: it ignores Mistral's
 // sliding window (on mistral-tiny, whose window is shorter than the
 // greedy run, it agrees with transformers for 24 of 64 tokens).
+// noLlamaCpp: llama.cpp has no such architecture (OPT), so lqc's own GGUF
+// is checked by lqc running it.
 var families = []struct {
 	name            string
 	bos             int
 	extraKV         []string
 	llamaCppDiffers bool
+	noLlamaCpp      bool
 }{
 	{name: "qwen2-tiny", bos: 1013},
 	{name: "mistral-tiny", bos: 1, extraKV: []string{"llama.attention.sliding_window"}, llamaCppDiffers: true},
@@ -55,6 +58,8 @@ var families = []struct {
 	{name: "phi3-tiny", bos: 1},
 	{name: "gemma2-tiny", bos: 2, extraKV: []string{"gemma2.attention.query_pre_attn_scalar"}},
 	{name: "gemma3-tiny", bos: 2},
+	{name: "opt-tiny", bos: 2, noLlamaCpp: true},
+	{name: "opt-proj-tiny", bos: 2, noLlamaCpp: true},
 }
 
 // TestFamilyConvert converts each family fixture to F32 and holds the
@@ -65,6 +70,20 @@ func TestFamilyConvert(t *testing.T) {
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {
 			dir := testmodels.Shared(t, "models", fam.name)
+			if fam.noLlamaCpp {
+				// lqc's own GGUF: it must run as the folder does.
+				out := filepath.Join(t.TempDir(), "f32.gguf")
+				convert(t, filepath.Join(dir, "hf"), "-o", out, "--quant", "f32")
+				text, err := os.ReadFile(filepath.Join(dir, "reference", "expected_greedy.txt"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				code, stdout, stderr := lqc("run", out, "-n", "64", "--temp", "0")
+				if code != 0 || stdout != string(text) {
+					t.Errorf("lqc run on its GGUF: exit %d %s\n got %q\nwant %q", code, stderr, stdout, text)
+				}
+				return
+			}
 			var m familyManifest
 			data, err := os.ReadFile(filepath.Join(dir, "reference", "llamacpp-manifest-f32.json"))
 			if err != nil {
@@ -176,6 +195,9 @@ func TestFamilyRun(t *testing.T) {
 			t.Errorf("%s: lqc run: exit %d %s\n got %q\nwant %q", fam.name, code, stderr, stdout, text)
 		}
 		for _, q := range []string{"f32", "q8_0", "q4_0"} {
+			if fam.noLlamaCpp {
+				break
+			}
 			out := filepath.Join(tmp, fam.name+"-"+q+".gguf")
 			convert(t, filepath.Join(dir, "hf"), "-o", out, "--quant", q)
 			jobs = append(jobs, llamacpp.Job{Model: out, Prompt: []int{fam.bos}, N: len(ref)})
@@ -254,6 +276,8 @@ func TestFamilyBadConfig(t *testing.T) {
 		{"gemma3-tiny", "layer_types off the pattern", func(m map[string]any) {
 			m["layer_types"] = []any{"full_attention", "sliding_attention"}
 		}, "layer_types[0]"},
+		{"opt-tiny", "gelu activation", func(m map[string]any) { m["activation_function"] = "gelu" }, "activation_function"},
+		{"opt-proj-tiny", "no ffn_dim", func(m map[string]any) { delete(m, "ffn_dim") }, "ffn_dim"},
 		{"mistral-tiny", "no rope_theta type", func(m map[string]any) { m["rope_theta"] = "ten thousand" }, "rope_theta"},
 		{"mistral-tiny", "head_dim apart from hidden/heads", func(m map[string]any) { m["head_dim"] = 32.0 }, "head_dim 32"},
 		{"qwen2-tiny", "yarn RoPE scaling", func(m map[string]any) { m["rope_scaling"] = map[string]any{"type": "yarn", "factor": 4.0} }, "rope_scaling"},
@@ -289,11 +313,45 @@ func TestFamilyConvertNotes(t *testing.T) {
 	for _, c := range []struct{ family, want string }{
 		{"mistral-tiny", "sliding window of 16 positions"},
 		{"gemma2-tiny", "query_pre_attn_scalar 16 differs from the head size 32"},
+		{"opt-proj-tiny", "llama.cpp and ollama have no OPT architecture"},
 	} {
 		out := filepath.Join(t.TempDir(), "f32.gguf")
 		code, _, stderr := lqc("convert", testmodels.Shared(t, "models", c.family, "hf"), "-o", out, "--quant", "f32")
 		if code != 0 || strings.Count(stderr, c.want) != 1 {
 			t.Errorf("%s: exit %d, want one note %q:\n%s", c.family, code, c.want, stderr)
 		}
+	}
+}
+
+// TestFamilyPEFTWithoutLlamaCpp: for families llama.cpp cannot run, a
+// PEFT adapter on the family's module names converts to a GGUF adapter,
+// and lqc running the base with it computes what the fused model does.
+func TestFamilyPEFTWithoutLlamaCpp(t *testing.T) {
+	for _, fam := range families {
+		if !fam.noLlamaCpp {
+			continue
+		}
+		t.Run(fam.name, func(t *testing.T) {
+			hf := testmodels.Shared(t, "models", fam.name, "hf")
+			tmp := t.TempDir()
+			ad := filepath.Join(tmp, "peft")
+			if err := testmodels.WritePEFT(ad, hf, testmodels.PEFTAdapter{
+				Targets: []string{"q_proj", "v_proj", "out_proj", "fc1", "fc2"}, R: 4, Alpha: 8, Seed: 15}); err != nil {
+				t.Fatal(err)
+			}
+			base, adapter, fused := filepath.Join(tmp, "base.gguf"), filepath.Join(tmp, "adapter.gguf"), filepath.Join(tmp, "fused.gguf")
+			convert(t, hf, "-o", base, "--quant", "f32")
+			convert(t, ad, "--base", hf, "-o", adapter)
+			convert(t, hf, "-o", fused, "--quant", "f32", "--fuse-lora", ad)
+			_, withAdapter, e1 := lqc("run", base, "--lora", adapter, "-n", "32", "--temp", "0")
+			_, fusedText, e2 := lqc("run", fused, "-n", "32", "--temp", "0")
+			_, plain, _ := lqc("run", base, "-n", "32", "--temp", "0")
+			if withAdapter == "" || withAdapter != fusedText {
+				t.Errorf("base + adapter %q (%s), fused %q (%s)", withAdapter, e1, fusedText, e2)
+			}
+			if withAdapter == plain {
+				t.Errorf("the adapter changed nothing: %q", plain)
+			}
+		})
 	}
 }

@@ -182,6 +182,9 @@ var gradCases = []gradCase{
 	{name: "Softmax+CausalMask/window", T: 4, build: func(e *gradEnv) *ir.Value {
 		return e.b.Op("Softmax", nil, e.b.Op("CausalMask", ir.Attrs{"window": int64(2)}, e.param("x", 2, 4, 6)))
 	}},
+	{name: "Relu", T: 3, build: func(e *gradEnv) *ir.Value {
+		return e.b.Op("Relu", nil, e.param("x", 3, 5))
+	}},
 	{name: "Softcap", T: 3, build: func(e *gradEnv) *ir.Value {
 		return e.b.Op("Softcap", ir.Attrs{"cap": 1.5}, e.param("x", 3, 5))
 	}},

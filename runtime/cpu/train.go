@@ -49,6 +49,15 @@ func init() {
 			elementwise2(b.pool, f32s(out), f32s(in[0]), f32s(in[1]), f)
 			return nil
 		},
+		"ReluGrad": func(b *Backend, _ ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) error {
+			elementwise2(b.pool, f32s(out), f32s(in[0]), f32s(in[1]), func(x float64) float64 {
+				if x > 0 {
+					return 1
+				}
+				return 0
+			})
+			return nil
+		},
 		"SoftcapGrad": func(b *Backend, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) error {
 			c := attrs.Float("cap")
 			elementwise2(b.pool, f32s(out), f32s(in[0]), f32s(in[1]), func(x float64) float64 {
