@@ -139,8 +139,18 @@ func (im *importer) recognize(tokens string) (*export, error) {
 	if len(direct)+len(copies) == 0 {
 		return nil, fmt.Errorf("no weights under module names: lqc recognises exports whose node names keep torch's module paths")
 	}
-	// The architecture is the one that takes every parameter name.
-	for _, name := range arch.Names() {
+	// The architecture is the one that takes every parameter name; where
+	// several do (Llama's module names are Gemma's and Qwen2's too), the
+	// one whose hyper-parameters the graph itself gives comes first.
+	names := arch.Names()
+	sort.SliceStable(names, func(i, j int) bool {
+		a, _ := arch.Lookup(names[i])
+		b, _ := arch.Lookup(names[j])
+		_, ea := a.(arch.FromExport)
+		_, eb := b.(arch.FromExport)
+		return ea && !eb
+	})
+	for _, name := range names {
 		a, _ := arch.Lookup(name)
 		ok := true
 		for _, n := range direct {

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"unicode"
@@ -27,6 +28,47 @@ var preTokenizers = map[string]func(string) []string{
 	"llama-bpe": splitLlama3, "llama3": splitLlama3, "llama-v3": splitLlama3, "smaug-bpe": splitLlama3,
 	"qwen2": splitQwen2, "deepseek-r1-qwen": splitQwen2,
 	"starcoder": splitStarCoder, "refact": splitStarCoder, "smollm": splitStarCoder, "codeshell": splitStarCoder,
+	"deepseek-llm": splitDeepSeekLLM,
+}
+
+// deepSeekLLM are DeepSeek LLM's pre-tokenizer regexes, applied one after
+// the other as llama.cpp applies them: each splits every piece the ones
+// before it left into its matches and the text between them. (Go's \s is
+// ASCII whitespace, as std::wregex's is in the C locale.) The letter class
+// is Unicode's cased letters as DeepSeek's tokenizer.json lists them; the
+// code points whose NFC form is another character are written as escapes.
+var deepSeekLLM = []*regexp.Regexp{
+	regexp.MustCompile(`[\r\n]`),
+	regexp.MustCompile(`\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-\x{1F7D}ᾀ-ᾴᾶ-ᾼ\x{1FBE}ῂ-ῄῆ-ῌῐ-\x{1FD3}ῖ-\x{1FDB}ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\x{2126}ℨ\x{212A}-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+`),
+	regexp.MustCompile(`\s?[!-/:-~！-／：-～‘-‟　-。]+`),
+	regexp.MustCompile(`\s+$`),
+	regexp.MustCompile(`[一-龥ࠀ-一가-퟿]+`),
+	regexp.MustCompile(`\p{N}+`),
+}
+
+func splitDeepSeekLLM(text string) []string { return splitSequence(text, deepSeekLLM) }
+
+// splitSequence applies regexes in turn to every piece.
+func splitSequence(text string, res []*regexp.Regexp) []string {
+	pieces := []string{text}
+	for _, re := range res {
+		var next []string
+		for _, p := range pieces {
+			at := 0
+			for _, m := range re.FindAllStringIndex(p, -1) {
+				if m[0] > at {
+					next = append(next, p[at:m[0]])
+				}
+				next = append(next, p[m[0]:m[1]])
+				at = m[1]
+			}
+			if at < len(p) {
+				next = append(next, p[at:])
+			}
+		}
+		pieces = next
+	}
+	return pieces
 }
 
 func newBPE(t *Tokenizer) (*bpe, error) {

@@ -1,12 +1,13 @@
 // Package tokenizer turns text into token ids and back for the
 // vocabularies lqc reads: SentencePiece-style BPE with byte fallback
-// (GGUF tokenizer model "llama") and byte-level BPE with GPT-2's
-// pre-tokenizer ("gpt2"). Both follow llama.cpp's tokenizers, and are
+// (GGUF tokenizer model "llama") and byte-level BPE ("gpt2") with the
+// pre-tokenizers of GPT-2, Llama 3, Qwen2, StarCoder and DeepSeek LLM. Both follow llama.cpp's tokenizers, and are
 // tested against its test vectors.
 package tokenizer
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/lqc-dev/lqc/ir"
@@ -19,6 +20,10 @@ type Tokenizer struct {
 	impl   encoder
 	addBOS bool
 	addEOS bool
+	// userDefined are the USER_DEFINED tokens of a byte-level BPE
+	// vocabulary, longest first: llama.cpp takes them out of the text
+	// before pre-tokenizing it.
+	userDefined []string
 }
 
 type encoder interface {
@@ -49,6 +54,12 @@ func New(v *ir.Vocab) (*Tokenizer, error) {
 		if t.impl, err = newBPE(t); err != nil {
 			return nil, err
 		}
+		for i, typ := range v.Types {
+			if typ == ir.TokenUserDefined && v.Tokens[i] != "" {
+				t.userDefined = append(t.userDefined, v.Tokens[i])
+			}
+		}
+		sort.SliceStable(t.userDefined, func(i, j int) bool { return len(t.userDefined[i]) > len(t.userDefined[j]) })
 	default:
 		return nil, fmt.Errorf("tokenizer model %q is not supported (lqc has llama and gpt2)", v.Model)
 	}
@@ -82,10 +93,53 @@ func (t *Tokenizer) Encode(text string, special bool) []int32 {
 		out = append(out, t.v.BOS)
 	}
 	if text != "" {
-		out = t.impl.encode(text, out)
+		out = t.encodeText(text, out)
 	}
 	if special && t.addEOS {
 		out = append(out, t.v.EOS)
+	}
+	return out
+}
+
+// encodeText takes the user-defined tokens out of text, each where it
+// first occurs, longest first as llama.cpp does, and encodes the rest.
+func (t *Tokenizer) encodeText(text string, out []int32) []int32 {
+	type fragment struct {
+		text string
+		id   int32 // a user-defined token, or NoToken for raw text
+	}
+	frags := []fragment{{text, ir.NoToken}}
+	for _, tok := range t.userDefined {
+		var next []fragment
+		for _, f := range frags {
+			if f.id != ir.NoToken || !strings.Contains(f.text, tok) {
+				next = append(next, f)
+				continue
+			}
+			rest := f.text
+			for {
+				i := strings.Index(rest, tok)
+				if i < 0 {
+					break
+				}
+				if i > 0 {
+					next = append(next, fragment{rest[:i], ir.NoToken})
+				}
+				next = append(next, fragment{tok, t.ids[tok]})
+				rest = rest[i+len(tok):]
+			}
+			if rest != "" {
+				next = append(next, fragment{rest, ir.NoToken})
+			}
+		}
+		frags = next
+	}
+	for _, f := range frags {
+		if f.id != ir.NoToken {
+			out = append(out, f.id)
+		} else {
+			out = t.impl.encode(f.text, out)
+		}
 	}
 	return out
 }
@@ -100,6 +154,10 @@ func (t *Tokenizer) Piece(id int32) []byte {
 	switch t.v.Types[id] {
 	case ir.TokenControl, ir.TokenUnused:
 		return nil
+	case ir.TokenUserDefined:
+		if t.v.Model == "gpt2" {
+			return []byte(t.v.Tokens[id]) // its text as it is, not byte-level symbols
+		}
 	}
 	return t.impl.piece(id)
 }

@@ -29,7 +29,7 @@ func vocabTokenizer(t *testing.T, path string) *Tokenizer {
 // input string must encode to the expected ids (without BOS, as
 // test-tokenizer-0 calls it) and decode back to itself.
 func TestLlamaCppVectors(t *testing.T) {
-	for _, name := range []string{"ggml-vocab-llama-spm", "ggml-vocab-gpt-2", "ggml-vocab-llama-bpe", "ggml-vocab-starcoder"} {
+	for _, name := range []string{"ggml-vocab-llama-spm", "ggml-vocab-gpt-2", "ggml-vocab-llama-bpe", "ggml-vocab-starcoder", "ggml-vocab-deepseek-llm"} {
 		t.Run(name, func(t *testing.T) {
 			base := testmodels.Shared(t, "golden/tokenizer", name+".gguf")
 			tok := vocabTokenizer(t, base)
