@@ -355,3 +355,44 @@ func TestFamilyPEFTWithoutLlamaCpp(t *testing.T) {
 		})
 	}
 }
+
+// TestFamilyAWQ: each family's AWQ fold points are exact (a wrong one
+// changes the model) and useful: Q4_0 with AWQ is closer to the
+// unquantized model than plain Q4_0 on held-out text.
+func TestFamilyAWQ(t *testing.T) {
+	calib := testmodels.Shared(t, "golden", "quant", "imatrix-calib.txt")
+	heldOut := testmodels.Shared(t, "golden", "real", "eval.txt")
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			hf := testmodels.Shared(t, "models", fam.name, "hf")
+			kld := map[string]float64{}
+			for _, method := range []string{"rtn", "awq"} {
+				out := filepath.Join(t.TempDir(), method+".gguf")
+				args := []string{hf, "-o", out, "--quant", "q4_0"}
+				if method == "awq" {
+					args = append(args, "--method", "awq", "--calib", calib, "--calib-ctx", "64")
+				}
+				convert(t, args...)
+				code, stdout, stderr := lqc("eval", out, "--ref", hf, "--data", heldOut, "--ctx", "64", "--json")
+				if code != 0 {
+					t.Fatalf("eval %s: exit %d: %s", method, code, stderr)
+				}
+				var r struct {
+					Result struct {
+						Ref struct {
+							KLD float64 `json:"kld_mean"`
+						} `json:"ref"`
+					} `json:"result"`
+				}
+				if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+					t.Fatal(err)
+				}
+				kld[method] = r.Result.Ref.KLD
+			}
+			if !(kld["awq"] < kld["rtn"]) {
+				t.Errorf("mean KLD with AWQ %.4g, plain %.4g", kld["awq"], kld["rtn"])
+			}
+			t.Logf("Q4_0 mean KLD: plain %.4g, AWQ %.4g", kld["rtn"], kld["awq"])
+		})
+	}
+}
