@@ -134,12 +134,12 @@ func TestBuildAndCheck(t *testing.T) {
 			t.Errorf("%s logits shape %s", name, out)
 		}
 
-		delete(ws, "output_norm.weight")
-		if _, err := NewModel(a, "t", pp, ws, nil); err == nil || !strings.Contains(err.Error(), "missing tensor output_norm.weight") {
+		delete(ws, "blk.0.ffn_down.weight")
+		if _, err := NewModel(a, "t", pp, ws, nil); err == nil || !strings.Contains(err.Error(), "missing tensor blk.0.ffn_down.weight") {
 			t.Errorf("%s: missing tensor: err = %v", name, err)
 		}
 		ws = zeros(t, a.Tensors(pp))
-		ws["extra.weight"] = ws["output_norm.weight"].WithName("extra.weight")
+		ws["extra.weight"] = ws["blk.0.ffn_down.weight"].WithName("extra.weight")
 		if _, err := NewModel(a, "t", pp, ws, nil); err == nil || !strings.Contains(err.Error(), "unexpected tensors: extra.weight") {
 			t.Errorf("%s: extra tensor: err = %v", name, err)
 		}
