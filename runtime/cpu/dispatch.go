@@ -29,26 +29,21 @@ var (
 	dotQ5_0x4   = dot4Of(&dotQ5_0)
 	dotQ4_1x4   = dot4Of(&dotQ4_1)
 	dotQ5_1x4   = dot4Of(&dotQ5_1)
-	dotQ4_Kx4   = dot4KOf(&dotQ4_K)
-	dotQ5_Kx4   = dot4KOf(&dotQ5_K)
-	dotIQ4_XSx4 = dot4KOf(&dotIQ4_XS)
-	dotQ2_Kx4   = dot4KOf(&dotQ2_K)
-	dotQ3_Kx4   = dot4KOf(&dotQ3_K)
-	dotQ6_Kx4   = dot4KOf(&dotQ6_K)
+	dotQ4_Kx4   = dot4Of(&dotQ4_K)
+	dotQ5_Kx4   = dot4Of(&dotQ5_K)
+	dotIQ4_XSx4 = dot4Of(&dotIQ4_XS)
+	dotQ2_Kx4   = dot4Of(&dotQ2_K)
+	dotQ3_Kx4   = dot4Of(&dotQ3_K)
+	dotQ6_Kx4   = dot4Of(&dotQ6_K)
 )
 
-// dot4Of makes a four-token kernel of four calls to a one-token kernel.
-func dot4Of(dot *func([]byte, []q8Block) float32) func(w []byte, x []q8Block, nb int, out *[4]float32) {
-	return func(w []byte, x []q8Block, nb int, out *[4]float32) {
-		for t := range 4 {
-			out[t] = (*dot)(w, x[t*nb:(t+1)*nb])
-		}
-	}
-}
+// actBlock is a block of quantized activations: 32 values (q8Block) or
+// 256 (q8KBlock).
+type actBlock interface{ q8Block | q8KBlock }
 
-// dot4KOf is dot4Of for the kernels over 256-value q8 activations.
-func dot4KOf(dot *func([]byte, []q8KBlock) float32) func(w []byte, x []q8KBlock, nb int, out *[4]float32) {
-	return func(w []byte, x []q8KBlock, nb int, out *[4]float32) {
+// dot4Of makes a four-token kernel of four calls to a one-token kernel.
+func dot4Of[B actBlock](dot *func([]byte, []B) float32) func(w []byte, x []B, nb int, out *[4]float32) {
+	return func(w []byte, x []B, nb int, out *[4]float32) {
 		for t := range 4 {
 			out[t] = (*dot)(w, x[t*nb:(t+1)*nb])
 		}

@@ -19,104 +19,50 @@ func init() {
 	if !useAVX2 {
 		return
 	}
-	dotF32, dotQ4_0, dotQ8_0 = dotF32Fast, dotQ4_0Fast, dotQ8_0Fast
-	dotQ4_0x4, dotQ8_0x4 = dotQ4_0x4Fast, dotQ8_0x4Fast
-	dotIQ4_NL, dotQ5_0 = blockFast(dotIQ4_NLx1AVX2, 18), blockFast(dotQ5_0x1AVX2, 22)
-	dotIQ4_NLx4, dotQ5_0x4 = blockFast4(dotIQ4_NLx4AVX2, 18), blockFast4(dotQ5_0x4AVX2, 22)
-	dotQ4_1, dotQ5_1 = blockFast(dotQ4_1x1AVX2, 20), blockFast(dotQ5_1x1AVX2, 24)
-	dotQ4_1x4, dotQ5_1x4 = blockFast4(dotQ4_1x4AVX2, 20), blockFast4(dotQ5_1x4AVX2, 24)
-	dotQ4_K, dotQ5_K = kFast(dotQ4_Kx1AVX2, 144), kFast(dotQ5_Kx1AVX2, 176)
-	dotQ4_Kx4, dotQ5_Kx4 = kFast4(dotQ4_Kx4AVX2, 144), kFast4(dotQ5_Kx4AVX2, 176)
-	dotIQ4_XS, dotIQ4_XSx4 = kFast(dotIQ4_XSx1AVX2, 136), kFast4(dotIQ4_XSx4AVX2, 136)
-	dotQ6_K, dotQ6_Kx4 = kFast(dotQ6_Kx1AVX2, 210), kFast4(dotQ6_Kx4AVX2, 210)
-	dotQ2_K, dotQ2_Kx4 = kFast(dotQ2_Kx1AVX2, 84), kFast4(dotQ2_Kx4AVX2, 84)
-	dotQ3_K, dotQ3_Kx4 = kFast(dotQ3_Kx1AVX2, 110), kFast4(dotQ3_Kx4AVX2, 110)
+	dotF32 = dotF32Fast
+	dotQ4_0, dotQ8_0 = fast1[q8Block](dotQ4_0x1AVX2, 18), fast1[q8Block](dotQ8_0x1AVX2, 34)
+	dotQ4_0x4, dotQ8_0x4 = fast4[q8Block](dotQ4_0x4AVX2, 18), fast4[q8Block](dotQ8_0x4AVX2, 34)
+	dotIQ4_NL, dotQ5_0 = fast1[q8Block](dotIQ4_NLx1AVX2, 18), fast1[q8Block](dotQ5_0x1AVX2, 22)
+	dotIQ4_NLx4, dotQ5_0x4 = fast4[q8Block](dotIQ4_NLx4AVX2, 18), fast4[q8Block](dotQ5_0x4AVX2, 22)
+	dotQ4_1, dotQ5_1 = fast1[q8Block](dotQ4_1x1AVX2, 20), fast1[q8Block](dotQ5_1x1AVX2, 24)
+	dotQ4_1x4, dotQ5_1x4 = fast4[q8Block](dotQ4_1x4AVX2, 20), fast4[q8Block](dotQ5_1x4AVX2, 24)
+	dotQ4_K, dotQ5_K = fast1[q8KBlock](dotQ4_Kx1AVX2, 144), fast1[q8KBlock](dotQ5_Kx1AVX2, 176)
+	dotQ4_Kx4, dotQ5_Kx4 = fast4[q8KBlock](dotQ4_Kx4AVX2, 144), fast4[q8KBlock](dotQ5_Kx4AVX2, 176)
+	dotIQ4_XS, dotIQ4_XSx4 = fast1[q8KBlock](dotIQ4_XSx1AVX2, 136), fast4[q8KBlock](dotIQ4_XSx4AVX2, 136)
+	dotQ6_K, dotQ6_Kx4 = fast1[q8KBlock](dotQ6_Kx1AVX2, 210), fast4[q8KBlock](dotQ6_Kx4AVX2, 210)
+	dotQ2_K, dotQ2_Kx4 = fast1[q8KBlock](dotQ2_Kx1AVX2, 84), fast4[q8KBlock](dotQ2_Kx4AVX2, 84)
+	dotQ3_K, dotQ3_Kx4 = fast1[q8KBlock](dotQ3_Kx1AVX2, 110), fast4[q8KBlock](dotQ3_Kx4AVX2, 110)
 	axpy = axpyFast
 	dotF16, dotBF16 = halfFast(dotF16AVX2, quant.F16), halfFast(dotBF16AVX2, quant.BF16)
 	simd = "AVX2"
 }
 
-func q8Ptr(x []q8Block) *byte { return (*byte)(unsafe.Pointer(unsafe.SliceData(x))) }
+// simdKernel is the signature of the generated kernels: the dot products of
+// one weight row with the activations of one or four tokens, token t's
+// at x + t·stride.
+type simdKernel func(w, x *byte, stride, nb int, out *float32)
 
-const q8Stride = int(unsafe.Sizeof(q8Block{}))
+func actPtr[B actBlock](x []B) *byte { return (*byte)(unsafe.Pointer(unsafe.SliceData(x))) }
 
-func dotQ4_0Fast(w []byte, x []q8Block) float32 {
-	var out float32
-	if len(x) > 0 {
-		_ = w[18*len(x)-1]
-		dotQ4_0x1AVX2(&w[0], q8Ptr(x), 0, len(x), &out)
-	}
-	return out
-}
-
-func dotQ8_0Fast(w []byte, x []q8Block) float32 {
-	var out float32
-	if len(x) > 0 {
-		_ = w[34*len(x)-1]
-		dotQ8_0x1AVX2(&w[0], q8Ptr(x), 0, len(x), &out)
-	}
-	return out
-}
-
-func dotQ4_0x4Fast(w []byte, x []q8Block, nb int, out *[4]float32) {
-	_, _ = w[18*nb-1], x[4*nb-1]
-	dotQ4_0x4AVX2(&w[0], q8Ptr(x), nb*q8Stride, nb, &out[0])
-}
-
-func dotQ8_0x4Fast(w []byte, x []q8Block, nb int, out *[4]float32) {
-	_, _ = w[34*nb-1], x[4*nb-1]
-	dotQ8_0x4AVX2(&w[0], q8Ptr(x), nb*q8Stride, nb, &out[0])
-}
-
-// kernelQ8 is the signature of the generated kernels of the 32-value block
-// types (tokens at x + t·stride).
-type kernelQ8 func(w, x *byte, stride, nb int, out *float32)
-
-// blockFast wraps a one-token kernel of a type of size bytes per block.
-func blockFast(k kernelQ8, size int) func([]byte, []q8Block) float32 {
-	return func(w []byte, x []q8Block) float32 {
+// fast1 wraps a one-token kernel of a type of size bytes per block.
+func fast1[B actBlock](k simdKernel, size int) func([]byte, []B) float32 {
+	return func(w []byte, x []B) float32 {
 		var out float32
 		if len(x) > 0 {
 			_ = w[size*len(x)-1]
-			k(&w[0], q8Ptr(x), 0, len(x), &out)
+			k(&w[0], actPtr(x), 0, len(x), &out)
 		}
 		return out
 	}
 }
 
-// blockFast4 wraps a four-token kernel.
-func blockFast4(k kernelQ8, size int) func([]byte, []q8Block, int, *[4]float32) {
-	return func(w []byte, x []q8Block, nb int, out *[4]float32) {
+// fast4 wraps a four-token kernel.
+func fast4[B actBlock](k simdKernel, size int) func([]byte, []B, int, *[4]float32) {
+	var b B
+	stride := int(unsafe.Sizeof(b))
+	return func(w []byte, x []B, nb int, out *[4]float32) {
 		_, _ = w[size*nb-1], x[4*nb-1]
-		k(&w[0], q8Ptr(x), nb*q8Stride, nb, &out[0])
-	}
-}
-
-// kernelK is the signature of the generated kernels over q8K activations
-// (tokens at x + t·stride).
-type kernelK func(w, x *byte, stride, nb int, out *float32)
-
-func q8KPtr(x []q8KBlock) *byte { return (*byte)(unsafe.Pointer(unsafe.SliceData(x))) }
-
-const q8KStride = int(unsafe.Sizeof(q8KBlock{}))
-
-// kFast wraps a one-token kernel of a type of size bytes per super-block.
-func kFast(k kernelK, size int) func([]byte, []q8KBlock) float32 {
-	return func(w []byte, x []q8KBlock) float32 {
-		var out float32
-		if len(x) > 0 {
-			_ = w[size*len(x)-1]
-			k(&w[0], q8KPtr(x), 0, len(x), &out)
-		}
-		return out
-	}
-}
-
-// kFast4 wraps a four-token kernel.
-func kFast4(k kernelK, size int) func([]byte, []q8KBlock, int, *[4]float32) {
-	return func(w []byte, x []q8KBlock, nb int, out *[4]float32) {
-		_, _ = w[size*nb-1], x[4*nb-1]
-		k(&w[0], q8KPtr(x), nb*q8KStride, nb, &out[0])
+		k(&w[0], actPtr(x), nb*stride, nb, &out[0])
 	}
 }
 

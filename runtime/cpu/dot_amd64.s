@@ -154,8 +154,8 @@ dotQ4_0x1AVX2_loop:
 	VCVTDQ2PS    Y4, Y4
 	VMULPS       Y1, Y4, Y4
 	VADDPS       Y4, Y0, Y0
-	ADDQ         $0x12, AX
-	ADDQ         $0x28, CX
+	ADDQ         $0x00000012, AX
+	ADDQ         $0x00000028, CX
 	DECQ         DX
 	JMP          dotQ4_0x1AVX2_loop
 
@@ -282,11 +282,11 @@ dotQ4_0x4AVX2_loop:
 	VCVTDQ2PS    Y7, Y7
 	VMULPS       Y4, Y7, Y7
 	VADDPS       Y7, Y3, Y3
-	ADDQ         $0x12, AX
-	ADDQ         $0x28, CX
-	ADDQ         $0x28, SI
-	ADDQ         $0x28, DI
-	ADDQ         $0x28, DX
+	ADDQ         $0x00000012, AX
+	ADDQ         $0x00000028, CX
+	ADDQ         $0x00000028, SI
+	ADDQ         $0x00000028, DI
+	ADDQ         $0x00000028, DX
 	DECQ         BX
 	JMP          dotQ4_0x4AVX2_loop
 
@@ -448,8 +448,8 @@ dotQ8_0x1AVX2_loop:
 	VCVTDQ2PS    Y4, Y4
 	VMULPS       Y1, Y4, Y4
 	VADDPS       Y4, Y0, Y0
-	ADDQ         $0x22, AX
-	ADDQ         $0x28, CX
+	ADDQ         $0x00000022, AX
+	ADDQ         $0x00000028, CX
 	DECQ         DX
 	JMP          dotQ8_0x1AVX2_loop
 
@@ -634,11 +634,11 @@ dotQ8_0x4AVX2_loop:
 	VCVTDQ2PS    Y7, Y7
 	VMULPS       Y4, Y7, Y7
 	VADDPS       Y7, Y3, Y3
-	ADDQ         $0x22, AX
-	ADDQ         $0x28, CX
-	ADDQ         $0x28, SI
-	ADDQ         $0x28, DI
-	ADDQ         $0x28, DX
+	ADDQ         $0x00000022, AX
+	ADDQ         $0x00000028, CX
+	ADDQ         $0x00000028, SI
+	ADDQ         $0x00000028, DI
+	ADDQ         $0x00000028, DX
 	DECQ         BX
 	JMP          dotQ8_0x4AVX2_loop
 
@@ -801,8 +801,8 @@ dotIQ4_NLx1AVX2_loop:
 	VCVTDQ2PS    Y4, Y4
 	VMULPS       Y1, Y4, Y4
 	VADDPS       Y4, Y0, Y0
-	ADDQ         $0x12, AX
-	ADDQ         $0x28, CX
+	ADDQ         $0x00000012, AX
+	ADDQ         $0x00000028, CX
 	DECQ         DX
 	JMP          dotIQ4_NLx1AVX2_loop
 
@@ -914,11 +914,11 @@ dotIQ4_NLx4AVX2_loop:
 	VCVTDQ2PS    Y7, Y7
 	VMULPS       Y4, Y7, Y7
 	VADDPS       Y7, Y3, Y3
-	ADDQ         $0x12, AX
-	ADDQ         $0x28, CX
-	ADDQ         $0x28, SI
-	ADDQ         $0x28, DI
-	ADDQ         $0x28, DX
+	ADDQ         $0x00000012, AX
+	ADDQ         $0x00000028, CX
+	ADDQ         $0x00000028, SI
+	ADDQ         $0x00000028, DI
+	ADDQ         $0x00000028, DX
 	DECQ         BX
 	JMP          dotIQ4_NLx4AVX2_loop
 
@@ -983,8 +983,8 @@ dotQ5_0x1AVX2_loop:
 	VCVTDQ2PS    Y4, Y4
 	VMULPS       Y1, Y4, Y4
 	VADDPS       Y4, Y0, Y0
-	ADDQ         $0x16, AX
-	ADDQ         $0x28, CX
+	ADDQ         $0x00000016, AX
+	ADDQ         $0x00000028, CX
 	DECQ         DX
 	JMP          dotQ5_0x1AVX2_loop
 
@@ -1169,11 +1169,11 @@ dotQ5_0x4AVX2_loop:
 	VCVTDQ2PS    Y7, Y7
 	VMULPS       Y4, Y7, Y7
 	VADDPS       Y7, Y3, Y3
-	ADDQ         $0x16, AX
-	ADDQ         $0x28, CX
-	ADDQ         $0x28, SI
-	ADDQ         $0x28, DI
-	ADDQ         $0x28, DX
+	ADDQ         $0x00000016, AX
+	ADDQ         $0x00000028, CX
+	ADDQ         $0x00000028, SI
+	ADDQ         $0x00000028, DI
+	ADDQ         $0x00000028, DX
 	DECQ         BX
 	JMP          dotQ5_0x4AVX2_loop
 
@@ -1235,8 +1235,8 @@ dotQ4_1x1AVX2_loop:
 	VADDPS       Y6, Y0, Y0
 	VMULSS       4(CX), X3, X2
 	VADDSS       X2, X1, X1
-	ADDQ         $0x14, AX
-	ADDQ         $0x28, CX
+	ADDQ         $0x00000014, AX
+	ADDQ         $0x00000028, CX
 	DECQ         DX
 	JMP          dotQ4_1x1AVX2_loop
 
@@ -1326,11 +1326,11 @@ dotQ4_1x4AVX2_loop:
 	VADDPS       Y12, Y6, Y6
 	VMULSS       4(DX), X9, X8
 	VADDSS       X8, X7, X7
-	ADDQ         $0x14, AX
-	ADDQ         $0x28, CX
-	ADDQ         $0x28, SI
-	ADDQ         $0x28, DI
-	ADDQ         $0x28, DX
+	ADDQ         $0x00000014, AX
+	ADDQ         $0x00000028, CX
+	ADDQ         $0x00000028, SI
+	ADDQ         $0x00000028, DI
+	ADDQ         $0x00000028, DX
 	DECQ         BX
 	JMP          dotQ4_1x4AVX2_loop
 
@@ -1403,8 +1403,8 @@ dotQ5_1x1AVX2_loop:
 	VADDPS       Y6, Y0, Y0
 	VMULSS       4(CX), X3, X2
 	VADDSS       X2, X1, X1
-	ADDQ         $0x18, AX
-	ADDQ         $0x28, CX
+	ADDQ         $0x00000018, AX
+	ADDQ         $0x00000028, CX
 	DECQ         DX
 	JMP          dotQ5_1x1AVX2_loop
 
@@ -1535,11 +1535,11 @@ dotQ5_1x4AVX2_loop:
 	VADDPS       Y12, Y6, Y6
 	VMULSS       4(DX), X9, X8
 	VADDSS       X8, X7, X7
-	ADDQ         $0x18, AX
-	ADDQ         $0x28, CX
-	ADDQ         $0x28, SI
-	ADDQ         $0x28, DI
-	ADDQ         $0x28, DX
+	ADDQ         $0x00000018, AX
+	ADDQ         $0x00000028, CX
+	ADDQ         $0x00000028, SI
+	ADDQ         $0x00000028, DI
+	ADDQ         $0x00000028, DX
 	DECQ         BX
 	JMP          dotQ5_1x4AVX2_loop
 

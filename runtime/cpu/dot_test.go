@@ -53,20 +53,7 @@ func TestKernelsAgree(t *testing.T) {
 					}
 				}
 				got, want = dotQ8KFor(typ)(w, xq), portable8K[typ](w, xq)
-				if k4 := dot4KFor(typ); k4 != nil {
-					nb := n / 256
-					xs := make([]q8KBlock, 4*nb)
-					for k := range 4 {
-						quantizeQ8K(xs[k*nb:(k+1)*nb], randRow(rng, n))
-					}
-					var four [4]float32
-					k4(w, xs, nb, &four)
-					for k := range 4 {
-						if one := portable8K[typ](w, xs[k*nb:(k+1)*nb]); four[k] != one {
-							t.Errorf("%v: four-token kernel gives %v for token %d, portable %v", typ, four[k], k, one)
-						}
-					}
-				}
+				checkFourTokens(t, typ, w, n/256, rng, quantizeQ8K, dot4KFor(typ), portable8K[typ])
 				for i := range n {
 					exact += float64(wd[i]) * float64(xq[i/256].qs[i%256]) * float64(xq[i/256].d)
 				}
@@ -81,19 +68,8 @@ func TestKernelsAgree(t *testing.T) {
 			if got != want {
 				t.Errorf("%v trial %d: kernel %v, portable %v (%s)", typ, trial, got, want, simdName())
 			}
-			if k4 := dot4For(typ); k4 != nil {
-				nb := n / 32
-				xs := make([]q8Block, 4*nb)
-				for k := range 4 {
-					quantizeQ8(xs[k*nb:(k+1)*nb], randRow(rng, n))
-				}
-				var four [4]float32
-				k4(w, xs, nb, &four)
-				for k := range 4 {
-					if one := portable8[typ](w, xs[k*nb:(k+1)*nb]); four[k] != one {
-						t.Errorf("%v: four-token kernel gives %v for token %d, one-token %v", typ, four[k], k, one)
-					}
-				}
+			if activationFormat(typ) == actQ8 {
+				checkFourTokens(t, typ, w, n/32, rng, quantizeQ8, dot4For(typ), portable8[typ])
 			}
 			if math.Abs(float64(want)-exact) > 1e-4*math.Max(1, math.Abs(exact)) {
 				t.Errorf("%v trial %d: portable %v, exact %v", typ, trial, want, exact)
@@ -108,6 +84,28 @@ func TestKernelsAgree(t *testing.T) {
 		}
 		if g, w := dotF32(a, b), dotF32Go(a, b); math.Abs(float64(g)-exact) > 1e-5*(1+math.Abs(exact)) || math.Abs(float64(w)-exact) > 1e-5*(1+math.Abs(exact)) {
 			t.Errorf("dotF32 n=%d: kernel %v, portable %v, exact %v", n, g, w, exact)
+		}
+	}
+}
+
+// checkFourTokens holds a type's four-token kernel, if it has one, to its
+// portable one-token twin on four random tokens of nb blocks each.
+func checkFourTokens[B actBlock](t *testing.T, typ quant.Type, w []byte, nb int, rng *rand.Rand,
+	quantize func([]B, []float32), k4 func([]byte, []B, int, *[4]float32), portable func([]byte, []B) float32) {
+	t.Helper()
+	if k4 == nil {
+		return
+	}
+	n := len(w) / typ.TypeSize() * typ.BlockSize()
+	xs := make([]B, 4*nb)
+	for k := range 4 {
+		quantize(xs[k*nb:(k+1)*nb], randRow(rng, n))
+	}
+	var four [4]float32
+	k4(w, xs, nb, &four)
+	for k := range 4 {
+		if one := portable(w, xs[k*nb:(k+1)*nb]); four[k] != one {
+			t.Errorf("%v: four-token kernel gives %v for token %d, portable %v", typ, four[k], k, one)
 		}
 	}
 }

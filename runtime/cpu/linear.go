@@ -83,24 +83,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 			})
 			break
 		}
-		b.pool.parallel(nout, rowGrain, func(lo, hi int) {
-			var four [4]float32
-			for o := lo; o < hi; o++ {
-				row := w.row(o)
-				t := 0
-				if dot4 != nil {
-					for ; t+4 <= T; t += 4 {
-						dot4(row, xq[t*nb:(t+4)*nb], nb, &four)
-						for k, v := range four {
-							out[(t+k)*nout+o] = v
-						}
-					}
-				}
-				for ; t < T; t++ {
-					out[t*nout+o] = dot(row, xq[t*nb:(t+1)*nb])
-				}
-			}
-		})
+		b.pool.parallel(nout, rowGrain, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
 	case actQ8K:
 		nb := in / 256
 		xq := make([]q8KBlock, T*nb)
@@ -110,24 +93,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 			}
 		})
 		dot, dot4 := dotQ8KFor(w.typ), dot4KFor(w.typ)
-		b.pool.parallel(nout, rowGrain, func(lo, hi int) {
-			var four [4]float32
-			for o := lo; o < hi; o++ {
-				row := w.row(o)
-				t := 0
-				if dot4 != nil {
-					for ; t+4 <= T; t += 4 {
-						dot4(row, xq[t*nb:(t+4)*nb], nb, &four)
-						for k, v := range four {
-							out[(t+k)*nout+o] = v
-						}
-					}
-				}
-				for ; t < T; t++ {
-					out[t*nout+o] = dot(row, xq[t*nb:(t+1)*nb])
-				}
-			}
-		})
+		b.pool.parallel(nout, rowGrain, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
 	case actHalf:
 		dot := dotF16
 		if w.typ == quant.BF16 {
@@ -164,6 +130,29 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 		}
 	}
 	return nil
+}
+
+// rowDots computes out[t, o] for weight rows [lo, hi) and every token t
+// from the quantized activations xq (nb blocks a token), four tokens at a
+// time where the type has a four-token kernel.
+func rowDots[B actBlock](w *weight, out []float32, xq []B, T, nb, lo, hi int, dot func([]byte, []B) float32, dot4 func([]byte, []B, int, *[4]float32)) {
+	nout := w.rows
+	var four [4]float32
+	for o := lo; o < hi; o++ {
+		row := w.row(o)
+		t := 0
+		if dot4 != nil {
+			for ; t+4 <= T; t += 4 {
+				dot4(row, xq[t*nb:(t+4)*nb], nb, &four)
+				for k, v := range four {
+					out[(t+k)*nout+o] = v
+				}
+			}
+		}
+		for ; t < T; t++ {
+			out[t*nout+o] = dot(row, xq[t*nb:(t+1)*nb])
+		}
+	}
 }
 
 // matrix is a 2-D operand as the matrix kernels read it: a weight's

@@ -288,7 +288,7 @@ func loadQ4_1(w Register) VecVirtual { return loadQ4Nibbles(w, 4) }
 func loadQ5_1(w Register) VecVirtual {
 	q := loadQ4Nibbles(w, 8)
 	b := fifthBits(w, 4)
-	VPAND(bit4(), b, b)
+	VPAND(splat("bit4", 0x10), b, b)
 	VPOR(b, q, q)
 	return q
 }
@@ -336,17 +336,7 @@ func loadQ8_0(w Register) VecVirtual {
 // the portable kernels do exactly this.
 func blockDot(name string, size, tokens int, load func(w Register) VecVirtual) {
 	fn := fmt.Sprintf("dot%sx%dAVX2", name, tokens)
-	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
-	w := Load(Param("w"), GP64())
-	x := Load(Param("x"), GP64())
-	stride := Load(Param("stride"), GP64())
-	n := Load(Param("nb"), GP64())
-	xs := []Register{x}
-	for t := 1; t < tokens; t++ {
-		p := GP64()
-		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
-		xs = append(xs, p)
-	}
+	w, n, xs := rowKernel(fn, tokens)
 	// Q4_1 and Q5_1 add min·Σx per block, summed apart from the lanes.
 	withMin := name == "Q4_1" || name == "Q5_1"
 	acc := make([]VecVirtual, tokens)
@@ -400,13 +390,7 @@ func blockDot(name string, size, tokens int, load func(w Register) VecVirtual) {
 			VADDSS(m, mins[t], mins[t])
 		}
 	}
-	ADDQ(Imm(uint64(size)), w)
-	for _, p := range xs {
-		ADDQ(Imm(q8BlockSize), p)
-	}
-	DECQ(n)
-	JMP(LabelRef(fn + "_loop"))
-	Label(fn + "_done")
+	nextBlock(fn, w, n, xs, size, q8BlockSize)
 	o := Load(Param("out"), GP64())
 	for t := range acc {
 		r := reduce8(acc[t])
@@ -417,6 +401,62 @@ func blockDot(name string, size, tokens int, load func(w Register) VecVirtual) {
 	}
 	VZEROUPPER()
 	RET()
+}
+
+var splats = map[string]Mem{}
+
+// splat is a 32-byte constant of one repeated byte, emitted once.
+func splat(name string, v uint8) Mem {
+	if m, ok := splats[name]; ok {
+		return m
+	}
+	m := GLOBL(name, RODATA|NOPTR)
+	for i := 0; i < 32; i++ {
+		DATA(i, U8(v))
+	}
+	splats[name] = m
+	return m
+}
+
+// rowKernel starts a kernel of signature func(w, x *byte, stride, nb int,
+// out *float32): the row, the block count, and each token's activations
+// (token t's at x + t·stride).
+func rowKernel(fn string, tokens int) (w, n Register, xs []Register) {
+	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
+	w = Load(Param("w"), GP64())
+	x := Load(Param("x"), GP64())
+	stride := Load(Param("stride"), GP64())
+	n = Load(Param("nb"), GP64())
+	xs = []Register{x}
+	for t := 1; t < tokens; t++ {
+		p := GP64()
+		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
+		xs = append(xs, p)
+	}
+	return w, n, xs
+}
+
+// zeroOut clears out[0:tokens], where kernels short of registers sum.
+func zeroOut(tokens int) Register {
+	o := Load(Param("out"), GP64())
+	zero := XMM()
+	VXORPS(zero, zero, zero)
+	for t := 0; t < tokens; t++ {
+		MOVSS(zero, Mem{Base: o, Disp: 4 * t})
+	}
+	return o
+}
+
+// nextBlock moves the row and every token's activations one block on and
+// closes the block loop.
+func nextBlock(fn string, w, n Register, xs []Register, size, actSize int) {
+	ADDQ(U32(uint64(size)), w)
+	for _, p := range xs {
+		ADDQ(U32(uint64(actSize)), p)
+	}
+	DECQ(n)
+	JMP(LabelRef(fn + "_loop"))
+	Label(fn + "_done")
 }
 
 // reduce8 sums eight float lanes as ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)),
@@ -440,23 +480,8 @@ func reduce8(v VecVirtual) Register {
 // VPMADDWD.
 func dotQ6_K(tokens int) {
 	fn := fmt.Sprintf("dotQ6_Kx%dAVX2", tokens)
-	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
-	w := Load(Param("w"), GP64())
-	x := Load(Param("x"), GP64())
-	stride := Load(Param("stride"), GP64())
-	n := Load(Param("nb"), GP64())
-	xs := []Register{x}
-	for t := 1; t < tokens; t++ {
-		p := GP64()
-		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
-		xs = append(xs, p)
-	}
-	o := Load(Param("out"), GP64())
-	zero := XMM()
-	VXORPS(zero, zero, zero)
-	for t := 0; t < tokens; t++ {
-		MOVSS(zero, Mem{Base: o, Disp: 4 * t})
-	}
+	w, n, xs := rowKernel(fn, tokens)
+	o := zeroOut(tokens)
 	Label(fn + "_loop")
 	CMPQ(n, Imm(0))
 	JE(LabelRef(fn + "_done"))
@@ -536,13 +561,7 @@ func dotQ6_K(tokens int) {
 		VADDSS(Mem{Base: o, Disp: 4 * t}, f, f)
 		MOVSS(f, Mem{Base: o, Disp: 4 * t})
 	}
-	ADDQ(U32(210), w)
-	for _, p := range xs {
-		ADDQ(U32(q8KBlockSize), p)
-	}
-	DECQ(n)
-	JMP(LabelRef(fn + "_loop"))
-	Label(fn + "_done")
+	nextBlock(fn, w, n, xs, 210, q8KBlockSize)
 	VZEROUPPER()
 	RET()
 }
@@ -585,17 +604,7 @@ func dotQ45_K(name string, tokens int) {
 	if q5 {
 		size, qsAt = 176, 48
 	}
-	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
-	w := Load(Param("w"), GP64())
-	x := Load(Param("x"), GP64())
-	stride := Load(Param("stride"), GP64())
-	n := Load(Param("nb"), GP64())
-	xs := []Register{x}
-	for t := 1; t < tokens; t++ {
-		p := GP64()
-		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
-		xs = append(xs, p)
-	}
+	w, n, xs := rowKernel(fn, tokens)
 	acc := make([]VecVirtual, tokens)
 	for t := range acc {
 		acc[t] = XMM()
@@ -668,7 +677,7 @@ func dotQ45_K(name string, tokens int) {
 				default:
 					VMOVDQA(qh, b)
 				}
-				VPAND(bit4(), b, b)
+				VPAND(splat("bit4", 0x10), b, b)
 				VPOR(b, v, v)
 			}
 		}
@@ -714,13 +723,7 @@ func dotQ45_K(name string, tokens int) {
 		VSUBSS(m, f, f)
 		VADDSS(f, acc[t], acc[t])
 	}
-	ADDQ(U32(uint64(size)), w)
-	for _, p := range xs {
-		ADDQ(U32(q8KBlockSize), p)
-	}
-	DECQ(n)
-	JMP(LabelRef(fn + "_loop"))
-	Label(fn + "_done")
+	nextBlock(fn, w, n, xs, size, q8KBlockSize)
 	o := Load(Param("out"), GP64())
 	for t := range acc {
 		MOVSS(acc[t], Mem{Base: o, Disp: 4 * t})
@@ -738,25 +741,10 @@ func dotQ45_K(name string, tokens int) {
 // activations, and VPMADDWD applies the sub-block's scale (6 bits − 32).
 func dotIQ4_XS(tokens int) {
 	fn := fmt.Sprintf("dotIQ4_XSx%dAVX2", tokens)
-	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
-	w := Load(Param("w"), GP64())
-	x := Load(Param("x"), GP64())
-	stride := Load(Param("stride"), GP64())
-	n := Load(Param("nb"), GP64())
-	xs := []Register{x}
-	for t := 1; t < tokens; t++ {
-		p := GP64()
-		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
-		xs = append(xs, p)
-	}
+	w, n, xs := rowKernel(fn, tokens)
 	// The sums accumulate in out itself: with four tokens, sixteen
 	// registers do not hold four accumulators besides the block's work.
-	o := Load(Param("out"), GP64())
-	zero := XMM()
-	VXORPS(zero, zero, zero)
-	for t := 0; t < tokens; t++ {
-		MOVSS(zero, Mem{Base: o, Disp: 4 * t})
-	}
+	o := zeroOut(tokens)
 	Label(fn + "_loop")
 	CMPQ(n, Imm(0))
 	JE(LabelRef(fn + "_done"))
@@ -820,13 +808,7 @@ func dotIQ4_XS(tokens int) {
 		VADDSS(Mem{Base: o, Disp: 4 * t}, f, f)
 		MOVSS(f, Mem{Base: o, Disp: 4 * t})
 	}
-	ADDQ(U32(136), w)
-	for _, p := range xs {
-		ADDQ(U32(q8KBlockSize), p)
-	}
-	DECQ(n)
-	JMP(LabelRef(fn + "_loop"))
-	Label(fn + "_done")
+	nextBlock(fn, w, n, xs, 136, q8KBlockSize)
 	VZEROUPPER()
 	RET()
 }
@@ -854,34 +836,6 @@ func pairShuffles() Mem {
 	return *pairShuffle
 }
 
-var fourBytes *Mem
-
-// fours is 32 bytes of 4.
-func fours() Mem {
-	if fourBytes == nil {
-		m := GLOBL("fourBytes", RODATA|NOPTR)
-		for i := 0; i < 32; i++ {
-			DATA(i, U8(4))
-		}
-		fourBytes = &m
-	}
-	return *fourBytes
-}
-
-var twoBitMask *Mem
-
-// threes is 32 bytes of 3.
-func threes() Mem {
-	if twoBitMask == nil {
-		m := GLOBL("twoBitMask", RODATA|NOPTR)
-		for i := 0; i < 32; i++ {
-			DATA(i, U8(3))
-		}
-		twoBitMask = &m
-	}
-	return *twoBitMask
-}
-
 // dotQ23_K emits the AVX2 dot product of one Q2_K or Q3_K row with the
 // q8K activations of `tokens` tokens, with dotQ45_K's signature.
 //
@@ -904,24 +858,9 @@ func dotQ23_K(name string, tokens int) {
 	if q3 {
 		size, qsAt = 110, 32
 	}
-	TEXT(fn, NOSPLIT, "func(w, x *byte, stride, nb int, out *float32)")
-	w := Load(Param("w"), GP64())
-	x := Load(Param("x"), GP64())
-	stride := Load(Param("stride"), GP64())
-	n := Load(Param("nb"), GP64())
-	xs := []Register{x}
-	for t := 1; t < tokens; t++ {
-		p := GP64()
-		LEAQ(Mem{Base: xs[t-1], Index: stride, Scale: 1}, p)
-		xs = append(xs, p)
-	}
+	w, n, xs := rowKernel(fn, tokens)
 	// Sums accumulate in out, as in dotIQ4_XS.
-	o := Load(Param("out"), GP64())
-	zero := XMM()
-	VXORPS(zero, zero, zero)
-	for t := 0; t < tokens; t++ {
-		MOVSS(zero, Mem{Base: o, Disp: 4 * t})
-	}
+	o := zeroOut(tokens)
 	shuf := pairShuffles()
 	Label(fn + "_loop")
 	CMPQ(n, Imm(0))
@@ -993,10 +932,10 @@ func dotQ23_K(name string, tokens int) {
 		for k := 0; k < 4; k++ {
 			q := YMM()
 			if k == 0 {
-				VPAND(threes(), qb, q)
+				VPAND(splat("twoBitMask", 3), qb, q)
 			} else {
 				VPSRLW(Imm(uint64(2*k)), qb, q)
-				VPAND(threes(), q, q)
+				VPAND(splat("twoBitMask", 3), q, q)
 			}
 			var clear VecVirtual
 			if q3 {
@@ -1011,8 +950,8 @@ func dotQ23_K(name string, tokens int) {
 				default:
 					VMOVDQA(hm, clear)
 				}
-				VPAND(fours(), clear, clear)
-				VPXOR(fours(), clear, clear)
+				VPAND(splat("fourBytes", 4), clear, clear)
+				VPXOR(splat("fourBytes", 4), clear, clear)
 			}
 			scale := YMM()
 			src := s0
@@ -1078,29 +1017,9 @@ func dotQ23_K(name string, tokens int) {
 		VADDSS(Mem{Base: o, Disp: 4 * t}, f, f)
 		MOVSS(f, Mem{Base: o, Disp: 4 * t})
 	}
-	ADDQ(U32(uint64(size)), w)
-	for _, p := range xs {
-		ADDQ(U32(q8KBlockSize), p)
-	}
-	DECQ(n)
-	JMP(LabelRef(fn + "_loop"))
-	Label(fn + "_done")
+	nextBlock(fn, w, n, xs, size, q8KBlockSize)
 	VZEROUPPER()
 	RET()
-}
-
-var bit4s *Mem
-
-// bit4 is 32 bytes of 0x10.
-func bit4() Mem {
-	if bit4s == nil {
-		m := GLOBL("bit4", RODATA|NOPTR)
-		for i := 0; i < 32; i++ {
-			DATA(i, U8(0x10))
-		}
-		bit4s = &m
-	}
-	return *bit4s
 }
 
 // dotF32 emits func dotF32AVX2(a, b *float32, n int) float32 for n a
