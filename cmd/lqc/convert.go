@@ -11,6 +11,7 @@ import (
 
 	"github.com/lqc-dev/lqc/codegen/gguf"
 	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/ir/arch"
 	"github.com/lqc-dev/lqc/passes"
 	"github.com/lqc-dev/lqc/quant"
 	"github.com/lqc-dev/lqc/quant/calib"
@@ -101,15 +102,12 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer m.Close()
 
-	if w := m.Params.SlidingWindow; w > 0 && m.Arch == "llama" && !*quiet {
-		fmt.Fprintf(stderr, "note: the model attends through a sliding window of %d positions, recorded as llama.attention.sliding_window; llama.cpp's llama ignores it and attends to the whole context, so beyond %d tokens it computes something else (lqc applies the window)\n", w, w)
-	}
-	if m.Arch == "opt" && !*quiet {
-		fmt.Fprintln(stderr, "note: llama.cpp and ollama have no OPT architecture and will not load this file; lqc runs it")
-	}
-	if qs := m.Params.QueryScale; qs > 0 && !*quiet {
-		fmt.Fprintf(stderr, "note: query_pre_attn_scalar %d differs from the head size %d: lqc scales queries by 1/√%d as transformers does (recorded as %s.attention.query_pre_attn_scalar), llama.cpp by 1/√%d, so its logits will differ\n",
-			qs, m.Params.HeadDim(), qs, m.Arch, m.Params.HeadDim())
+	if !*quiet {
+		if a, err := arch.Lookup(m.Arch); err == nil {
+			for _, c := range arch.LlamaCppCaveats(a, m.Params) {
+				fmt.Fprintf(stderr, "note: %s\n", c)
+			}
+		}
 	}
 	adapters, closeAdapters, err := loadAdapters(fuseSpecs, m)
 	if err != nil {

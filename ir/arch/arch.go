@@ -55,6 +55,22 @@ type Arch interface {
 	RowFix(canonical string, p ir.HParams) Fix
 }
 
+// caveats is implemented by architectures for which llama.cpp computes
+// something other than the model, or cannot load it.
+type caveats interface {
+	llamaCppCaveats(p ir.HParams) []string
+}
+
+// LlamaCppCaveats says, one sentence each, where llama.cpp running a file
+// of architecture a with hyper-parameters p will not compute what the
+// model computes (convert prints them).
+func LlamaCppCaveats(a Arch, p ir.HParams) []string {
+	if c, ok := a.(caveats); ok {
+		return c.llamaCppCaveats(p)
+	}
+	return nil
+}
+
 // VocabCompleter is implemented by architectures whose converter sets
 // vocabulary facts the tokenizer files do not state (Gemma's end-of-turn
 // token); frontends call it after reading the tokenizer.

@@ -38,6 +38,16 @@ func (ws *weightSet) get(name string) *ir.Value { return ws.vals[name] }
 
 func (ws *weightSet) has(name string) bool { return ws.vals[name] != nil }
 
+// layerNorm is LayerNorm of x with the gain name.weight and bias name.bias.
+func (ws *weightSet) layerNorm(b *ir.Builder, eps ir.Attrs, x *ir.Value, name string) *ir.Value {
+	return b.Op("LayerNorm", eps, x, ws.get(name+".weight"), ws.get(name+".bias"))
+}
+
+// linear is x times name.weight plus name.bias.
+func (ws *weightSet) linear(b *ir.Builder, x *ir.Value, name string) *ir.Value {
+	return b.Op("Linear", nil, x, ws.get(name+".weight"), ws.get(name+".bias"))
+}
+
 // attention appends scaled dot-product causal attention of the layer over
 // q[T,H,d], k[T,Hkv,d], v[T,Hkv,d] and returns the heads concatenated,
 // [T, H·d]. The new keys and values join the layer's KV cache, and the

@@ -82,3 +82,25 @@ func (c Config) BoolOr(key string, def bool) (bool, error) {
 	}
 	return b, nil
 }
+
+// intKey is one required integer of config.json: where it goes and the
+// keys that may spell it.
+type intKey struct {
+	dst  *int
+	keys []string
+}
+
+func key(dst *int, keys ...string) intKey { return intKey{dst, keys} }
+
+// ints reads required integers, stopping at the first missing or
+// malformed one.
+func (c Config) ints(ks ...intKey) error {
+	for _, k := range ks {
+		v, err := c.Int(k.keys...)
+		if err != nil {
+			return err
+		}
+		*k.dst = v
+	}
+	return nil
+}

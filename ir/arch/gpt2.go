@@ -19,22 +19,18 @@ func (gpt2) HFModelTypes() []string { return []string{"gpt2"} }
 
 func (gpt2) ParamsFromHF(c Config) (ir.HParams, error) {
 	var p ir.HParams
-	var err error
-	get := func(dst *int, keys ...string) {
-		if err == nil {
-			*dst, err = c.Int(keys...)
-		}
-	}
-	get(&p.EmbeddingLength, "n_embd", "hidden_size")
-	get(&p.BlockCount, "n_layer", "num_hidden_layers")
-	get(&p.HeadCount, "n_head", "num_attention_heads")
-	// llama.cpp reads the context from n_ctx; n_positions is the same
-	// number in every GPT-2 config that has both.
-	get(&p.ContextLength, "n_ctx", "n_positions")
-	get(&p.VocabSize, "vocab_size")
-	if err != nil {
+	if err := c.ints(
+		key(&p.EmbeddingLength, "n_embd", "hidden_size"),
+		key(&p.BlockCount, "n_layer", "num_hidden_layers"),
+		key(&p.HeadCount, "n_head", "num_attention_heads"),
+		// llama.cpp reads the context from n_ctx; n_positions is the same
+		// number in every GPT-2 config that has both.
+		key(&p.ContextLength, "n_ctx", "n_positions"),
+		key(&p.VocabSize, "vocab_size"),
+	); err != nil {
 		return p, err
 	}
+	var err error
 	if p.FeedForwardLength, err = c.IntOr(4*p.EmbeddingLength, "n_inner"); err != nil {
 		return p, err
 	}
@@ -195,12 +191,8 @@ func (a gpt2) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, err
 	tokens, pos := graphInputs(g)
 	eps := ir.Attrs{"eps": float64(p.NormEpsilon)}
 	d, hd := int64(p.EmbeddingLength), p.HeadDim()
-	norm := func(x *ir.Value, name string) *ir.Value {
-		return b.Op("LayerNorm", eps, x, w.get(name+".weight"), w.get(name+".bias"))
-	}
-	linear := func(x *ir.Value, name string) *ir.Value {
-		return b.Op("Linear", nil, x, w.get(name+".weight"), w.get(name+".bias"))
-	}
+	norm := func(x *ir.Value, name string) *ir.Value { return w.layerNorm(b, eps, x, name) }
+	linear := func(x *ir.Value, name string) *ir.Value { return w.linear(b, x, name) }
 	slice := func(x *ir.Value, i int64) *ir.Value {
 		return b.Op("Slice", ir.Attrs{"axis": int64(-1), "start": i * d, "end": (i + 1) * d}, x)
 	}

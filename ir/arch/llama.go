@@ -66,21 +66,17 @@ func (a llamaFamily) HFModelTypes() []string { return a.hfTypes }
 
 func (a llamaFamily) ParamsFromHF(c Config) (ir.HParams, error) {
 	var p ir.HParams
-	var err error
-	get := func(dst *int, keys ...string) {
-		if err == nil {
-			*dst, err = c.Int(keys...)
-		}
-	}
-	get(&p.EmbeddingLength, "hidden_size")
-	get(&p.BlockCount, "num_hidden_layers")
-	get(&p.FeedForwardLength, "intermediate_size")
-	get(&p.HeadCount, "num_attention_heads")
-	get(&p.ContextLength, "max_position_embeddings")
-	get(&p.VocabSize, "vocab_size")
-	if err != nil {
+	if err := c.ints(
+		key(&p.EmbeddingLength, "hidden_size"),
+		key(&p.BlockCount, "num_hidden_layers"),
+		key(&p.FeedForwardLength, "intermediate_size"),
+		key(&p.HeadCount, "num_attention_heads"),
+		key(&p.ContextLength, "max_position_embeddings"),
+		key(&p.VocabSize, "vocab_size"),
+	); err != nil {
 		return p, err
 	}
+	var err error
 	if p.HeadCountKV, err = c.IntOr(p.HeadCount, "num_key_value_heads"); err != nil {
 		return p, err
 	}
@@ -208,6 +204,19 @@ func gemma3Params(c Config, p *ir.HParams) error {
 // gemma3Sliding reports whether Gemma 3's layer i attends through the
 // sliding window: all but every sixth.
 func gemma3Sliding(i int) bool { return (i+1)%6 != 0 }
+
+func (a llamaFamily) llamaCppCaveats(p ir.HParams) []string {
+	var cs []string
+	if w := p.SlidingWindow; w > 0 && a.name == "llama" {
+		cs = append(cs, fmt.Sprintf("the model attends through a sliding window of %d positions, recorded as llama.attention.sliding_window; "+
+			"llama.cpp's llama ignores it and attends to the whole context, so beyond %d tokens it computes something else (lqc applies the window)", w, w))
+	}
+	if qs := p.QueryScale; qs > 0 {
+		cs = append(cs, fmt.Sprintf("query_pre_attn_scalar %d differs from the head size %d: lqc scales queries by 1/√%d as transformers does "+
+			"(recorded as %s.attention.query_pre_attn_scalar), llama.cpp by 1/√%d, so its logits will differ", qs, p.HeadDim(), qs, a.name, p.HeadDim()))
+	}
+	return cs
+}
 
 // llama3Scaling is config.json's rope_scaling of type llama3.
 type llama3Scaling struct {

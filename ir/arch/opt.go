@@ -34,21 +34,17 @@ func (opt) HFModelTypes() []string { return []string{"opt"} }
 
 func (opt) ParamsFromHF(c Config) (ir.HParams, error) {
 	var p ir.HParams
-	var err error
-	get := func(dst *int, keys ...string) {
-		if err == nil {
-			*dst, err = c.Int(keys...)
-		}
-	}
-	get(&p.EmbeddingLength, "hidden_size")
-	get(&p.BlockCount, "num_hidden_layers")
-	get(&p.FeedForwardLength, "ffn_dim")
-	get(&p.HeadCount, "num_attention_heads")
-	get(&p.ContextLength, "max_position_embeddings")
-	get(&p.VocabSize, "vocab_size")
-	if err != nil {
+	if err := c.ints(
+		key(&p.EmbeddingLength, "hidden_size"),
+		key(&p.BlockCount, "num_hidden_layers"),
+		key(&p.FeedForwardLength, "ffn_dim"),
+		key(&p.HeadCount, "num_attention_heads"),
+		key(&p.ContextLength, "max_position_embeddings"),
+		key(&p.VocabSize, "vocab_size"),
+	); err != nil {
 		return p, err
 	}
+	var err error
 	p.HeadCountKV = p.HeadCount
 	p.NormEpsilon = 1e-5 // OPT's LayerNorms use PyTorch's default
 	if proj, err := c.IntOr(p.EmbeddingLength, "word_embed_proj_dim"); err != nil {
@@ -246,6 +242,10 @@ func (opt) ScaleGroups(p ir.HParams) []ScaleGroup {
 
 func (opt) RowFix(string, ir.HParams) Fix { return nil }
 
+func (opt) llamaCppCaveats(ir.HParams) []string {
+	return []string{"llama.cpp and ollama have no OPT architecture and will not load this file; lqc runs it"}
+}
+
 func (a opt) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, error) {
 	g := ir.NewGraph("opt")
 	b := ir.NewBuilder(g)
@@ -253,12 +253,8 @@ func (a opt) Build(p ir.HParams, weights map[string]*ir.Tensor) (*ir.Graph, erro
 	tokens, pos := graphInputs(g)
 	eps := ir.Attrs{"eps": float64(p.NormEpsilon)}
 	hd := p.HeadDim()
-	norm := func(x *ir.Value, name string) *ir.Value {
-		return b.Op("LayerNorm", eps, x, w.get(name+".weight"), w.get(name+".bias"))
-	}
-	linear := func(x *ir.Value, name string) *ir.Value {
-		return b.Op("Linear", nil, x, w.get(name+".weight"), w.get(name+".bias"))
-	}
+	norm := func(x *ir.Value, name string) *ir.Value { return w.layerNorm(b, eps, x, name) }
+	linear := func(x *ir.Value, name string) *ir.Value { return w.linear(b, x, name) }
 	x := b.Op("Embedding", nil, w.get("token_embd.weight"), tokens)
 	if p.EmbeddingProjLength > 0 {
 		x = b.Op("Linear", nil, x, w.get("proj_in.weight"))

@@ -109,7 +109,16 @@ func (t *Tokenizer) encodeText(text string, out []int32) []int32 {
 		id   int32 // a user-defined token, or NoToken for raw text
 	}
 	frags := []fragment{{text, ir.NoToken}}
+	// Vocabularies hold thousands of user-defined tokens ([PADn]): only
+	// those whose first two bytes occur in the text are looked for.
+	var pairs [1 << 16]bool
+	for i := 0; i+1 < len(text); i++ {
+		pairs[uint16(text[i])<<8|uint16(text[i+1])] = true
+	}
 	for _, tok := range t.userDefined {
+		if len(tok) > len(text) || len(tok) >= 2 && !pairs[uint16(tok[0])<<8|uint16(tok[1])] {
+			continue
+		}
 		var next []fragment
 		for _, f := range frags {
 			if f.id != ir.NoToken || !strings.Contains(f.text, tok) {

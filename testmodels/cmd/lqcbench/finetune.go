@@ -28,11 +28,9 @@ func benchFinetune(work string, layers, runs, threads int) error {
 	if err != nil {
 		return err
 	}
-	file := filepath.Join(work, fmt.Sprintf("run-%dl-q4_0.gguf", layers))
-	if size(file) == 0 {
-		if _, err := timeCmd(lqc, "convert", dir, "-o", file, "--quant", "q4_0", "--quiet"); err != nil {
-			return err
-		}
+	file, err := quantized(dir, lqc, work, layers, "q4_0")
+	if err != nil {
+		return err
 	}
 	const ctx = 256
 	var table strings.Builder

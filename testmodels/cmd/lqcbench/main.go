@@ -174,6 +174,18 @@ func modelAndLQC(work string, layers int) (dir, lqc string, err error) {
 	return dir, lqc, err
 }
 
+// quantized returns the TinyLlama-shaped model converted to --quant q,
+// converting it once: work/run-<layers>l-<q>.gguf.
+func quantized(dir, lqc, work string, layers int, q string) (string, error) {
+	file := filepath.Join(work, fmt.Sprintf("run-%dl-%s.gguf", layers, q))
+	if size(file) == 0 {
+		if _, err := timeCmd(lqc, "convert", dir, "-o", file, "--quant", q, "--quiet"); err != nil {
+			return "", err
+		}
+	}
+	return file, nil
+}
+
 func benchConvert(work string, layers, runs, threads int) error {
 	model, lqc, err := modelAndLQC(work, layers)
 	if err != nil {

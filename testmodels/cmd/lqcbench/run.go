@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"sort"
 	"time"
 
@@ -30,11 +29,8 @@ func benchRun(work string, layers, runs, threads int, types []string) error {
 	}
 	files := map[string]string{}
 	for _, q := range types {
-		files[q] = filepath.Join(work, fmt.Sprintf("run-%dl-%s.gguf", layers, q))
-		if size(files[q]) == 0 {
-			if _, err := timeCmd(lqc, "convert", dir, "-o", files[q], "--quant", q, "--quiet"); err != nil {
-				return err
-			}
+		if files[q], err = quantized(dir, lqc, work, layers, q); err != nil {
+			return err
 		}
 	}
 	fmt.Printf("\npp%d / tg%d tokens/s, TinyLlama-1.1B shape (%d layers), %d threads, median of %d\n", benchPP, benchTG, layers, threads, runs)
