@@ -157,6 +157,16 @@ func matchAttention(sm *ir.Node, users map[*ir.Value][]*ir.Node, outputs map[*ir
 		stage = to
 		return ""
 	}
+	softcap := func(cap float64) string {
+		if why := advance(stageSoftcap, "a softcap"); why != "" {
+			return why
+		}
+		if a.softcap != 0 {
+			return "two softcaps"
+		}
+		a.softcap = cap
+		return ""
+	}
 	x := sm.Inputs[0]
 	for {
 		d := x.Def
@@ -221,23 +231,15 @@ func matchAttention(sm *ir.Node, users map[*ir.Value][]*ir.Node, outputs map[*ir
 			a.scale *= d.Attrs.Float("scale")
 			x = d.Inputs[0]
 		case "Softcap":
-			if why := advance(stageSoftcap, "a softcap"); why != "" {
+			if why := softcap(d.Attrs.Float("cap")); why != "" {
 				return nil, why
 			}
-			if a.softcap != 0 {
-				return nil, "two softcaps"
-			}
-			a.softcap = d.Attrs.Float("cap")
 			x = d.Inputs[0]
 		case "Mul", "Div":
 			if cap, inner, ok := softcapOf(d, single); ok {
-				if why := advance(stageSoftcap, "a softcap"); why != "" {
+				if why := softcap(cap); why != "" {
 					return nil, why
 				}
-				if a.softcap != 0 {
-					return nil, "two softcaps"
-				}
-				a.softcap = cap
 				a.region = append(a.region, inner.Def, inner.Def.Inputs[0].Def)
 				x = inner.Def.Inputs[0].Def.Inputs[0]
 				continue
