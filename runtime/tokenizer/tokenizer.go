@@ -24,6 +24,10 @@ type Tokenizer struct {
 	// vocabulary, longest first: llama.cpp takes them out of the text
 	// before pre-tokenizing it.
 	userDefined []string
+	// parsed are the tokens a text may spell out when its special tokens
+	// are parsed (llama.cpp's parse_special): control and user-defined
+	// tokens, longest first. Rendered chat templates need it.
+	parsed []string
 }
 
 type encoder interface {
@@ -63,6 +67,12 @@ func New(v *ir.Vocab) (*Tokenizer, error) {
 	default:
 		return nil, fmt.Errorf("tokenizer model %q is not supported (lqc has llama and gpt2)", v.Model)
 	}
+	for i, typ := range v.Types {
+		if (typ == ir.TokenControl || typ == ir.TokenUserDefined) && v.Tokens[i] != "" {
+			t.parsed = append(t.parsed, v.Tokens[i])
+		}
+	}
+	sort.SliceStable(t.parsed, func(i, j int) bool { return len(t.parsed[i]) > len(t.parsed[j]) })
 	if v.AddBOS != nil {
 		t.addBOS = *v.AddBOS
 	}
@@ -88,12 +98,23 @@ func (t *Tokenizer) AddsBOS() bool { return t.addBOS }
 // vocabulary asks (llama.cpp's add_special); control tokens written in the
 // text are not parsed, they are ordinary text.
 func (t *Tokenizer) Encode(text string, special bool) []int32 {
+	return t.encode(text, special, t.userDefined)
+}
+
+// EncodeParsed is Encode with the special tokens spelled out in text
+// parsed as themselves (llama.cpp's parse_special): "<|im_start|>" in a
+// rendered chat template becomes that control token, not its letters.
+func (t *Tokenizer) EncodeParsed(text string, special bool) []int32 {
+	return t.encode(text, special, t.parsed)
+}
+
+func (t *Tokenizer) encode(text string, special bool, tokens []string) []int32 {
 	var out []int32
 	if special && t.addBOS {
 		out = append(out, t.v.BOS)
 	}
 	if text != "" {
-		out = t.encodeText(text, out)
+		out = t.encodeText(text, tokens, out)
 	}
 	if special && t.addEOS {
 		out = append(out, t.v.EOS)
@@ -101,9 +122,10 @@ func (t *Tokenizer) Encode(text string, special bool) []int32 {
 	return out
 }
 
-// encodeText takes the user-defined tokens out of text, each where it
-// first occurs, longest first as llama.cpp does, and encodes the rest.
-func (t *Tokenizer) encodeText(text string, out []int32) []int32 {
+// encodeText takes tokens (whole tokens spelled out) out of text, each
+// where it first occurs, longest first as llama.cpp does, and encodes the
+// rest.
+func (t *Tokenizer) encodeText(text string, tokens []string, out []int32) []int32 {
 	type fragment struct {
 		text string
 		id   int32 // a user-defined token, or NoToken for raw text
@@ -115,7 +137,7 @@ func (t *Tokenizer) encodeText(text string, out []int32) []int32 {
 	for i := 0; i+1 < len(text); i++ {
 		pairs[uint16(text[i])<<8|uint16(text[i+1])] = true
 	}
-	for _, tok := range t.userDefined {
+	for _, tok := range tokens {
 		if len(tok) > len(text) || len(tok) >= 2 && !pairs[uint16(tok[0])<<8|uint16(tok[1])] {
 			continue
 		}
@@ -198,9 +220,16 @@ func (t *Tokenizer) IsEOG(id int32) bool {
 	}
 	if id >= 0 && int(id) < len(t.v.Tokens) && t.v.Types[id] == ir.TokenControl {
 		s := t.v.Tokens[id]
-		return strings.Contains(s, "eot") || strings.Contains(s, "end_of_turn") || s == "<|endoftext|>"
+		return strings.Contains(s, "eot") || strings.Contains(s, "end_of_turn") || endOfTurn[s]
 	}
 	return false
+}
+
+// endOfTurn are the control tokens chat models end a reply with, which
+// llama.cpp also treats as ending generation.
+var endOfTurn = map[string]bool{
+	"<|endoftext|>": true, "<|im_end|>": true, "<|end|>": true, "<EOT>": true, "_<EOT>": true,
+	"<｜end▁of▁sentence｜>": true, "<|end_of_text|>": true,
 }
 
 func (t *Tokenizer) find(s string) (int32, bool) {
