@@ -16,8 +16,10 @@ import (
 	"github.com/lqc-dev/lqc/quant"
 )
 
-// adapterSpec is PATH or PATH:WEIGHT, as --fuse-lora and --lora take it.
+// adapterSpec is [NAME=]PATH[:WEIGHT], as --fuse-lora and --lora take
+// it; the name (lqc serve's model id for it) defaults to the file's.
 type adapterSpec struct {
+	name   string
 	path   string
 	weight float64
 }
@@ -28,11 +30,18 @@ func parseAdapterSpecs(specs []string) ([]adapterSpec, error) {
 		spec := adapterSpec{path: s, weight: 1}
 		if i := strings.LastIndex(s, ":"); i > 0 {
 			if w, err := strconv.ParseFloat(s[i+1:], 64); err == nil {
-				spec = adapterSpec{path: s[:i], weight: w}
+				spec.path, spec.weight = s[:i], w
 			}
+		}
+		if i := strings.Index(spec.path, "="); i > 0 && !strings.ContainsRune(spec.path[:i], '/') {
+			spec.name, spec.path = spec.path[:i], spec.path[i+1:]
 		}
 		if spec.path == "" {
 			return nil, usageError{fmt.Errorf("adapter %q: no path", s)}
+		}
+		if spec.name == "" {
+			base := filepath.Base(filepath.Clean(spec.path))
+			spec.name = strings.TrimSuffix(base, filepath.Ext(base))
 		}
 		out = append(out, spec)
 	}

@@ -30,6 +30,7 @@ var commands = []command{
 	{"run", "generate text with a model", runRun},
 	{"finetune", "train a LoRA adapter on a frozen (quantized) model: residual distillation or SFT", runFinetune},
 	{"eval", "measure perplexity and KL divergence against a reference; gate CI on them", runEval},
+	{"serve", "serve a model and its adapters with OpenAI's API", runServe},
 	{"tokenize", "print the tokens of a text", runTokenize},
 	{"version", "print lqc's version", runVersion},
 }

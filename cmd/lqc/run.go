@@ -24,6 +24,7 @@ type loaded struct {
 	model    *lqrt.Model
 	tok      *tokenizer.Tokenizer
 	adapters []lqrt.Applied // --lora: applied beside the weights
+	names    []string       // the adapters' names, as --lora gave them
 	close    func()
 }
 
@@ -45,7 +46,7 @@ func addRunFlags(fs *pflag.FlagSet) *runOptions {
 	fs.StringVar(&o.tokenizer, "tokenizer", "", tokenizerHelp)
 	fs.StringVar(&o.flashAttn, "flash-attn", "auto", "fused attention: on, off, or auto (on where the backend has the kernel)")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "print what the passes did")
-	fs.StringArrayVar(&o.loraFlag, "lora", nil, "apply a LoRA adapter (GGUF adapter or PEFT folder) beside the weights, PATH or PATH:SCALE; repeatable")
+	fs.StringArrayVar(&o.loraFlag, "lora", nil, "apply a LoRA adapter (GGUF adapter or PEFT folder) beside the weights, [NAME=]PATH[:SCALE]; repeatable (lqc serve offers each as model NAME, default the file name)")
 	fs.StringArrayVar(&o.fuseFlag, "fuse-lora", nil, "merge a LoRA adapter into the weights before running, PATH or PATH:WEIGHT; repeatable")
 	return o
 }
@@ -124,6 +125,7 @@ func loadForRun(path string, o *runOptions, stderr io.Writer) (*loaded, error) {
 			return nil, err
 		}
 		l.adapters = append(l.adapters, lqrt.Applied{Adapter: ra, Scale: spec.weight})
+		l.names = append(l.names, spec.name)
 	}
 	return l, nil
 }

@@ -56,16 +56,20 @@ func New(source, bos, eos string) (*Template, error) {
 	return t, nil
 }
 
-// ForVocab is the template of a model's vocabulary, or DefaultTemplate
-// when it has none.
-func ForVocab(v *ir.Vocab) (*Template, error) {
+// ForVocab is source compiled with a vocabulary's BOS and EOS texts;
+// an empty source means the vocabulary's own template, or
+// DefaultTemplate when it has none.
+func ForVocab(v *ir.Vocab, source string) (*Template, error) {
 	text := func(id int32) string {
 		if id == ir.NoToken || int(id) >= len(v.Tokens) {
 			return ""
 		}
 		return v.Tokens[id]
 	}
-	src, def := v.ChatTemplate, false
+	src, def := source, false
+	if src == "" {
+		src = v.ChatTemplate
+	}
 	if strings.TrimSpace(src) == "" {
 		src, def = DefaultTemplate, true
 	}

@@ -126,7 +126,7 @@ func TestEncodeParsesSpecialTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl, err := ForVocab(m.Vocab)
+	tmpl, err := ForVocab(m.Vocab, "")
 	if err != nil {
 		t.Fatal(err)
 	}
