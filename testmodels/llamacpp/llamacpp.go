@@ -73,54 +73,12 @@ type Result struct {
 	Error  string      `json:"error"`
 }
 
-// CacheDir is where node-llama-cpp is installed: $LQC_CACHE/node-llama-cpp,
-// else the user cache folder.
-func CacheDir() string {
-	base := os.Getenv("LQC_CACHE")
-	if base == "" {
-		if d, err := os.UserCacheDir(); err == nil {
-			base = filepath.Join(d, "lqc")
-		} else {
-			base = filepath.Join(os.TempDir(), "lqc-cache")
-		}
-	}
-	return filepath.Join(base, "node-llama-cpp-3.22.1")
-}
+// CacheDir is where node-llama-cpp is installed (testmodels.NpmDir).
+func CacheDir() string { return testmodels.NpmDir("node-llama-cpp-3.22.1") }
 
 // Install makes sure node-llama-cpp is installed and returns its folder.
-// It installs into a fresh temporary folder and renames it into place, so
-// concurrent test processes never see a half-installed package.
 func Install() (string, error) {
-	dir := CacheDir()
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "node-llama-cpp", "package.json")); err == nil {
-		return dir, nil
-	}
-	if _, err := exec.LookPath("npm"); err != nil {
-		return "", fmt.Errorf("npm not found: real llama.cpp comes from the npm package %s", Package)
-	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".install-*")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	if err := os.WriteFile(filepath.Join(tmp, "package.json"), []byte(`{"name":"lqc-interop","private":true,"type":"module"}`), 0o644); err != nil {
-		return "", err
-	}
-	cmd := exec.Command("npm", "install", "--omit=optional", "--ignore-scripts", "--no-audit", "--no-fund", Package, Prebuilt)
-	cmd.Dir = tmp
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("npm install %s: %v\n%s", Package, err, out)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		if _, statErr := os.Stat(filepath.Join(dir, "node_modules")); statErr == nil {
-			return dir, nil // another process won the race
-		}
-		return "", err
-	}
-	return dir, nil
+	return testmodels.NpmInstall("node-llama-cpp-3.22.1", Package, Prebuilt)
 }
 
 // Require installs node-llama-cpp for a test: it skips the test when that
