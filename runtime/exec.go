@@ -79,6 +79,15 @@ func (s *Session) Context() int { return s.ctx }
 // Reset forgets the sequence (the cache is reused).
 func (s *Session) Reset() { s.pos = 0 }
 
+// Rewind forgets the positions from n on, keeping the first n cached: a
+// conversation whose next prompt extends only part of what was
+// evaluated goes on from there.
+func (s *Session) Rewind(n int) {
+	if n < s.pos {
+		s.pos = max(n, 0)
+	}
+}
+
 // Forward evaluates tokens at the next positions and returns logits: for
 // every token (T·vocab values) when all is set, else for the last one.
 func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {

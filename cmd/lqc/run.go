@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"time"
 
@@ -130,6 +131,9 @@ func loadForRun(path string, o *runOptions, stderr io.Writer) (*loaded, error) {
 	return l, nil
 }
 
+// stdin is what lqc run --chat reads user turns from; tests replace it.
+var stdin io.Reader = os.Stdin
+
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", "MODEL [-p PROMPT] [flags]\n\nMODEL is a GGUF file, a Hugging Face folder, an ONNX export or a llama2.c checkpoint.", stderr)
 	prompt := fs.StringP("prompt", "p", "", "prompt (empty: start from BOS)")
@@ -138,7 +142,10 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	topK := fs.Int("top-k", 40, "keep the k most likely tokens (0: all)")
 	topP := fs.Float32("top-p", 0.95, "keep the most likely tokens up to this probability (1: all)")
 	seed := fs.Uint64("seed", 0, "random seed (0: from the clock)")
-	ctxSize := fs.IntP("ctx-size", "c", 0, "context size (0: the prompt plus -n, at most the model's)")
+	ctxSize := fs.IntP("ctx-size", "c", 0, "context size (0: the prompt plus -n, at most the model's; with --chat, the model's up to 4096)")
+	chatMode := fs.Bool("chat", false, "converse: read user turns from stdin, one per line, and answer each in the model's chat template")
+	system := fs.String("system", "", "with --chat, a system message to start the conversation with")
+	templateFile := fs.String("chat-template", "", "with --chat, a Jinja chat template file instead of the model's")
 	opts := addRunFlags(fs)
 	profile := profileFlag(fs)
 	pos, err := parseFlags(fs, args, 1)
@@ -161,6 +168,13 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer l.close()
+	if *seed == 0 {
+		*seed = uint64(time.Now().UnixNano())
+	}
+	smp := lqrt.NewSampler(lqrt.SamplerOptions{Temp: *temp, TopK: *topK, TopP: *topP, Seed: *seed})
+	if *chatMode {
+		return converse(ctx, l, *system, *templateFile, *ctxSize, *n, smp, stdin, stdout, stderr)
+	}
 
 	ids := l.tok.Encode(*prompt, true)
 	if len(ids) == 0 { // an empty prompt starts from BOS, whatever the vocabulary adds
@@ -182,10 +196,6 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := sess.SetAdapters(l.adapters...); err != nil {
 		return err
 	}
-	if *seed == 0 {
-		*seed = uint64(time.Now().UnixNano())
-	}
-	smp := lqrt.NewSampler(lqrt.SamplerOptions{Temp: *temp, TopK: *topK, TopP: *topP, Seed: *seed})
 	out := bufio.NewWriter(stdout)
 	// A SentencePiece tokenizer puts a space before the text; the first
 	// piece after BOS shows it, so it is dropped, as llama.cpp's and

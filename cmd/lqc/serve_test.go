@@ -448,3 +448,40 @@ func TestServeErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRunChat: lqc run --chat keeps the conversation's cache between
+// turns; its second answer equals the server's answer to the whole
+// conversation evaluated afresh.
+func TestRunChat(t *testing.T) {
+	model := testmodels.Shared(t, "models", "stories260K", "hf")
+	stdin = strings.NewReader("Hi there\n\nWhat is your name?\n")
+	defer func() { stdin = os.Stdin }()
+	code, out, errOut := lqc("run", model, "--chat", "--system", "Be nice", "--temp", "0", "-n", "12", "-t", "2")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	replies := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(replies) < 2 {
+		t.Fatalf("want two replies, got %q", out)
+	}
+	first, second := replies[0], replies[len(replies)-1]
+	if len(replies) > 2 { // a reply may hold newlines itself
+		first = strings.Join(replies[:len(replies)-1], "\n")
+	}
+	s := startServe(t, model)
+	body, _ := json.Marshal(map[string]any{"temperature": 0, "max_tokens": 12, "messages": []map[string]string{
+		{"role": "system", "content": "Be nice"}, {"role": "user", "content": "Hi there"},
+		{"role": "assistant", "content": strings.TrimSpace(first)}, {"role": "user", "content": "What is your name?"}}})
+	resp, err := http.Post(s.url+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct{ Choices []struct{ Message struct{ Content string } } }
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || len(r.Choices) != 1 {
+		t.Fatalf("%v %+v", err, r)
+	}
+	if got := strings.TrimSpace(r.Choices[0].Message.Content); got != strings.TrimSpace(second) {
+		t.Errorf("second turn: lqc run --chat %q, the server on the whole conversation %q", second, got)
+	}
+}
