@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/frontend/hub"
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/passes"
 	lqrt "github.com/lqc-dev/lqc/runtime"
@@ -82,6 +83,11 @@ func loadForRun(path string, o *runOptions, stderr io.Writer) (*loaded, error) {
 	pm, err := o.pipeline(stderr)
 	if err != nil {
 		return nil, err
+	}
+	if hub.IsRef(path) { // org/name[@revision]: the Hugging Face cache, or a download into it
+		if path, err = hub.Resolve(context.Background(), path, hub.Env()); err != nil {
+			return nil, err
+		}
 	}
 	m, err := frontend.Load(path, frontend.Options{Tokenizer: o.tokenizer})
 	if err != nil {
