@@ -158,7 +158,7 @@ func TestServeOpenAIClient(t *testing.T) {
 			Chunks       int
 			Usage        struct{ Completion_tokens int }
 		}
-		CompletionStreamStop                 string
+		CompletionStreamStop             string
 		UnknownModel, TwoChoices, BadKey struct {
 			Status int
 			Type   string
@@ -191,7 +191,10 @@ func TestServeOpenAIClient(t *testing.T) {
 		t.Errorf("stream with stop \"Lily\": %q (full text %q)", got.CompletionStreamStop, full)
 	}
 	for name, e := range map[string]struct {
-		got    struct{ Status int; Type string }
+		got struct {
+			Status int
+			Type   string
+		}
 		status int
 	}{
 		"unknown model": {got.UnknownModel, 404}, "n=2": {got.TwoChoices, 400}, "bad key": {got.BadKey, 401},
@@ -349,7 +352,9 @@ func TestServeErrors(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		var e struct{ Error struct{ Type, Message string } }
+		var e struct {
+			Error struct{ Type, Message string }
+		}
 		json.Unmarshal(b, &e)
 		return resp.StatusCode, e.Error.Type, string(b)
 	}
@@ -477,7 +482,9 @@ func TestRunChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var r struct{ Choices []struct{ Message struct{ Content string } } }
+	var r struct {
+		Choices []struct{ Message struct{ Content string } }
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil || len(r.Choices) != 1 {
 		t.Fatalf("%v %+v", err, r)
 	}

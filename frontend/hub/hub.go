@@ -426,4 +426,3 @@ func copyFile(src, dst string) error {
 	}
 	return out.Close()
 }
-

@@ -21,14 +21,14 @@ import (
 // the revision listing, HEAD with X-Repo-Commit and (for large files)
 // X-Linked-Etag/X-Linked-Size, and GET with byte ranges.
 type fakeHub struct {
-	files  map[string][]byte
-	commit string
-	token  string   // required when set
-	lfs    bool     // large-file headers and sha256 ETags
-	corrupt string  // a file served with one byte changed
-	mu     sync.Mutex
-	ranges []string // Range headers received
-	gets   int
+	files   map[string][]byte
+	commit  string
+	token   string // required when set
+	lfs     bool   // large-file headers and sha256 ETags
+	corrupt string // a file served with one byte changed
+	mu      sync.Mutex
+	ranges  []string // Range headers received
+	gets    int
 }
 
 func (h *fakeHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
