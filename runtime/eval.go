@@ -105,11 +105,11 @@ func Evaluate(ctx context.Context, m, ref *Model, tokens []int32, opt EvalOption
 		}
 		for i := first; i < n-1; i++ {
 			next := chunk[i+1]
-			lp := logSoftmax(logits[i*V : (i+1)*V])
+			lp := LogSoftmax(logits[i*V : (i+1)*V])
 			v := -lp[next]
 			nll = append(nll, v)
 			if refLogits != nil {
-				rlp := logSoftmax(refLogits[i*V : (i+1)*V])
+				rlp := LogSoftmax(refLogits[i*V : (i+1)*V])
 				refNLL = append(refNLL, -rlp[next])
 				lnRatio = append(lnRatio, v-(-rlp[next]))
 				var kld float64
@@ -149,8 +149,8 @@ func Evaluate(ctx context.Context, m, ref *Model, tokens []int32, opt EvalOption
 	return res, nil
 }
 
-// logSoftmax in float64.
-func logSoftmax(logits []float32) []float64 {
+// LogSoftmax is the log-probabilities of logits, in float64.
+func LogSoftmax(logits []float32) []float64 {
 	mx := math.Inf(-1)
 	for _, v := range logits {
 		mx = max(mx, float64(v))

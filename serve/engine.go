@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"sort"
 	"sync"
 	"time"
@@ -371,29 +370,14 @@ func (e *Engine) sampled(s *slot, logits []float32) {
 
 // logprobs is id's log-probability under logits and the top k tokens'.
 func logprobs(logits []float32, id int32, k int) (float64, []Alt) {
-	mx := math.Inf(-1)
-	for _, v := range logits {
-		mx = max(mx, float64(v))
-	}
-	var sum float64
-	for _, v := range logits {
-		sum += math.Exp(float64(v) - mx)
-	}
-	lse := mx + math.Log(sum)
-	lp := float64(logits[id]) - lse
+	lp := lqrt.LogSoftmax(logits)
 	if k <= 0 {
-		return lp, nil
+		return lp[id], nil
 	}
-	k = min(k, len(logits))
-	top := make([]Alt, 0, k+1)
-	for i, v := range logits {
-		if len(top) < k || float64(v)-lse > top[len(top)-1].Logprob {
-			top = append(top, Alt{int32(i), float64(v) - lse})
-			sort.SliceStable(top, func(a, b int) bool { return top[a].Logprob > top[b].Logprob })
-			if len(top) > k {
-				top = top[:k]
-			}
-		}
+	top := make([]Alt, len(lp))
+	for i, v := range lp {
+		top[i] = Alt{int32(i), v}
 	}
-	return lp, top
+	sort.SliceStable(top, func(a, b int) bool { return top[a].Logprob > top[b].Logprob })
+	return lp[id], top[:min(k, len(top))]
 }
