@@ -52,12 +52,10 @@ type Stream struct {
 	mu     sync.Mutex
 	events []Event
 	notify chan struct{}
-	// Admitted is closed when the request leaves the queue for a session.
-	admitted chan struct{}
 }
 
 func newStream() *Stream {
-	return &Stream{notify: make(chan struct{}, 1), admitted: make(chan struct{})}
+	return &Stream{notify: make(chan struct{}, 1)}
 }
 
 func (s *Stream) push(e Event) {
@@ -164,9 +162,6 @@ func NewEngine(m *lqrt.Model, tok *tokenizer.Tokenizer, opt Options, metrics *Me
 	return e, nil
 }
 
-// Context is the positions each request may use.
-func (e *Engine) Context() int { return e.opt.Context }
-
 // Submit queues r; its events arrive on the returned stream until one
 // with Finish or Err set. Cancelling ctx abandons the request and frees
 // its session at the next step.
@@ -255,7 +250,6 @@ func (e *Engine) admit() {
 		opt := p.req.Sampling
 		opt.Seed = seed
 		s.smp = lqrt.NewSampler(opt)
-		close(p.stream.admitted)
 	}
 	clear(e.waiting[len(kept):])
 	e.waiting = kept

@@ -319,7 +319,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, b *Back
 		return
 	}
 	g.req.Prompt = prompt
-	s.generate(w, r, b, g, "chatcmpl-", req.Stream, req.StreamOpts)
+	s.generate(w, r, b, g, true, req.Stream, req.StreamOpts)
 }
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request, b *Backend) {
@@ -363,12 +363,12 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, b *Backend)
 		}
 		g.req.Prompt = []int32{bos}
 	}
-	s.generate(w, r, b, g, "cmpl-", req.Stream, req.StreamOpts)
+	s.generate(w, r, b, g, false, req.Stream, req.StreamOpts)
 }
 
-// generate runs g and answers in one body or as server-sent events.
-func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *Backend, g *generation, idPrefix string, stream bool, so *streamOpt) {
-	isChat := idPrefix == "chatcmpl-"
+// generate runs g and answers in one body or as server-sent events, as a
+// chat completion or a text completion.
+func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *Backend, g *generation, isChat, stream bool, so *streamOpt) {
 	l := requestLog(r)
 	l.model, l.prompt = g.model, len(g.req.Prompt)
 	ctx, cancel := context.WithCancel(r.Context())
@@ -387,7 +387,11 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, b *Backend, g 
 		}
 		return
 	}
-	id := idPrefix + randomID()
+	prefix := "cmpl-"
+	if isChat {
+		prefix = "chatcmpl-"
+	}
+	id := prefix + randomID()
 	out := &replyWriter{w: w, isChat: isChat, stream: stream, id: id, model: g.model, created: time.Now().Unix(),
 		usage: usage{PromptTokens: len(g.req.Prompt)}, includeUsage: so != nil && so.IncludeUsage, tok: b.Tokenizer}
 	text := &textStream{stops: g.stops}
