@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -26,6 +27,9 @@ type Request struct {
 	// Logprobs asks for the chosen token's log-probability.
 	Logprobs    bool
 	TopLogprobs int
+	// IgnoreEOS keeps end-of-generation tokens from being sampled, so
+	// the request runs to MaxTokens (benchmarks, llama-server's ignore_eos).
+	IgnoreEOS bool
 	// Model names what the request asked for, for metrics.
 	Model string
 }
@@ -113,6 +117,7 @@ type Engine struct {
 	tok     *tokenizer.Tokenizer
 	opt     Options
 	metrics *Metrics
+	eog     []int32 // the vocabulary's end-of-generation tokens
 
 	mu      sync.Mutex
 	waiting []*pending
@@ -151,7 +156,7 @@ func NewEngine(m *lqrt.Model, tok *tokenizer.Tokenizer, opt Options, metrics *Me
 	if opt.Queue <= 0 {
 		opt.Queue = 64
 	}
-	e := &Engine{model: m, tok: tok, opt: opt, metrics: metrics, wake: make(chan struct{}, 1)}
+	e := &Engine{model: m, tok: tok, opt: opt, metrics: metrics, wake: make(chan struct{}, 1), eog: eogTokens(tok)}
 	for range opt.Parallel {
 		s, err := m.NewSession(opt.Context)
 		if err != nil {
@@ -160,6 +165,17 @@ func NewEngine(m *lqrt.Model, tok *tokenizer.Tokenizer, opt Options, metrics *Me
 		e.slots = append(e.slots, &slot{sess: s})
 	}
 	return e, nil
+}
+
+// eogTokens are the ids of tok's vocabulary that end generation.
+func eogTokens(tok *tokenizer.Tokenizer) []int32 {
+	var ids []int32
+	for id := range int32(len(tok.Vocab().Tokens)) {
+		if tok.IsEOG(id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // Submit queues r; its events arrive on the returned stream until one
@@ -342,6 +358,11 @@ func (e *Engine) decode() {
 // sampled draws s's next token from logits and reports it.
 func (e *Engine) sampled(s *slot, logits []float32) {
 	r := &s.p.req
+	if r.IgnoreEOS {
+		for _, id := range e.eog {
+			logits[id] = float32(math.Inf(-1))
+		}
+	}
 	id := s.smp.Sample(logits)
 	if e.tok.IsEOG(id) {
 		e.finish(s, Event{Token: -1, Finish: "stop"})

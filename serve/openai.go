@@ -30,6 +30,9 @@ type sampling struct {
 	Stream      bool       `json:"stream"`
 	Lora        []loraRef  `json:"lora"`
 	StreamOpts  *streamOpt `json:"stream_options"`
+	// IgnoreEOS (vLLM's and llama-server's extension) generates until
+	// max_tokens: end-of-generation tokens are never sampled.
+	IgnoreEOS bool `json:"ignore_eos"`
 }
 
 type streamOpt struct {

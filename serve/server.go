@@ -255,7 +255,7 @@ func (b *Backend) resolve(sp *sampling, maxTokens *int, defaultMax int) (*genera
 		}
 		g.req.Adapters = append(g.req.Adapters, lqrt.Applied{Adapter: b.Adapters[l.ID].Adapter, Scale: l.Scale})
 	}
-	g.req.Model = g.model
+	g.req.Model, g.req.IgnoreEOS = g.model, sp.IgnoreEOS
 	g.req.MaxTokens = defaultMax
 	if maxTokens != nil {
 		g.req.MaxTokens = *maxTokens
