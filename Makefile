@@ -90,6 +90,7 @@ bench:
 	$(GO) run ./testmodels/cmd/lqcbench run
 	$(GO) run ./testmodels/cmd/lqcbench attention
 	$(GO) run ./testmodels/cmd/lqcbench lora
+	$(GO) run ./testmodels/cmd/lqcbench serve
 	$(GO) run ./testmodels/cmd/lqcbench finetune --layers 2 --runs 2
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./quant
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./runtime/cpu

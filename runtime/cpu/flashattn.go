@@ -50,7 +50,8 @@ func (b *Backend) flashAttention(out, lse, q, k, v, mask *lqrt.Tensor, scale, so
 	}
 	md, mst := maskStrides(mask, B, H, T, S)
 	tiles := (T + blockQ - 1) / blockQ
-	b.pool.parallel(B*H*tiles, 1, func(lo, hi int) {
+	// A job is a tile of queries of one head against (up to) every key.
+	b.pool.parallel(B*H*tiles, grainFor(min(T, blockQ)*S*(d+dv), 1), func(lo, hi int) {
 		var (
 			mx     [blockQ]float32 // running maximum per row
 			sum    [blockQ]float32 // running Σ exp(score − max) per row

@@ -24,6 +24,9 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 	}
 	in, nout := w.rowLen, w.rows
 	T := len(x) / in
+	// rows is how many weight rows a thread takes at least; the kernels
+	// do about sixteen multiply-adds in the time of one simple step.
+	rows := grainFor(in*T/16, rowGrain)
 	format := activationFormat(w.typ)
 	if exact && format != actHalf { // 16-bit float rows are exact as they are
 		format = actF32
@@ -32,7 +35,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 	case actQ8:
 		nb := in / 32
 		xq := make([]q8Block, T*nb)
-		b.pool.parallel(T, 1, func(lo, hi int) {
+		b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
 			for t := lo; t < hi; t++ {
 				quantizeQ8(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
 			}
@@ -51,7 +54,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 			if T < 4 {
 				kPairs = pairs
 			}
-			b.pool.parallel(nout, rowGrain, func(lo, hi int) {
+			b.pool.parallel(nout, rows, func(lo, hi int) {
 				var four [4]float32
 				for rb := lo; rb < hi; rb += 32 {
 					re := min(rb+32, hi)
@@ -83,23 +86,23 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 			})
 			break
 		}
-		b.pool.parallel(nout, rowGrain, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
+		b.pool.parallel(nout, rows, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
 	case actQ8K:
 		nb := in / 256
 		xq := make([]q8KBlock, T*nb)
-		b.pool.parallel(T, 1, func(lo, hi int) {
+		b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
 			for t := lo; t < hi; t++ {
 				quantizeQ8K(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
 			}
 		})
 		dot, dot4 := dotQ8KFor(w.typ), dot4KFor(w.typ)
-		b.pool.parallel(nout, rowGrain, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
+		b.pool.parallel(nout, rows, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
 	case actHalf:
 		dot := dotF16
 		if w.typ == quant.BF16 {
 			dot = dotBF16
 		}
-		b.pool.parallel(nout, rowGrain, func(lo, hi int) {
+		b.pool.parallel(nout, rows, func(lo, hi int) {
 			for o := lo; o < hi; o++ {
 				row := w.row(o)
 				for t := range T {
@@ -108,7 +111,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 			}
 		})
 	default:
-		b.pool.parallel(nout, rowGrain, func(lo, hi int) {
+		b.pool.parallel(nout, rows, func(lo, hi int) {
 			var scratch []float32
 			if w.typ != quant.F32 {
 				scratch = make([]float32, in)

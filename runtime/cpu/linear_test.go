@@ -16,7 +16,7 @@ func BenchmarkLinear(b *testing.B) {
 	for _, c := range []struct {
 		typ         quant.Type
 		T, in, nout int
-	}{{quant.Q4_0, 64, 2048, 2048}, {quant.Q4_0, 64, 5632, 2048}, {quant.Q4_0, 1, 2048, 5632}, {quant.Q8_0, 64, 2048, 2048},
+	}{{quant.Q4_0, 64, 2048, 2048}, {quant.Q4_0, 8, 2048, 2048}, {quant.Q4_0, 8, 2048, 5632}, {quant.Q4_0, 64, 5632, 2048}, {quant.Q4_0, 1, 2048, 5632}, {quant.Q8_0, 64, 2048, 2048},
 		{quant.Q4_K, 64, 2048, 2048}, {quant.Q4_K, 1, 2048, 5632}, {quant.Q6_K, 64, 2048, 2048}, {quant.IQ4_NL, 64, 2048, 2048},
 		{quant.F16, 64, 2048, 2048}, {quant.F16, 1, 2048, 5632}} {
 		wf := randRow(rng, c.in*c.nout)

@@ -17,7 +17,7 @@ func bytesF32(b []byte) []float32 {
 
 func rmsNorm(p *pool, out, x, w []float32, eps float32) {
 	d := len(w)
-	p.parallel(len(x)/d, 8, func(lo, hi int) {
+	p.parallel(len(x)/d, grainFor(d, 1), func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			row, o := x[t*d:(t+1)*d], out[t*d:(t+1)*d]
 			var ss float64
@@ -34,7 +34,7 @@ func rmsNorm(p *pool, out, x, w []float32, eps float32) {
 
 func layerNorm(p *pool, out, x, w, bias []float32, eps float32) {
 	d := len(w)
-	p.parallel(len(x)/d, 8, func(lo, hi int) {
+	p.parallel(len(x)/d, grainFor(d, 1), func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			row, o := x[t*d:(t+1)*d], out[t*d:(t+1)*d]
 			var mean float64
@@ -104,7 +104,7 @@ func softcap(out, x []float32, c float32) {
 }
 
 func softmax(p *pool, out, x []float32, n int) {
-	p.parallel(len(x)/n, 16, func(lo, hi int) {
+	p.parallel(len(x)/n, grainFor(4*n, 1), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			row, o := x[r*n:(r+1)*n], out[r*n:(r+1)*n]
 			mx := float32(math.Inf(-1))

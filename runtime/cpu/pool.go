@@ -29,6 +29,15 @@ type task struct {
 	done    chan struct{}
 }
 
+// minShare is the least work, in multiply-adds or as many simple steps,
+// worth handing to another thread: handing it over and waiting for it
+// cost microseconds, which a small model's every operation would pay.
+const minShare = 32 << 10
+
+// grainFor is the chunk size, in items of work steps each, that gives
+// every chunk at least minShare steps, and at least least items.
+func grainFor(work, least int) int { return max(least, minShare/max(work, 1)) }
+
 func newPool(threads int) *pool {
 	p := &pool{threads: max(1, threads), tasks: make(chan *task, threads)}
 	for range p.threads - 1 {

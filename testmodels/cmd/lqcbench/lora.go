@@ -2,15 +2,14 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/lqc-dev/lqc/frontend"
 	"github.com/lqc-dev/lqc/frontend/peft"
+	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/passes"
 	lqrt "github.com/lqc-dev/lqc/runtime"
 	"github.com/lqc-dev/lqc/runtime/cpu"
-	"github.com/lqc-dev/lqc/testmodels"
 )
 
 // benchLoRA measures unfused LoRA adapters at decode time on the
@@ -27,29 +26,17 @@ func benchLoRA(work string, layers, runs, threads int) error {
 	if err != nil {
 		return err
 	}
-	m, err := frontend.LoadGGUF(file)
+	m, rm, closeModel, err := loadRuntime(file, threads)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	if err := (&passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.FlashAttention{}}}).Run(m); err != nil {
-		return err
-	}
-	b := cpu.New(threads)
-	defer b.Close()
-	rm, err := lqrt.Load(m, b)
+	defer closeModel()
+	dirs, err := benchAdapters(work, dir, fmt.Sprintf("lora-%dl", layers))
 	if err != nil {
 		return err
 	}
 	var adapters []*lqrt.Adapter
-	for i := range 4 {
-		ad := filepath.Join(work, fmt.Sprintf("lora-%dl-%d", layers, i))
-		if size(filepath.Join(ad, "adapter_model.safetensors")) == 0 {
-			a := testmodels.PEFTAdapter{Targets: []string{"q_proj", "k_proj", "v_proj", "o_proj"}, R: 16, Alpha: 32, Seed: uint64(i + 1)}
-			if err := testmodels.WritePEFT(ad, dir, a); err != nil {
-				return err
-			}
-		}
+	for _, ad := range dirs {
 		a, err := peft.Load(ad, m)
 		if err != nil {
 			return err
@@ -147,4 +134,25 @@ func benchLoRA(work string, layers, runs, threads int) error {
 	fmt.Printf("  4 sequences × 4 adapters, one after another  %8.2f tokens/s\n", seqRate)
 	fmt.Printf("  4 sequences × 4 adapters, batched (Step)     %8.2f tokens/s   %.2f×\n", batched, batched/seqRate)
 	return nil
+}
+
+// loadRuntime loads a GGUF file as lqc run does (dead code removed,
+// fused attention) on the CPU backend.
+func loadRuntime(file string, threads int) (*ir.Model, *lqrt.Model, func(), error) {
+	m, err := frontend.LoadGGUF(file)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := (&passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.FlashAttention{}}}).Run(m); err != nil {
+		m.Close()
+		return nil, nil, nil, err
+	}
+	b := cpu.New(threads)
+	rm, err := lqrt.Load(m, b)
+	if err != nil {
+		b.Close()
+		m.Close()
+		return nil, nil, nil, err
+	}
+	return m, rm, func() { b.Close(); m.Close() }, nil
 }

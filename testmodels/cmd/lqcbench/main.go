@@ -14,6 +14,11 @@
 //	lqcbench lora      unfused LoRA at decode: one rank-16 adapter's
 //	                   overhead over the base, and four sequences with
 //	                   four adapters batched against one after another.
+//	lqcbench serve     lqc serve on the loopback interface: eight
+//	                   concurrent requests over four adapters against
+//	                   eight on one adapter and eight one after another
+//	                   (tokens/s), and the time to first token of a
+//	                   1-token prompt against the runtime in process.
 //	lqcbench finetune  LoRA training on the TinyLlama shape at Q4_0:
 //	                   tokens/s, backward against forward, peak RSS,
 //	                   ranks 8 to 256; and the residual-adapter rank
@@ -53,8 +58,8 @@ func main() {
 		}
 		return
 	}
-	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality" && os.Args[1] != "lora" && os.Args[1] != "finetune") {
-		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|lora|quality|finetune [flags]")
+	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality" && os.Args[1] != "lora" && os.Args[1] != "finetune" && os.Args[1] != "serve") {
+		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|lora|serve|quality|finetune [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -79,6 +84,8 @@ func main() {
 		err = benchLoRA(*work, *layers, *runs, *threads)
 	case "finetune":
 		err = benchFinetune(*work, *layers, *runs, *threads)
+	case "serve":
+		err = benchServe(*work, *layers, *runs, *threads)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lqcbench:", err)
