@@ -52,6 +52,12 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Usage()
 		return usageError{fmt.Errorf("missing -o OUT.gguf")}
 	}
+	if pos[0], err = fromHub(ctx, pos[0], stderr, *quiet); err != nil {
+		return err
+	}
+	if *base, err = fromHub(ctx, *base, stderr, *quiet); err != nil {
+		return err
+	}
 	if frontend.IsAdapter(pos[0]) {
 		if len(*fuse) > 0 || *imatFile != "" || calibration.data != "" {
 			return usageError{fmt.Errorf("%s is an adapter: --fuse-lora, --imatrix and --calib apply to models", pos[0])}
@@ -64,6 +70,11 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fuseSpecs, err := parseAdapterSpecs(*fuse)
 	if err != nil {
 		return err
+	}
+	for i := range fuseSpecs {
+		if fuseSpecs[i].path, err = fromHub(ctx, fuseSpecs[i].path, stderr, *quiet); err != nil {
+			return err
+		}
 	}
 	ft, err := quant.ParseFileType(*q)
 	if err != nil {

@@ -131,6 +131,11 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	case len(o.sweep) > 0 && (o.evalData == "" || o.resume || o.initAdapter != "" || o.ckDir != "" || o.peftOut != ""):
 		return usageError{errors.New("--sweep-rank needs --eval-data, and trains new adapters: no --resume, --init-adapter, --checkpoint-dir or --peft-out")}
 	}
+	for _, p := range []*string{&o.base, &o.teacherPath, &o.initAdapter} {
+		if *p, err = fromHub(ctx, *p, stderr, o.quiet); err != nil {
+			return err
+		}
+	}
 	o.objective = passes.SFT
 	if o.teacherPath != "" {
 		o.objective = passes.Distill

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/lqc-dev/lqc/frontend"
-	"github.com/lqc-dev/lqc/frontend/hub"
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/passes"
 	lqrt "github.com/lqc-dev/lqc/runtime"
@@ -63,6 +62,20 @@ func (o *runOptions) parseAdapters() error {
 	return err
 }
 
+// adaptersFromHub resolves the adapters given as Hugging Face repo ids.
+func (o *runOptions) adaptersFromHub(stderr io.Writer) error {
+	for _, specs := range [][]adapterSpec{o.lora, o.fuse} {
+		for i := range specs {
+			p, err := fromHub(context.Background(), specs[i].path, stderr, false)
+			if err != nil {
+				return err
+			}
+			specs[i].path = p
+		}
+	}
+	return nil
+}
+
 // pipeline is the passes a model goes through before it runs.
 func (o *runOptions) pipeline(stderr io.Writer) (*passes.Manager, error) {
 	pm := &passes.Manager{Passes: []passes.Pass{passes.DeadCode{}}}
@@ -84,10 +97,11 @@ func loadForRun(path string, o *runOptions, stderr io.Writer) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	if hub.IsRef(path) { // org/name[@revision]: the Hugging Face cache, or a download into it
-		if path, err = hub.Resolve(context.Background(), path, hub.Env()); err != nil {
-			return nil, err
-		}
+	if path, err = fromHub(context.Background(), path, stderr, false); err != nil {
+		return nil, err
+	}
+	if err := o.adaptersFromHub(stderr); err != nil {
+		return nil, err
 	}
 	m, err := frontend.Load(path, frontend.Options{Tokenizer: o.tokenizer})
 	if err != nil {
