@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lqc-dev/lqc/runtime/chat"
 	"github.com/lqc-dev/lqc/runtime/tokenizer"
 )
 
@@ -107,8 +108,12 @@ type SFTStats struct {
 // rows (instruction, input, output) or chat rows (messages with role and
 // content). Each row becomes one window of at most ctx tokens (BOS,
 // prompt, response, EOS; a longer row is cut at ctx), scored on the
-// response tokens only. A malformed line is an error naming it.
-func LoadSFT(path string, tok *tokenizer.Tokenizer, ctx int) ([]Example, SFTStats, error) {
+// response tokens only. With a chat template, chat rows are the
+// conversation as the template renders it, scored on the assistant turns
+// and what the template ends each with (the end-of-turn token); without
+// one, each message goes under a "### Role:" header. A malformed line is
+// an error naming it.
+func LoadSFT(path string, tok *tokenizer.Tokenizer, ctx int, tmpl *chat.Template) ([]Example, SFTStats, error) {
 	var st SFTStats
 	f, err := os.Open(path)
 	if err != nil {
@@ -134,12 +139,15 @@ func LoadSFT(path string, tok *tokenizer.Tokenizer, ctx int) ([]Example, SFTStat
 			scored bool
 		}
 		var parts []part
+		var tokens []int32
+		var scored []bool
 		switch {
 		case row.Messages != nil:
 			if len(row.Messages) == 0 {
 				return nil, st, fmt.Errorf("%s:%d: messages is empty", path, line)
 			}
 			assistant := false
+			msgs := make([]chat.Message, len(row.Messages))
 			for i, m := range row.Messages {
 				role := strings.ToLower(m.Role)
 				switch role {
@@ -147,6 +155,7 @@ func LoadSFT(path string, tok *tokenizer.Tokenizer, ctx int) ([]Example, SFTStat
 				default:
 					return nil, st, fmt.Errorf("%s:%d: message %d has role %q (want system, user or assistant)", path, line, i, m.Role)
 				}
+				msgs[i] = chat.Message{Role: role, Content: m.Content}
 				header := "### " + strings.ToUpper(role[:1]) + role[1:] + ":\n"
 				if role == "assistant" {
 					assistant = true
@@ -158,6 +167,13 @@ func LoadSFT(path string, tok *tokenizer.Tokenizer, ctx int) ([]Example, SFTStat
 			if !assistant {
 				return nil, st, fmt.Errorf("%s:%d: no assistant message to learn", path, line)
 			}
+			if tmpl != nil {
+				segs, err := tmpl.Segments(msgs)
+				if err != nil {
+					return nil, st, fmt.Errorf("%s:%d: %w", path, line, err)
+				}
+				tokens, scored = tmpl.EncodeSegments(tok, segs)
+			}
 		case row.Instruction != nil && row.Output != nil:
 			prompt := fmt.Sprintf(alpacaNoInput, *row.Instruction)
 			if row.Input != "" {
@@ -167,15 +183,17 @@ func LoadSFT(path string, tok *tokenizer.Tokenizer, ctx int) ([]Example, SFTStat
 		default:
 			return nil, st, fmt.Errorf("%s:%d: want an alpaca row (instruction, input, output) or a chat row (messages)", path, line)
 		}
-		tokens, scored := []int32{v.BOS}, []bool{false}
-		for _, p := range parts {
-			ids := tok.Encode(p.text, false)
-			tokens = append(tokens, ids...)
-			for range ids {
-				scored = append(scored, p.scored)
+		if tokens == nil {
+			tokens, scored = []int32{v.BOS}, []bool{false}
+			for _, p := range parts {
+				ids := tok.Encode(p.text, false)
+				tokens = append(tokens, ids...)
+				for range ids {
+					scored = append(scored, p.scored)
+				}
 			}
+			tokens, scored = append(tokens, v.EOS), append(scored, true)
 		}
-		tokens, scored = append(tokens, v.EOS), append(scored, true)
 		if len(tokens) > ctx {
 			tokens, scored = tokens[:ctx], scored[:ctx]
 			st.Truncated++

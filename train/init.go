@@ -9,6 +9,8 @@ import (
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/ir/arch"
+	"github.com/lqc-dev/lqc/passes"
+	"github.com/lqc-dev/lqc/quant"
 )
 
 // ResolveTargets turns --targets into the canonical weights to adapt.
@@ -131,11 +133,23 @@ func svdInit(l *LoRAValues, teacher, base *ir.Tensor, seed uint64) error {
 	if err != nil {
 		return err
 	}
-	rows, cols := int(l.Out), int(l.In)
-	d := make([]float64, len(t))
+	fitResidual(l, difference(t, b), seed)
+	return nil
+}
+
+// difference is a − b in float64.
+func difference(a, b []float32) []float64 {
+	d := make([]float64, len(a))
 	for i := range d {
-		d[i] = float64(t[i]) - float64(b[i])
+		d[i] = float64(a[i]) - float64(b[i])
 	}
+	return d
+}
+
+// fitResidual sets B·A·scale to the best rank-r approximation of d
+// (out×in), the singular values split evenly between the two.
+func fitResidual(l *LoRAValues, d []float64, seed uint64) {
+	rows, cols := int(l.Out), int(l.In)
 	r := int(l.Rank)
 	u, s, vt := topSVD(d, rows, cols, r, seed)
 	for k := range r {
@@ -147,7 +161,131 @@ func svdInit(l *LoRAValues, teacher, base *ir.Tensor, seed uint64) error {
 			l.A[k*cols+j] = float32(vt[k*cols+j] * f)
 		}
 	}
-	return nil
+}
+
+// LoftQStats are the quantization error of the LoftQ targets, summed
+// over them: ‖W − Q(W)‖² of plain quantization, and ‖W − Q − s·B·A‖²
+// after each iteration.
+type LoftQStats struct {
+	Plain float64
+	After []float64
+}
+
+// LoftQ quantizes the float model m in place with q, as lqc convert does,
+// except that each target matrix W is stored as the quantization Q of
+// W − s·B·A, with s·B·A the best rank-r fit to W − Q (LoftQ, Li et al.
+// 2023): the first iteration is the SVD init over plain quantization,
+// each further one quantizes W less the adapter's part and fits the
+// adapter again to what that leaves out. The base and the adapter it
+// returns start training closer to W than plain quantization and the SVD
+// init do. Quantization is plain rounding (no importance weighting).
+func LoftQ(m *ir.Model, q passes.Quantize, opt InitOptions, iterations int) (*ir.Adapter, LoftQStats, error) {
+	var st LoftQStats
+	if opt.Rank <= 0 || iterations <= 0 {
+		return nil, st, fmt.Errorf("loftq: rank %d, %d iterations", opt.Rank, iterations)
+	}
+	values := map[string]*ir.Value{}
+	orig := map[string]*ir.Tensor{}
+	for _, v := range m.Graph.Weights {
+		values[v.Weight.Name] = v
+	}
+	for _, name := range opt.Targets {
+		v := values[name]
+		switch {
+		case v == nil:
+			return nil, st, fmt.Errorf("the model has no weight %s", name)
+		case v.Weight.Type.Quantized():
+			return nil, st, fmt.Errorf("--init loftq quantizes a float model, and %s is already %v: give the original weights", name, v.Weight.Type)
+		}
+		orig[name] = v.Weight
+	}
+	if q.Imatrix != nil || q.Calib != nil || q.GPTQ {
+		return nil, st, fmt.Errorf("loftq: plain rounding only")
+	}
+	if _, err := q.Run(m); err != nil {
+		return nil, st, err
+	}
+	st.After = make([]float64, iterations)
+	scale := opt.Alpha / float64(opt.Rank)
+	at := &AdapterTensors{Arch: m.Arch, Params: m.Params, Rank: opt.Rank, Alpha: opt.Alpha, LoRA: map[string]*LoRAValues{}}
+	for i, name := range opt.Targets {
+		v, o := values[name], orig[name]
+		out, in := o.Rows(), o.RowLen()
+		r := int64(opt.Rank)
+		if r > min(out, in) {
+			return nil, st, fmt.Errorf("rank %d exceeds the smaller side of %s %v", r, name, o.Shape)
+		}
+		w, err := o.Float32s()
+		if err != nil {
+			return nil, st, err
+		}
+		l := &LoRAValues{A: make([]float32, r*in), B: make([]float32, out*r), Rank: r, In: in, Out: out, Scale: scale}
+		typ := v.Weight.Type
+		cur := w
+		var qt *ir.Tensor
+		for it := range iterations {
+			if qt, err = quantizeNow(name, o.Shape, cur, typ); err != nil {
+				return nil, st, err
+			}
+			deq, err := qt.Float32s()
+			if err != nil {
+				return nil, st, err
+			}
+			d := difference(w, deq)
+			if it == 0 {
+				st.Plain += sumSquares(d)
+			}
+			fitResidual(l, d, opt.Seed+uint64(i))
+			cur = minusLowRank(w, l)
+			st.After[it] += sumSquares(difference(cur, deq))
+		}
+		v.Weight = qt
+		at.LoRA[name] = l
+	}
+	ad, err := at.Adapter("init:loftq")
+	return ad, st, err
+}
+
+// quantizeNow encodes v as typ at once, so that the float values can go.
+func quantizeNow(name string, shape []int64, v []float32, typ quant.Type) (*ir.Tensor, error) {
+	f, err := ir.FromF32(name, shape, v)
+	if err != nil {
+		return nil, err
+	}
+	t, err := ir.Convert(f, typ)
+	if err != nil {
+		return nil, err
+	}
+	b, err := t.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	return ir.FromBytes(name, typ, shape, b)
+}
+
+// minusLowRank is W − s·B·A.
+func minusLowRank(w []float32, l *LoRAValues) []float32 {
+	out := make([]float32, len(w))
+	r, in := int(l.Rank), int(l.In)
+	for o := range int(l.Out) {
+		row := out[o*in : (o+1)*in]
+		for j := range row {
+			var ba float64
+			for k := range r {
+				ba += float64(l.B[o*r+k]) * float64(l.A[k*in+j])
+			}
+			row[j] = float32(float64(w[o*in+j]) - l.Scale*ba)
+		}
+	}
+	return out
+}
+
+func sumSquares(d []float64) float64 {
+	var s float64
+	for _, v := range d {
+		s += v * v
+	}
+	return s
 }
 
 // Adapter is the values as an ir.Adapter (copies: training goes on).

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	lqrt "github.com/lqc-dev/lqc/runtime"
@@ -16,13 +15,9 @@ import (
 // the model's chat template. The session keeps what the conversation has
 // evaluated, so each turn evaluates only the tokens it adds.
 func converse(ctx context.Context, l *loaded, system, templateFile string, ctxSize, n int, smp *lqrt.Sampler, in io.Reader, stdout, stderr io.Writer) error {
-	var src string
-	if templateFile != "" {
-		b, err := os.ReadFile(templateFile)
-		if err != nil {
-			return err
-		}
-		src = string(b)
+	src, err := readTemplate(templateFile)
+	if err != nil {
+		return err
 	}
 	tmpl, err := chatTemplate(l, src, templateFile, stderr)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/lqc-dev/lqc/passes"
 	"github.com/lqc-dev/lqc/quant"
 	lqrt "github.com/lqc-dev/lqc/runtime"
+	"github.com/lqc-dev/lqc/runtime/chat"
 	"github.com/lqc-dev/lqc/runtime/cpu"
 	"github.com/lqc-dev/lqc/runtime/tokenizer"
 	"github.com/lqc-dev/lqc/train"
@@ -41,7 +42,8 @@ TEXT is cut into windows of --ctx−1 tokens, each after BOS; a .json file holdi
 type finetuneJob struct {
 	base, out, peftOut, teacherPath, dataPath, sftPath string
 	initAdapter, initMethod, schedule, evalData, ckDir string
-	flashAttn                                          string
+	flashAttn, quantType, baseOut, templateFile        string
+	loftqIter                                          int
 	rank, warmup, batch, accum, nctx, steps, evalEvery int
 	ckEvery, threads                                   int
 	alpha, lr, minLR, epochs, clip, weightDecay        float64
@@ -52,6 +54,10 @@ type finetuneJob struct {
 	targets                                            []string
 	sweep                                              []int
 	objective                                          passes.Objective
+	// loftq is set by --init loftq: the source model it quantized (the
+	// plain quantization is the baseline), the quantization, and the
+	// adapter that goes with the new base.
+	loftq *loftqResult
 	args                                               []string // as given, for the report
 	stderr                                             io.Writer
 }
@@ -71,7 +77,10 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.StringVar(&o.dataPath, "data", "", "training text, or a .json batch of token ids")
 	fs.StringVar(&o.sftPath, "sft", "", "supervised fine-tuning rows (JSONL: alpaca or chat)")
 	fs.StringVar(&o.initAdapter, "init-adapter", "", "start from this adapter (PEFT folder or GGUF): continue training it")
-	fs.StringVar(&o.initMethod, "init", "", "how a new adapter starts: svd (top-r SVD of teacher − base; default with --teacher) or zero (B = 0)")
+	fs.StringVar(&o.initMethod, "init", "", "how a new adapter starts: svd (top-r SVD of teacher − base; default with --teacher), zero (B = 0), or loftq (BASE is the float model, quantized here with --quant into --base-out)")
+	fs.StringVar(&o.quantType, "quant", "", "--init loftq: the quantization of the new base, as lqc convert --quant")
+	fs.StringVar(&o.baseOut, "base-out", "", "--init loftq: where the new base is written (GGUF); the adapter is trained on it")
+	fs.IntVar(&o.loftqIter, "loftq-iter", 5, "--init loftq: alternations of quantizing W − B·A and fitting B·A to what quantization left out")
 	fs.IntVarP(&o.rank, "rank", "r", 8, "LoRA rank")
 	fs.Float64Var(&o.alpha, "alpha", 0, "LoRA alpha: the update is scaled by alpha/rank (default: the rank)")
 	fs.StringSliceVar(&o.targets, "targets", nil, "projections to adapt, GGUF (attn_q) or PEFT (q_proj) names (default: every projection)")
@@ -100,6 +109,7 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.BoolVar(&o.asJSON, "json", false, "one JSON object per step (and per evaluation) on stdout")
 	fs.BoolVarP(&o.quiet, "quiet", "q", false, "no progress on stderr")
 	fs.IntVarP(&o.threads, "threads", "t", runtime.GOMAXPROCS(0), "threads")
+	fs.StringVar(&o.templateFile, "chat-template", "", "--sft: a Jinja chat template file for chat rows instead of the model's (without either, ### Role: headers)")
 	fs.StringVar(&o.flashAttn, "flash-attn", "on", "fused attention in training: on (backward from the saved log-sum-exp) or off")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "print the training passes and what they did")
 	profile := profileFlag(fs)
@@ -130,11 +140,22 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageError{errors.New("--batch, --grad-accum and --rank must be positive")}
 	case len(o.sweep) > 0 && (o.evalData == "" || o.resume || o.initAdapter != "" || o.ckDir != "" || o.peftOut != ""):
 		return usageError{errors.New("--sweep-rank needs --eval-data, and trains new adapters: no --resume, --init-adapter, --checkpoint-dir or --peft-out")}
+	case o.initMethod == "loftq" && (o.quantType == "" || o.baseOut == ""):
+		return usageError{errors.New("--init loftq quantizes BASE itself: give --quant TYPE and --base-out FILE.gguf")}
+	case o.initMethod == "loftq" && (o.resume || o.initAdapter != "" || len(o.sweep) > 0):
+		return usageError{errors.New("--init loftq starts a new base and adapter: no --resume (continue with the --base-out file as BASE), --init-adapter or --sweep-rank")}
+	case o.initMethod != "loftq" && (o.quantType != "" || o.baseOut != ""):
+		return usageError{errors.New("--quant and --base-out go with --init loftq")}
+	case o.loftqIter <= 0:
+		return usageError{fmt.Errorf("--loftq-iter %d: want at least 1", o.loftqIter)}
 	}
 	for _, p := range []*string{&o.base, &o.teacherPath, &o.initAdapter} {
 		if *p, err = fromHub(ctx, *p, stderr, o.quiet); err != nil {
 			return err
 		}
+	}
+	if o.initMethod == "loftq" && o.teacherPath == "" && o.sftPath == "" {
+		o.teacherPath = o.base // the float model is the one to distil
 	}
 	o.objective = passes.SFT
 	if o.teacherPath != "" {
@@ -144,13 +165,37 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return o.runSweep(ctx, stdout)
 	}
 	// A typo in an output path should not cost a training run.
-	for _, path := range []string{o.out, o.peftOut} {
+	for _, path := range []string{o.out, o.peftOut, o.baseOut} {
 		if err := checkWritable(path); err != nil {
+			return err
+		}
+	}
+	if o.initMethod == "loftq" {
+		if err := o.runLoftQ(ctx); err != nil {
 			return err
 		}
 	}
 	_, err = o.train(ctx, o.rank, o.out, o.peftOut, stdout)
 	return err
+}
+
+// sftTemplate is the chat template chat rows are written in: the
+// --chat-template file, else the model's own; nil (### Role: headers)
+// when there is neither.
+func (o *finetuneJob) sftTemplate(v *ir.Vocab) (*chat.Template, error) {
+	src, err := readTemplate(o.templateFile)
+	if err != nil {
+		return nil, err
+	}
+	if src == "" && v.ChatTemplate == "" {
+		o.logf("data: chat rows under ### Role: headers (the model has no chat template; --chat-template FILE gives one)")
+		return nil, nil
+	}
+	t, err := chat.ForVocab(v, src)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", firstOf(o.templateFile, o.base), err)
+	}
+	return t, nil
 }
 
 // runSummary is what one training run measured, for the sweep's report.
@@ -217,7 +262,11 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 	switch {
 	case o.sftPath != "":
 		var st train.SFTStats
-		if data, st, err = train.LoadSFT(o.sftPath, tok, window); err != nil {
+		tmpl, err := o.sftTemplate(base.Vocab)
+		if err != nil {
+			return nil, err
+		}
+		if data, st, err = train.LoadSFT(o.sftPath, tok, window, tmpl); err != nil {
 			return nil, err
 		}
 		o.logf("data: %s: %d rows, %d response tokens scored, %d cut at %d tokens", o.sftPath, st.Rows, st.Scored, st.Truncated, window)
@@ -249,8 +298,10 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 	// The adapter it starts from.
 	var ad *ir.Adapter
 	info := train.RunInfo{Base: o.base, Fingerprint: fingerprint, Objective: o.objective.String(), Batch: o.batch, GradAccum: o.accum, Seed: o.seed}
-	if o.initAdapter != "" {
-		if ad, err = frontend.LoadAdapter(o.initAdapter, base); err != nil {
+	if o.initAdapter != "" || o.loftq != nil {
+		if o.loftq != nil {
+			ad = o.loftq.adapter
+		} else if ad, err = frontend.LoadAdapter(o.initAdapter, base); err != nil {
 			return nil, err
 		}
 		defer ad.Close()
@@ -260,7 +311,9 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 			info.Rank, info.Alpha = int(l.Rank()), l.Scale*float64(l.Rank())
 		}
 		sum.Rank = info.Rank
-		o.logf("adapter: %s (rank %d, %d weights)", o.initAdapter, info.Rank, len(ad.LoRA))
+		if o.loftq == nil {
+			o.logf("adapter: %s (rank %d, %d weights)", o.initAdapter, info.Rank, len(ad.LoRA))
+		}
 	} else {
 		if info.Targets, err = train.ResolveTargets(base, o.targets); err != nil {
 			return nil, usageError{err}
@@ -328,6 +381,15 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 		}
 		ev.baseline, sum.Baseline = r, r
 		o.logf("eval: base without adapter: %s", r)
+		if o.loftq != nil {
+			// What is recovered is measured against plain quantization,
+			// not against the LoftQ base (which alone may be worse).
+			if r, err = o.loftq.plainEval(o, window, teacher, tok); err != nil {
+				return nil, err
+			}
+			ev.baseline, sum.Baseline = r, r
+			o.logf("eval: plain %s without adapter (the baseline): %s", o.quantType, r)
+		}
 		if !o.resume {
 			emitJSON(o.asJSON, stdout, map[string]any{"step": 0, "eval": r})
 		}
@@ -534,12 +596,18 @@ func (r *evalResult) score() float64 {
 }
 
 func newEvaluator(basePath, dataPath string, ctx int, teacher *ir.Model, tok *tokenizer.Tokenizer, threads int) (*evaluator, error) {
-	text, err := os.ReadFile(dataPath)
+	m, err := frontend.Load(basePath, frontend.Options{})
 	if err != nil {
 		return nil, err
 	}
-	m, err := frontend.Load(basePath, frontend.Options{})
+	return evaluatorOf(m, dataPath, ctx, teacher, tok, threads)
+}
+
+// evaluatorOf measures m (which it closes) on the text in dataPath.
+func evaluatorOf(m *ir.Model, dataPath string, ctx int, teacher *ir.Model, tok *tokenizer.Tokenizer, threads int) (*evaluator, error) {
+	text, err := os.ReadFile(dataPath)
 	if err != nil {
+		m.Close()
 		return nil, err
 	}
 	pm := &passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.FlashAttention{}}}

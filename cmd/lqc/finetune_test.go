@@ -217,13 +217,22 @@ func TestFinetuneSFT(t *testing.T) {
 	if err := os.WriteFile(rows, []byte(sb.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, base := range []string{
-		testmodels.Shared(t, "golden", "real", "stories260K-Q4_0.gguf"),
-		testmodels.Shared(t, "models", "gpt2-tiny", "hf"),
+	// Chat rows in Qwen2's own template (qwen2-tiny ships none).
+	qwen2 := filepath.Join(dir, "qwen2.jinja")
+	if err := os.WriteFile(qwen2, []byte("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, base string
+		args       []string
+	}{
+		{"stories260K", testmodels.Shared(t, "golden", "real", "stories260K-Q4_0.gguf"), nil},
+		{"gpt2", testmodels.Shared(t, "models", "gpt2-tiny", "hf"), nil},
+		{"qwen2 chat template", testmodels.Shared(t, "models", "qwen2-tiny", "hf"), []string{"--chat-template", qwen2}},
 	} {
-		t.Run(filepath.Base(base), func(t *testing.T) {
-			code, stdout, stderr := lqc("finetune", base, "--sft", rows, "--rank", "4", "--batch", "4", "--steps", "20",
-				"--lr", "2e-2", "--ctx", "256", "--json", "-q", "-o", filepath.Join(dir, filepath.Base(base)+".gguf"))
+		t.Run(c.name, func(t *testing.T) {
+			code, stdout, stderr := lqc(append([]string{"finetune", c.base, "--sft", rows, "--rank", "4", "--batch", "4", "--steps", "20",
+				"--lr", "2e-2", "--ctx", "256", "--json", "-q", "-o", filepath.Join(dir, c.name+".gguf")}, c.args...)...)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
@@ -319,6 +328,59 @@ func TestFinetuneSweepReport(t *testing.T) {
 	for _, f := range []string{"loss.png", "recovered.png"} {
 		if b, err := os.ReadFile(filepath.Join(dir, f)); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
 			t.Errorf("%s is not a PNG: %v", f, err)
+		}
+	}
+}
+
+// TestFinetuneLoftQ: --init loftq quantizes the float model into
+// --base-out and trains the adapter on that file, distilling the float
+// model; with one iteration the base is plain --quant and the run is the
+// SVD-initialized one over it, loss for loss. More iterations start
+// closer to the teacher. The adapter runs over the new base.
+func TestFinetuneLoftQ(t *testing.T) {
+	_, teacher, _ := finetuneFixtures(t)
+	data := testmodels.Shared(t, "golden", "quant", "imatrix-calib.txt")
+	dir := t.TempDir()
+	common := []string{"--data", data, "--steps", "3", "--batch", "2", "--ctx", "32", "--rank", "4", "--shuffle=false", "--json", "-q"}
+	loftq := func(iter string) (base, adapter string, losses map[int]float64) {
+		base, adapter = filepath.Join(dir, "base-"+iter+".gguf"), filepath.Join(dir, "a-"+iter+".gguf")
+		code, stdout, stderr := lqc(append([]string{"finetune", teacher, "--init", "loftq", "--quant", "q4_0", "--loftq-iter", iter,
+			"--base-out", base, "-o", adapter}, common...)...)
+		if code != 0 {
+			t.Fatalf("--loftq-iter %s: exit %d: %s", iter, code, stderr)
+		}
+		return base, adapter, stepLosses(t, stdout)
+	}
+	base1, _, one := loftq("1")
+	code, stdout, stderr := lqc(append([]string{"finetune", base1, "--teacher", teacher, "--init", "svd", "-o", filepath.Join(dir, "svd.gguf")}, common...)...)
+	if code != 0 {
+		t.Fatalf("svd over the one-iteration base: exit %d: %s", code, stderr)
+	}
+	if svd := stepLosses(t, stdout); len(one) != 3 || fmt.Sprint(one) != fmt.Sprint(svd) {
+		t.Errorf("losses with one LoftQ iteration %v, with the SVD init over the same base %v", one, svd)
+	}
+	plain := filepath.Join(dir, "plain.gguf")
+	if code, _, stderr := lqc("convert", teacher, "--quant", "q4_0", "-o", plain, "-q"); code != 0 {
+		t.Fatalf("convert: %s", stderr)
+	}
+	a, _ := os.ReadFile(plain)
+	b, _ := os.ReadFile(base1)
+	if !bytes.Equal(a, b) {
+		t.Error("the one-iteration LoftQ base differs from lqc convert --quant q4_0")
+	}
+	base5, adapter5, five := loftq("5")
+	if five[1] >= one[1] {
+		t.Errorf("first loss after five LoftQ iterations %.6g, not below one iteration's %.6g", five[1], one[1])
+	}
+	if code, _, stderr := lqc("run", base5, "--lora", adapter5, "-p", "Once", "-n", "8", "--temp", "0"); code != 0 {
+		t.Errorf("the adapter over the LoftQ base: exit %d: %s", code, stderr)
+	}
+	for _, args := range [][]string{
+		{teacher, "--init", "loftq", "--data", data, "-o", filepath.Join(dir, "x.gguf")},
+		{teacher, "--quant", "q4_0", "--data", data, "-o", filepath.Join(dir, "x.gguf")},
+	} {
+		if code, _, _ := lqc(append([]string{"finetune"}, args...)...); code != 2 {
+			t.Errorf("finetune %s: exit %d, want 2", strings.Join(args, " "), code)
 		}
 	}
 }

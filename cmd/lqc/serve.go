@@ -44,13 +44,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case *ctxSize < 2:
 		return usageError{fmt.Errorf("--ctx-size %d: want at least 2", *ctxSize)}
 	}
-	var tmplSrc string
-	if *templateFile != "" {
-		b, err := os.ReadFile(*templateFile)
-		if err != nil {
-			return err
-		}
-		tmplSrc = string(b)
+	tmplSrc, err := readTemplate(*templateFile)
+	if err != nil {
+		return err
 	}
 	names := map[string]bool{}
 	for _, a := range opts.lora {
@@ -121,6 +117,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintln(stderr, "lqc serve: stopped")
 	return nil
+}
+
+// readTemplate is the Jinja source in file, or "" when no file is named.
+func readTemplate(file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	return string(b), err
 }
 
 // chatTemplate is src (from file) or the model's template; a model without

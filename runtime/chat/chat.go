@@ -129,3 +129,89 @@ func (t *Template) Encode(tok *tokenizer.Tokenizer, msgs []Message, addGeneratio
 	}
 	return tok.EncodeParsed(text, true), nil
 }
+
+// Segment is a stretch of a rendered conversation. Assistant marks an
+// assistant turn: its content and whatever the template closes the turn
+// with (an end-of-turn token), what supervised fine-tuning learns.
+type Segment struct {
+	Text      string
+	Assistant bool
+}
+
+// Segments renders msgs as consecutive pieces: the prompt up to each
+// assistant turn (with the generation prompt) and the turn itself;
+// messages after the last assistant turn are left out. It relies on the
+// rendering of a conversation beginning with the rendering of any earlier
+// part of it, as templates written for chat do; a template for which
+// that fails is an error, since the turn's tokens could not be told apart.
+func (t *Template) Segments(msgs []Message) ([]Segment, error) {
+	var out []Segment
+	prev := ""
+	for i, m := range msgs {
+		if m.Role != "assistant" {
+			continue
+		}
+		if i == 0 {
+			return nil, fmt.Errorf("chat: the conversation starts with an assistant message")
+		}
+		prompt, err := t.Render(msgs[:i], true)
+		if err != nil {
+			return nil, err
+		}
+		full, err := t.Render(msgs[:i+1], false)
+		if err != nil {
+			return nil, err
+		}
+		if withPrompt, err := t.Render(msgs[:i+1], true); err == nil && withPrompt == full {
+			return nil, fmt.Errorf("chat template: it ignores add_generation_prompt, so where an assistant's turn ends cannot be found")
+		}
+		if !strings.HasPrefix(prompt, prev) || !strings.HasPrefix(full, prompt) {
+			return nil, fmt.Errorf("chat template: the conversation up to message %d does not render as the start of the longer one, so the assistant's turn cannot be told apart", i)
+		}
+		out = append(out, Segment{prompt[len(prev):], false}, Segment{full[len(prompt):], true})
+		prev = full
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("chat: no assistant message")
+	}
+	return out, nil
+}
+
+// EncodeSegments tokenizes the conversation segs make up as Encode
+// does, and tells for each token whether it belongs to an assistant turn.
+// The whole text is tokenized at once, as it is when the model runs, and
+// each boundary between segments is where the tokens of the text before
+// it stop agreeing with the whole: a token that straddles a boundary
+// goes with the segment after it.
+func (t *Template) EncodeSegments(tok *tokenizer.Tokenizer, segs []Segment) (ids []int32, assistant []bool) {
+	encode := func(text string) []int32 {
+		if t.bos != "" && tok.AddsBOS() {
+			text = strings.TrimPrefix(text, t.bos)
+		}
+		return tok.EncodeParsed(text, true)
+	}
+	var text strings.Builder
+	for _, s := range segs {
+		text.WriteString(s.Text)
+	}
+	ids = encode(text.String())
+	assistant = make([]bool, len(ids))
+	text.Reset()
+	start := 0
+	for i, s := range segs {
+		text.WriteString(s.Text)
+		end := len(ids)
+		if i < len(segs)-1 {
+			prefix := encode(text.String())
+			end = 0
+			for end < len(prefix) && end < len(ids) && prefix[end] == ids[end] {
+				end++
+			}
+		}
+		for k := start; k < end; k++ {
+			assistant[k] = s.Assistant
+		}
+		start = max(start, end)
+	}
+	return ids, assistant
+}

@@ -148,3 +148,114 @@ func TestEncodeParsesSpecialTokens(t *testing.T) {
 		t.Error("Encode parsed a control token out of plain text")
 	}
 }
+
+// TestSegments: for every template of llama.cpp's tests, the segments of
+// a conversation make up its rendering exactly and each assistant segment
+// holds that message's content; a template that ignores
+// add_generation_prompt (one of them) is refused, as is one whose
+// renderings do not extend each other.
+func TestSegments(t *testing.T) {
+	raw, err := os.ReadFile("testdata/llamacpp-chat-templates.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Conversation []Message
+		Cases        []struct {
+			Name, Template string
+			BOS            string `json:"bos_token"`
+			EOS            string `json:"eos_token"`
+		}
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	conv := doc.Conversation[:5] // up to the second assistant message
+	for _, c := range doc.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			tmpl, err := New(c.Template, c.BOS, c.EOS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full, err := tmpl.Render(conv, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			segs, err := tmpl.Segments(conv)
+			if withPrompt, _ := tmpl.Render(conv, true); withPrompt == full {
+				if err == nil || !strings.Contains(err.Error(), "ignores add_generation_prompt") {
+					t.Errorf("a template without a generation prompt of its own: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var all strings.Builder
+			var replies []string
+			for _, s := range segs {
+				all.WriteString(s.Text)
+				if s.Assistant {
+					replies = append(replies, s.Text)
+				}
+			}
+			if all.String() != full {
+				t.Errorf("segments make\n%q\nthe conversation renders as\n%q", all.String(), full)
+			}
+			if len(replies) != 2 || !strings.Contains(replies[0], "Hi there") || !strings.Contains(replies[1], "I am an assistant") {
+				t.Errorf("assistant segments %q", replies)
+			}
+		})
+	}
+	// A template that writes the conversation backwards cannot be split.
+	rev, _ := New("{% for m in messages|reverse %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}", "", "")
+	if _, err := rev.Segments(conv); err == nil || !strings.Contains(err.Error(), "cannot be told apart") {
+		t.Errorf("a template that reverses the conversation: %v", err)
+	}
+}
+
+// TestEncodeSegments: the tokens are the whole conversation's, and the
+// ones marked as the assistant's spell its replies and the end-of-turn
+// tokens after them.
+func TestEncodeSegments(t *testing.T) {
+	dir := testmodels.Shared(t, "models", "qwen2-tiny", "hf")
+	m, err := frontend.Load(dir, frontend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tok, err := tokenizer.New(m.Vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := New(qwen2Template, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := []Message{{"user", "Hello"}, {"assistant", "Hi there, friend."}, {"user", "Who are you?"}, {"assistant", "An assistant."}}
+	segs, err := tmpl.Segments(conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, assistant := tmpl.EncodeSegments(tok, segs)
+	want, err := tmpl.Encode(tok, conv, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids, want) {
+		t.Fatalf("ids %v, the conversation encodes as %v", ids, want)
+	}
+	var reply []int32
+	ends := 0
+	for i, a := range assistant {
+		if a {
+			reply = append(reply, ids[i])
+			if ids[i] == m.Vocab.Find("<|im_end|>") {
+				ends++
+			}
+		}
+	}
+	if got := string(tok.Decode(reply)); got != "Hi there, friend.\nAn assistant.\n" || ends != 2 {
+		t.Errorf("assistant tokens spell %q with %d <|im_end|>", got, ends)
+	}
+}
