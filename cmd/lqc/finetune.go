@@ -57,9 +57,9 @@ type finetuneJob struct {
 	// loftq is set by --init loftq: the source model it quantized (the
 	// plain quantization is the baseline), the quantization, and the
 	// adapter that goes with the new base.
-	loftq *loftqResult
-	args                                               []string // as given, for the report
-	stderr                                             io.Writer
+	loftq  *loftqResult
+	args   []string // as given, for the report
+	stderr io.Writer
 }
 
 func (o *finetuneJob) logf(format string, a ...any) {
