@@ -7,7 +7,7 @@ FUZZTIME ?= 10s
 SHARED   ?= $(or $(LQC_SHARED),../shared)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint gate interop conformance bench quality finetune-report demo clean
+.PHONY: all build test unit fuzz lint gate interop conformance bench quality finetune-report demo clean ptx ptx-check gpu-prep gpu-check
 
 all: build
 
@@ -17,7 +17,7 @@ build:
 # The whole suite, as CI runs it (with LQC_REQUIRE_FIXTURES=1): lint, unit
 # and golden tests, the llama.cpp interop acceptance, the accuracy gate,
 # and each fuzz target briefly.
-test: lint unit gate fuzz
+test: lint ptx-check unit gate fuzz
 
 unit:
 	$(GO) test -count=1 ./...
@@ -37,6 +37,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) build ./...
+	@# -tags nocuda: no purego, a fully static binary.
+	CGO_ENABLED=0 $(GO) build -tags nocuda -o bin/lqc-static ./cmd/lqc
+	@file bin/lqc-static 2>/dev/null | grep -q 'statically linked' || { command -v file >/dev/null || exit 0; echo "bin/lqc-static is not static" >&2; exit 1; }
 
 # The accuracy gate lqc runs on itself: the real stories260K converted to
 # Q8_0 and Q4_0 must stay just within llama.cpp's own figures for the same
@@ -94,6 +97,40 @@ bench:
 	$(GO) run ./testmodels/cmd/lqcbench finetune --layers 2 --runs 2
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./quant
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./runtime/cpu
+
+# The CUDA kernels, compiled ahead to PTX (ISA 7.8 for sm_75, which the
+# driver JIT-compiles for every GPU from Turing on) and committed: needs
+# nvcc and g++-11 (Debian's nvidia-cuda-toolkit, non-free).
+PTX_SRC = runtime/cuda/kernels/kernels.cu
+PTX     = runtime/cuda/kernels/kernels.ptx
+ptx:
+	PATH="$$PATH:/usr/lib/nvidia-cuda-toolkit/bin" nvcc -ccbin g++-11 -ptx -arch=compute_75 -O3 -o $(PTX) $(PTX_SRC)
+
+# ptxas (the same package; .ci/run fetches it) accepts the committed PTX
+# for Ampere and Hopper.
+PTXAS ?= ptxas
+ptx-check:
+	@if ! command -v $(PTXAS) >/dev/null; then \
+	  if [ "$$LQC_REQUIRE_FIXTURES" = 1 ]; then echo "ptx-check: no ptxas (set PTXAS; .ci/run shows how to get it)" >&2; exit 1; fi; \
+	  echo "ptx-check: skipped, no ptxas (set PTXAS)"; exit 0; fi; \
+	for arch in sm_80 sm_90; do $(PTXAS) -arch=$$arch $(PTX) -o /dev/null || exit 1; echo "ptx-check: $(PTX) assembles for $$arch"; done
+
+# On a real GPU. gpu-prep (here, with Go) builds what gpu-check runs on a
+# machine with only the driver, CUDA and PyTorch: the CUDA package's test
+# binary, lqcbench, and the fixtures the tests read (under 64 MiB in all).
+GPU_FIXTURES = models/stories260K/hf models/stories260K/reference/prompt64.json \
+  models/stories260K/reference/prompt64_logits.f32.bin models/stories260K/reference/expected_greedy_ids.txt \
+  models/gpt2-tiny/hf models/gpt2-tiny/reference/prompt32.json models/gpt2-tiny/reference/prompt32_logits.f32.bin \
+  golden/real/stories260K-Q8_0.gguf golden/real/stories260K-Q4_0.gguf
+gpu-prep:
+	rm -rf bin/gpu && mkdir -p bin/gpu/shared
+	$(GO) test -c -trimpath -ldflags='-s -w' -o bin/gpu/cuda.test ./runtime/cuda
+	$(GO) build -trimpath -ldflags='-s -w' -o bin/gpu/lqcbench ./testmodels/cmd/lqcbench
+	cd $(SHARED) && cp -r --parents $(GPU_FIXTURES) $(CURDIR)/bin/gpu/shared/
+	@du -sh bin/gpu
+
+gpu-check:
+	testmodels/gpu/check.sh
 
 # Convert the bundled stories260K to Q4_0 GGUF, inspect it and run it.
 demo: build

@@ -33,6 +33,19 @@ func (t *Tensor) Len() int {
 	return n
 }
 
+// Step0 is the distance, in elements, between consecutive indices of the
+// first dimension: Stride0, or the slice size of a dense tensor.
+func (t *Tensor) Step0() int {
+	if t.Stride0 != 0 {
+		return t.Stride0
+	}
+	n := 1
+	for _, d := range t.Shape[1:] {
+		n *= d
+	}
+	return n
+}
+
 // Backend runs the ops of the IR op set (see ir.OpNames) on one device.
 type Backend interface {
 	// Name identifies the backend ("cpu").

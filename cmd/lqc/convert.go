@@ -34,6 +34,8 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	base := fs.String("base", "", "the base model of an adapter SRC")
 	tok := fs.String("tokenizer", "", tokenizerHelp)
 	threads := fs.IntP("threads", "t", runtime.GOMAXPROCS(0), "worker threads")
+	var device string
+	addDeviceFlag(fs, &device)
 	showPasses := fs.Bool("passes", false, "print the pass pipeline and what each pass changed")
 	verbose := fs.BoolP("verbose", "v", false, "--passes, and every tensor that falls back to another type on its own line")
 	dumpIR := fs.Bool("dump-ir", false, "print the graph after every pass")
@@ -101,7 +103,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case calibration.data != "":
 		// The inputs are measured on the unquantized source, loaded a
 		// second time: the mapping is shared by the page cache.
-		run := &runOptions{threads: *threads, tokenizer: *tok, flashAttn: "auto", fuse: fuseSpecs}
+		run := &runOptions{threads: *threads, device: device, tokenizer: *tok, flashAttn: "auto", fuse: fuseSpecs}
 		if stats, err = calibration.compute(ctx, pos[0], run, stderr, !*quiet, m0.awq || m0.gptq); err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -64,15 +65,23 @@ type metaEntry struct {
 }
 
 func runInspect(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("inspect", "FILE|DIR [flags]\n\nFILE is a GGUF file, an ONNX export or a llama2.c checkpoint, DIR a Hugging Face folder.", stderr)
+	fs := newFlags("inspect", "FILE|DIR [flags] | --devices\n\nFILE is a GGUF file, an ONNX export or a llama2.c checkpoint, DIR a Hugging Face folder.", stderr)
 	asJSON := fs.Bool("json", false, "machine-readable output")
 	showIR := fs.Bool("ir", false, "print the model's graph in lqc's IR")
 	showPasses := fs.Bool("passes", false, "with --ir: run the passes the runtime runs, print what each changed, then the graph")
 	tok := fs.String("tokenizer", "", tokenizerHelp)
 	imported := fs.Int64("imported", 0, "with --ir on an ONNX export: the graph as imported at this sequence length, before lqc recognises its architecture")
-	pos, err := parseFlags(fs, args, 1)
+	devices := fs.Bool("devices", false, "list the GPUs lqc can run on (memory, compute capability, driver version) instead of a model")
+	positional := 1
+	if slices.Contains(args, "--devices") {
+		positional = 0
+	}
+	pos, err := parseFlags(fs, args, positional)
 	if err != nil {
 		return err
+	}
+	if *devices {
+		return printDevices(stdout, *asJSON)
 	}
 	path := pos[0]
 

@@ -15,7 +15,6 @@ import (
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/passes"
 	lqrt "github.com/lqc-dev/lqc/runtime"
-	"github.com/lqc-dev/lqc/runtime/cpu"
 	"github.com/lqc-dev/lqc/runtime/tokenizer"
 )
 
@@ -32,6 +31,7 @@ type loaded struct {
 // runOptions are the flags run and eval share.
 type runOptions struct {
 	threads   int
+	device    string
 	tokenizer string
 	flashAttn string
 	verbose   bool
@@ -44,6 +44,7 @@ type runOptions struct {
 func addRunFlags(fs *pflag.FlagSet) *runOptions {
 	o := &runOptions{}
 	fs.IntVarP(&o.threads, "threads", "t", runtime.GOMAXPROCS(0), "threads")
+	addDeviceFlag(fs, &o.device)
 	fs.StringVar(&o.tokenizer, "tokenizer", "", tokenizerHelp)
 	fs.StringVar(&o.flashAttn, "flash-attn", "auto", "fused attention: on, off, or auto (on where the backend has the kernel)")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "print what the passes did")
@@ -92,11 +93,22 @@ func (o *runOptions) pipeline(stderr io.Writer) (*passes.Manager, error) {
 	return pm, nil
 }
 
-func loadForRun(path string, o *runOptions, stderr io.Writer) (*loaded, error) {
+func loadForRun(path string, o *runOptions, stderr io.Writer) (l *loaded, err error) {
 	pm, err := o.pipeline(stderr)
 	if err != nil {
 		return nil, err
 	}
+	// The device first: a wrong --device or a missing GPU is reported
+	// before a large model is read.
+	b, err := newBackend(o.device, o.threads, stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil && l == nil {
+			b.Close()
+		}
+	}()
 	if path, err = fromHub(context.Background(), path, stderr, false); err != nil {
 		return nil, err
 	}
@@ -125,24 +137,22 @@ func loadForRun(path string, o *runOptions, stderr io.Writer) (*loaded, error) {
 		m.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	b := cpu.New(o.threads)
 	rm, err := lqrt.Load(m, b)
 	if err != nil {
-		b.Close()
 		m.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	l := &loaded{ir: m, model: rm, tok: tok, close: func() { b.Close(); m.Close() }}
+	l = &loaded{ir: m, model: rm, tok: tok, close: func() { b.Close(); m.Close() }}
 	for _, spec := range o.lora {
 		a, err := frontend.LoadAdapter(spec.path, m)
 		if err != nil {
-			l.close()
+			m.Close() // the backend closes on the way out
 			return nil, err
 		}
 		m.OnClose(a.Close)
 		ra, err := rm.LoadAdapter(a)
 		if err != nil {
-			l.close()
+			m.Close() // the backend closes on the way out
 			return nil, err
 		}
 		l.adapters = append(l.adapters, lqrt.Applied{Adapter: ra, Scale: spec.weight})

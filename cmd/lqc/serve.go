@@ -27,7 +27,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	apiKey := fs.String("api-key", os.Getenv("LQC_API_KEY"), "require Authorization: Bearer KEY (default $LQC_API_KEY)")
 	alias := fs.String("alias", "", "the base model's id (default: the file name)")
 	templateFile := fs.String("chat-template", "", "a Jinja chat template file instead of the model's")
-	device := fs.String("device", "cpu", "cpu, or auto (the CPU until the CUDA backend lands)")
 	opts := addRunFlags(fs)
 	pos, err := parseFlags(fs, args, 1)
 	if err != nil {
@@ -37,8 +36,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	switch {
-	case *device != "cpu" && *device != "auto":
-		return usageError{fmt.Errorf("--device %q: this build runs on the CPU (cpu or auto)", *device)}
 	case *parallel < 1:
 		return usageError{fmt.Errorf("--parallel %d: want at least 1", *parallel)}
 	case *ctxSize < 2:

@@ -40,7 +40,7 @@ func (b *Backend) flashAttention(out, lse, q, k, v, mask *lqrt.Tensor, scale, so
 	// Per-head strides of k and v (a cache view's own), and per batch.
 	ks, vs := S*d, S*dv
 	if r == 3 {
-		ks, vs = stride0(k), stride0(v)
+		ks, vs = k.Step0(), v.Step0()
 	}
 	kb, vb := Hkv*ks, Hkv*vs
 	qd, kd, vd, od := f32s(q), f32s(k), f32s(v), f32s(out)
@@ -196,7 +196,7 @@ func (b *Backend) flashAttentionGrad(attrs ir.Attrs, outs, in []*lqrt.Tensor) er
 	group := H / Hkv
 	ks, vs := S*d, S*vd
 	if r == 3 {
-		ks, vs = stride0(k), stride0(v)
+		ks, vs = k.Step0(), v.Step0()
 	}
 	qd, kd, vdat, od, ld, dod := f32s(q), f32s(k), f32s(v), f32s(o), f32s(lse), f32s(do)
 	dqd, dkd, dvd := f32s(dq), f32s(dk), f32s(dv)

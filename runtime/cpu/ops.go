@@ -200,7 +200,7 @@ func (b *Backend) matmul(out, a, bb *lqrt.Tensor, transB bool) error {
 		return fmt.Errorf("cpu: MatMul batch %d is not a multiple of %d", B, Bk)
 	}
 	group := B / Bk
-	as, bs := stride0(a), stride0(bb)
+	as, bs := a.Step0(), bb.Step0()
 	ad, bd, od := f32s(a), f32s(bb), f32s(out)
 	// One batch per task: b's matrix, transposed when it is not already,
 	// is then read along rows by dotF32.
@@ -229,17 +229,6 @@ func (b *Backend) matmul(out, a, bb *lqrt.Tensor, transB bool) error {
 		}
 	})
 	return nil
-}
-
-func stride0(t *lqrt.Tensor) int {
-	if t.Stride0 != 0 {
-		return t.Stride0
-	}
-	n := 1
-	for _, d := range t.Shape[1:] {
-		n *= d
-	}
-	return n
 }
 
 // permute copies x (dense, up to 4 axes) into out with axes reordered.

@@ -58,8 +58,8 @@ func main() {
 		}
 		return
 	}
-	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality" && os.Args[1] != "lora" && os.Args[1] != "finetune" && os.Args[1] != "serve") {
-		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|lora|serve|quality|finetune [flags]")
+	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality" && os.Args[1] != "lora" && os.Args[1] != "finetune" && os.Args[1] != "serve" && os.Args[1] != "gpu") {
+		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|lora|serve|quality|finetune|gpu [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -68,14 +68,19 @@ func main() {
 	threads := fs.Int("threads", 2, "threads for lqc and llama.cpp")
 	work := fs.String("work", filepath.Join(os.TempDir(), "lqc-bench"), "folder for the model and outputs")
 	heads := fs.Int("heads", 2, "attention heads (lqcbench attention)")
-	types := fs.String("types", strings.Join(runTypes, ","), "--quant types to compare (lqcbench run)")
+	types := fs.String("types", "", "--quant types to compare (lqcbench run: every type lqc writes; gpu: "+strings.Join(gpuTypes, ",")+")")
+	device := fs.String("device", "cuda", "lqcbench gpu: cuda, or cuda-sim to try the bench without a GPU")
+	pp := fs.Int("pp", 512, "lqcbench gpu: prompt tokens")
+	tg := fs.Int("tg", 128, "lqcbench gpu: generated tokens")
 	fs.Parse(os.Args[2:])
 	var err error
 	switch os.Args[1] {
 	case "convert":
 		err = benchConvert(*work, *layers, *runs, *threads)
 	case "run":
-		err = benchRun(*work, *layers, *runs, *threads, strings.Split(*types, ","))
+		err = benchRun(*work, *layers, *runs, *threads, typeList(*types, runTypes))
+	case "gpu":
+		err = benchGPU(*work, *layers, *runs, *device, typeList(*types, gpuTypes), *pp, *tg)
 	case "attention":
 		err = benchAttention(*threads, *heads)
 	case "quality":
@@ -91,6 +96,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "lqcbench:", err)
 		os.Exit(1)
 	}
+}
+
+// typeList is --types split, or the command's default.
+func typeList(flag string, def []string) []string {
+	if flag == "" {
+		return def
+	}
+	return strings.Split(flag, ",")
 }
 
 // model writes the TinyLlama-shaped bf16 checkpoint once and returns its

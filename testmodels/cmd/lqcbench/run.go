@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"sort"
-	"time"
 
 	"github.com/lqc-dev/lqc/frontend"
 	"github.com/lqc-dev/lqc/passes"
@@ -79,39 +78,7 @@ func benchLQC(path string, runs, threads int) (pp, tg float64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	s, err := rm.NewSession(max(benchPP, benchTG) + 1)
-	if err != nil {
-		return 0, 0, err
-	}
-	prompt := make([]int32, benchPP)
-	for i := range prompt {
-		prompt[i] = int32(1 + (i*7919)%1000)
-	}
-	var pps, tgs []float64
-	for r := 0; r <= runs; r++ { // the first round warms up
-		s.Reset()
-		t0 := time.Now()
-		if _, err := s.Forward(prompt, false); err != nil {
-			return 0, 0, err
-		}
-		ppT := time.Since(t0)
-		s.Reset()
-		t0 = time.Now()
-		tok := m.Vocab.BOS
-		for range benchTG {
-			logits, err := s.Forward([]int32{tok}, false)
-			if err != nil {
-				return 0, 0, err
-			}
-			tok = lqrt.Argmax(logits)
-		}
-		tgT := time.Since(t0)
-		if r > 0 {
-			pps = append(pps, float64(benchPP)/ppT.Seconds())
-			tgs = append(tgs, float64(benchTG)/tgT.Seconds())
-		}
-	}
-	return medianF(pps), medianF(tgs), nil
+	return measurePPTG(rm, m.Vocab.BOS, runs, benchPP, benchTG)
 }
 
 func medianF(v []float64) float64 {

@@ -1,0 +1,444 @@
+// The CUDA backend's kernels. `make ptx` compiles this file to
+// kernels.ptx (PTX ISA 7.8 for sm_75, so that the driver JIT-compiles it
+// for every GPU from Turing on); the PTX is committed and embedded in the
+// binary, and CI validates it with ptxas and runs it on the simulator.
+//
+// Conventions: activations are dense float32; a weight row of a block
+// type is its GGML blocks one after another (the GGUF layout); sizes are
+// int (32-bit), which every tensor lqc runs fits; one warp reduces one
+// dot product with butterfly shuffles, so every lane ends with the sum.
+// Only what the PTX simulator implements may appear in the PTX: keep to
+// plain arithmetic, __expf, sqrtf, shuffles and __syncthreads.
+
+#include <cuda_fp16.h>
+
+#define WARP 32
+#define FULL 0xffffffffu
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL, v, o));
+    return v;
+}
+
+// block_sum is the sum of v over the block (at most 1024 threads), in
+// every thread.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float part[WARP];
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    v = warp_sum(v);
+    __syncthreads(); // part may still be read by an earlier call
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    int warps = (blockDim.x + WARP - 1) / WARP;
+    v = lane < warps ? part[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+__device__ __forceinline__ float load_half(const unsigned char* p) {
+    return __half2float(*reinterpret_cast<const __half*>(p));
+}
+
+extern "C" {
+
+// ---- elementwise ----
+
+// out[i] = a[i] + b[i % nb]: b repeats along a's leading dimensions.
+__global__ void add_f32(float* out, const float* a, const float* b, int n, int nb) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = a[i] + b[i % nb];
+}
+
+__global__ void mul_f32(float* out, const float* a, const float* b, int n, int nb) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = a[i] * b[i % nb];
+}
+
+__global__ void scale_f32(float* out, const float* x, float s, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = x[i] * s;
+}
+
+__global__ void silu_f32(float* out, const float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float v = x[i];
+        out[i] = v / (1.0f + __expf(-v));
+    }
+}
+
+// gelu_f32 is the tanh approximation (GPT-2's gelu_new), tanh(u) written
+// as 1 − 2/(e^{2u} + 1).
+__global__ void gelu_f32(float* out, const float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float v = x[i];
+        float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+        float t = 1.0f - 2.0f / (__expf(2.0f * u) + 1.0f);
+        out[i] = 0.5f * v * (1.0f + t);
+    }
+}
+
+// softcap_f32 is cap·tanh(x/cap) (Gemma 2's logit soft-capping), tanh
+// written as in gelu_f32.
+__global__ void softcap_f32(float* out, const float* x, float cap, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float u = x[i] / cap;
+        out[i] = cap * (1.0f - 2.0f / (__expf(2.0f * u) + 1.0f));
+    }
+}
+
+// ---- normalization: one block per row ----
+
+__global__ void rms_norm_f32(float* out, const float* x, const float* w, int d, float eps) {
+    const float* row = x + (size_t)blockIdx.x * d;
+    float* o = out + (size_t)blockIdx.x * d;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) ss += row[i] * row[i];
+    ss = block_sum(ss);
+    float s = 1.0f / sqrtf(ss / d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = row[i] * s * w[i];
+}
+
+__global__ void layer_norm_f32(float* out, const float* x, const float* w, const float* b, int d, float eps) {
+    const float* row = x + (size_t)blockIdx.x * d;
+    float* o = out + (size_t)blockIdx.x * d;
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) sum += row[i];
+    float mean = block_sum(sum) / d;
+    float var = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float c = row[i] - mean;
+        var += c * c;
+    }
+    float s = 1.0f / sqrtf(block_sum(var) / d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = (row[i] - mean) * s * w[i] + b[i];
+}
+
+// ---- RoPE: the angles' cosines and sines come from the host, computed
+// in float64 as the CPU backend does, [T, half] each ----
+
+__global__ void rope_f32(float* out, const float* x, const float* cs, const float* sn, int T, int H, int d, int half, int neox) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x; // over T·H·half
+    if (i >= T * H * half) return;
+    int p = i % half, th = i / half, t = th / H;
+    const float* src = x + (size_t)th * d;
+    float* dst = out + (size_t)th * d;
+    int a = neox ? p : 2 * p, b = neox ? p + half : 2 * p + 1;
+    float c = cs[t * half + p], s = sn[t * half + p];
+    float x0 = src[a], x1 = src[b];
+    dst[a] = x0 * c - x1 * s;
+    dst[b] = x0 * s + x1 * c;
+}
+
+// ---- copies ----
+
+// copy_strided copies rows: out row r (n values) from x + r·stride + off.
+// Slice, Concat's parts and the KV cache writes are all this.
+__global__ void copy_rows_f32(float* out, const float* x, int rows, int n, int outStride, int outOff, int inStride, int inOff) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * n) return;
+    int r = i / n, c = i % n;
+    out[(size_t)r * outStride + outOff + c] = x[(size_t)r * inStride + inOff + c];
+}
+
+// permute3_f32: out[a][b][c] = x[a·sa + b·sb + c·sc], where sa, sb, sc
+// are the strides of the input axes the output's take (perm applied on
+// the host).
+__global__ void permute3_f32(float* out, const float* x, int o0, int o1, int o2, int sa, int sb, int sc) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= o0 * o1 * o2) return;
+    int c = i % o2, b = (i / o2) % o1, a = i / (o1 * o2);
+    out[i] = x[(size_t)a * sa + (size_t)b * sb + (size_t)c * sc];
+}
+
+// ---- embedding rows and matrix products, per weight type ----
+
+// Decoders of one block of 32 values into v (the lane's block b of row).
+__device__ __forceinline__ float dot_block_f32(const unsigned char* row, int b, const float* x) {
+    const float* w = reinterpret_cast<const float*>(row) + b * 32;
+    float s = 0.0f;
+#pragma unroll 8
+    for (int j = 0; j < 32; j++) s += w[j] * x[j];
+    return s;
+}
+
+__device__ __forceinline__ float dot_block_f16(const unsigned char* row, int b, const float* x) {
+    const unsigned char* w = row + b * 64;
+    float s = 0.0f;
+#pragma unroll 8
+    for (int j = 0; j < 32; j++) s += load_half(w + 2 * j) * x[j];
+    return s;
+}
+
+// Q8_0: an f16 scale, then 32 int8 values.
+__device__ __forceinline__ float dot_block_q8_0(const unsigned char* row, int b, const float* x) {
+    const unsigned char* blk = row + b * 34;
+    const signed char* q = reinterpret_cast<const signed char*>(blk + 2);
+    float s = 0.0f;
+#pragma unroll 8
+    for (int j = 0; j < 32; j++) s += q[j] * x[j];
+    return s * load_half(blk);
+}
+
+// Q4_0: an f16 scale, then 16 bytes: value j in the low nibble of byte j,
+// value j+16 in its high nibble, both offset by 8.
+__device__ __forceinline__ float dot_block_q4_0(const unsigned char* row, int b, const float* x) {
+    const unsigned char* blk = row + b * 18;
+    const unsigned char* q = blk + 2;
+    float s = 0.0f;
+#pragma unroll 8
+    for (int j = 0; j < 16; j++) {
+        int v = q[j];
+        s += ((v & 15) - 8) * x[j] + ((v >> 4) - 8) * x[j + 16];
+    }
+    return s * load_half(blk);
+}
+
+// Q6_K: superblocks of 256 values, 210 bytes: ql[128] (low 4 bits), qh[64]
+// (high 2 bits), 16 int8 scales, an f16 scale. Value j = h·128 + g·32 + l
+// (half h, quarter g, l < 32) has its low bits in ql[h·64 + (g&1)·32 + l]
+// (high nibble when g ≥ 2), its high bits in qh[h·32 + l] at bit 2g, and
+// scale h·8 + 2g + l/16; it is d·scale·(q − 32). Group b of 32 values is
+// one (h, g) quarter.
+__device__ __forceinline__ float dot_block_q6_K(const unsigned char* row, int b, const float* x) {
+    const unsigned char* blk = row + (b / 8) * 210;
+    int h = b % 8 / 4, g = b % 4;
+    const unsigned char* ql = blk + h * 64 + (g & 1) * 32;
+    const unsigned char* qh = blk + 128 + h * 32;
+    const signed char* sc = reinterpret_cast<const signed char*>(blk + 192) + h * 8 + 2 * g;
+    int shl = (g >> 1) * 4, shh = 2 * g;
+    float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll 8
+    for (int l = 0; l < 16; l++) s0 += (((ql[l] >> shl) & 15 | ((qh[l] >> shh) & 3) << 4) - 32) * x[l];
+#pragma unroll 8
+    for (int l = 16; l < 32; l++) s1 += (((ql[l] >> shl) & 15 | ((qh[l] >> shh) & 3) << 4) - 32) * x[l];
+    return load_half(blk + 208) * (sc[0] * s0 + sc[1] * s1);
+}
+
+// linear_<type>: out[t, o] = alpha·Σ_i x[t, i]·W[o, i] (+ bias[o]) (+ out[t, o]
+// when accumulate is set). One warp per output value; lanes take blocks
+// of 32 values in turn. grid = (ceil(nout / warps per block), T).
+#define LINEAR(name, dot)                                                                                   \
+    __global__ void linear_##name(float* out, const float* x, const unsigned char* w, const float* bias,      \
+                                  int in, int nout, int rowBytes, float alpha, int accumulate) {             \
+        int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, t = blockIdx.y, lane = threadIdx.x % WARP; \
+        if (o >= nout) return;                                                                                \
+        const unsigned char* row = w + (size_t)o * rowBytes;                                                  \
+        const float* xt = x + (size_t)t * in;                                                                 \
+        float s = 0.0f;                                                                                       \
+        for (int b = lane; b < in / 32; b += WARP) s += dot(row, b, xt + b * 32);                             \
+        s = warp_sum(s) * alpha;                                                                              \
+        if (lane == 0) {                                                                                      \
+            float* dst = out + (size_t)t * nout + o;                                                          \
+            if (bias) s += bias[o];                                                                           \
+            if (accumulate) s += *dst;                                                                        \
+            *dst = s;                                                                                         \
+        }                                                                                                     \
+    }
+
+LINEAR(f32, dot_block_f32)
+LINEAR(f16, dot_block_f16)
+LINEAR(q8_0, dot_block_q8_0)
+LINEAR(q4_0, dot_block_q4_0)
+LINEAR(q6_K, dot_block_q6_K)
+
+// Rows of in values that are not a multiple of 32 (small adapters, odd
+// models) take this float32 kernel, value by value.
+__global__ void linear_f32_any(float* out, const float* x, const float* w, const float* bias, int in, int nout, float alpha, int accumulate) {
+    int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, t = blockIdx.y, lane = threadIdx.x % WARP;
+    if (o >= nout) return;
+    const float* row = w + (size_t)o * in;
+    const float* xt = x + (size_t)t * in;
+    float s = 0.0f;
+    for (int i = lane; i < in; i += WARP) s += row[i] * xt[i];
+    s = warp_sum(s) * alpha;
+    if (lane == 0) {
+        float* dst = out + (size_t)t * nout + o;
+        if (bias) s += bias[o];
+        if (accumulate) s += *dst;
+        *dst = s;
+    }
+}
+
+// get_rows_<type>: out[t] = the decoded row ids[t] of the table. One block
+// per token, threads over the row's values.
+__global__ void get_rows_f32(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) {
+    const float* row = reinterpret_cast<const float*>(table + (size_t)ids[blockIdx.x] * rowBytes);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) out[(size_t)blockIdx.x * d + i] = row[i];
+}
+
+__global__ void get_rows_f16(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) {
+    const unsigned char* row = table + (size_t)ids[blockIdx.x] * rowBytes;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) out[(size_t)blockIdx.x * d + i] = load_half(row + 2 * i);
+}
+
+__global__ void get_rows_q8_0(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) {
+    const unsigned char* row = table + (size_t)ids[blockIdx.x] * rowBytes;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        const unsigned char* blk = row + (i / 32) * 34;
+        out[(size_t)blockIdx.x * d + i] = load_half(blk) * reinterpret_cast<const signed char*>(blk + 2)[i % 32];
+    }
+}
+
+__global__ void get_rows_q4_0(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) {
+    const unsigned char* row = table + (size_t)ids[blockIdx.x] * rowBytes;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        const unsigned char* blk = row + (i / 32) * 18;
+        int j = i % 32;
+        int v = j < 16 ? (blk[2 + j] & 15) : (blk[2 + j - 16] >> 4);
+        out[(size_t)blockIdx.x * d + i] = load_half(blk) * (v - 8);
+    }
+}
+
+__global__ void get_rows_q6_K(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) {
+    const unsigned char* row = table + (size_t)ids[blockIdx.x] * rowBytes;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        const unsigned char* blk = row + (i / 256) * 210;
+        int j = i % 256, h = j / 128, g = j % 128 / 32, l = j % 32;
+        int q = (blk[h * 64 + (g & 1) * 32 + l] >> ((g >> 1) * 4)) & 15 | ((blk[128 + h * 32 + l] >> (2 * g)) & 3) << 4;
+        int sc = reinterpret_cast<const signed char*>(blk + 192)[h * 8 + 2 * g + l / 16];
+        out[(size_t)blockIdx.x * d + i] = load_half(blk + 208) * sc * (q - 32);
+    }
+}
+
+// ---- spelled-out attention (--flash-attn off) ----
+
+// block_max is the maximum of v over the block, in every thread.
+__device__ __forceinline__ float block_max(float v) {
+    __shared__ float part[WARP];
+    int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    int warps = (blockDim.x + WARP - 1) / WARP;
+    v = lane < warps ? part[lane] : -INFINITY;
+    return warp_max(v);
+}
+
+// softmax_f32 normalizes each row of n values; one block per row.
+// Masked (−inf) entries become 0.
+__global__ void softmax_f32(float* out, const float* x, int n) {
+    const float* row = x + (size_t)blockIdx.x * n;
+    float* o = out + (size_t)blockIdx.x * n;
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, row[i]);
+    m = block_max(m);
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float e = __expf(row[i] - m);
+        o[i] = e;
+        sum += e;
+    }
+    float inv = 1.0f / block_sum(sum);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] *= inv;
+}
+
+// causal_mask_f32 hides, in each [T, S] matrix of scores, the keys a query
+// may not see: query t sits at position S−T+t and sees keys up to it, and
+// with window > 0 only the window newest of those. Hidden scores become
+// −inf, or 0 with zero set (the mask applied to probabilities).
+__global__ void causal_mask_f32(float* out, const float* x, int n, int T, int S, int window, int zero) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    int s = i % S, t = i / S % T;
+    int limit = S - T + t;
+    int first = window > 0 ? limit - window + 1 : 0;
+    out[i] = (s > limit || s < first) ? (zero ? 0.0f : -INFINITY) : x[i];
+}
+
+// matmul_f32 is out[i] = a[i]·b[i/group] (b transposed when transB) for
+// batches i < B of a [M, K] and b [K, N] (or [N, K]); as and bs are the
+// batches' strides in elements. One thread per output.
+__global__ void matmul_f32(float* out, const float* a, const float* b, int B, int M, int K, int N, int group, int as, int bs,
+                           int transB) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * M * N) return;
+    int n = i % N, m = i / N % M, bi = i / (M * N);
+    const float* ar = a + (size_t)bi * as + (size_t)m * K;
+    const float* bm = b + (size_t)(bi / group) * bs;
+    float acc = 0.0f;
+    if (transB) {
+        const float* br = bm + (size_t)n * K;
+        for (int k = 0; k < K; k++) acc += ar[k] * br[k];
+    } else {
+        for (int k = 0; k < K; k++) acc += ar[k] * bm[(size_t)k * N + n];
+    }
+    out[i] = acc;
+}
+
+// ---- attention ----
+
+// flash_attn_f32: softmax(softcap(q·kᵀ·scale) + mask)·v, causal and
+// windowed as the CPU kernel, one warp per query row (b·H + h, t) with
+// the online softmax over chunks of 32 keys: lane c scores key s0+c, and
+// each lane keeps dv/32 of the output (dv ≤ 256). k and v are [B, Hkv,
+// S, d] with per-head strides kStride and vStride (a cache view's own);
+// mask, if set, is indexed with strides m0..m3 for b, h, t, s.
+__global__ void flash_attn_f32(float* out, const float* q, const float* k, const float* v, const float* mask,
+                               int H, int Hkv, int T, int S, int d, int dv, int kStride, int vStride,
+                               float scale, float softcap, int causal, int window,
+                               int m0, int m1, int m2, int m3) {
+    int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    int bi = blockIdx.y;
+    if (row >= H * T) return;
+    int h = row / T, t = row % T, hk = h / (H / Hkv);
+    const float* qr = q + ((size_t)(bi * H + h) * T + t) * d;
+    const float* kh = k + (size_t)(bi * Hkv + hk) * kStride;
+    const float* vh = v + (size_t)(bi * Hkv + hk) * vStride;
+    int first = 0, limit = S;
+    if (causal) {
+        limit = S - T + t + 1;
+        if (window > 0) first = max(0, limit - window);
+    }
+    float m = -INFINITY, l = 0.0f;
+    float acc[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j] = 0.0f;
+    for (int s0 = first; s0 < limit; s0 += WARP) {
+        int s = s0 + lane;
+        float sc = -INFINITY;
+        if (s < limit) {
+            const float* kr = kh + (size_t)s * d;
+            float dot = 0.0f;
+            for (int j = 0; j < d; j++) dot += qr[j] * kr[j];
+            sc = dot * scale;
+            if (softcap != 0.0f) {
+                float u = sc / softcap;
+                sc = softcap * (1.0f - 2.0f / (__expf(2.0f * u) + 1.0f));
+            }
+            if (mask) sc += mask[(size_t)bi * m0 + (size_t)h * m1 + (size_t)t * m2 + (size_t)s * m3];
+        }
+        float nm = fmaxf(m, warp_max(sc));
+        if (nm == -INFINITY) continue; // every key so far is masked out
+        float p = sc == -INFINITY ? 0.0f : __expf(sc - nm);
+        float alpha = __expf(m - nm);
+        l = l * alpha + warp_sum(p);
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[j] *= alpha;
+        int n = min(WARP, limit - s0);
+        for (int c = 0; c < n; c++) {
+            float pc = __shfl_sync(FULL, p, c);
+            const float* vr = vh + (size_t)(s0 + c) * dv;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                if (j * WARP + lane < dv) acc[j] += pc * vr[j * WARP + lane];
+        }
+        m = nm;
+    }
+    float* o = out + ((size_t)(bi * H + h) * T + t) * dv;
+    float inv = 1.0f / l;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+        if (j * WARP + lane < dv) o[j * WARP + lane] = acc[j] * inv;
+}
+
+} // extern "C"
