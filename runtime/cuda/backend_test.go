@@ -130,6 +130,11 @@ func TestKernelsAgainstCPU(t *testing.T) {
 		// the GPU does, instead of quantizing the activations to 8 bits.
 		{"Linear Q8_0", "Linear", ir.Attrs{"exact": true}, []operand{act(1, 128), weight(quant.Q8_0, 9, 128)}, []int{1, 9}},
 		{"Linear Q4_0", "Linear", ir.Attrs{"exact": true}, []operand{act(4, 160), weight(quant.Q4_0, 13, 160)}, []int{4, 13}},
+		// Not exact: activations quantized to 8 bits (dp4a) on both.
+		{"Linear Q4_0 on q8", "Linear", nil, []operand{act(3, 160), weight(quant.Q4_0, 13, 160)}, []int{3, 13}},
+		{"Linear Q8_0 on q8, bias", "Linear", nil, []operand{act(2, 96), weight(quant.Q8_0, 9, 96), act(9)}, []int{2, 9}},
+		{"Linear Q8_0 on q8, even blocks", "Linear", nil, []operand{act(5, 128), weight(quant.Q8_0, 9, 128)}, []int{5, 9}},
+		{"Linear Q4_0 on q8, even blocks", "Linear", nil, []operand{act(5, 64), weight(quant.Q4_0, 9, 64)}, []int{5, 9}},
 		{"Linear Q6_K", "Linear", ir.Attrs{"exact": true}, []operand{act(3, 512), weight(quant.Q6_K, 5, 512)}, []int{3, 5}},
 		{"Embedding Q6_K", "Embedding", nil, []operand{weight(quant.Q6_K, 6, 256), ints(5, 0, 2)}, []int{3, 256}},
 		{"Embedding Q4_0", "Embedding", nil, []operand{weight(quant.Q4_0, 11, 64), ints(3, 0, 10, 3)}, []int{4, 64}},
@@ -162,6 +167,24 @@ func TestKernelsAgainstCPU(t *testing.T) {
 		{"MatMul transposed, grouped", "MatMul", ir.Attrs{"transpose_b": true}, []operand{act(4, 3, 8), act(2, 5, 8)}, []int{4, 3, 5}},
 		{"MatMul", "MatMul", nil, []operand{act(2, 3, 5), act(2, 5, 7)}, []int{2, 3, 7}},
 		{"LowRank", "LowRank", ir.Attrs{"scale": 2.0}, []operand{act(3, 40), weight(quant.F32, 4, 40), weight(quant.F32, 6, 4)}, []int{3, 6}},
+	}
+	// Every other block type lqc writes: a matrix product (the CPU
+	// multiplying decoded rows, as the GPU does) and embedding rows.
+	for _, typ := range []quant.Type{quant.Q4_1, quant.Q5_0, quant.Q5_1, quant.IQ4_NL, quant.IQ4_XS, quant.Q2_K, quant.Q3_K, quant.Q4_K, quant.Q5_K} {
+		in := 96
+		if typ.BlockSize() == 256 {
+			in = 512
+		}
+		cases = append(cases, []struct {
+			name  string
+			op    string
+			attrs ir.Attrs
+			in    []operand
+			out   []int
+		}{
+			{"Linear " + typ.String(), "Linear", ir.Attrs{"exact": true}, []operand{act(2, in), weight(typ, 7, in)}, []int{2, 7}},
+			{"Embedding " + typ.String(), "Embedding", nil, []operand{weight(typ, 5, in), ints(4, 0, 2)}, []int{3, in}},
+		}...)
 	}
 	gpu := testBackend(t)
 	host := cpu.New(1)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/lqc-dev/lqc/frontend"
+	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/passes"
 	lqrt "github.com/lqc-dev/lqc/runtime"
 	"github.com/lqc-dev/lqc/runtime/cpu"
@@ -155,9 +156,12 @@ func TestReferenceModels(t *testing.T) {
 		}
 	}
 
-	// llama.cpp's quantized files: as the CPU backend runs them (which
-	// quantizes activations to 8 bits for the products, as ggml does;
-	// the GPU multiplies float32 activations).
+	// llama.cpp's quantized files: as the CPU backend runs them, both
+	// quantizing activations to 8 bits for the products, as ggml does.
+	// Float rounding that differs in the last bit can move an activation
+	// across a rounding boundary and so change one quantized level: rows
+	// agree to float32 rounding but for such rare flips (1 in 32 allowed),
+	// and every row within 1% of the logits' range.
 	host := cpu.New(2)
 	defer host.Close()
 	ids, _ := reference(t, testmodels.Shared(t, "models/stories260K/reference"), "prompt64")
@@ -175,10 +179,138 @@ func TestReferenceModels(t *testing.T) {
 		for _, v := range logits[0] {
 			scale = max(scale, math.Abs(float64(v)))
 		}
-		if d := maxDiff(logits[1], logits[0]); d > 0.02*scale {
-			t.Errorf("%s: max |GPU − CPU| = %.3g of logits up to %.3g", file, d, scale)
+		V := len(logits[0]) / len(ids)
+		flips, worst := 0, 0.0
+		for r := range ids {
+			d := maxDiff(logits[1][r*V:(r+1)*V], logits[0][r*V:(r+1)*V])
+			worst = max(worst, d)
+			if d > 1e-4*scale {
+				flips++
+			}
+		}
+		if flips > len(ids)/32 || worst > 0.01*scale {
+			t.Errorf("%s: %d of %d rows differ beyond rounding, by up to %.3g of logits up to %.3g", file, flips, len(ids), worst, scale)
 		} else {
-			t.Logf("%s: max |GPU − CPU| = %.3g of logits up to %.3g", file, d, scale)
+			t.Logf("%s: %d of %d rows differ beyond rounding, by up to %.3g of logits up to %.3g", file, flips, len(ids), worst, scale)
+		}
+	}
+}
+
+// TestGoldenQuantFiles runs llama.cpp's own files of the golden synthetic
+// model (256-wide rows, so every block type appears, in llama-quantize's
+// mixes) on the GPU and on the CPU multiplying decoded weights by float32
+// activations, as the GPU does: the logits of a prompt agree to float32
+// rounding for every type.
+func TestGoldenQuantFiles(t *testing.T) {
+	host := cpu.New(2)
+	defer host.Close()
+	prompt := []int32{1, 200, 17, 305, 44}
+	for _, name := range []string{"BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_1", "Q5_0", "Q4_K_M", "Q4_1", "Q4_0",
+		"IQ4_NL", "IQ4_XS", "Q3_K_M", "Q2_K"} {
+		t.Run(name, func(t *testing.T) {
+			path := testmodels.Shared(t, "golden/quant", name+".gguf")
+			var logits [2][]float32
+			for i, be := range []lqrt.Backend{host, testBackend(t)} {
+				m, err := frontend.Load(path, frontend.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer m.Close()
+				if err := (&passes.Manager{Passes: []passes.Pass{passes.DeadCode{}, passes.FlashAttention{}}}).Run(m); err != nil {
+					t.Fatal(err)
+				}
+				for _, n := range m.Graph.Nodes {
+					if n.Op == "Linear" {
+						if n.Attrs == nil {
+							n.Attrs = ir.Attrs{}
+						}
+						n.Attrs["exact"] = true
+					}
+				}
+				rm, err := lqrt.Load(m, be)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s, err := rm.NewSession(len(prompt))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if logits[i], err = s.Forward(prompt, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var scale float64
+			for _, v := range logits[0] {
+				scale = max(scale, math.Abs(float64(v)))
+			}
+			if d := maxDiff(logits[1], logits[0]); d > 1e-4*max(scale, 1) {
+				t.Errorf("max |GPU − CPU| = %.3g of logits up to %.3g", d, scale)
+			}
+		})
+	}
+}
+
+// TestStepWithAdapters: batched decoding on the GPU — sessions at
+// different positions, each with its own LoRA adapters (two PEFT
+// adapters, alone, mixed, scaled, none), stepped together through
+// Model.Step — gives each session what the CPU gives it alone.
+func TestStepWithAdapters(t *testing.T) {
+	dir := testmodels.Shared(t, "models/stories260K/hf")
+	host := cpu.New(2)
+	defer host.Close()
+	models := [2]*lqrt.Model{loadOn(t, dir, host), loadOn(t, dir, testBackend(t))}
+	var ads [2][2]*lqrt.Adapter
+	for j, targets := range [][]string{{"q_proj", "v_proj"}, {"o_proj", "down_proj"}} {
+		peft := t.TempDir()
+		if err := testmodels.WritePEFT(peft, dir, testmodels.PEFTAdapter{Targets: targets, R: 8, Alpha: 16, Seed: uint64(j + 1)}); err != nil {
+			t.Fatal(err)
+		}
+		for i, m := range models {
+			a, err := frontend.LoadAdapter(peft, m.IR)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { a.Close() })
+			if ads[i][j], err = m.LoadAdapter(a); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mix := func(i int) [][]lqrt.Applied {
+		a, b := ads[i][0], ads[i][1]
+		return [][]lqrt.Applied{{{Adapter: a, Scale: 1}}, nil, {{Adapter: b, Scale: 1}}, {{Adapter: a, Scale: 0.5}, {Adapter: b, Scale: 1}}}
+	}
+	prompt := []int32{1, 403, 407, 261, 378, 432, 383, 286, 261}
+	var sessions [2][]*lqrt.Session
+	next := make([]int32, len(mix(0)))
+	for i, m := range models {
+		for k, as := range mix(i) {
+			s, err := m.NewSession(32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.SetAdapters(as...)
+			if _, err := s.Forward(prompt[:4+k], false); err != nil { // different positions
+				t.Fatal(err)
+			}
+			sessions[i] = append(sessions[i], s)
+			next[k] = prompt[4+k]
+		}
+	}
+	for step := range 3 {
+		got, err := models[1].Step(sessions[1], next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, s := range sessions[0] {
+			want, err := s.Forward([]int32{next[k]}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := maxDiff(got[k], want); d > 1e-4 {
+				t.Errorf("step %d, session %d: max |GPU − CPU| = %.3g", step, k, d)
+			}
+			next[k] = lqrt.Argmax(want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
@@ -29,7 +30,7 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 		if len(in) == 3 {
 			bias = in[2]
 		}
-		return b.linear(out, in[0], in[1], bias, 1, false, 0)
+		return b.linear(out, in[0], in[1], bias, 1, false, 0, attrs.Bool("exact"))
 	case "Embedding":
 		return b.embedding(out, in[0], in[1])
 	case "RMSNorm", "LayerNorm":
@@ -228,12 +229,32 @@ func (b *Backend) norm(op string, out *lqrt.Tensor, in []*lqrt.Tensor, eps float
 }
 
 // linearKernels are the weight types with a matrix kernel.
-var linearKernels = map[quant.Type]string{quant.F32: "linear_f32", quant.F16: "linear_f16", quant.Q8_0: "linear_q8_0", quant.Q6_K: "linear_q6_K",
-	quant.Q4_0: "linear_q4_0"}
+var linearKernels = map[quant.Type]string{}
+
+// linearQ8Kernels are the weight types with a kernel on 8-bit
+// activations, used unless a Linear is marked exact.
+var linearQ8Kernels = map[quant.Type]string{quant.Q4_0: "linear_q8_q4_0", quant.Q8_0: "linear_q8_q8_0"}
+
+// embeddingKernels are the weight types with an embedding-rows kernel.
+var embeddingKernels = map[quant.Type]string{}
+
+// The kernels are named by type: linear_q4_K, get_rows_q4_K, …
+func init() {
+	for _, t := range []quant.Type{quant.F32, quant.F16, quant.Q8_0, quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1,
+		quant.Q2_K, quant.Q3_K, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_NL, quant.IQ4_XS} {
+		name := strings.ToLower(t.String())
+		if strings.HasSuffix(name, "_k") {
+			name = strings.TrimSuffix(name, "_k") + "_K"
+		}
+		linearKernels[t] = "linear_" + name
+		embeddingKernels[t] = "get_rows_" + name
+	}
+}
 
 // linear is out = alpha·x·Wᵀ (+ bias) (+ out when accumulate), over the
-// rows of x from row0 on (out's rows likewise).
-func (b *Backend) linear(out, x, w, bias *lqrt.Tensor, alpha float32, accumulate bool, row0 int) error {
+// rows of x from row0 on (out's rows likewise); exact keeps float32
+// activations where a kernel on 8-bit ones exists.
+func (b *Backend) linear(out, x, w, bias *lqrt.Tensor, alpha float32, accumulate bool, row0 int, exact bool) error {
 	wd, ok := w.Data.(*devWeight)
 	if !ok {
 		return fmt.Errorf("cuda: Linear: the weight is not an uploaded matrix")
@@ -267,9 +288,27 @@ func (b *Backend) linear(out, x, w, bias *lqrt.Tensor, alpha float32, accumulate
 	if wd.typ == quant.F32 && in%32 != 0 {
 		return b.launch("linear_f32_any", grid, block, o, xp, wd.buf.ptr, bp, int32(in), int32(nout), alpha, acc)
 	}
+	if q8, ok := linearQ8Kernels[wd.typ]; ok && !exact {
+		// ggml's way: the activations quantized to 8 bits per block, the
+		// products on integers (what the CPU backend computes too).
+		xq, err := b.alloc(int64(T * in))
+		if err != nil {
+			return err
+		}
+		ds, err := b.alloc(int64(T * in / 32 * 8))
+		if err != nil {
+			return err
+		}
+		blocks := T * in / 32
+		if err := b.launch("quantize_q8", driver.Dim3{X: uint32((blocks + warpsPerBlock - 1) / warpsPerBlock)}, block,
+			xq.ptr, ds.ptr, xp, int32(blocks)); err != nil {
+			return err
+		}
+		return b.launch(q8, grid, block, o, xq.ptr, ds.ptr, wd.buf.ptr, bp, int32(in), int32(nout), int32(wd.rowBytes), alpha, acc)
+	}
 	kernel, ok := linearKernels[wd.typ]
 	if !ok || in%32 != 0 {
-		return fmt.Errorf("cuda: Linear on %v weights [%d, %d]: no kernel yet (F32, F16, Q8_0, Q6_K and Q4_0 have one)", wd.typ, nout, in)
+		return fmt.Errorf("cuda: Linear on %v weights [%d, %d]: no kernel", wd.typ, nout, in)
 	}
 	return b.launch(kernel, grid, block, o, xp, wd.buf.ptr, bp, int32(in), int32(nout), int32(wd.rowBytes), alpha, acc)
 }
@@ -288,10 +327,10 @@ func (b *Backend) lowRank(out, x, A, B *lqrt.Tensor, scale float64, start, end i
 	// t = scale·x[start:end]·Aᵀ, then out[start:end] += t·Bᵀ.
 	xs := &lqrt.Tensor{Type: quant.F32, Shape: []int{end, ad.rowLen}, Data: x.Data}
 	t := b.Alloc(quant.F32, []int{end, ad.rows})
-	if err := b.linear(t, xs, A, nil, float32(scale), false, start); err != nil {
+	if err := b.linear(t, xs, A, nil, float32(scale), false, start, true); err != nil {
 		return err
 	}
-	return b.linear(out, t, B, nil, 1, add, start)
+	return b.linear(out, t, B, nil, 1, add, start, true)
 }
 
 func (b *Backend) embedding(out, table, ids *lqrt.Tensor) error {
@@ -308,10 +347,9 @@ func (b *Backend) embedding(out, table, ids *lqrt.Tensor) error {
 			return fmt.Errorf("token id %d is outside the vocabulary of %d", id, wd.rows)
 		}
 	}
-	kernel := map[quant.Type]string{quant.F32: "get_rows_f32", quant.F16: "get_rows_f16", quant.Q8_0: "get_rows_q8_0",
-		quant.Q6_K: "get_rows_q6_K", quant.Q4_0: "get_rows_q4_0"}[wd.typ]
-	if kernel == "" {
-		return fmt.Errorf("cuda: Embedding from %v rows: no kernel yet (F32, F16, Q8_0, Q6_K and Q4_0 have one)", wd.typ)
+	kernel, ok := embeddingKernels[wd.typ]
+	if !ok {
+		return fmt.Errorf("cuda: Embedding from %v rows: no kernel", wd.typ)
 	}
 	o, err := dense(out, "Embedding")
 	if err != nil {

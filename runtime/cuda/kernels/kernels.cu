@@ -223,6 +223,195 @@ __device__ __forceinline__ float dot_block_q6_K(const unsigned char* row, int b,
     return load_half(blk + 208) * (sc[0] * s0 + sc[1] * s1);
 }
 
+// The other block types decode one group of 32 values at a time into
+// registers (decode_<type>(row, b, v): group b of the row), which the dot
+// product and the embedding rows share. Layouts are GGML's.
+
+__device__ __forceinline__ unsigned int load_u32(const unsigned char* p) {
+    return p[0] | p[1] << 8 | p[2] << 16 | (unsigned int)p[3] << 24; // unaligned in Q5_0
+}
+
+// Q4_1: f16 d, f16 m, 16 bytes of nibbles: q·d + m.
+__device__ __forceinline__ void decode_q4_1(const unsigned char* row, int b, float* v) {
+    const unsigned char* blk = row + b * 20;
+    float d = load_half(blk), m = load_half(blk + 2);
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        v[j] = (blk[4 + j] & 15) * d + m;
+        v[j + 16] = (blk[4 + j] >> 4) * d + m;
+    }
+}
+
+// Q5_0: f16 d, 32 fifth bits, 16 bytes of nibbles: (q − 16)·d.
+__device__ __forceinline__ void decode_q5_0(const unsigned char* row, int b, float* v) {
+    const unsigned char* blk = row + b * 22;
+    float d = load_half(blk);
+    unsigned int qh = load_u32(blk + 2);
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        v[j] = ((int)((blk[6 + j] & 15) | (qh >> j & 1) << 4) - 16) * d;
+        v[j + 16] = ((int)((blk[6 + j] >> 4) | (qh >> (j + 16) & 1) << 4) - 16) * d;
+    }
+}
+
+// Q5_1: f16 d, f16 m, 32 fifth bits, 16 bytes of nibbles: q·d + m.
+__device__ __forceinline__ void decode_q5_1(const unsigned char* row, int b, float* v) {
+    const unsigned char* blk = row + b * 24;
+    float d = load_half(blk), m = load_half(blk + 2);
+    unsigned int qh = load_u32(blk + 4);
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        v[j] = ((blk[8 + j] & 15) | (qh >> j & 1) << 4) * d + m;
+        v[j + 16] = ((blk[8 + j] >> 4) | (qh >> (j + 16) & 1) << 4) * d + m;
+    }
+}
+
+// The 16 non-uniform levels of IQ4_NL and IQ4_XS, packed eight int8s to a
+// 64-bit constant (a table in constant memory would need the module to
+// carry initialized data).
+__device__ __forceinline__ float iq4_level(int q) {
+    const unsigned long long lo = 0xf6eaddcfbfad9881ull, hi = 0x7159453526190d01ull;
+    return (float)(signed char)((q < 8 ? lo : hi) >> (8 * (q & 7)));
+}
+
+// IQ4_NL: f16 d, 16 bytes of nibbles indexing the levels.
+__device__ __forceinline__ void decode_iq4_nl(const unsigned char* row, int b, float* v) {
+    const unsigned char* blk = row + b * 18;
+    float d = load_half(blk);
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        v[j] = d * iq4_level(blk[2 + j] & 15);
+        v[j + 16] = d * iq4_level(blk[2 + j] >> 4);
+    }
+}
+
+// IQ4_XS: 256 values, 136 bytes: f16 d, 16 high scale bits, 4 bytes of low
+// scale nibbles, 128 bytes of level nibbles; group ib has the 6-bit scale
+// ls and the value d·(ls − 32)·level.
+__device__ __forceinline__ void decode_iq4_xs(const unsigned char* row, int b, float* v) {
+    const unsigned char* blk = row + b / 8 * 136;
+    int ib = b % 8;
+    int sh = blk[2] | blk[3] << 8;
+    int ls = (blk[4 + ib / 2] >> 4 * (ib % 2) & 15) | (sh >> 2 * ib & 3) << 4;
+    float dl = load_half(blk) * (ls - 32);
+    const unsigned char* qs = blk + 8 + 16 * ib;
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        v[j] = dl * iq4_level(qs[j] & 15);
+        v[j + 16] = dl * iq4_level(qs[j] >> 4);
+    }
+}
+
+// Q2_K: 256 values, 84 bytes: 16 scale bytes (low nibble scale, high
+// nibble min), 64 bytes of 2-bit levels, f16 d and dmin. Group b is half
+// h = b/4 of the super-block at shift 2·(b%4): two runs of 16 values.
+__device__ __forceinline__ void decode_q2_K(const unsigned char* row, int b, float* v) {
+    const unsigned char* blk = row + b / 8 * 84;
+    int h = b % 8 / 4, si = b % 4;
+    float d = load_half(blk + 80), dmin = load_half(blk + 82);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        int sc = blk[h * 8 + si * 2 + half];
+        float dl = d * (sc & 15), ml = dmin * (sc >> 4);
+        const unsigned char* q = blk + 16 + h * 32 + 16 * half;
+#pragma unroll
+        for (int l = 0; l < 16; l++) v[16 * half + l] = dl * (q[l] >> 2 * si & 3) - ml;
+    }
+}
+
+// q3_scale is Q3_K's 6-bit scale j, less 32.
+__device__ __forceinline__ int q3_scale(const unsigned char* sc, int j) {
+    int lo = j < 8 ? sc[j] & 15 : sc[j - 8] >> 4;
+    return (lo | (sc[8 + j % 4] >> 2 * (j / 4) & 3) << 4) - 32;
+}
+
+// Q3_K: 256 values, 110 bytes: 32 bytes of high bits, 64 of 2-bit levels,
+// 12 of packed scales, f16 d. A value is d·scale·(q − 4 when its high
+// bit is clear).
+__device__ __forceinline__ void decode_q3_K(const unsigned char* row, int b, float* v) {
+    const unsigned char* blk = row + b / 8 * 110;
+    int h = b % 8 / 4, si = b % 4;
+    int m = 1 << (h * 4 + si);
+    float d = load_half(blk + 108);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        float dl = d * q3_scale(blk + 96, h * 8 + si * 2 + half);
+        const unsigned char* q = blk + 32 + h * 32 + 16 * half;
+        const unsigned char* hm = blk + 16 * half;
+#pragma unroll
+        for (int l = 0; l < 16; l++) v[16 * half + l] = dl * ((q[l] >> 2 * si & 3) - (hm[l] & m ? 0 : 4));
+    }
+}
+
+// scale_min_k4 unpacks the 6-bit scale and minimum of sub-block j of a
+// Q4_K/Q5_K super-block from its 12 scale bytes.
+__device__ __forceinline__ void scale_min_k4(const unsigned char* q, int j, int* sc, int* mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 15) | (q[j - 4] >> 6) << 4;
+        *mn = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+    }
+}
+
+// Q4_K: 256 values, 144 bytes: f16 d, f16 dmin, 12 scale bytes, 128 bytes
+// of nibbles; group b is the low (even b) or high nibbles of bytes
+// 32·(b/2)…: d·sc·q − dmin·m.
+__device__ __forceinline__ void decode_q4_K(const unsigned char* row, int b, float* v) {
+    const unsigned char* blk = row + b / 8 * 144;
+    int g = b % 8, sc, mn;
+    scale_min_k4(blk + 4, g, &sc, &mn);
+    float dl = load_half(blk) * sc, ml = load_half(blk + 2) * mn;
+    const unsigned char* q = blk + 16 + g / 2 * 32;
+    int shift = 4 * (g & 1);
+#pragma unroll
+    for (int l = 0; l < 32; l++) v[l] = dl * (q[l] >> shift & 15) - ml;
+}
+
+// Q5_K: Q4_K with 32 bytes of fifth bits (bit g of byte l) before the
+// nibbles: 176 bytes.
+__device__ __forceinline__ void decode_q5_K(const unsigned char* row, int b, float* v) {
+    const unsigned char* blk = row + b / 8 * 176;
+    int g = b % 8, sc, mn;
+    scale_min_k4(blk + 4, g, &sc, &mn);
+    float dl = load_half(blk) * sc, ml = load_half(blk + 2) * mn;
+    const unsigned char* qh = blk + 16;
+    const unsigned char* q = blk + 48 + g / 2 * 32;
+    int shift = 4 * (g & 1);
+#pragma unroll
+    for (int l = 0; l < 32; l++) v[l] = dl * ((q[l] >> shift & 15) | (qh[l] >> g & 1) << 4) - ml;
+}
+
+#define DECODED(name)                                                                                        \
+    __device__ __forceinline__ float dot_block_##name(const unsigned char* row, int b, const float* x) {    \
+        float v[32];                                                                                         \
+        decode_##name(row, b, v);                                                                            \
+        float s = 0.0f;                                                                                      \
+        _Pragma("unroll") for (int j = 0; j < 32; j++) s += v[j] * x[j];                                   \
+        return s;                                                                                            \
+    }                                                                                                        \
+    /* Embedding rows: one block per id, threads over groups of 32. */                                       \
+    __global__ void get_rows_##name(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) { \
+        const unsigned char* row = table + (size_t)ids[blockIdx.x] * rowBytes;                                \
+        for (int g = threadIdx.x; g < d / 32; g += blockDim.x) {                                              \
+            float v[32];                                                                                     \
+            decode_##name(row, g, v);                                                                        \
+            float* o = out + (size_t)blockIdx.x * d + 32 * g;                                                 \
+            _Pragma("unroll") for (int j = 0; j < 32; j++) o[j] = v[j];                                     \
+        }                                                                                                    \
+    }
+
+DECODED(q4_1)
+DECODED(q5_0)
+DECODED(q5_1)
+DECODED(iq4_nl)
+DECODED(iq4_xs)
+DECODED(q2_K)
+DECODED(q3_K)
+DECODED(q4_K)
+DECODED(q5_K)
+
 // linear_<type>: out[t, o] = alpha·Σ_i x[t, i]·W[o, i] (+ bias[o]) (+ out[t, o]
 // when accumulate is set). One warp per output value; lanes take blocks
 // of 32 values in turn. grid = (ceil(nout / warps per block), T).
@@ -249,6 +438,93 @@ LINEAR(f16, dot_block_f16)
 LINEAR(q8_0, dot_block_q8_0)
 LINEAR(q4_0, dot_block_q4_0)
 LINEAR(q6_K, dot_block_q6_K)
+LINEAR(q4_1, dot_block_q4_1)
+LINEAR(q5_0, dot_block_q5_0)
+LINEAR(q5_1, dot_block_q5_1)
+LINEAR(iq4_nl, dot_block_iq4_nl)
+LINEAR(iq4_xs, dot_block_iq4_xs)
+LINEAR(q2_K, dot_block_q2_K)
+LINEAR(q3_K, dot_block_q3_K)
+LINEAR(q4_K, dot_block_q4_K)
+LINEAR(q5_K, dot_block_q5_K)
+
+// ---- products on 8-bit activations (ggml's MMVQ): activations are
+// quantized per 32-value block as the CPU backend and ggml do, and the
+// weights' integer levels are multiplied with theirs four at a time by
+// dp4a ----
+
+__device__ __forceinline__ int warp_sum_int(int v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+    return v;
+}
+
+// quantize_q8 turns nblocks blocks of 32 floats into int8 values q and,
+// per block, (d, Σq): d = amax/127, q = round-to-even(x/d). One warp per
+// block, lane j holding value j.
+__global__ void quantize_q8(signed char* q, float2* ds, const float* x, int nblocks) {
+    int b = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    if (b >= nblocks) return;
+    float v = x[(size_t)b * 32 + lane];
+    float d = warp_max(fabsf(v)) / 127.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int qi = __float2int_rn(v * id);
+    q[(size_t)b * 32 + lane] = (signed char)qi;
+    int sum = warp_sum_int(qi);
+    if (lane == 0) ds[b] = make_float2(d, (float)sum);
+}
+
+// load_int4 reads four bytes at a 2-byte-aligned address (a block's
+// levels follow its f16 scale).
+__device__ __forceinline__ int load_int4(const unsigned char* p) {
+    const unsigned short* h = reinterpret_cast<const unsigned short*>(p);
+    return h[0] | h[1] << 16;
+}
+
+// Q4_0 × q8: Σ(q4 − 8)·q8 = Σq4·q8 − 8·Σq8, in integers.
+__device__ __forceinline__ float dot_q8_q4_0(const unsigned char* row, int b, const int* x, float2 ds) {
+    const unsigned char* blk = row + b * 18;
+    int sumi = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        int w = load_int4(blk + 2 + 4 * k);
+        sumi = __dp4a(w & 0x0f0f0f0f, x[k], sumi);
+        sumi = __dp4a(w >> 4 & 0x0f0f0f0f, x[4 + k], sumi);
+    }
+    return load_half(blk) * ds.x * (float)(sumi - 8 * (int)ds.y);
+}
+
+__device__ __forceinline__ float dot_q8_q8_0(const unsigned char* row, int b, const int* x, float2 ds) {
+    const unsigned char* blk = row + b * 34;
+    int sumi = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) sumi = __dp4a(load_int4(blk + 2 + 4 * k), x[k], sumi);
+    return load_half(blk) * ds.x * (float)sumi;
+}
+
+// linear_q8_<type>: linear_<type> on activations quantize_q8 made: xq
+// [T, in] int8, xds [T, in/32] (d, Σq).
+#define LINEAR_Q8(name, dot)                                                                                      \
+    __global__ void linear_q8_##name(float* out, const signed char* xq, const float2* xds, const unsigned char* w,  \
+                                     const float* bias, int in, int nout, int rowBytes, float alpha, int accumulate) { \
+        int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, t = blockIdx.y, lane = threadIdx.x % WARP;  \
+        if (o >= nout) return;                                                                                     \
+        const unsigned char* row = w + (size_t)o * rowBytes;                                                       \
+        const int* xt = reinterpret_cast<const int*>(xq + (size_t)t * in);                                         \
+        const float2* dst = xds + (size_t)t * (in / 32);                                                           \
+        float s = 0.0f;                                                                                            \
+        for (int b = lane; b < in / 32; b += WARP) s += dot(row, b, xt + 8 * b, dst[b]);                          \
+        s = warp_sum(s) * alpha;                                                                                   \
+        if (lane == 0) {                                                                                           \
+            float* d = out + (size_t)t * nout + o;                                                                 \
+            if (bias) s += bias[o];                                                                                \
+            if (accumulate) s += *d;                                                                               \
+            *d = s;                                                                                                \
+        }                                                                                                          \
+    }
+
+LINEAR_Q8(q4_0, dot_q8_q4_0)
+LINEAR_Q8(q8_0, dot_q8_q8_0)
 
 // Rows of in values that are not a multiple of 32 (small adapters, odd
 // models) take this float32 kernel, value by value.

@@ -564,6 +564,47 @@ func (bl *block) exec(t *thread, in *inst) error {
 			r = ^uint64(0)
 		}
 		set(t, args[0].reg, r, ty)
+	case opDp4a:
+		// dp4a.atype.btype d, a, b, c: c + the four products of a's and
+		// b's bytes, each byte signed or not as its type says, mod 2³².
+		if len(in.types) != 2 {
+			return fmt.Errorf("dp4a needs two types")
+		}
+		a, b := uint32(bl.src(t, &args[1], tU32)), uint32(bl.src(t, &args[2], tU32))
+		acc := int32(bl.src(t, &args[3], tU32))
+		for i := range 4 {
+			x, y := int32(a>>(8*i)&0xff), int32(b>>(8*i)&0xff)
+			if in.types[0].signed() {
+				x = int32(int8(x))
+			}
+			if in.types[1].signed() {
+				y = int32(int8(y))
+			}
+			acc += x * y
+		}
+		set(t, args[0].reg, uint64(uint32(acc)), tU32)
+	case opPrmt:
+		// prmt d, a, b, c: byte i of d is byte c[4i+2:4i] of {b, a}
+		// (a's bytes 0–3, b's 4–7), or with c's bit 4i+3 set that byte's
+		// sign spread over all eight bits. Only the generic form.
+		if len(in.mods) > 0 {
+			return fmt.Errorf("prmt.%s: only the generic form is implemented", in.mods[0])
+		}
+		src := bl.src(t, &args[1], tU32) | bl.src(t, &args[2], tU32)<<32
+		c := bl.src(t, &args[3], tU32)
+		var d uint64
+		for i := range 4 {
+			sel := c >> (4 * i) & 0xf
+			b := src >> (8 * (sel & 7)) & 0xff
+			if sel&8 != 0 {
+				b = 0
+				if src>>(8*(sel&7)+7)&1 != 0 {
+					b = 0xff
+				}
+			}
+			d |= b << (8 * i)
+		}
+		set(t, args[0].reg, d, tU32)
 	case opBfi:
 		// bfi f, a, b, pos, len: b with len bits from pos replaced by a's
 		// low bits (those past the type's width dropped).

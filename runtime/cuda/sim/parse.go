@@ -852,6 +852,7 @@ const (
 	opBfe
 	opBfi
 	opPrmt
+	opDp4a
 	opMembar
 	opFence
 )
@@ -909,6 +910,7 @@ var opNames = [...]string{
 	opBfe:     "bfe",
 	opBfi:     "bfi",
 	opPrmt:    "prmt",
+	opDp4a:    "dp4a",
 	opMembar:  "membar",
 	opFence:   "fence",
 }

@@ -77,6 +77,20 @@ func TestInstructions(t *testing.T) {
 		{"bfi.b32", "mov.u32 %r1, 0xffffffff; mov.u32 %r3, 0x5; bfi.b32 %r2, %r3, %r1, 4, 8;", 0xfffff05f},
 		{"bfi.b32 past the width", "mov.u32 %r1, 0; mov.u32 %r3, 0xff; bfi.b32 %r2, %r3, %r1, 28, 8;", 0xf0000000},
 		{"bfi.b32 len 0", "mov.u32 %r1, 0x1234; mov.u32 %r3, 0xff; bfi.b32 %r2, %r3, %r1, 0, 0;", 0x1234},
+		// prmt over a = 0x44332211 (bytes 0–3) and b = 0x88776655 (bytes
+		// 4–7): selector 0x3210 is a itself, 0x7654 is b, 0x0123 reverses
+		// a, and 0x000f spreads byte 7's sign (0x88: set) over byte 0 and
+		// copies byte 0 into the others.
+		{"prmt a", "mov.u32 %r1, 0x44332211; mov.u32 %r3, 0x88776655; prmt.b32 %r2, %r1, %r3, 0x3210;", 0x44332211},
+		{"prmt b", "mov.u32 %r1, 0x44332211; mov.u32 %r3, 0x88776655; prmt.b32 %r2, %r1, %r3, 0x7654;", 0x88776655},
+		{"prmt reversed", "mov.u32 %r1, 0x44332211; mov.u32 %r3, 0x88776655; prmt.b32 %r2, %r1, %r3, 0x0123;", 0x11223344},
+		{"prmt sign", "mov.u32 %r1, 0x44332211; mov.u32 %r3, 0x88776655; prmt.b32 %r2, %r1, %r3, 0x000f;", 0x111111ff},
+		// dp4a: bytes (−1, 2, −128, 127)·(3, −4, 5, 127) + 10 = −3 − 8 − 640 + 16129 + 10.
+		{"dp4a.s32.s32", "mov.u32 %r1, 0x7f8002ff; mov.u32 %r3, 0x7f05fc03; dp4a.s32.s32 %r2, %r1, %r3, 10;", 15488},
+		// unsigned a: (255, 2, 128, 127)·(3, −4, 5, 127) = 765 − 8 + 640 + 16129.
+		{"dp4a.u32.s32", "mov.u32 %r1, 0x7f8002ff; mov.u32 %r3, 0x7f05fc03; dp4a.u32.s32 %r2, %r1, %r3, 0;", 17526},
+		// a negative sum wraps to its two's complement.
+		{"dp4a negative", "mov.u32 %r1, 0x000000ff; mov.u32 %r3, 0x00000001; dp4a.s32.s32 %r2, %r1, %r3, 0;", 0xffffffff},
 		{"popc", "mov.u32 %r1, 0xf0f0f0f1; popc.b32 %r2, %r1;", 17},
 		{"clz", "mov.u32 %r1, 0x00010000; clz.b32 %r2, %r1;", 15},
 		{"brev", "mov.u32 %r1, 1; brev.b32 %r2, %r1;", 0x80000000},

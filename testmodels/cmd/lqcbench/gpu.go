@@ -20,8 +20,9 @@ import (
 	"github.com/lqc-dev/lqc/testmodels"
 )
 
-// gpuTypes are the weight types the CUDA backend has kernels for.
-var gpuTypes = []string{"f16", "q8_0", "q4_0"}
+// gpuTypes are the types make gpu-check measures against PyTorch: the
+// common downloads.
+var gpuTypes = []string{"f16", "q8_0", "q4_k_m", "q4_0"}
 
 // benchGPU measures the CUDA backend on the TinyLlama-shaped model:
 // prompt (pp) and decode (tg) tokens/s per type, quantized in process
