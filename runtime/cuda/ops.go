@@ -16,6 +16,10 @@ import (
 // row kernels takes.
 const warpsPerBlock = 4
 
+// linearTokens is the kernels' LINEAR_TOKENS: the tokens one warp
+// multiplies each decoded group of weights with.
+const linearTokens = 4
+
 // Run dispatches one op to its kernel.
 func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) error {
 	b.mu.Lock()
@@ -288,6 +292,8 @@ func (b *Backend) linear(out, x, w, bias *lqrt.Tensor, alpha float32, accumulate
 	if wd.typ == quant.F32 && in%32 != 0 {
 		return b.launch("linear_f32_any", grid, block, o, xp, wd.buf.ptr, bp, int32(in), int32(nout), alpha, acc)
 	}
+	// The typed kernels take linearTokens tokens per warp.
+	grid.Y = uint32((T + linearTokens - 1) / linearTokens)
 	if q8, ok := linearQ8Kernels[wd.typ]; ok && !exact {
 		// ggml's way: the activations quantized to 8 bits per block, the
 		// products on integers (what the CPU backend computes too).
@@ -304,13 +310,13 @@ func (b *Backend) linear(out, x, w, bias *lqrt.Tensor, alpha float32, accumulate
 			xq.ptr, ds.ptr, xp, int32(blocks)); err != nil {
 			return err
 		}
-		return b.launch(q8, grid, block, o, xq.ptr, ds.ptr, wd.buf.ptr, bp, int32(in), int32(nout), int32(wd.rowBytes), alpha, acc)
+		return b.launch(q8, grid, block, o, xq.ptr, ds.ptr, wd.buf.ptr, bp, int32(in), int32(nout), int32(wd.rowBytes), int32(T), alpha, acc)
 	}
 	kernel, ok := linearKernels[wd.typ]
 	if !ok || in%32 != 0 {
 		return fmt.Errorf("cuda: Linear on %v weights [%d, %d]: no kernel", wd.typ, nout, in)
 	}
-	return b.launch(kernel, grid, block, o, xp, wd.buf.ptr, bp, int32(in), int32(nout), int32(wd.rowBytes), alpha, acc)
+	return b.launch(kernel, grid, block, o, xp, wd.buf.ptr, bp, int32(in), int32(nout), int32(wd.rowBytes), int32(T), alpha, acc)
 }
 
 // lowRank adds scale·(x·Aᵀ)·Bᵀ to rows [start, end) of out (or, without

@@ -161,45 +161,41 @@ __global__ void permute3_f32(float* out, const float* x, int o0, int o1, int o2,
 
 // ---- embedding rows and matrix products, per weight type ----
 
-// Decoders of one block of 32 values into v (the lane's block b of row).
-__device__ __forceinline__ float dot_block_f32(const unsigned char* row, int b, const float* x) {
+// Every weight type has a decoder of one group of 32 values into
+// registers: decode_<type>(row, b, v) is values 32b…32b+31 of the row.
+// Matrix products and embedding rows share them. Layouts are GGML's.
+
+__device__ __forceinline__ void decode_f32(const unsigned char* row, int b, float* v) {
     const float* w = reinterpret_cast<const float*>(row) + b * 32;
-    float s = 0.0f;
-#pragma unroll 8
-    for (int j = 0; j < 32; j++) s += w[j] * x[j];
-    return s;
+#pragma unroll
+    for (int j = 0; j < 32; j++) v[j] = w[j];
 }
 
-__device__ __forceinline__ float dot_block_f16(const unsigned char* row, int b, const float* x) {
+__device__ __forceinline__ void decode_f16(const unsigned char* row, int b, float* v) {
     const unsigned char* w = row + b * 64;
-    float s = 0.0f;
-#pragma unroll 8
-    for (int j = 0; j < 32; j++) s += load_half(w + 2 * j) * x[j];
-    return s;
+#pragma unroll
+    for (int j = 0; j < 32; j++) v[j] = load_half(w + 2 * j);
 }
 
 // Q8_0: an f16 scale, then 32 int8 values.
-__device__ __forceinline__ float dot_block_q8_0(const unsigned char* row, int b, const float* x) {
+__device__ __forceinline__ void decode_q8_0(const unsigned char* row, int b, float* v) {
     const unsigned char* blk = row + b * 34;
     const signed char* q = reinterpret_cast<const signed char*>(blk + 2);
-    float s = 0.0f;
-#pragma unroll 8
-    for (int j = 0; j < 32; j++) s += q[j] * x[j];
-    return s * load_half(blk);
+    float d = load_half(blk);
+#pragma unroll
+    for (int j = 0; j < 32; j++) v[j] = d * q[j];
 }
 
 // Q4_0: an f16 scale, then 16 bytes: value j in the low nibble of byte j,
 // value j+16 in its high nibble, both offset by 8.
-__device__ __forceinline__ float dot_block_q4_0(const unsigned char* row, int b, const float* x) {
+__device__ __forceinline__ void decode_q4_0(const unsigned char* row, int b, float* v) {
     const unsigned char* blk = row + b * 18;
-    const unsigned char* q = blk + 2;
-    float s = 0.0f;
-#pragma unroll 8
+    float d = load_half(blk);
+#pragma unroll
     for (int j = 0; j < 16; j++) {
-        int v = q[j];
-        s += ((v & 15) - 8) * x[j] + ((v >> 4) - 8) * x[j + 16];
+        v[j] = d * ((blk[2 + j] & 15) - 8);
+        v[j + 16] = d * ((blk[2 + j] >> 4) - 8);
     }
-    return s * load_half(blk);
 }
 
 // Q6_K: superblocks of 256 values, 210 bytes: ql[128] (low 4 bits), qh[64]
@@ -208,24 +204,18 @@ __device__ __forceinline__ float dot_block_q4_0(const unsigned char* row, int b,
 // (high nibble when g ≥ 2), its high bits in qh[h·32 + l] at bit 2g, and
 // scale h·8 + 2g + l/16; it is d·scale·(q − 32). Group b of 32 values is
 // one (h, g) quarter.
-__device__ __forceinline__ float dot_block_q6_K(const unsigned char* row, int b, const float* x) {
+__device__ __forceinline__ void decode_q6_K(const unsigned char* row, int b, float* v) {
     const unsigned char* blk = row + (b / 8) * 210;
     int h = b % 8 / 4, g = b % 4;
     const unsigned char* ql = blk + h * 64 + (g & 1) * 32;
     const unsigned char* qh = blk + 128 + h * 32;
     const signed char* sc = reinterpret_cast<const signed char*>(blk + 192) + h * 8 + 2 * g;
     int shl = (g >> 1) * 4, shh = 2 * g;
-    float s0 = 0.0f, s1 = 0.0f;
-#pragma unroll 8
-    for (int l = 0; l < 16; l++) s0 += (((ql[l] >> shl) & 15 | ((qh[l] >> shh) & 3) << 4) - 32) * x[l];
-#pragma unroll 8
-    for (int l = 16; l < 32; l++) s1 += (((ql[l] >> shl) & 15 | ((qh[l] >> shh) & 3) << 4) - 32) * x[l];
-    return load_half(blk + 208) * (sc[0] * s0 + sc[1] * s1);
+    float d = load_half(blk + 208);
+#pragma unroll
+    for (int l = 0; l < 32; l++) v[l] = d * sc[l / 16] * (((ql[l] >> shl) & 15 | ((qh[l] >> shh) & 3) << 4) - 32);
 }
 
-// The other block types decode one group of 32 values at a time into
-// registers (decode_<type>(row, b, v): group b of the row), which the dot
-// product and the embedding rows share. Layouts are GGML's.
 
 __device__ __forceinline__ unsigned int load_u32(const unsigned char* p) {
     return p[0] | p[1] << 8 | p[2] << 16 | (unsigned int)p[3] << 24; // unaligned in Q5_0
@@ -383,15 +373,10 @@ __device__ __forceinline__ void decode_q5_K(const unsigned char* row, int b, flo
     for (int l = 0; l < 32; l++) v[l] = dl * ((q[l] >> shift & 15) | (qh[l] >> g & 1) << 4) - ml;
 }
 
+// get_rows_<type>: embedding rows, one block per id, threads over groups
+// of 32 (F32 and F16, whose rows need not be whole groups, have their
+// own).
 #define DECODED(name)                                                                                        \
-    __device__ __forceinline__ float dot_block_##name(const unsigned char* row, int b, const float* x) {    \
-        float v[32];                                                                                         \
-        decode_##name(row, b, v);                                                                            \
-        float s = 0.0f;                                                                                      \
-        _Pragma("unroll") for (int j = 0; j < 32; j++) s += v[j] * x[j];                                   \
-        return s;                                                                                            \
-    }                                                                                                        \
-    /* Embedding rows: one block per id, threads over groups of 32. */                                       \
     __global__ void get_rows_##name(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) { \
         const unsigned char* row = table + (size_t)ids[blockIdx.x] * rowBytes;                                \
         for (int g = threadIdx.x; g < d / 32; g += blockDim.x) {                                              \
@@ -402,6 +387,9 @@ __device__ __forceinline__ void decode_q5_K(const unsigned char* row, int b, flo
         }                                                                                                    \
     }
 
+DECODED(q8_0)
+DECODED(q4_0)
+DECODED(q6_K)
 DECODED(q4_1)
 DECODED(q5_0)
 DECODED(q5_1)
@@ -413,40 +401,58 @@ DECODED(q4_K)
 DECODED(q5_K)
 
 // linear_<type>: out[t, o] = alpha·Σ_i x[t, i]·W[o, i] (+ bias[o]) (+ out[t, o]
-// when accumulate is set). One warp per output value; lanes take blocks
-// of 32 values in turn. grid = (ceil(nout / warps per block), T).
-#define LINEAR(name, dot)                                                                                   \
+// when accumulate is set). One warp per output value and LINEAR_TOKENS
+// tokens, so each group of weights is decoded once for all of them; lanes
+// take groups of 32 values in turn. grid = (ceil(nout / warps per
+// block), ceil(T / LINEAR_TOKENS)).
+#define LINEAR_TOKENS 4
+#define LINEAR(name)                                                                                          \
     __global__ void linear_##name(float* out, const float* x, const unsigned char* w, const float* bias,      \
-                                  int in, int nout, int rowBytes, float alpha, int accumulate) {             \
-        int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, t = blockIdx.y, lane = threadIdx.x % WARP; \
+                                  int in, int nout, int rowBytes, int T, float alpha, int accumulate) {       \
+        int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, lane = threadIdx.x % WARP;              \
+        int t0 = blockIdx.y * LINEAR_TOKENS, nt = min(LINEAR_TOKENS, T - t0);                                 \
         if (o >= nout) return;                                                                                \
         const unsigned char* row = w + (size_t)o * rowBytes;                                                  \
-        const float* xt = x + (size_t)t * in;                                                                 \
-        float s = 0.0f;                                                                                       \
-        for (int b = lane; b < in / 32; b += WARP) s += dot(row, b, xt + b * 32);                             \
-        s = warp_sum(s) * alpha;                                                                              \
-        if (lane == 0) {                                                                                      \
-            float* dst = out + (size_t)t * nout + o;                                                          \
-            if (bias) s += bias[o];                                                                           \
-            if (accumulate) s += *dst;                                                                        \
-            *dst = s;                                                                                         \
+        float s[LINEAR_TOKENS] = {};                                                                          \
+        for (int b = lane; b < in / 32; b += WARP) {                                                          \
+            float v[32];                                                                                      \
+            decode_##name(row, b, v);                                                                         \
+            _Pragma("unroll") for (int k = 0; k < LINEAR_TOKENS; k++) {                                      \
+                if (k < nt) {                                                                                 \
+                    const float* xt = x + (size_t)(t0 + k) * in + 32 * b;                                     \
+                    float acc = 0.0f;                                                                         \
+                    _Pragma("unroll") for (int j = 0; j < 32; j++) acc += v[j] * xt[j];                     \
+                    s[k] += acc;                                                                              \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+        _Pragma("unroll") for (int k = 0; k < LINEAR_TOKENS; k++) {                                          \
+            if (k < nt) {                                                                                     \
+                float r = warp_sum(s[k]) * alpha;                                                             \
+                if (lane == 0) {                                                                              \
+                    float* dst = out + (size_t)(t0 + k) * nout + o;                                           \
+                    if (bias) r += bias[o];                                                                   \
+                    if (accumulate) r += *dst;                                                                \
+                    *dst = r;                                                                                 \
+                }                                                                                             \
+            }                                                                                                 \
         }                                                                                                     \
     }
 
-LINEAR(f32, dot_block_f32)
-LINEAR(f16, dot_block_f16)
-LINEAR(q8_0, dot_block_q8_0)
-LINEAR(q4_0, dot_block_q4_0)
-LINEAR(q6_K, dot_block_q6_K)
-LINEAR(q4_1, dot_block_q4_1)
-LINEAR(q5_0, dot_block_q5_0)
-LINEAR(q5_1, dot_block_q5_1)
-LINEAR(iq4_nl, dot_block_iq4_nl)
-LINEAR(iq4_xs, dot_block_iq4_xs)
-LINEAR(q2_K, dot_block_q2_K)
-LINEAR(q3_K, dot_block_q3_K)
-LINEAR(q4_K, dot_block_q4_K)
-LINEAR(q5_K, dot_block_q5_K)
+LINEAR(f32)
+LINEAR(f16)
+LINEAR(q8_0)
+LINEAR(q4_0)
+LINEAR(q6_K)
+LINEAR(q4_1)
+LINEAR(q5_0)
+LINEAR(q5_1)
+LINEAR(iq4_nl)
+LINEAR(iq4_xs)
+LINEAR(q2_K)
+LINEAR(q3_K)
+LINEAR(q4_K)
+LINEAR(q5_K)
 
 // ---- products on 8-bit activations (ggml's MMVQ): activations are
 // quantized per 32-value block as the CPU backend and ggml do, and the
@@ -481,50 +487,70 @@ __device__ __forceinline__ int load_int4(const unsigned char* p) {
     return h[0] | h[1] << 16;
 }
 
-// Q4_0 × q8: Σ(q4 − 8)·q8 = Σq4·q8 − 8·Σq8, in integers.
-__device__ __forceinline__ float dot_q8_q4_0(const unsigned char* row, int b, const int* x, float2 ds) {
+// load_q8w_<type> reads group b of a row as 8 words of four int8 levels
+// each (values 4k…4k+3 in word k), its scale, and the offset its levels
+// carry (Q4_0 stores q + 8).
+__device__ __forceinline__ void load_q8w_q4_0(const unsigned char* row, int b, int* w, float* d, int* offset) {
     const unsigned char* blk = row + b * 18;
-    int sumi = 0;
 #pragma unroll
     for (int k = 0; k < 4; k++) {
-        int w = load_int4(blk + 2 + 4 * k);
-        sumi = __dp4a(w & 0x0f0f0f0f, x[k], sumi);
-        sumi = __dp4a(w >> 4 & 0x0f0f0f0f, x[4 + k], sumi);
+        int q = load_int4(blk + 2 + 4 * k);
+        w[k] = q & 0x0f0f0f0f;
+        w[4 + k] = q >> 4 & 0x0f0f0f0f;
     }
-    return load_half(blk) * ds.x * (float)(sumi - 8 * (int)ds.y);
+    *d = load_half(blk);
+    *offset = 8;
 }
 
-__device__ __forceinline__ float dot_q8_q8_0(const unsigned char* row, int b, const int* x, float2 ds) {
+__device__ __forceinline__ void load_q8w_q8_0(const unsigned char* row, int b, int* w, float* d, int* offset) {
     const unsigned char* blk = row + b * 34;
-    int sumi = 0;
 #pragma unroll
-    for (int k = 0; k < 8; k++) sumi = __dp4a(load_int4(blk + 2 + 4 * k), x[k], sumi);
-    return load_half(blk) * ds.x * (float)sumi;
+    for (int k = 0; k < 8; k++) w[k] = load_int4(blk + 2 + 4 * k);
+    *d = load_half(blk);
+    *offset = 0;
 }
 
 // linear_q8_<type>: linear_<type> on activations quantize_q8 made: xq
-// [T, in] int8, xds [T, in/32] (d, Σq).
-#define LINEAR_Q8(name, dot)                                                                                      \
+// [T, in] int8, xds [T, in/32] (d, Σq); per group Σ(q_w − offset)·q_x =
+// Σq_w·q_x − offset·Σq_x in integers, times both scales.
+#define LINEAR_Q8(name)                                                                                            \
     __global__ void linear_q8_##name(float* out, const signed char* xq, const float2* xds, const unsigned char* w,  \
-                                     const float* bias, int in, int nout, int rowBytes, float alpha, int accumulate) { \
-        int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, t = blockIdx.y, lane = threadIdx.x % WARP;  \
+                                     const float* bias, int in, int nout, int rowBytes, int T, float alpha,        \
+                                     int accumulate) {                                                             \
+        int o = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, lane = threadIdx.x % WARP;                   \
+        int t0 = blockIdx.y * LINEAR_TOKENS, nt = min(LINEAR_TOKENS, T - t0);                                      \
         if (o >= nout) return;                                                                                     \
         const unsigned char* row = w + (size_t)o * rowBytes;                                                       \
-        const int* xt = reinterpret_cast<const int*>(xq + (size_t)t * in);                                         \
-        const float2* dst = xds + (size_t)t * (in / 32);                                                           \
-        float s = 0.0f;                                                                                            \
-        for (int b = lane; b < in / 32; b += WARP) s += dot(row, b, xt + 8 * b, dst[b]);                          \
-        s = warp_sum(s) * alpha;                                                                                   \
-        if (lane == 0) {                                                                                           \
-            float* d = out + (size_t)t * nout + o;                                                                 \
-            if (bias) s += bias[o];                                                                                \
-            if (accumulate) s += *d;                                                                               \
-            *d = s;                                                                                                \
+        float s[LINEAR_TOKENS] = {};                                                                               \
+        for (int b = lane; b < in / 32; b += WARP) {                                                               \
+            int wq[8], offset;                                                                                     \
+            float dw;                                                                                              \
+            load_q8w_##name(row, b, wq, &dw, &offset);                                                             \
+            _Pragma("unroll") for (int k = 0; k < LINEAR_TOKENS; k++) {                                           \
+                if (k < nt) {                                                                                      \
+                    const int* xt = reinterpret_cast<const int*>(xq + (size_t)(t0 + k) * in) + 8 * b;              \
+                    float2 ds = xds[(size_t)(t0 + k) * (in / 32) + b];                                             \
+                    int sumi = 0;                                                                                  \
+                    _Pragma("unroll") for (int j = 0; j < 8; j++) sumi = __dp4a(wq[j], xt[j], sumi);             \
+                    s[k] += dw * ds.x * (float)(sumi - offset * (int)ds.y);                                        \
+                }                                                                                                  \
+            }                                                                                                      \
+        }                                                                                                          \
+        _Pragma("unroll") for (int k = 0; k < LINEAR_TOKENS; k++) {                                               \
+            if (k < nt) {                                                                                          \
+                float r = warp_sum(s[k]) * alpha;                                                                  \
+                if (lane == 0) {                                                                                   \
+                    float* dst = out + (size_t)(t0 + k) * nout + o;                                                \
+                    if (bias) r += bias[o];                                                                        \
+                    if (accumulate) r += *dst;                                                                     \
+                    *dst = r;                                                                                      \
+                }                                                                                                  \
+            }                                                                                                      \
         }                                                                                                          \
     }
 
-LINEAR_Q8(q4_0, dot_q8_q4_0)
-LINEAR_Q8(q8_0, dot_q8_q8_0)
+LINEAR_Q8(q4_0)
+LINEAR_Q8(q8_0)
 
 // Rows of in values that are not a multiple of 32 (small adapters, odd
 // models) take this float32 kernel, value by value.
@@ -554,35 +580,6 @@ __global__ void get_rows_f32(float* out, const unsigned char* table, const int* 
 __global__ void get_rows_f16(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) {
     const unsigned char* row = table + (size_t)ids[blockIdx.x] * rowBytes;
     for (int i = threadIdx.x; i < d; i += blockDim.x) out[(size_t)blockIdx.x * d + i] = load_half(row + 2 * i);
-}
-
-__global__ void get_rows_q8_0(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) {
-    const unsigned char* row = table + (size_t)ids[blockIdx.x] * rowBytes;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        const unsigned char* blk = row + (i / 32) * 34;
-        out[(size_t)blockIdx.x * d + i] = load_half(blk) * reinterpret_cast<const signed char*>(blk + 2)[i % 32];
-    }
-}
-
-__global__ void get_rows_q4_0(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) {
-    const unsigned char* row = table + (size_t)ids[blockIdx.x] * rowBytes;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        const unsigned char* blk = row + (i / 32) * 18;
-        int j = i % 32;
-        int v = j < 16 ? (blk[2 + j] & 15) : (blk[2 + j - 16] >> 4);
-        out[(size_t)blockIdx.x * d + i] = load_half(blk) * (v - 8);
-    }
-}
-
-__global__ void get_rows_q6_K(float* out, const unsigned char* table, const int* ids, int d, int rowBytes) {
-    const unsigned char* row = table + (size_t)ids[blockIdx.x] * rowBytes;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        const unsigned char* blk = row + (i / 256) * 210;
-        int j = i % 256, h = j / 128, g = j % 128 / 32, l = j % 32;
-        int q = (blk[h * 64 + (g & 1) * 32 + l] >> ((g >> 1) * 4)) & 15 | ((blk[128 + h * 32 + l] >> (2 * g)) & 3) << 4;
-        int sc = reinterpret_cast<const signed char*>(blk + 192)[h * 8 + 2 * g + l / 16];
-        out[(size_t)blockIdx.x * d + i] = load_half(blk + 208) * sc * (q - 32);
-    }
 }
 
 // ---- spelled-out attention (--flash-attn off) ----
