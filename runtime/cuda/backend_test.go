@@ -146,6 +146,8 @@ func TestKernelsAgainstCPU(t *testing.T) {
 		{"Mul", "Mul", nil, []operand{act(4, 9), act(4, 9)}, []int{4, 9}},
 		{"SiLU", "SiLU", nil, []operand{act(301)}, []int{301}},
 		{"GELU", "GELU", nil, []operand{act(2, 33)}, []int{2, 33}},
+		{"GELU erf", "GELU", ir.Attrs{"approximate": "none"}, []operand{act(3, 41)}, []int{3, 41}},
+		{"Relu", "Relu", nil, []operand{act(2, 37)}, []int{2, 37}},
 		{"Scale", "Scale", ir.Attrs{"scale": 0.125}, []operand{act(17)}, []int{17}},
 		{"RoPE", "RoPE", ir.Attrs{"n_dims": int64(16), "freq_base": 10000.0}, []operand{act(3, 2, 16), ints(0, 5, 100)}, []int{3, 2, 16}},
 		{"RoPE neox, partial", "RoPE", ir.Attrs{"n_dims": int64(8), "freq_base": 500000.0, "mode": "neox", "freq_scale": 0.5},

@@ -45,9 +45,11 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 		return b.unary("silu_f32", out, in[0])
 	case "GELU":
 		if attrs.Str("approximate") == "none" {
-			return fmt.Errorf("cuda: GELU without the tanh approximation has no kernel yet")
+			return b.unary("gelu_erf_f32", out, in[0])
 		}
 		return b.unary("gelu_f32", out, in[0])
+	case "Relu":
+		return b.unary("relu_f32", out, in[0])
 	case "Scale":
 		return b.scale(out, in[0], float32(attrs.Float("scale")))
 	case "Softcap":

@@ -85,6 +85,17 @@ __global__ void gelu_f32(float* out, const float* x, int n) {
     }
 }
 
+// gelu_erf_f32 is GELU without the approximation: x·Φ(x).
+__global__ void gelu_erf_f32(float* out, const float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
+}
+
+__global__ void relu_f32(float* out, const float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = fmaxf(x[i], 0.0f);
+}
+
 // softcap_f32 is cap·tanh(x/cap) (Gemma 2's logit soft-capping), tanh
 // written as in gelu_f32.
 __global__ void softcap_f32(float* out, const float* x, float cap, int n) {
