@@ -135,7 +135,7 @@ gpu-prep:
 	@du -sh bin/gpu
 
 gpu-check:
-	testmodels/gpu/check.sh
+	testmodels/torch/check.sh
 
 # Convert the bundled stories260K to Q4_0 GGUF, inspect it and run it.
 demo: build

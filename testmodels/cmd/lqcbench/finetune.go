@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -20,9 +21,28 @@ import (
 // forward+backward tokens/s of a LoRA on every projection at ctx 256,
 // the backward graph's cost against the forward's, and peak RSS against
 // the weights, for ranks 16 (the speed target) and 8, 128, 256
-// (the SFT sweep people run). Then the accuracy sweep of residual
+// (the SFT sweep people run), beside PyTorch training the same rank-16
+// LoRA (testmodels/torch/lora_train.py). Then the accuracy sweep of residual
 // adapters on the real stories260K (lqc finetune --sweep-rank, report in
 // work/finetune-report).
+// torchPython is a python3 that imports torch: the one on PATH, or
+// Debian's, installed with apt-get (python3-torch) when neither has it
+// (the bench installs it; CI never runs this).
+func torchPython() (string, error) {
+	for _, py := range []string{"python3", "/usr/bin/python3"} {
+		if exec.Command(py, "-c", "import torch").Run() == nil {
+			return py, nil
+		}
+	}
+	fmt.Fprintln(os.Stderr, "installing Debian's python3-torch for the PyTorch comparison...")
+	install := exec.Command("apt-get", "install", "-y", "-qq", "python3-torch")
+	install.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := install.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("apt-get install python3-torch: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return "/usr/bin/python3", nil
+}
+
 func benchFinetune(work string, layers, runs, threads int) error {
 	dir, lqc, err := modelAndLQC(work, layers)
 	if err != nil {
@@ -36,6 +56,7 @@ func benchFinetune(work string, layers, runs, threads int) error {
 	var table strings.Builder
 	fmt.Fprintf(&table, "training a LoRA on q,k,v,o,gate,up,down of the TinyLlama shape (%d layers) at Q4_0, ctx %d, %d threads, median of %d steps of one window:\n\n", layers, ctx, threads, runs)
 	fmt.Fprintf(&table, "| rank | trainable params | tokens/s (fwd+bwd) | forward s | backward s | backward/forward | peak RSS | weights | RSS − weights |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	var rank16 float64
 	for _, rank := range []int{16, 8, 128, 256} {
 		debug.FreeOSMemory()
 		train.ResetPeakRSS()
@@ -78,6 +99,9 @@ func benchFinetune(work string, layers, runs, threads int) error {
 			f1, b1 := e.Times()
 			fwd, bwd = append(fwd, (f1-f0).Seconds()), append(bwd, (b1-b0).Seconds())
 		}
+		if rank == 16 {
+			rank16 = medianF(rates)
+		}
 		rss := train.PeakRSS()
 		weights := size(file)
 		fmt.Fprintf(&table, "| %d | %d | %.1f | %.2f | %.2f | %.2f | %.0f MiB | %.0f MiB | %.0f MiB |\n", rank, params, medianF(rates),
@@ -87,7 +111,24 @@ func benchFinetune(work string, layers, runs, threads int) error {
 		base.Close()
 	}
 	fmt.Println(table.String())
-	fmt.Println("PyTorch on the same dequantized model is not measured here yet (it needs Debian's python3-torch).")
+	// PyTorch, the same LoRA (rank 16, every projection) and window on the
+	// same model in float32, the frozen weights as lqc's dequantized ones
+	// cost: forward, backward and AdamW.
+	if py, err := torchPython(); err != nil {
+		fmt.Printf("PyTorch unavailable (%v): no comparison\n", err)
+	} else {
+		out, _, err := childRun(py, filepath.Join(testmodels.RepoRoot(), "testmodels", "torch", "lora_train.py"), dir,
+			"--rank", "16", "--ctx", fmt.Sprint(ctx), "--runs", fmt.Sprint(runs), "--threads", fmt.Sprint(threads))
+		var rate, f, bw float64
+		if err == nil {
+			_, err = fmt.Sscan(out, &rate, &f, &bw)
+		}
+		if err != nil {
+			return fmt.Errorf("lora_train.py: %w", err)
+		}
+		fmt.Printf("PyTorch (float32, %d threads), rank 16: %.1f tokens/s (forward %.2f s, backward + AdamW %.2f s); lqc ÷ PyTorch = %.2f×\n\n",
+			threads, rate, f, bw, rank16/rate)
+	}
 
 	// Accuracy: residual adapters on the real model.
 	shared := testmodels.SharedDir()

@@ -27,7 +27,7 @@ var gpuTypes = []string{"f16", "q8_0", "q4_k_m", "q4_0"}
 // benchGPU measures the CUDA backend on the TinyLlama-shaped model:
 // prompt (pp) and decode (tg) tokens/s per type, quantized in process
 // (no lqc binary or Go toolchain on the GPU machine), beside PyTorch
-// eager bf16 on the same checkpoint (testmodels/gpu/torch_bench.py) when
+// eager bf16 on the same checkpoint (testmodels/torch/bench.py) when
 // python3 with torch and a GPU is there. device "cuda-sim" runs the
 // same on the simulator, which is how this is tested without a GPU.
 func benchGPU(work string, layers, runs int, device string, types []string, pp, tg int) error {
@@ -136,14 +136,14 @@ func measurePPTG(rm *lqrt.Model, bos int32, runs, pp, tg int) (float64, float64,
 	return medianF(pps), medianF(tgs), nil
 }
 
-// torchBench runs testmodels/gpu/torch_bench.py on the checkpoint and
+// torchBench runs testmodels/torch/bench.py on the checkpoint and
 // reads its "pp TG" line.
 func torchBench(dir string, runs, pp, tg int) (float64, float64, error) {
 	// Beside the sources this was built from, or under the working
 	// folder (a binary copied to the GPU machine runs in a checkout).
-	script := filepath.Join(testmodels.RepoRoot(), "testmodels", "gpu", "torch_bench.py")
+	script := filepath.Join(testmodels.RepoRoot(), "testmodels", "torch", "bench.py")
 	if size(script) == 0 {
-		script = filepath.Join("testmodels", "gpu", "torch_bench.py")
+		script = filepath.Join("testmodels", "torch", "bench.py")
 	}
 	cmd := exec.Command("python3", script, dir, "--pp", strconv.Itoa(pp), "--tg", strconv.Itoa(tg), "--runs", strconv.Itoa(runs))
 	cmd.Stderr = os.Stderr
@@ -153,12 +153,12 @@ func torchBench(dir string, runs, pp, tg int) (float64, float64, error) {
 	}
 	f := strings.Fields(string(out))
 	if len(f) != 2 {
-		return 0, 0, fmt.Errorf("torch_bench.py printed %q", out)
+		return 0, 0, fmt.Errorf("bench.py printed %q", out)
 	}
 	a, err1 := strconv.ParseFloat(f[0], 64)
 	b, err2 := strconv.ParseFloat(f[1], 64)
 	if err1 != nil || err2 != nil {
-		return 0, 0, fmt.Errorf("torch_bench.py printed %q", out)
+		return 0, 0, fmt.Errorf("bench.py printed %q", out)
 	}
 	return a, b, nil
 }

@@ -126,9 +126,9 @@ def main():
         print(" ".join(map(str, ids)))
         return
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("torch_bench: no CUDA device for PyTorch")
+        sys.exit("bench.py: no CUDA device for PyTorch")
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    print("torch_bench: loading %s" % args.folder, file=sys.stderr)
+    print("bench.py: loading %s" % args.folder, file=sys.stderr)
     m = Llama(args.folder, args.device, torch.bfloat16)
     cache = m.new_cache(max(args.pp, args.tg) + 1)
     prompt = torch.tensor([1 + (i * 7919) % 1000 for i in range(args.pp)], device=args.device)
