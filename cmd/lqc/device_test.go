@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/lqc-dev/lqc/quant/imatrix"
 	"github.com/lqc-dev/lqc/testmodels"
 )
 
@@ -52,6 +54,39 @@ func TestDeviceCUDASim(t *testing.T) {
 	}
 	if math.Abs(ppl[1]-ppl[0]) > 1e-4*ppl[0] {
 		t.Errorf("perplexity on cuda-sim %.6f, on the CPU %.6f", ppl[1], ppl[0])
+	}
+}
+
+// TestImatrixCUDASim: calibration runs on the GPU too: lqc imatrix on
+// cuda-sim measures the same importance (Σx² of every matrix's input)
+// as on the CPU, to float32 rounding.
+func TestImatrixCUDASim(t *testing.T) {
+	hf := testmodels.Shared(t, "models/stories260K/hf")
+	data := testmodels.Shared(t, "golden/quant/imatrix-calib.txt")
+	var ms [2]*imatrix.Matrix
+	for i, device := range []string{"cpu", "cuda-sim"} {
+		out := filepath.Join(t.TempDir(), "imatrix.gguf")
+		if code, _, stderr := lqc("imatrix", "--device", device, hf, "--data", data, "-o", out, "-c", "64", "--chunks", "2"); code != 0 {
+			t.Fatalf("imatrix --device %s: exit %d: %s", device, code, stderr)
+		}
+		var err error
+		if ms[i], err = imatrix.Read(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(ms[0].Entries) == 0 || len(ms[1].Entries) != len(ms[0].Entries) {
+		t.Fatalf("%d matrices on cuda-sim, %d on the CPU", len(ms[1].Entries), len(ms[0].Entries))
+	}
+	for name, want := range ms[0].Entries {
+		got := ms[1].Entries[name]
+		if got == nil || len(got.Sums) != len(want.Sums) {
+			t.Fatalf("%s: missing or of another size on cuda-sim", name)
+		}
+		for j := range want.Sums {
+			if d := math.Abs(float64(got.Sums[j] - want.Sums[j])); d > 1e-4*math.Abs(float64(want.Sums[j]))+1e-6 {
+				t.Fatalf("%s value %d: %g on cuda-sim, %g on the CPU", name, j, got.Sums[j], want.Sums[j])
+			}
+		}
 	}
 }
 

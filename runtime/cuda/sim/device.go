@@ -38,7 +38,8 @@ const (
 // Device is a simulated GPU. It is safe for concurrent use.
 type Device struct {
 	mu     sync.RWMutex
-	allocs []*alloc // by address
+	atomMu sync.Mutex // atom and red: read-modify-writes across blocks
+	allocs []*alloc   // by address
 	next   uint64
 	used   int64
 	// Memory is the device memory it reports (and enforces).

@@ -274,7 +274,12 @@ func (bl *block) src(t *thread, o *operand, ty ptype) uint64 {
 			case tF64:
 				return o.imm
 			}
-			return uint64(int64(f)) & mask(ty)
+			// A float literal as a bit type's operand (mov.b32 %r,
+			// 0f3F800000) is its bit pattern.
+			if ty.bits() == 64 {
+				return o.imm
+			}
+			return uint64(math.Float32bits(float32(f))) & mask(ty)
 		}
 		if ty == tF32 {
 			return uint64(math.Float32bits(float32(int64(o.imm))))
@@ -564,6 +569,8 @@ func (bl *block) exec(t *thread, in *inst) error {
 			r = ^uint64(0)
 		}
 		set(t, args[0].reg, r, ty)
+	case opAtom, opRed:
+		return bl.atomic(t, in)
 	case opDp4a:
 		// dp4a.atype.btype d, a, b, c: c + the four products of a's and
 		// b's bytes, each byte signed or not as its type says, mod 2³².
@@ -623,6 +630,97 @@ func (bl *block) exec(t *thread, in *inst) error {
 			return bl.float(t, in)
 		}
 		return bl.integer(t, in)
+	}
+	return nil
+}
+
+// atomic performs atom (d = old value) and red: a read-modify-write of
+// memory no other thread's can interleave with.
+func (bl *block) atomic(t *thread, in *inst) error {
+	ty := in.typ()
+	args := in.args
+	addrArg := 1
+	if in.opc == opRed {
+		addrArg = 0
+	}
+	addr, err := bl.address(t, &args[addrArg], in.space)
+	if err != nil {
+		return err
+	}
+	size := ty.bits() / 8
+	mem, err := bl.memory(t, in.space, addr, size)
+	if err != nil {
+		return err
+	}
+	b := bl.src(t, &args[addrArg+1], ty)
+	var c uint64
+	if len(args) > addrArg+2 {
+		c = bl.src(t, &args[addrArg+2], ty)
+	}
+	op := ""
+	for _, m := range in.mods {
+		switch m {
+		case "add", "min", "max", "exch", "cas", "and", "or", "xor", "inc", "dec":
+			op = m
+		}
+	}
+	bl.dev.atomMu.Lock()
+	defer bl.dev.atomMu.Unlock()
+	old := getLE(mem, size)
+	var v uint64
+	w := ty.bits()
+	switch op {
+	case "add":
+		switch ty {
+		case tF32:
+			v = uint64(math.Float32bits(math.Float32frombits(uint32(old)) + math.Float32frombits(uint32(b))))
+		case tF64:
+			v = math.Float64bits(math.Float64frombits(old) + math.Float64frombits(b))
+		default:
+			v = old + b
+		}
+	case "min", "max":
+		less := old < b
+		if ty.signed() {
+			less = sext(old, w) < sext(b, w)
+		}
+		if ty.float() {
+			return fmt.Errorf("atom.%s on %v: not implemented", op, ty)
+		}
+		if less == (op == "min") {
+			v = old
+		} else {
+			v = b
+		}
+	case "exch":
+		v = b
+	case "cas":
+		v = old
+		if old == b {
+			v = c
+		}
+	case "and":
+		v = old & b
+	case "or":
+		v = old | b
+	case "xor":
+		v = old ^ b
+	case "inc": // ((old >= b) ? 0 : old+1), unsigned 32-bit
+		v = old + 1
+		if old >= b {
+			v = 0
+		}
+	case "dec": // ((old == 0 || old > b) ? b : old-1)
+		v = old - 1
+		if old == 0 || old > b {
+			v = b
+		}
+	default:
+		return fmt.Errorf("%s: no operation among %v", in.op, in.mods)
+	}
+	putLE(mem, v&mask(ty), size)
+	if in.opc == opAtom {
+		set(t, args[0].reg, old, ty)
 	}
 	return nil
 }

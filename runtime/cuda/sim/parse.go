@@ -853,6 +853,8 @@ const (
 	opBfi
 	opPrmt
 	opDp4a
+	opAtom
+	opRed
 	opMembar
 	opFence
 )
@@ -911,6 +913,8 @@ var opNames = [...]string{
 	opBfi:     "bfi",
 	opPrmt:    "prmt",
 	opDp4a:    "dp4a",
+	opAtom:    "atom",
+	opRed:     "red",
 	opMembar:  "membar",
 	opFence:   "fence",
 }

@@ -208,6 +208,55 @@ DONE:
 	}
 }
 
+// TestAtomics: atom and red against the PTX ISA's definitions, and their
+// atomicity: 4 blocks × 64 threads each add 1 to one word, and each
+// thread's atom.add returns a distinct old value.
+func TestAtomics(t *testing.T) {
+	for _, c := range []struct {
+		name, code string
+		want       [2]uint32 // the old value returned, the word after
+	}{
+		{"atom.add.u32", "mov.u32 %r3, 5; st.global.u32 [%rd1+4], %r3; atom.global.add.u32 %r2, [%rd1+4], 7;", [2]uint32{5, 12}},
+		{"atom.add.f32", "mov.b32 %r3, 0f3FC00000; st.global.u32 [%rd1+4], %r3; atom.global.add.f32 %f2, [%rd1+4], 0f40100000; mov.b32 %r2, %f2;",
+			[2]uint32{f32(1.5), f32(3.75)}},
+		{"atom.min.s32", "mov.u32 %r3, -3; st.global.u32 [%rd1+4], %r3; atom.global.min.s32 %r2, [%rd1+4], 2;", [2]uint32{0xfffffffd, 0xfffffffd}},
+		{"atom.max.u32", "mov.u32 %r3, 0xfffffffd; st.global.u32 [%rd1+4], %r3; atom.global.max.u32 %r2, [%rd1+4], 2;", [2]uint32{0xfffffffd, 0xfffffffd}},
+		{"atom.cas.b32 equal", "mov.u32 %r3, 9; st.global.u32 [%rd1+4], %r3; atom.global.cas.b32 %r2, [%rd1+4], 9, 4;", [2]uint32{9, 4}},
+		{"atom.cas.b32 unequal", "mov.u32 %r3, 9; st.global.u32 [%rd1+4], %r3; atom.global.cas.b32 %r2, [%rd1+4], 8, 4;", [2]uint32{9, 9}},
+		{"atom.exch.b32", "mov.u32 %r3, 9; st.global.u32 [%rd1+4], %r3; atom.global.exch.b32 %r2, [%rd1+4], 1;", [2]uint32{9, 1}},
+		{"atom.inc.u32 wraps at b", "mov.u32 %r3, 3; st.global.u32 [%rd1+4], %r3; atom.global.inc.u32 %r2, [%rd1+4], 3;", [2]uint32{3, 0}},
+		{"atom.dec.u32 from 0", "mov.u32 %r3, 0; st.global.u32 [%rd1+4], %r3; atom.global.dec.u32 %r2, [%rd1+4], 6;", [2]uint32{0, 6}},
+		{"red.add.u32", "mov.u32 %r3, 40; st.global.u32 [%rd1+4], %r3; red.global.add.u32 [%rd1+4], 2; mov.u32 %r2, 0;", [2]uint32{0, 42}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := run(t, regs+c.code+" st.global.u32 [%rd1], %r2; ret;", driver.Dim3{X: 1}, driver.Dim3{X: 1}, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0] != c.want[0] || got[1] != c.want[1] {
+				t.Errorf("old %#x, then %#x; want %#x, %#x", got[0], got[1], c.want[0], c.want[1])
+			}
+		})
+	}
+	// 256 threads: the counter reaches 256 and every old value 0…255
+	// is returned once (marked in a bitmap of 256 words).
+	body := regs + `atom.global.add.u32 %r2, [%rd1], 1;
+	cvt.u64.u32 %rd2, %r2; shl.b64 %rd2, %rd2, 2; add.s64 %rd2, %rd1, %rd2;
+	atom.global.add.u32 %r3, [%rd2+4], 1; ret;`
+	got, err := run(t, body, driver.Dim3{X: 4}, driver.Dim3{X: 64}, 257)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != 256 {
+		t.Errorf("counter %d, want 256", got[0])
+	}
+	for i, n := range got[1:] {
+		if n != 1 {
+			t.Fatalf("old value %d returned %d times", i, n)
+		}
+	}
+}
+
 // TestFaults: an access outside every allocation, and threads waiting at
 // different sync points, fail naming the thread and the PTX line.
 func TestFaults(t *testing.T) {
