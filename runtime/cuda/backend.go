@@ -35,6 +35,7 @@ type Backend struct {
 
 	mu      sync.Mutex
 	kernels map[string]driver.Kernel
+	factors map[*devWeight][]float32 // RoPE frequency factors, read back once
 	err     error // the first failed allocation, reported by the next Run
 }
 
@@ -66,7 +67,7 @@ func New(drv driver.Driver) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: loading the kernels: %w", drv.Name(), err)
 	}
-	return &Backend{drv: drv, mod: mod, kernels: map[string]driver.Kernel{}}, nil
+	return &Backend{drv: drv, mod: mod, kernels: map[string]driver.Kernel{}, factors: map[*devWeight][]float32{}}, nil
 }
 
 func (b *Backend) Name() string {

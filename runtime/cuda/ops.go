@@ -377,6 +377,28 @@ func (b *Backend) copyRows(out, x driver.Ptr, rows, n, outStride, outOff, inStri
 
 // rope rotates pairs by the positions' angles, computed on the host in
 // float64 exactly as the CPU backend does.
+// ropeFactors is a frequency-factor weight (Llama 3's rope_freqs) on the
+// host, read from the device once: every RoPE needs it there.
+func (b *Backend) ropeFactors(t *lqrt.Tensor) ([]float32, error) {
+	w, ok := t.Data.(*devWeight)
+	b.mu.Lock()
+	f, cached := b.factors[w]
+	b.mu.Unlock()
+	if ok && cached {
+		return f, nil
+	}
+	f = make([]float32, t.Len())
+	if err := b.ReadF32(t, f); err != nil {
+		return nil, err
+	}
+	if ok {
+		b.mu.Lock()
+		b.factors[w] = f
+		b.mu.Unlock()
+	}
+	return f, nil
+}
+
 func (b *Backend) rope(out *lqrt.Tensor, attrs ir.Attrs, in []*lqrt.Tensor) error {
 	x := in[0]
 	o, xp, err := dense2("RoPE", out, x)
@@ -389,8 +411,7 @@ func (b *Backend) rope(out *lqrt.Tensor, attrs ir.Attrs, in []*lqrt.Tensor) erro
 	}
 	var factors []float32
 	if len(in) == 3 {
-		factors = make([]float32, in[2].Len())
-		if err := b.ReadF32(in[2], factors); err != nil {
+		if factors, err = b.ropeFactors(in[2]); err != nil {
 			return err
 		}
 	}

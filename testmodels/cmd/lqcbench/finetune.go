@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -27,20 +28,42 @@ import (
 // work/finetune-report).
 // torchPython is a python3 that imports torch: the one on PATH, or
 // Debian's, installed with apt-get (python3-torch) when neither has it
-// (the bench installs it; CI never runs this).
+// (the bench installs it; CI never runs this). Debian's torch multiplies
+// through whatever libblas.so.3 is selected, by default the reference
+// BLAS, many times slower than PyTorch anywhere else: OpenBLAS goes in
+// with it.
 func torchPython() (string, error) {
-	for _, py := range []string{"python3", "/usr/bin/python3"} {
-		if exec.Command(py, "-c", "import torch").Run() == nil {
-			return py, nil
+	debian := "/usr/bin/python3"
+	openblas := "/usr/lib/" + runtimeTriplet() + "/openblas-pthread/libblas.so.3"
+	if exec.Command("python3", "-c", "import torch").Run() == nil {
+		if p, _ := exec.LookPath("python3"); p != debian && !strings.HasPrefix(p, "/usr/bin/") {
+			return "python3", nil // a pip/conda torch brings its own BLAS
 		}
 	}
-	fmt.Fprintln(os.Stderr, "installing Debian's python3-torch for the PyTorch comparison...")
-	install := exec.Command("apt-get", "install", "-y", "-qq", "python3-torch")
-	install.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if out, err := install.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("apt-get install python3-torch: %w: %s", err, strings.TrimSpace(string(out)))
+	var pkgs []string
+	if exec.Command(debian, "-c", "import torch").Run() != nil {
+		pkgs = append(pkgs, "python3-torch")
 	}
-	return "/usr/bin/python3", nil
+	if size(openblas) == 0 {
+		pkgs = append(pkgs, "libopenblas0-pthread")
+	}
+	if len(pkgs) > 0 {
+		fmt.Fprintf(os.Stderr, "installing %s for the PyTorch comparison...\n", strings.Join(pkgs, " "))
+		install := exec.Command("apt-get", append([]string{"install", "-y", "-qq"}, pkgs...)...)
+		install.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := install.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("apt-get install %s: %w: %s", strings.Join(pkgs, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return debian, nil
+}
+
+// runtimeTriplet is Debian's multiarch folder name for this machine.
+func runtimeTriplet() string {
+	if goruntime.GOARCH == "arm64" {
+		return "aarch64-linux-gnu"
+	}
+	return "x86_64-linux-gnu"
 }
 
 func benchFinetune(work string, layers, runs, threads int) error {
