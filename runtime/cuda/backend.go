@@ -36,7 +36,7 @@ type Backend struct {
 	mu      sync.Mutex
 	kernels map[string]driver.Kernel
 	factors map[*devWeight][]float32 // RoPE frequency factors, read back once
-	err     error // the first failed allocation, reported by the next Run
+	err     error                    // the first failed allocation, reported by the next Run
 }
 
 // buffer is device memory, freed when no tensor refers to it any more.
