@@ -4,6 +4,7 @@ package cpu
 // versions; dot_amd64.go swaps in SIMD versions where the CPU has them.
 var (
 	dotF32    = dotF32Go
+	dotF32x4  = dotF32x4Go
 	dotF16    = dotF16Go
 	dotBF16   = dotBF16Go
 	axpy      = axpyGo

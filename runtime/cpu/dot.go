@@ -14,6 +14,14 @@ import (
 
 func f16(b []byte) float32 { return quant.FP16ToFP32(binary.LittleEndian.Uint16(b)) }
 
+// dotF32x4Go sets out[t] to w's dot product with the four tokens'
+// activations x[t·stride:t·stride+len(w)].
+func dotF32x4Go(w, x []float32, stride int, out *[4]float32) {
+	for t := range out {
+		out[t] = dotF32Go(w, x[t*stride:t*stride+len(w)])
+	}
+}
+
 func dotF32Go(a, b []float32) float32 {
 	var s0, s1, s2, s3 float32
 	i := 0

@@ -19,7 +19,7 @@ func init() {
 	if !useAVX2 {
 		return
 	}
-	dotF32 = dotF32Fast
+	dotF32, dotF32x4 = dotF32Fast, dotF32x4Fast
 	dotQ4_0, dotQ8_0 = fast1[q8Block](dotQ4_0x1AVX2, 18), fast1[q8Block](dotQ8_0x1AVX2, 34)
 	dotQ4_0x4, dotQ8_0x4 = fast4[q8Block](dotQ4_0x4AVX2, 18), fast4[q8Block](dotQ8_0x4AVX2, 34)
 	dotIQ4_NL, dotQ5_0 = fast1[q8Block](dotIQ4_NLx1AVX2, 18), fast1[q8Block](dotQ5_0x1AVX2, 22)
@@ -77,6 +77,23 @@ func dotF32Fast(a, b []float32) float32 {
 		s += a[i] * b[i]
 	}
 	return s
+}
+
+// dotF32x4Fast is dotF32x4Go with the kernel over whole groups of eight
+// values and the Go loop over the rest.
+func dotF32x4Fast(w, x []float32, stride int, out *[4]float32) {
+	n := len(w) &^ 7
+	*out = [4]float32{}
+	if n > 0 {
+		_ = x[3*stride+len(w)-1]
+		dotF32x4AVX2(&w[0], &x[0], 4*stride, n, &out[0])
+	}
+	for t := range out {
+		xt := x[t*stride:]
+		for i := n; i < len(w); i++ {
+			out[t] += w[i] * xt[i]
+		}
+	}
 }
 
 // halfFast wraps a 16-bit float kernel; the tail of fewer than eight

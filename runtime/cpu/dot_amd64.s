@@ -4755,6 +4755,84 @@ f32_done:
 	VZEROUPPER
 	RET
 
+// func dotF32x4AVX2(w *float32, x *float32, stride int, n int, out *float32)
+// Requires: AVX, FMA3
+TEXT ·dotF32x4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   x+8(FP), CX
+	MOVQ   stride+16(FP), DX
+	MOVQ   n+24(FP), BX
+	MOVQ   out+32(FP), SI
+	LEAQ   (CX)(DX*1), DI
+	LEAQ   (CX)(DX*2), R8
+	LEAQ   (DI)(DX*2), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+f32x4_loop16:
+	CMPQ        BX, $0x10
+	JL          f32x4_loop8
+	VMOVUPS     (AX), Y8
+	VFMADD231PS (CX), Y8, Y0
+	VFMADD231PS (DI), Y8, Y2
+	VFMADD231PS (R8), Y8, Y4
+	VFMADD231PS (DX), Y8, Y6
+	VMOVUPS     32(AX), Y8
+	VFMADD231PS 32(CX), Y8, Y1
+	VFMADD231PS 32(DI), Y8, Y3
+	VFMADD231PS 32(R8), Y8, Y5
+	VFMADD231PS 32(DX), Y8, Y7
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, CX
+	ADDQ        $0x40, DI
+	ADDQ        $0x40, R8
+	ADDQ        $0x40, DX
+	SUBQ        $0x10, BX
+	JMP         f32x4_loop16
+
+f32x4_loop8:
+	CMPQ        BX, $0x08
+	JL          f32x4_done
+	VMOVUPS     (AX), Y8
+	VFMADD231PS (CX), Y8, Y0
+	VFMADD231PS (DI), Y8, Y2
+	VFMADD231PS (R8), Y8, Y4
+	VFMADD231PS (DX), Y8, Y6
+
+f32x4_done:
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (SI)
+	VADDPS       Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	VMOVSS       X2, 4(SI)
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X4
+	VHADDPS      X4, X4, X4
+	VHADDPS      X4, X4, X4
+	VMOVSS       X4, 8(SI)
+	VADDPS       Y7, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X6
+	VHADDPS      X6, X6, X6
+	VHADDPS      X6, X6, X6
+	VMOVSS       X6, 12(SI)
+	VZEROUPPER
+	RET
+
 // func dotF16AVX2(w *byte, x *float32, n int) float32
 // Requires: AVX, F16C, FMA3, SSE
 TEXT ·dotF16AVX2(SB), NOSPLIT, $0-28

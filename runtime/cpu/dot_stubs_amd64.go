@@ -62,6 +62,8 @@ func dotQ3_Kx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotF32AVX2(a *float32, b *float32, n int) float32
 
+func dotF32x4AVX2(w *float32, x *float32, stride int, n int, out *float32)
+
 func dotF16AVX2(w *byte, x *float32, n int) float32
 
 func dotBF16AVX2(w *byte, x *float32, n int) float32

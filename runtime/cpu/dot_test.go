@@ -85,6 +85,16 @@ func TestKernelsAgree(t *testing.T) {
 		if g, w := dotF32(a, b), dotF32Go(a, b); math.Abs(float64(g)-exact) > 1e-5*(1+math.Abs(exact)) || math.Abs(float64(w)-exact) > 1e-5*(1+math.Abs(exact)) {
 			t.Errorf("dotF32 n=%d: kernel %v, portable %v, exact %v", n, g, w, exact)
 		}
+		// Four tokens at once, rows apart by n+3 values.
+		x := randRow(rng, 4*(n+3))
+		var got, want [4]float32
+		dotF32x4(a, x, n+3, &got)
+		dotF32x4Go(a, x, n+3, &want)
+		for k := range got {
+			if math.Abs(float64(got[k]-want[k])) > 1e-5*(1+math.Abs(float64(want[k]))) {
+				t.Errorf("dotF32x4 n=%d token %d: kernel %v, portable %v", n, k, got[k], want[k])
+			}
+		}
 	}
 }
 

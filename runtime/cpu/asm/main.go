@@ -205,6 +205,7 @@ func main() {
 		dotQ23_K("Q3_K", tokens)
 	}
 	dotF32()
+	dotF32x4()
 	dotHalf("F16")
 	dotHalf("BF16")
 	axpyF32()
@@ -1060,6 +1061,63 @@ func dotF32() {
 	VADDPS(acc[3], acc[2], acc[2])
 	VADDPS(acc[2], acc[0], acc[0])
 	Store(reduce8(acc[0]), ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// dotF32x4 emits func dotF32x4AVX2(w, x *float32, stride, n int, out
+// *float32) for n a multiple of 8: one float32 row against the
+// activations of four tokens (token t's at x + t·stride bytes), each
+// loaded weight vector multiplied into all four, two ymm accumulators a
+// token; out[t] is token t's sum.
+func dotF32x4() {
+	TEXT("dotF32x4AVX2", NOSPLIT, "func(w, x *float32, stride, n int, out *float32)")
+	w := Load(Param("w"), GP64())
+	x0 := Load(Param("x"), GP64())
+	stride := Load(Param("stride"), GP64())
+	n := Load(Param("n"), GP64())
+	out := Load(Param("out"), GP64())
+	x1, x2, x3 := GP64(), GP64(), GP64()
+	LEAQ(Mem{Base: x0, Index: stride, Scale: 1}, x1)
+	LEAQ(Mem{Base: x0, Index: stride, Scale: 2}, x2)
+	LEAQ(Mem{Base: x1, Index: stride, Scale: 2}, x3)
+	xs := []Register{x0, x1, x2, x3}
+	var acc [4][2]VecVirtual
+	for t := range acc {
+		for u := range acc[t] {
+			acc[t][u] = YMM()
+			VXORPS(acc[t][u], acc[t][u], acc[t][u])
+		}
+	}
+	Label("f32x4_loop16")
+	CMPQ(n, Imm(16))
+	JL(LabelRef("f32x4_loop8"))
+	for u := range 2 {
+		wv := YMM()
+		VMOVUPS(Mem{Base: w, Disp: 32 * u}, wv)
+		for t, xt := range xs {
+			VFMADD231PS(Mem{Base: xt, Disp: 32 * u}, wv, acc[t][u])
+		}
+	}
+	ADDQ(Imm(64), w)
+	for _, xt := range xs {
+		ADDQ(Imm(64), xt)
+	}
+	SUBQ(Imm(16), n)
+	JMP(LabelRef("f32x4_loop16"))
+	Label("f32x4_loop8")
+	CMPQ(n, Imm(8))
+	JL(LabelRef("f32x4_done"))
+	wv := YMM()
+	VMOVUPS(Mem{Base: w}, wv)
+	for t, xt := range xs {
+		VFMADD231PS(Mem{Base: xt}, wv, acc[t][0])
+	}
+	Label("f32x4_done")
+	for t := range acc {
+		VADDPS(acc[t][1], acc[t][0], acc[t][0])
+		VMOVSS(reduce8(acc[t][0]), Mem{Base: out, Disp: 4 * t})
+	}
 	VZEROUPPER()
 	RET()
 }
