@@ -65,6 +65,24 @@ func reference(t *testing.T, dir, name string) (ids []int32, logits []float32) {
 	return r.PromptIDs, logits
 }
 
+// forwardSplit is the logits of every position of ids: the first split
+// tokens in one call, the rest one by one through the KV cache.
+func forwardSplit(t *testing.T, s *lqrt.Session, ids []int32, split int) []float32 {
+	t.Helper()
+	got, err := s.Forward(ids[:split], true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids[split:] {
+		l, err := s.Forward([]int32{id}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, l...)
+	}
+	return got
+}
+
 func maxDiff(a, b []float32) float64 {
 	var d float64
 	for i := range a {
@@ -112,18 +130,7 @@ func TestReferenceModels(t *testing.T) {
 			}
 			for _, split := range splits {
 				s.Reset()
-				got, err := s.Forward(ids[:split], true)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, id := range ids[split:] {
-					l, err := s.Forward([]int32{id}, false)
-					if err != nil {
-						t.Fatal(err)
-					}
-					got = append(got, l...)
-				}
-				d := maxDiff(got, want)
+				d := maxDiff(forwardSplit(t, s, ids, split), want)
 				if d > 1e-3 {
 					t.Errorf("%d tokens at once, %d one by one: max |logit − PyTorch| = %.3g", split, len(ids)-split, d)
 				}
@@ -330,19 +337,7 @@ func TestFamilies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			split := min(24, len(ids))
-			got, err := s.Forward(ids[:split], true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, id := range ids[split:] {
-				l, err := s.Forward([]int32{id}, false)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, l...)
-			}
-			if d := maxDiff(got, want); d > 1e-4 {
+			if d := maxDiff(forwardSplit(t, s, ids, min(24, len(ids))), want); d > 1e-4 {
 				t.Errorf("max |logit − transformers| = %.3g", d)
 			}
 		})

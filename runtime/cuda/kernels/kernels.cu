@@ -417,6 +417,25 @@ DECODED(q5_K)
 // take groups of 32 values in turn. grid = (ceil(nout / warps per
 // block), ceil(T / LINEAR_TOKENS)).
 #define LINEAR_TOKENS 4
+
+// store_outputs finishes a warp's sums s for tokens t0…t0+nt−1 of output
+// o: summed over the lanes, scaled, the bias added (and the old value,
+// with accumulate), written by lane 0.
+__device__ __forceinline__ void store_outputs(float* out, const float* s, int t0, int nt, int o, int nout, int lane,
+                                              const float* bias, float alpha, int accumulate) {
+#pragma unroll
+    for (int k = 0; k < LINEAR_TOKENS; k++) {
+        if (k < nt) {
+            float r = warp_sum(s[k]) * alpha;
+            if (lane == 0) {
+                float* dst = out + (size_t)(t0 + k) * nout + o;
+                if (bias) r += bias[o];
+                if (accumulate) r += *dst;
+                *dst = r;
+            }
+        }
+    }
+}
 #define LINEAR(name)                                                                                          \
     __global__ void linear_##name(float* out, const float* x, const unsigned char* w, const float* bias,      \
                                   int in, int nout, int rowBytes, int T, float alpha, int accumulate) {       \
@@ -437,17 +456,7 @@ DECODED(q5_K)
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
-        _Pragma("unroll") for (int k = 0; k < LINEAR_TOKENS; k++) {                                          \
-            if (k < nt) {                                                                                     \
-                float r = warp_sum(s[k]) * alpha;                                                             \
-                if (lane == 0) {                                                                              \
-                    float* dst = out + (size_t)(t0 + k) * nout + o;                                           \
-                    if (bias) r += bias[o];                                                                   \
-                    if (accumulate) r += *dst;                                                                \
-                    *dst = r;                                                                                 \
-                }                                                                                             \
-            }                                                                                                 \
-        }                                                                                                     \
+        store_outputs(out, s, t0, nt, o, nout, lane, bias, alpha, accumulate);                                \
     }
 
 LINEAR(f32)
@@ -547,17 +556,7 @@ __device__ __forceinline__ void load_q8w_q8_0(const unsigned char* row, int b, i
                 }                                                                                                  \
             }                                                                                                      \
         }                                                                                                          \
-        _Pragma("unroll") for (int k = 0; k < LINEAR_TOKENS; k++) {                                               \
-            if (k < nt) {                                                                                          \
-                float r = warp_sum(s[k]) * alpha;                                                                  \
-                if (lane == 0) {                                                                                   \
-                    float* dst = out + (size_t)(t0 + k) * nout + o;                                                \
-                    if (bias) r += bias[o];                                                                        \
-                    if (accumulate) r += *dst;                                                                     \
-                    *dst = r;                                                                                      \
-                }                                                                                                  \
-            }                                                                                                      \
-        }                                                                                                          \
+        store_outputs(out, s, t0, nt, o, nout, lane, bias, alpha, accumulate);                                     \
     }
 
 LINEAR_Q8(q4_0)
