@@ -32,7 +32,7 @@ func init() {
 	dotQ6_K, dotQ6_Kx4 = fast1[q8KBlock](dotQ6_Kx1AVX2, 210), fast4[q8KBlock](dotQ6_Kx4AVX2, 210)
 	dotQ2_K, dotQ2_Kx4 = fast1[q8KBlock](dotQ2_Kx1AVX2, 84), fast4[q8KBlock](dotQ2_Kx4AVX2, 84)
 	dotQ3_K, dotQ3_Kx4 = fast1[q8KBlock](dotQ3_Kx1AVX2, 110), fast4[q8KBlock](dotQ3_Kx4AVX2, 110)
-	axpy = axpyFast
+	axpy, axpy4 = axpyFast, axpy4Fast
 	dotF16, dotBF16 = halfFast(dotF16AVX2, quant.F16), halfFast(dotBF16AVX2, quant.BF16)
 	simd = "AVX2"
 }
@@ -114,6 +114,21 @@ func halfFast(k func(w *byte, x *float32, n int) float32, typ quant.Type) func([
 			s += tail(w[2*n:], x[n:])
 		}
 		return s
+	}
+}
+
+// axpy4Fast is axpy4Go with the kernel over whole groups of eight values
+// and the Go loop over the rest, each value's four terms in row order.
+func axpy4Fast(y []float32, a *[4]float32, x []float32, stride int) {
+	n := len(y) &^ 7
+	if n > 0 {
+		_ = x[3*stride+n-1]
+		axpy4F32AVX2(&a[0], &x[0], 4*stride, &y[0], n)
+	}
+	for i := n; i < len(y); i++ {
+		for k := range a {
+			y[i] += a[k] * x[k*stride+i]
+		}
 	}
 }
 

@@ -4979,3 +4979,56 @@ axpy_loop8:
 axpy_done:
 	VZEROUPPER
 	RET
+
+// func axpy4F32AVX2(a *float32, x *float32, stride int, y *float32, n int)
+// Requires: AVX, FMA3
+TEXT ·axpy4F32AVX2(SB), NOSPLIT, $0-40
+	MOVQ         a+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         stride+16(FP), DX
+	MOVQ         y+24(FP), BX
+	MOVQ         n+32(FP), SI
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	LEAQ         (CX)(DX*1), AX
+	LEAQ         (CX)(DX*2), DI
+	LEAQ         (AX)(DX*2), DX
+
+axpy4_loop16:
+	CMPQ        SI, $0x10
+	JL          axpy4_loop8
+	VMOVUPS     (BX), Y4
+	VFMADD231PS (CX), Y0, Y4
+	VFMADD231PS (AX), Y1, Y4
+	VFMADD231PS (DI), Y2, Y4
+	VFMADD231PS (DX), Y3, Y4
+	VMOVUPS     Y4, (BX)
+	VMOVUPS     32(BX), Y4
+	VFMADD231PS 32(CX), Y0, Y4
+	VFMADD231PS 32(AX), Y1, Y4
+	VFMADD231PS 32(DI), Y2, Y4
+	VFMADD231PS 32(DX), Y3, Y4
+	VMOVUPS     Y4, 32(BX)
+	ADDQ        $0x40, BX
+	ADDQ        $0x40, CX
+	ADDQ        $0x40, AX
+	ADDQ        $0x40, DI
+	ADDQ        $0x40, DX
+	SUBQ        $0x10, SI
+	JMP         axpy4_loop16
+
+axpy4_loop8:
+	CMPQ        SI, $0x08
+	JL          axpy4_done
+	VMOVUPS     (BX), Y4
+	VFMADD231PS (CX), Y0, Y4
+	VFMADD231PS (AX), Y1, Y4
+	VFMADD231PS (DI), Y2, Y4
+	VFMADD231PS (DX), Y3, Y4
+	VMOVUPS     Y4, (BX)
+
+axpy4_done:
+	VZEROUPPER
+	RET

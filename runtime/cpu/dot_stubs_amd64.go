@@ -69,3 +69,5 @@ func dotF16AVX2(w *byte, x *float32, n int) float32
 func dotBF16AVX2(w *byte, x *float32, n int) float32
 
 func axpyF32AVX2(a float32, x *float32, y *float32, n int)
+
+func axpy4F32AVX2(a *float32, x *float32, stride int, y *float32, n int)

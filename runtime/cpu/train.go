@@ -127,7 +127,14 @@ func (b *Backend) linearT(dx, dy []float32, wt *lqrt.Tensor) error {
 				}
 				for t := t0; t < t1; t++ {
 					dst, g := dx[t*in+c0:t*in+c1], dy[t*nout:(t+1)*nout]
-					for o := o0; o < o1; o++ {
+					o := o0
+					for ; o+4 <= o1; o += 4 { // dst read and written once for four rows
+						a := (*[4]float32)(g[o : o+4])
+						if *a != [4]float32{} {
+							axpy4(dst, a, buf[(o-o0)*n:(o-o0+4)*n], n)
+						}
+					}
+					for ; o < o1; o++ {
 						if a := g[o]; a != 0 {
 							axpy(dst, a, buf[(o-o0)*n:(o-o0+1)*n])
 						}

@@ -209,6 +209,7 @@ func main() {
 	dotHalf("F16")
 	dotHalf("BF16")
 	axpyF32()
+	axpy4F32()
 	Generate()
 }
 
@@ -1208,6 +1209,59 @@ func axpyF32() {
 	SUBQ(Imm(8), n)
 	JMP(LabelRef("axpy_loop8"))
 	Label("axpy_done")
+	VZEROUPPER()
+	RET()
+}
+
+// axpy4F32 emits func axpy4F32AVX2(a, x *float32, stride int, y *float32,
+// n int): y += a[0]·x₀ + a[1]·x₁ + a[2]·x₂ + a[3]·x₃, row k at x + k·stride
+// bytes, for n a multiple of 8: each value of y is loaded and stored once
+// for four rows, and the four fused multiply-adds run in row order, as
+// four calls of axpyF32AVX2 would round.
+func axpy4F32() {
+	TEXT("axpy4F32AVX2", NOSPLIT, "func(a, x *float32, stride int, y *float32, n int)")
+	ap := Load(Param("a"), GP64())
+	x0 := Load(Param("x"), GP64())
+	stride := Load(Param("stride"), GP64())
+	y := Load(Param("y"), GP64())
+	n := Load(Param("n"), GP64())
+	var av [4]VecVirtual
+	for k := range av {
+		av[k] = YMM()
+		VBROADCASTSS(Mem{Base: ap, Disp: 4 * k}, av[k])
+	}
+	x1, x2, x3 := GP64(), GP64(), GP64()
+	LEAQ(Mem{Base: x0, Index: stride, Scale: 1}, x1)
+	LEAQ(Mem{Base: x0, Index: stride, Scale: 2}, x2)
+	LEAQ(Mem{Base: x1, Index: stride, Scale: 2}, x3)
+	xs := []Register{x0, x1, x2, x3}
+	Label("axpy4_loop16")
+	CMPQ(n, Imm(16))
+	JL(LabelRef("axpy4_loop8"))
+	for u := range 2 {
+		t := YMM()
+		VMOVUPS(Mem{Base: y, Disp: 32 * u}, t)
+		for k, xk := range xs {
+			VFMADD231PS(Mem{Base: xk, Disp: 32 * u}, av[k], t)
+		}
+		VMOVUPS(t, Mem{Base: y, Disp: 32 * u})
+	}
+	ADDQ(Imm(64), y)
+	for _, xk := range xs {
+		ADDQ(Imm(64), xk)
+	}
+	SUBQ(Imm(16), n)
+	JMP(LabelRef("axpy4_loop16"))
+	Label("axpy4_loop8")
+	CMPQ(n, Imm(8))
+	JL(LabelRef("axpy4_done"))
+	t := YMM()
+	VMOVUPS(Mem{Base: y}, t)
+	for k, xk := range xs {
+		VFMADD231PS(Mem{Base: xk}, av[k], t)
+	}
+	VMOVUPS(t, Mem{Base: y})
+	Label("axpy4_done")
 	VZEROUPPER()
 	RET()
 }
