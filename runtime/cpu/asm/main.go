@@ -1066,6 +1066,15 @@ func dotF32() {
 	RET()
 }
 
+// fourRows is the addresses of four rows stride bytes apart from base.
+func fourRows(base, stride Register) []Register {
+	x1, x2, x3 := GP64(), GP64(), GP64()
+	LEAQ(Mem{Base: base, Index: stride, Scale: 1}, x1)
+	LEAQ(Mem{Base: base, Index: stride, Scale: 2}, x2)
+	LEAQ(Mem{Base: x1, Index: stride, Scale: 2}, x3)
+	return []Register{base, x1, x2, x3}
+}
+
 // dotF32x4 emits func dotF32x4AVX2(w, x *float32, stride, n int, out
 // *float32) for n a multiple of 8: one float32 row against the
 // activations of four tokens (token t's at x + t·stride bytes), each
@@ -1078,11 +1087,7 @@ func dotF32x4() {
 	stride := Load(Param("stride"), GP64())
 	n := Load(Param("n"), GP64())
 	out := Load(Param("out"), GP64())
-	x1, x2, x3 := GP64(), GP64(), GP64()
-	LEAQ(Mem{Base: x0, Index: stride, Scale: 1}, x1)
-	LEAQ(Mem{Base: x0, Index: stride, Scale: 2}, x2)
-	LEAQ(Mem{Base: x1, Index: stride, Scale: 2}, x3)
-	xs := []Register{x0, x1, x2, x3}
+	xs := fourRows(x0, stride)
 	var acc [4][2]VecVirtual
 	for t := range acc {
 		for u := range acc[t] {
@@ -1230,11 +1235,7 @@ func axpy4F32() {
 		av[k] = YMM()
 		VBROADCASTSS(Mem{Base: ap, Disp: 4 * k}, av[k])
 	}
-	x1, x2, x3 := GP64(), GP64(), GP64()
-	LEAQ(Mem{Base: x0, Index: stride, Scale: 1}, x1)
-	LEAQ(Mem{Base: x0, Index: stride, Scale: 2}, x2)
-	LEAQ(Mem{Base: x1, Index: stride, Scale: 2}, x3)
-	xs := []Register{x0, x1, x2, x3}
+	xs := fourRows(x0, stride)
 	Label("axpy4_loop16")
 	CMPQ(n, Imm(16))
 	JL(LabelRef("axpy4_loop8"))
