@@ -1,10 +1,7 @@
 package runtime_test
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"math"
-	"os"
 	"testing"
 
 	"github.com/lqc-dev/lqc/frontend"
@@ -16,30 +13,14 @@ import (
 )
 
 type promptRef struct {
-	PromptIDs []int32 `json:"prompt_ids"`
-	Shape     [2]int  `json:"shape"`
+	PromptIDs []int32
 	logits    []float32
 }
 
 func readRef(t *testing.T, dir, name string) promptRef {
 	t.Helper()
-	var r promptRef
-	b, err := os.ReadFile(testmodels.Shared(t, dir, name+".json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(testmodels.Shared(t, dir, name+"_logits.f32.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.logits = make([]float32, len(raw)/4)
-	for i := range r.logits {
-		r.logits[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
-	return r
+	ids, logits := testmodels.PromptReference(t, dir, name)
+	return promptRef{ids, logits}
 }
 
 func load(t *testing.T, path string, threads int, ps ...passes.Pass) *runtime.Model {

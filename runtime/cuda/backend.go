@@ -134,14 +134,9 @@ func (b *Backend) Weight(w *ir.Tensor) (*lqrt.Tensor, error) {
 	if asF32 {
 		typ = quant.F32
 	}
-	switch typ {
-	case quant.F32, quant.F16, quant.Q8_0, quant.Q6_K, quant.Q4_0, quant.I32:
-	default:
-		if !typ.Quantized() {
-			return nil, fmt.Errorf("cuda: weight %s of type %v", w.Name, w.Type)
-		}
-		// Block types without kernels yet still upload: the op using
-		// them says so when it runs.
+	// Block types upload as their encoded rows; the kernels decode them.
+	if !typ.Quantized() && typ != quant.F32 && typ != quant.F16 && typ != quant.I32 {
+		return nil, fmt.Errorf("cuda: weight %s of type %v", w.Name, w.Type)
 	}
 	rowBytes := int(typ.RowSize(int64(rowLen)))
 	buf, err := b.alloc(int64(rows) * int64(rowBytes))

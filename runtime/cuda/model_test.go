@@ -1,11 +1,8 @@
 package cuda
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"math"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,29 +37,6 @@ func loadWith(t *testing.T, path string, b lqrt.Backend, ps ...passes.Pass) *lqr
 		t.Fatal(err)
 	}
 	return rm
-}
-
-func reference(t *testing.T, dir, name string) (ids []int32, logits []float32) {
-	t.Helper()
-	var r struct {
-		PromptIDs []int32 `json:"prompt_ids"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, name+".json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, name+"_logits.f32.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	logits = make([]float32, len(raw)/4)
-	for i := range logits {
-		logits[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-	}
-	return r.PromptIDs, logits
 }
 
 // forwardSplit is the logits of every position of ids: the first split
@@ -114,7 +88,7 @@ func TestReferenceModels(t *testing.T) {
 		{"gpt2-tiny", "models/gpt2-tiny/hf", "models/gpt2-tiny/reference", "prompt32", 28, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ids, want := reference(t, testmodels.Shared(t, c.ref), c.prompt)
+			ids, want := testmodels.PromptReference(t, c.ref, c.prompt)
 			ps := []passes.Pass{passes.DeadCode{}, passes.FlashAttention{}}
 			if c.spelled {
 				ps = ps[:1]
@@ -171,7 +145,7 @@ func TestReferenceModels(t *testing.T) {
 	// and every row within 1% of the logits' range.
 	host := cpu.New(2)
 	defer host.Close()
-	ids, _ := reference(t, testmodels.Shared(t, "models/stories260K/reference"), "prompt64")
+	ids, _ := testmodels.PromptReference(t, "models/stories260K/reference", "prompt64")
 	for _, file := range []string{"stories260K-Q8_0.gguf", "stories260K-Q4_0.gguf"} {
 		path := testmodels.Shared(t, "golden/real", file)
 		var logits [2][]float32
@@ -331,7 +305,7 @@ func TestFamilies(t *testing.T) {
 	for _, name := range []string{"mistral-tiny", "llama3-tiny", "gemma-tiny", "phi3-tiny", "gemma2-tiny", "gemma3-tiny",
 		"qwen2-tiny", "opt-tiny", "opt-proj-tiny"} {
 		t.Run(name, func(t *testing.T) {
-			ids, want := reference(t, testmodels.Shared(t, "models", name, "reference"), "prompt32")
+			ids, want := testmodels.PromptReference(t, "models/"+name+"/reference", "prompt32")
 			m := loadOn(t, testmodels.Shared(t, "models", name, "hf"), testBackend(t))
 			s, err := m.NewSession(len(ids))
 			if err != nil {
