@@ -13,16 +13,30 @@ import (
 // graph built by ir.Backward. Each is an ordinary pass, so --dump-ir shows
 // the graph after each one and the verifier checks it in between.
 
+// TrainingOptions choose the training pipeline's passes.
+type TrainingOptions struct {
+	Objective Objective
+	// FlashAttention keeps the fused attention (backward by recomputation
+	// from the saved log-sum-exp); without it the spelled-out attention is
+	// differentiated as it is.
+	FlashAttention bool
+	// Recompute adds gradient checkpointing: each layer's activations are
+	// recomputed for its backward graph instead of kept (Recompute).
+	Recompute bool
+}
+
 // Training is the pipeline from a model's inference graph to the graph
-// of one training step. flash keeps the fused attention (backward by
-// recomputation from the saved log-sum-exp); without it the spelled-out
-// attention is differentiated as it is.
-func Training(ad *ir.Adapter, objective Objective, flash bool) []Pass {
+// of one training step.
+func Training(ad *ir.Adapter, opt TrainingOptions) []Pass {
 	ps := []Pass{TrainingForm{}}
-	if flash {
+	if opt.FlashAttention {
 		ps = append(ps, FlashAttention{})
 	}
-	return append(ps, AttachLoRA{Adapter: ad}, AddLoss{Objective: objective}, Autodiff{})
+	ps = append(ps, AttachLoRA{Adapter: ad}, AddLoss{Objective: opt.Objective}, Autodiff{})
+	if opt.Recompute {
+		ps = append(ps, Recompute{})
+	}
+	return ps
 }
 
 // TrainingForm makes the forward graph compute whole windows: every KV

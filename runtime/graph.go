@@ -72,9 +72,10 @@ func (m *Model) Run(inputs map[string]*ir.Tensor) ([]*ir.Tensor, error) {
 
 // execute runs every node of the graph on the values bound in vals (its
 // inputs and weights), symbolic dimensions bound by dims. An activation is
-// dropped after the last node that reads it, so a training graph keeps a
-// forward value exactly until its backward use; the graph's outputs stay
-// in vals. With timed set, each node's wall time is added to timed[i].
+// dropped after the last node that reads it (an output nothing reads, at
+// once), so a training graph keeps a forward value exactly until its
+// backward use; the graph's outputs stay in vals. ir.Graph.PeakLive
+// counts the bytes this keeps alive. With timed set, each node's wall time is added to timed[i].
 func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int, timed []time.Duration) error {
 	g := m.IR.Graph
 	keep := map[*ir.Value]bool{}
@@ -100,7 +101,9 @@ func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int, timed [
 			timed[i] += time.Since(start)
 		}
 		for k, o := range n.Outputs {
-			vals[o] = outs[k]
+			if _, read := m.lastUse[o]; read || keep[o] {
+				vals[o] = outs[k]
+			}
 		}
 		for _, v := range n.Inputs {
 			if m.lastUse[v] == i && v.Weight == nil && !keep[v] {

@@ -58,15 +58,16 @@ func readJSON(t *testing.T, path string, v any) {
 }
 
 // referenceEngine loads the Q4_0 base with the reference's initial
-// adapter for objective.
-func referenceEngine(t *testing.T, r *reference, obj passes.Objective, flash bool) *Engine {
+// adapter for opt's objective, on the CPU backend.
+func referenceEngine(t *testing.T, r *reference, opt EngineOptions) *Engine {
 	t.Helper()
+	obj := opt.Objective
 	base, err := frontend.LoadGGUF(testmodels.Shared(t, "golden", "real", "stories260K-Q4_0.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { base.Close() })
-	opt := EngineOptions{Objective: obj, Backend: cpu.New(2), FlashAttention: flash}
+	opt.Backend = cpu.New(2)
 	t.Cleanup(func() { opt.Backend.Close() })
 	if obj == passes.Distill {
 		teacher, err := frontend.Load(testmodels.Shared(t, "models", "stories260K", "hf"), frontend.Options{})
@@ -122,7 +123,7 @@ func TestReferenceLossesAndGradients(t *testing.T) {
 				name += "/unfused"
 			}
 			t.Run(name, func(t *testing.T) {
-				e := referenceEngine(t, r, obj, flash)
+				e := referenceEngine(t, r, EngineOptions{Objective: obj, FlashAttention: flash})
 				exs, scored := r.examples(obj)
 				loss, err := e.Batch(exs, scored)
 				if err != nil {
@@ -223,7 +224,7 @@ func checkGradients(t *testing.T, e *Engine, file string) {
 // batch follow PyTorch's trajectory within 1e-3 at every step.
 func TestReferenceAdamW(t *testing.T) {
 	r := loadReference(t)
-	e := referenceEngine(t, r, passes.Distill, true)
+	e := referenceEngine(t, r, EngineOptions{Objective: passes.Distill, FlashAttention: true})
 	exs, scored := r.examples(passes.Distill)
 	cfg := r.losses.AdamW
 	opt := NewAdamW(e.Params(), cfg.Betas[0], cfg.Betas[1], cfg.Eps, 0)
@@ -244,6 +245,59 @@ func TestReferenceAdamW(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.Changed()
+		}
+	}
+}
+
+// TestRecompute: with gradient checkpointing the training graph computes
+// the same loss and the same gradients to the bit (the recomputed nodes
+// are the forward's own), while the activations alive at its peak shrink
+// to about one layer's beside the residual stream.
+func TestRecompute(t *testing.T) {
+	r := loadReference(t)
+	for _, flash := range []bool{true, false} {
+		for _, obj := range []passes.Objective{passes.Distill, passes.SFT} {
+			name := obj.String()
+			if !flash {
+				name += "/unfused"
+			}
+			t.Run(name, func(t *testing.T) {
+				exs, scored := r.examples(obj)
+				var losses [2]float64
+				var peaks [2]int64
+				var engines [2]*Engine
+				for k, recompute := range []bool{false, true} {
+					e := referenceEngine(t, r, EngineOptions{Objective: obj, FlashAttention: flash, Recompute: recompute})
+					var err error
+					if losses[k], err = e.Batch(exs, scored); err != nil {
+						t.Fatal(err)
+					}
+					if peaks[k], _, err = e.Model().Graph.PeakLive(map[string]int{"seq": len(exs[0].Tokens)}); err != nil {
+						t.Fatal(err)
+					}
+					engines[k] = e
+				}
+				if losses[0] != losses[1] {
+					t.Errorf("loss %v with recomputation, %v without", losses[1], losses[0])
+				}
+				for i, p := range engines[0].Params() {
+					q := engines[1].Params()[i]
+					if p.Name != q.Name {
+						t.Fatalf("parameter %d is %s with recomputation, %s without", i, q.Name, p.Name)
+					}
+					for j := range p.Grad {
+						if p.Grad[j] != q.Grad[j] {
+							t.Fatalf("%s: gradient %d is %v with recomputation, %v without", p.Name, j, q.Grad[j], p.Grad[j])
+						}
+					}
+				}
+				checkGradients(t, engines[1], filepath.Join(r.dir, map[passes.Objective]string{passes.Distill: "grads_distill.safetensors", passes.SFT: "grads_sft.safetensors"}[obj]))
+				// stories260K has 5 layers: four recomputed, the last kept.
+				t.Logf("peak live activations %d bytes with recomputation, %d without", peaks[1], peaks[0])
+				if peaks[1] >= peaks[0]*3/4 {
+					t.Errorf("peak live activations %d bytes with recomputation, %d without: expected at least a quarter less", peaks[1], peaks[0])
+				}
+			})
 		}
 	}
 }

@@ -48,6 +48,10 @@ type EngineOptions struct {
 	// FlashAttention keeps attention fused (backward from the saved
 	// log-sum-exp); off differentiates the spelled-out attention.
 	FlashAttention bool
+	// Recompute trades compute for memory (gradient checkpointing): each
+	// layer's activations are recomputed in the backward pass instead of
+	// kept from the forward, so one layer's are alive at a time.
+	Recompute bool
 	// Trace and Dump, when set, receive the pass pipeline's report and
 	// the graph after every pass.
 	Trace, Dump io.Writer
@@ -69,7 +73,7 @@ func NewEngine(base *ir.Model, ad *ir.Adapter, opt EngineOptions) (*Engine, erro
 	for name, l := range ad.LoRA {
 		scales[name] = l.Scale
 	}
-	pm := &passes.Manager{Passes: passes.Training(ad, opt.Objective, opt.FlashAttention), Trace: opt.Trace, Dump: opt.Dump}
+	pm := &passes.Manager{Passes: passes.Training(ad, passes.TrainingOptions{Objective: opt.Objective, FlashAttention: opt.FlashAttention, Recompute: opt.Recompute}), Trace: opt.Trace, Dump: opt.Dump}
 	if err := pm.Run(base); err != nil {
 		return nil, err
 	}

@@ -50,7 +50,7 @@ type finetuneJob struct {
 	beta1, beta2, eps                                  float64
 	seed                                               uint64
 	shuffle, resume, asJSON, quiet, verbose, alphaSet  bool
-	ctxSet                                             bool
+	ctxSet, recompute                                  bool
 	targets                                            []string
 	sweep                                              []int
 	objective                                          passes.Objective
@@ -111,6 +111,7 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.IntVarP(&o.threads, "threads", "t", runtime.GOMAXPROCS(0), "threads")
 	fs.StringVar(&o.templateFile, "chat-template", "", "--sft: a Jinja chat template file for chat rows instead of the model's (without either, ### Role: headers)")
 	fs.StringVar(&o.flashAttn, "flash-attn", "on", "fused attention in training: on (backward from the saved log-sum-exp) or off")
+	fs.BoolVar(&o.recompute, "gradient-checkpointing", false, "recompute each layer's activations in the backward pass instead of keeping them: one layer's alive at a time, for about a third more compute")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "print the training passes and what they did")
 	profile := profileFlag(fs)
 	pos, err := parseFlags(fs, args, 1)
@@ -338,7 +339,7 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 
 	backend := cpu.New(o.threads)
 	defer backend.Close()
-	opt := train.EngineOptions{Objective: o.objective, Teacher: teacher, Backend: backend, FlashAttention: o.flashAttn == "on"}
+	opt := train.EngineOptions{Objective: o.objective, Teacher: teacher, Backend: backend, FlashAttention: o.flashAttn == "on", Recompute: o.recompute}
 	if o.verbose {
 		opt.Trace = o.stderr
 	}

@@ -47,6 +47,14 @@ func finetuneFixtures(t *testing.T) (base, teacher, ref string) {
 		testmodels.Shared(t, "models", "stories260K", "reference", "finetune")
 }
 
+// replayArgs is the issue's command line replaying the reference's ten
+// AdamW steps, without -o.
+func replayArgs(base, teacher, ref string) []string {
+	return []string{"finetune", base, "--teacher", teacher, "--data", filepath.Join(ref, "batch.json"),
+		"--init-adapter", filepath.Join(ref, "adapter"), "--batch", "2", "--ctx", "64", "--steps", "10", "--lr", "1e-3",
+		"--warmup", "0", "--schedule", "constant", "--clip", "0", "--weight-decay", "0", "--json"}
+}
+
 // TestFinetuneReplaysReference: the command line of the issue reproduces
 // PyTorch's 10-step AdamW trajectory, and the adapters it writes (GGUF and
 // PEFT) load over the base and run.
@@ -66,9 +74,7 @@ func TestFinetuneReplaysReference(t *testing.T) {
 	}
 	dir := t.TempDir()
 	out, peft := filepath.Join(dir, "out.gguf"), filepath.Join(dir, "peft")
-	code, stdout, stderr := lqc("finetune", base, "--teacher", teacher, "--data", filepath.Join(ref, "batch.json"),
-		"--init-adapter", filepath.Join(ref, "adapter"), "--batch", "2", "--ctx", "64", "--steps", "10", "--lr", "1e-3",
-		"--warmup", "0", "--schedule", "constant", "--clip", "0", "--weight-decay", "0", "--json", "-o", out, "--peft-out", peft)
+	code, stdout, stderr := lqc(append(replayArgs(base, teacher, ref), "-o", out, "--peft-out", peft)...)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -80,6 +86,21 @@ func TestFinetuneReplaysReference(t *testing.T) {
 		w := want.AdamW.Trajectory[step-1]
 		if rel := math.Abs(losses[step]-w) / w; rel > 1e-3 {
 			t.Errorf("step %d: loss %.6f, PyTorch %.6f", step, losses[step], w)
+		}
+	}
+	// Gradient checkpointing recomputes the same values: the same losses
+	// to the bit.
+	code, stdout, stderr = lqc(append(replayArgs(base, teacher, ref), "-o", filepath.Join(dir, "ck.gguf"), "--gradient-checkpointing")...)
+	if code != 0 {
+		t.Fatalf("--gradient-checkpointing: exit %d: %s", code, stderr)
+	}
+	ck := stepLosses(t, stdout)
+	if len(ck) != len(losses) {
+		t.Fatalf("--gradient-checkpointing: %d step lines, want %d", len(ck), len(losses))
+	}
+	for step, l := range ck {
+		if l != losses[step] {
+			t.Errorf("--gradient-checkpointing: step %d: loss %v, without %v", step, l, losses[step])
 		}
 	}
 	// Both outputs hold the same adapter; each runs over the base.

@@ -66,7 +66,15 @@ func runtimeTriplet() string {
 	return "x86_64-linux-gnu"
 }
 
-func benchFinetune(work string, layers, runs, threads int) error {
+// finetuneParts are what lqcbench finetune measures besides lqc's
+// speed and memory.
+type finetuneParts struct {
+	ranks    []int
+	torch    bool // PyTorch training the same rank-16 LoRA
+	accuracy bool // the residual-adapter sweep on stories260K
+}
+
+func benchFinetune(work string, layers, runs, threads int, parts finetuneParts) error {
 	dir, lqc, err := modelAndLQC(work, layers)
 	if err != nil {
 		return err
@@ -77,63 +85,26 @@ func benchFinetune(work string, layers, runs, threads int) error {
 	}
 	const ctx = 256
 	var table strings.Builder
-	fmt.Fprintf(&table, "training a LoRA on q,k,v,o,gate,up,down of the TinyLlama shape (%d layers) at Q4_0, ctx %d, %d threads, median of %d steps of one window:\n\n", layers, ctx, threads, runs)
-	fmt.Fprintf(&table, "| rank | trainable params | tokens/s (fwd+bwd) | forward s | backward s | backward/forward | peak RSS | weights | RSS − weights |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&table, "training a LoRA on q,k,v,o,gate,up,down of the TinyLlama shape (%d layers) at Q4_0, ctx %d, %d threads, median of %d steps of one window; "+
+		"planned: the activations ir.Graph.PeakLive counts at the peak (what RSS − weights should approach):\n\n", layers, ctx, threads, runs)
+	fmt.Fprintf(&table, "| rank | checkpointing | trainable params | tokens/s (fwd+bwd) | forward s | backward s | backward/forward | peak RSS | weights | RSS − weights | planned |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	var rank16 float64
-	for _, rank := range []int{16, 8, 128, 256} {
-		debug.FreeOSMemory()
-		train.ResetPeakRSS()
-		base, err := frontend.LoadGGUF(file)
-		if err != nil {
-			return err
-		}
-		targets, err := train.ResolveTargets(base, nil)
-		if err != nil {
-			return err
-		}
-		ad, err := train.NewAdapter(base, train.InitOptions{Method: "zero", Rank: rank, Alpha: float64(rank), Targets: targets, Seed: 1})
-		if err != nil {
-			return err
-		}
-		b := cpu.New(threads)
-		e, err := train.NewEngine(base, ad, train.EngineOptions{Objective: passes.SFT, Backend: b, FlashAttention: true})
-		if err != nil {
-			return err
-		}
-		params := 0
-		for _, p := range e.Params() {
-			params += len(p.Value)
-		}
-		rng := rand.New(rand.NewPCG(1, 2))
-		var rates, fwd, bwd []float64
-		for range runs {
-			toks := make([]int32, ctx)
-			for i := range toks {
-				toks[i] = int32(rng.IntN(base.Params.VocabSize))
-			}
-			ex := train.Example{Tokens: toks, Targets: append(toks[1:len(toks):len(toks)], -1)}
-			f0, b0 := e.Times()
-			t0 := time.Now()
-			e.ZeroGrad()
-			if _, err := e.Batch([]train.Example{ex}, ctx-1); err != nil {
+	for _, rank := range parts.ranks {
+		for _, recompute := range []bool{false, true} {
+			rate, err := finetuneSpeed(&table, file, rank, recompute, ctx, runs, threads)
+			if err != nil {
 				return err
 			}
-			rates = append(rates, float64(ctx)/time.Since(t0).Seconds())
-			f1, b1 := e.Times()
-			fwd, bwd = append(fwd, (f1-f0).Seconds()), append(bwd, (b1-b0).Seconds())
+			if rank == 16 && !recompute {
+				rank16 = rate
+			}
+			fmt.Fprint(os.Stderr, ".")
 		}
-		if rank == 16 {
-			rank16 = medianF(rates)
-		}
-		rss := train.PeakRSS()
-		weights := size(file)
-		fmt.Fprintf(&table, "| %d | %d | %.1f | %.2f | %.2f | %.2f | %.0f MiB | %.0f MiB | %.0f MiB |\n", rank, params, medianF(rates),
-			medianF(fwd), medianF(bwd), medianF(bwd)/medianF(fwd), float64(rss)/(1<<20), float64(weights)/(1<<20), float64(rss-weights)/(1<<20))
-		fmt.Fprint(os.Stderr, ".")
-		b.Close()
-		base.Close()
 	}
 	fmt.Println(table.String())
+	if !parts.torch {
+		return finetuneAccuracy(work, lqc, threads, parts.accuracy)
+	}
 	// PyTorch, the same LoRA (rank 16, every projection) and window on the
 	// same model in float32, the frozen weights as lqc's dequantized ones
 	// cost: forward, backward and AdamW.
@@ -149,11 +120,83 @@ func benchFinetune(work string, layers, runs, threads int) error {
 		if err != nil {
 			return fmt.Errorf("lora_train.py: %w", err)
 		}
-		fmt.Printf("PyTorch (float32, %d threads), rank 16: %.1f tokens/s (forward %.2f s, backward + AdamW %.2f s); lqc ÷ PyTorch = %.2f×\n\n",
-			threads, rate, f, bw, rank16/rate)
+		fmt.Printf("PyTorch (float32, %d threads), rank 16: %.1f tokens/s (forward %.2f s, backward + AdamW %.2f s)", threads, rate, f, bw)
+		if rank16 > 0 {
+			fmt.Printf("; lqc ÷ PyTorch = %.2f×", rank16/rate)
+		}
+		fmt.Print("\n\n")
 	}
+	return finetuneAccuracy(work, lqc, threads, parts.accuracy)
+}
 
-	// Accuracy: residual adapters on the real model.
+// finetuneSpeed trains runs steps of one window at rank, with or without
+// gradient checkpointing, adds the row to table and returns the median
+// tokens/s.
+func finetuneSpeed(table *strings.Builder, file string, rank int, recompute bool, ctx, runs, threads int) (float64, error) {
+	debug.FreeOSMemory()
+	train.ResetPeakRSS()
+	base, err := frontend.LoadGGUF(file)
+	if err != nil {
+		return 0, err
+	}
+	defer base.Close()
+	targets, err := train.ResolveTargets(base, nil)
+	if err != nil {
+		return 0, err
+	}
+	ad, err := train.NewAdapter(base, train.InitOptions{Method: "zero", Rank: rank, Alpha: float64(rank), Targets: targets, Seed: 1})
+	if err != nil {
+		return 0, err
+	}
+	b := cpu.New(threads)
+	defer b.Close()
+	e, err := train.NewEngine(base, ad, train.EngineOptions{Objective: passes.SFT, Backend: b, FlashAttention: true, Recompute: recompute})
+	if err != nil {
+		return 0, err
+	}
+	planned, _, err := e.Model().Graph.PeakLive(map[string]int{"seq": ctx})
+	if err != nil {
+		return 0, err
+	}
+	params := 0
+	for _, p := range e.Params() {
+		params += len(p.Value)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var rates, fwd, bwd []float64
+	for range runs {
+		toks := make([]int32, ctx)
+		for i := range toks {
+			toks[i] = int32(rng.IntN(base.Params.VocabSize))
+		}
+		ex := train.Example{Tokens: toks, Targets: append(toks[1:len(toks):len(toks)], -1)}
+		f0, b0 := e.Times()
+		t0 := time.Now()
+		e.ZeroGrad()
+		if _, err := e.Batch([]train.Example{ex}, ctx-1); err != nil {
+			return 0, err
+		}
+		rates = append(rates, float64(ctx)/time.Since(t0).Seconds())
+		f1, b1 := e.Times()
+		fwd, bwd = append(fwd, (f1-f0).Seconds()), append(bwd, (b1-b0).Seconds())
+	}
+	rss := train.PeakRSS()
+	weights := size(file)
+	check := "no"
+	if recompute {
+		check = "per layer"
+	}
+	fmt.Fprintf(table, "| %d | %s | %d | %.1f | %.2f | %.2f | %.2f | %.0f MiB | %.0f MiB | %.0f MiB | %.0f MiB |\n", rank, check, params, medianF(rates),
+		medianF(fwd), medianF(bwd), medianF(bwd)/medianF(fwd), float64(rss)/(1<<20), float64(weights)/(1<<20), float64(rss-weights)/(1<<20), float64(planned)/(1<<20))
+	return medianF(rates), nil
+}
+
+// finetuneAccuracy is the residual-adapter rank sweep on the real
+// stories260K (make finetune-report), when asked for.
+func finetuneAccuracy(work, lqc string, threads int, run bool) error {
+	if !run {
+		return nil
+	}
 	shared := testmodels.SharedDir()
 	out := filepath.Join(work, "finetune-report")
 	args := []string{"finetune", filepath.Join(shared, "golden/real/stories260K-Q4_0.gguf"),

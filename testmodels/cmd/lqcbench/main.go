@@ -70,6 +70,9 @@ func main() {
 	heads := fs.Int("heads", 2, "attention heads (lqcbench attention)")
 	types := fs.String("types", "", "--quant types to compare (lqcbench run: every type lqc writes; gpu: "+strings.Join(gpuTypes, ",")+")")
 	device := fs.String("device", "cuda", "lqcbench gpu: cuda, or cuda-sim to try the bench without a GPU")
+	ranks := fs.String("ranks", "16,8,128,256", "lqcbench finetune: LoRA ranks, each trained with and without gradient checkpointing")
+	torch := fs.Bool("torch", true, "lqcbench finetune: compare with PyTorch training the rank-16 LoRA")
+	accuracy := fs.Bool("accuracy", true, "lqcbench finetune: the residual-adapter rank sweep on stories260K")
 	pp := fs.Int("pp", 512, "lqcbench gpu: prompt tokens")
 	tg := fs.Int("tg", 128, "lqcbench gpu: generated tokens")
 	fs.Parse(os.Args[2:])
@@ -88,7 +91,11 @@ func main() {
 	case "lora":
 		err = benchLoRA(*work, *layers, *runs, *threads)
 	case "finetune":
-		err = benchFinetune(*work, *layers, *runs, *threads)
+		var parts finetuneParts
+		if parts.ranks, err = intList(*ranks); err == nil {
+			parts.torch, parts.accuracy = *torch, *accuracy
+			err = benchFinetune(*work, *layers, *runs, *threads, parts)
+		}
 	case "serve":
 		err = benchServe(*work, *layers, *runs, *threads)
 	}
@@ -104,6 +111,19 @@ func typeList(flag string, def []string) []string {
 		return def
 	}
 	return strings.Split(flag, ",")
+}
+
+// intList parses a comma-separated list of integers.
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		var n int
+		if _, err := fmt.Sscan(f, &n); err != nil {
+			return nil, fmt.Errorf("%q is not a list of integers", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // model writes the TinyLlama-shaped bf16 checkpoint once and returns its
