@@ -79,3 +79,12 @@ type Backend interface {
 	// Close releases the backend's resources (worker threads).
 	Close() error
 }
+
+// Releaser is a backend that reuses the storage of activations: the
+// executor of whole graphs (Model.Run, Trainer) hands it each tensor no
+// value of the graph reads any more (views included), so a training
+// step's thousands of activations recycle a few buffers instead of
+// asking the allocator, and the operating system, for fresh memory.
+type Releaser interface {
+	Release(t *Tensor)
+}

@@ -82,6 +82,7 @@ func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int, timed [
 	for _, o := range g.Outputs {
 		keep[o] = true
 	}
+	rel := newReleases(m.Backend, keep)
 	for i, n := range g.Nodes {
 		in := make([]*Tensor, len(n.Inputs))
 		for j, v := range n.Inputs {
@@ -101,17 +102,79 @@ func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int, timed [
 			timed[i] += time.Since(start)
 		}
 		for k, o := range n.Outputs {
+			rel.bind(o, outs[k], n, in)
 			if _, read := m.lastUse[o]; read || keep[o] {
 				vals[o] = outs[k]
+			} else {
+				rel.drop(o)
 			}
 		}
 		for _, v := range n.Inputs {
 			if m.lastUse[v] == i && v.Weight == nil && !keep[v] {
-				delete(vals, v)
+				if _, live := vals[v]; live {
+					delete(vals, v)
+					rel.drop(v)
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// releases tracks which values share a buffer (a Reshape is a view of its
+// input) and hands a buffer back to a Releaser backend once no value that
+// uses it is alive. Values bound before execution (inputs) count as their
+// own buffers; weights and the graph's outputs are never released.
+type releases struct {
+	r     Releaser
+	keep  map[*ir.Value]bool
+	root  map[*ir.Value]*Tensor // the buffer each live value uses
+	users map[*Tensor]int       // live values per buffer
+	kept  map[*Tensor]bool      // buffers an output uses
+}
+
+func newReleases(b Backend, keep map[*ir.Value]bool) *releases {
+	r, _ := b.(Releaser)
+	return &releases{r: r, keep: keep, root: map[*ir.Value]*Tensor{}, users: map[*Tensor]int{}, kept: map[*Tensor]bool{}}
+}
+
+// bind records that value o of node n holds t, a view of its input's
+// buffer for a Reshape.
+func (r *releases) bind(o *ir.Value, t *Tensor, n *ir.Node, in []*Tensor) {
+	if r.r == nil {
+		return
+	}
+	buf := t
+	if n.Op == "Reshape" {
+		if buf = r.root[n.Inputs[0]]; buf == nil {
+			buf = in[0] // a view of a weight or a bound input: never released
+			r.kept[buf] = true
+		}
+	}
+	r.root[o] = buf
+	r.users[buf]++
+	if r.keep[o] {
+		r.kept[buf] = true
+	}
+}
+
+// drop ends value v's life; its buffer goes back when it was the last
+// value using it.
+func (r *releases) drop(v *ir.Value) {
+	if r.r == nil {
+		return
+	}
+	buf := r.root[v]
+	if buf == nil {
+		return // an input bound by the caller
+	}
+	delete(r.root, v)
+	if r.users[buf]--; r.users[buf] == 0 {
+		delete(r.users, buf)
+		if !r.kept[buf] {
+			r.r.Release(buf)
+		}
+	}
 }
 
 // read copies a backend tensor out as the value v it holds.

@@ -123,6 +123,7 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer stopProfile()
+	train.LeanGC()
 	o.base, o.alphaSet, o.ctxSet = pos[0], fs.Changed("alpha"), fs.Changed("ctx")
 	switch {
 	case o.out == "":

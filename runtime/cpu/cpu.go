@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
@@ -16,6 +17,7 @@ import (
 // Backend is the CPU backend.
 type Backend struct {
 	pool *pool
+	free freeBuffers
 }
 
 // New returns a CPU backend running on threads cores (0: all).
@@ -23,7 +25,54 @@ func New(threads int) *Backend {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	return &Backend{pool: newPool(threads)}
+	return &Backend{pool: newPool(threads), free: freeBuffers{byLen: map[int][][]float32{}}}
+}
+
+// freeBuffers are float32 activation buffers released by the executor,
+// by length, for the next Alloc of that length: a training step allocates
+// the same shapes window after window, so its activations come from a
+// few hot buffers instead of fresh pages the kernel must fault in and
+// zero. At most maxFreeBytes are kept; beyond that a released buffer is
+// left to the garbage collector.
+type freeBuffers struct {
+	mu    sync.Mutex
+	byLen map[int][][]float32
+	bytes int
+}
+
+const maxFreeBytes = 1 << 30
+
+// Release implements runtime.Releaser.
+func (b *Backend) Release(t *lqrt.Tensor) {
+	d, ok := t.Data.([]float32)
+	if !ok || len(d) < 1024 || t.Stride0 != 0 { // small ones cost the allocator little
+		return
+	}
+	f := &b.free
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.bytes+4*len(d) > maxFreeBytes {
+		return
+	}
+	f.byLen[len(d)] = append(f.byLen[len(d)], d)
+	f.bytes += 4 * len(d)
+	t.Data = nil // a use after release fails loudly
+}
+
+// reuse returns a released buffer of n values, cleared, or nil.
+func (f *freeBuffers) reuse(n int) []float32 {
+	f.mu.Lock()
+	list := f.byLen[n]
+	if len(list) == 0 {
+		f.mu.Unlock()
+		return nil
+	}
+	d := list[len(list)-1]
+	f.byLen[n] = list[:len(list)-1]
+	f.bytes -= 4 * n
+	f.mu.Unlock()
+	clear(d)
+	return d
 }
 
 func (b *Backend) Name() string {
@@ -90,6 +139,12 @@ func (b *Backend) Weight(t *ir.Tensor) (*lqrt.Tensor, error) {
 
 func (b *Backend) Alloc(t quant.Type, shape []int) *lqrt.Tensor {
 	out := &lqrt.Tensor{Type: t, Shape: append([]int(nil), shape...)}
+	if t == quant.F32 {
+		if d := b.free.reuse(out.Len()); d != nil {
+			out.Data = d
+			return out
+		}
+	}
 	out.Data = allocData(t, out.Len())
 	return out
 }

@@ -8,7 +8,6 @@ var (
 	dotF16    = dotF16Go
 	dotBF16   = dotBF16Go
 	axpy      = axpyGo
-	axpy4     = axpy4Go
 	dotQ4_0   = dotQ4_0Go
 	dotQ4_1   = dotQ4_1Go
 	dotQ5_0   = dotQ5_0Go

@@ -72,14 +72,6 @@ func (l *lanes) sum() float32 {
 }
 
 // axpyGo adds a·x to y.
-// axpy4Go adds a[k]·x[k·stride:k·stride+len(y)] to y for four rows k, in
-// row order (as four axpy calls).
-func axpy4Go(y []float32, a *[4]float32, x []float32, stride int) {
-	for k := range a {
-		axpyGo(y, a[k], x[k*stride:k*stride+len(y)])
-	}
-}
-
 func axpyGo(y []float32, a float32, x []float32) {
 	x = x[:len(y)]
 	for i := range y {

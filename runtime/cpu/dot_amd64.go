@@ -32,7 +32,7 @@ func init() {
 	dotQ6_K, dotQ6_Kx4 = fast1[q8KBlock](dotQ6_Kx1AVX2, 210), fast4[q8KBlock](dotQ6_Kx4AVX2, 210)
 	dotQ2_K, dotQ2_Kx4 = fast1[q8KBlock](dotQ2_Kx1AVX2, 84), fast4[q8KBlock](dotQ2_Kx4AVX2, 84)
 	dotQ3_K, dotQ3_Kx4 = fast1[q8KBlock](dotQ3_Kx1AVX2, 110), fast4[q8KBlock](dotQ3_Kx4AVX2, 110)
-	axpy, axpy4 = axpyFast, axpy4Fast
+	axpy = axpyFast
 	dotF16, dotBF16 = halfFast(dotF16AVX2, quant.F16), halfFast(dotBF16AVX2, quant.BF16)
 	simd = "AVX2"
 }
@@ -117,21 +117,6 @@ func halfFast(k func(w *byte, x *float32, n int) float32, typ quant.Type) func([
 	}
 }
 
-// axpy4Fast is axpy4Go with the kernel over whole groups of eight values
-// and the Go loop over the rest, each value's four terms in row order.
-func axpy4Fast(y []float32, a *[4]float32, x []float32, stride int) {
-	n := len(y) &^ 7
-	if n > 0 {
-		_ = x[3*stride+n-1]
-		axpy4F32AVX2(&a[0], &x[0], 4*stride, &y[0], n)
-	}
-	for i := n; i < len(y); i++ {
-		for k := range a {
-			y[i] += a[k] * x[k*stride+i]
-		}
-	}
-}
-
 func axpyFast(y []float32, a float32, x []float32) {
 	n := len(y) &^ 7
 	if n > 0 {
@@ -140,5 +125,27 @@ func axpyFast(y []float32, a float32, x []float32) {
 	}
 	for i := n; i < len(y); i++ {
 		y[i] += a * x[i]
+	}
+}
+
+// gemmKernels are the micro-kernels this CPU can run, best first.
+func gemmKernels() map[string]*gemmKernel {
+	k := map[string]*gemmKernel{}
+	if useAVX2 {
+		k["AVX2"] = &gemmKernel{mr: 6, nr: 16, fn: gemmF32x6x16AVX2,
+			narrow: &gemmKernel{mr: 6, nr: 8, fn: gemmF32x6x8AVX2}}
+	}
+	if useAVX512 {
+		k["AVX-512"] = &gemmKernel{mr: 8, nr: 32, fn: gemmF32x8x32AVX512,
+			narrow: &gemmKernel{mr: 8, nr: 16, fn: gemmF32x8x16AVX512, narrow: k["AVX2"].narrow}}
+	}
+	return k
+}
+
+func init() {
+	k := gemmKernels()
+	gemmMicro = k["AVX2"]
+	if k["AVX-512"] != nil {
+		gemmMicro = k["AVX-512"]
 	}
 }

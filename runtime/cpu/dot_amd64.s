@@ -4980,55 +4980,292 @@ axpy_done:
 	VZEROUPPER
 	RET
 
-// func axpy4F32AVX2(a *float32, x *float32, stride int, y *float32, n int)
+// func gemmF32x6x16AVX2(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)
 // Requires: AVX, FMA3
-TEXT ·axpy4F32AVX2(SB), NOSPLIT, $0-40
-	MOVQ         a+0(FP), AX
-	MOVQ         x+8(FP), CX
-	MOVQ         stride+16(FP), DX
-	MOVQ         y+24(FP), BX
-	MOVQ         n+32(FP), SI
-	VBROADCASTSS (AX), Y0
-	VBROADCASTSS 4(AX), Y1
-	VBROADCASTSS 8(AX), Y2
-	VBROADCASTSS 12(AX), Y3
-	LEAQ         (CX)(DX*1), AX
-	LEAQ         (CX)(DX*2), DI
-	LEAQ         (AX)(DX*2), DX
+TEXT ·gemmF32x6x16AVX2(SB), NOSPLIT, $0-56
+	MOVQ    a+0(FP), AX
+	MOVQ    lda+8(FP), CX
+	MOVQ    b+16(FP), DX
+	MOVQ    ldb+24(FP), BX
+	MOVQ    c+32(FP), SI
+	MOVQ    ldc+40(FP), DI
+	MOVQ    k+48(FP), R8
+	SHLQ    $0x02, CX
+	SHLQ    $0x02, BX
+	SHLQ    $0x02, DI
+	LEAQ    (SI)(DI*2), R9
+	ADDQ    DI, R9
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS (SI)(DI*1), Y2
+	VMOVUPS 32(SI)(DI*1), Y3
+	VMOVUPS (SI)(DI*2), Y4
+	VMOVUPS 32(SI)(DI*2), Y5
+	VMOVUPS (R9), Y6
+	VMOVUPS 32(R9), Y7
+	VMOVUPS (R9)(DI*1), Y8
+	VMOVUPS 32(R9)(DI*1), Y9
+	VMOVUPS (R9)(DI*2), Y10
+	VMOVUPS 32(R9)(DI*2), Y11
+	LEAQ    (AX)(CX*2), R9
+	ADDQ    CX, R9
 
-axpy4_loop16:
-	CMPQ        SI, $0x10
-	JL          axpy4_loop8
-	VMOVUPS     (BX), Y4
-	VFMADD231PS (CX), Y0, Y4
-	VFMADD231PS (AX), Y1, Y4
-	VFMADD231PS (DI), Y2, Y4
-	VFMADD231PS (DX), Y3, Y4
-	VMOVUPS     Y4, (BX)
-	VMOVUPS     32(BX), Y4
-	VFMADD231PS 32(CX), Y0, Y4
-	VFMADD231PS 32(AX), Y1, Y4
-	VFMADD231PS 32(DI), Y2, Y4
-	VFMADD231PS 32(DX), Y3, Y4
-	VMOVUPS     Y4, 32(BX)
-	ADDQ        $0x40, BX
-	ADDQ        $0x40, CX
-	ADDQ        $0x40, AX
-	ADDQ        $0x40, DI
-	ADDQ        $0x40, DX
-	SUBQ        $0x10, SI
-	JMP         axpy4_loop16
+gemmF32x6x16AVX2_loop:
+	VMOVUPS      (DX), Y12
+	VMOVUPS      32(DX), Y13
+	VBROADCASTSS (AX), Y14
+	VFMADD231PS  Y14, Y12, Y0
+	VFMADD231PS  Y14, Y13, Y1
+	VBROADCASTSS (AX)(CX*1), Y14
+	VFMADD231PS  Y14, Y12, Y2
+	VFMADD231PS  Y14, Y13, Y3
+	VBROADCASTSS (AX)(CX*2), Y14
+	VFMADD231PS  Y14, Y12, Y4
+	VFMADD231PS  Y14, Y13, Y5
+	VBROADCASTSS (R9), Y14
+	VFMADD231PS  Y14, Y12, Y6
+	VFMADD231PS  Y14, Y13, Y7
+	VBROADCASTSS (R9)(CX*1), Y14
+	VFMADD231PS  Y14, Y12, Y8
+	VFMADD231PS  Y14, Y13, Y9
+	VBROADCASTSS (R9)(CX*2), Y14
+	VFMADD231PS  Y14, Y12, Y10
+	VFMADD231PS  Y14, Y13, Y11
+	ADDQ         $0x04, AX
+	ADDQ         $0x04, R9
+	ADDQ         BX, DX
+	DECQ         R8
+	JNZ          gemmF32x6x16AVX2_loop
+	LEAQ         (SI)(DI*2), AX
+	ADDQ         DI, AX
+	VMOVUPS      Y0, (SI)
+	VMOVUPS      Y1, 32(SI)
+	VMOVUPS      Y2, (SI)(DI*1)
+	VMOVUPS      Y3, 32(SI)(DI*1)
+	VMOVUPS      Y4, (SI)(DI*2)
+	VMOVUPS      Y5, 32(SI)(DI*2)
+	VMOVUPS      Y6, (AX)
+	VMOVUPS      Y7, 32(AX)
+	VMOVUPS      Y8, (AX)(DI*1)
+	VMOVUPS      Y9, 32(AX)(DI*1)
+	VMOVUPS      Y10, (AX)(DI*2)
+	VMOVUPS      Y11, 32(AX)(DI*2)
+	VZEROUPPER
+	RET
 
-axpy4_loop8:
-	CMPQ        SI, $0x08
-	JL          axpy4_done
-	VMOVUPS     (BX), Y4
-	VFMADD231PS (CX), Y0, Y4
-	VFMADD231PS (AX), Y1, Y4
-	VFMADD231PS (DI), Y2, Y4
-	VFMADD231PS (DX), Y3, Y4
-	VMOVUPS     Y4, (BX)
+// func gemmF32x6x8AVX2(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)
+// Requires: AVX, FMA3
+TEXT ·gemmF32x6x8AVX2(SB), NOSPLIT, $0-56
+	MOVQ    a+0(FP), AX
+	MOVQ    lda+8(FP), CX
+	MOVQ    b+16(FP), DX
+	MOVQ    ldb+24(FP), BX
+	MOVQ    c+32(FP), SI
+	MOVQ    ldc+40(FP), DI
+	MOVQ    k+48(FP), R8
+	SHLQ    $0x02, CX
+	SHLQ    $0x02, BX
+	SHLQ    $0x02, DI
+	LEAQ    (SI)(DI*2), R9
+	ADDQ    DI, R9
+	VMOVUPS (SI), Y0
+	VMOVUPS (SI)(DI*1), Y1
+	VMOVUPS (SI)(DI*2), Y2
+	VMOVUPS (R9), Y3
+	VMOVUPS (R9)(DI*1), Y4
+	VMOVUPS (R9)(DI*2), Y5
+	LEAQ    (AX)(CX*2), R9
+	ADDQ    CX, R9
 
-axpy4_done:
+gemmF32x6x8AVX2_loop:
+	VMOVUPS      (DX), Y6
+	VBROADCASTSS (AX), Y7
+	VFMADD231PS  Y7, Y6, Y0
+	VBROADCASTSS (AX)(CX*1), Y7
+	VFMADD231PS  Y7, Y6, Y1
+	VBROADCASTSS (AX)(CX*2), Y7
+	VFMADD231PS  Y7, Y6, Y2
+	VBROADCASTSS (R9), Y7
+	VFMADD231PS  Y7, Y6, Y3
+	VBROADCASTSS (R9)(CX*1), Y7
+	VFMADD231PS  Y7, Y6, Y4
+	VBROADCASTSS (R9)(CX*2), Y7
+	VFMADD231PS  Y7, Y6, Y5
+	ADDQ         $0x04, AX
+	ADDQ         $0x04, R9
+	ADDQ         BX, DX
+	DECQ         R8
+	JNZ          gemmF32x6x8AVX2_loop
+	LEAQ         (SI)(DI*2), AX
+	ADDQ         DI, AX
+	VMOVUPS      Y0, (SI)
+	VMOVUPS      Y1, (SI)(DI*1)
+	VMOVUPS      Y2, (SI)(DI*2)
+	VMOVUPS      Y3, (AX)
+	VMOVUPS      Y4, (AX)(DI*1)
+	VMOVUPS      Y5, (AX)(DI*2)
+	VZEROUPPER
+	RET
+
+// func gemmF32x8x32AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)
+// Requires: AVX, AVX512F
+TEXT ·gemmF32x8x32AVX512(SB), NOSPLIT, $0-56
+	MOVQ    a+0(FP), AX
+	MOVQ    lda+8(FP), CX
+	MOVQ    b+16(FP), DX
+	MOVQ    ldb+24(FP), BX
+	MOVQ    c+32(FP), SI
+	MOVQ    ldc+40(FP), DI
+	MOVQ    k+48(FP), R8
+	SHLQ    $0x02, CX
+	SHLQ    $0x02, BX
+	SHLQ    $0x02, DI
+	LEAQ    (SI)(DI*2), R9
+	ADDQ    DI, R9
+	LEAQ    (R9)(DI*2), R10
+	ADDQ    DI, R10
+	VMOVUPS (SI), Z0
+	VMOVUPS 64(SI), Z1
+	VMOVUPS (SI)(DI*1), Z2
+	VMOVUPS 64(SI)(DI*1), Z3
+	VMOVUPS (SI)(DI*2), Z4
+	VMOVUPS 64(SI)(DI*2), Z5
+	VMOVUPS (R9), Z6
+	VMOVUPS 64(R9), Z7
+	VMOVUPS (R9)(DI*1), Z8
+	VMOVUPS 64(R9)(DI*1), Z9
+	VMOVUPS (R9)(DI*2), Z10
+	VMOVUPS 64(R9)(DI*2), Z11
+	VMOVUPS (R10), Z12
+	VMOVUPS 64(R10), Z13
+	VMOVUPS (R10)(DI*1), Z14
+	VMOVUPS 64(R10)(DI*1), Z15
+	LEAQ    (AX)(CX*2), R9
+	ADDQ    CX, R9
+	LEAQ    (R9)(CX*2), R10
+	ADDQ    CX, R10
+
+gemmF32x8x32AVX512_loop:
+	VMOVUPS      (DX), Z16
+	VMOVUPS      64(DX), Z17
+	VBROADCASTSS (AX), Z18
+	VFMADD231PS  Z18, Z16, Z0
+	VFMADD231PS  Z18, Z17, Z1
+	VBROADCASTSS (AX)(CX*1), Z18
+	VFMADD231PS  Z18, Z16, Z2
+	VFMADD231PS  Z18, Z17, Z3
+	VBROADCASTSS (AX)(CX*2), Z18
+	VFMADD231PS  Z18, Z16, Z4
+	VFMADD231PS  Z18, Z17, Z5
+	VBROADCASTSS (R9), Z18
+	VFMADD231PS  Z18, Z16, Z6
+	VFMADD231PS  Z18, Z17, Z7
+	VBROADCASTSS (R9)(CX*1), Z18
+	VFMADD231PS  Z18, Z16, Z8
+	VFMADD231PS  Z18, Z17, Z9
+	VBROADCASTSS (R9)(CX*2), Z18
+	VFMADD231PS  Z18, Z16, Z10
+	VFMADD231PS  Z18, Z17, Z11
+	VBROADCASTSS (R10), Z18
+	VFMADD231PS  Z18, Z16, Z12
+	VFMADD231PS  Z18, Z17, Z13
+	VBROADCASTSS (R10)(CX*1), Z18
+	VFMADD231PS  Z18, Z16, Z14
+	VFMADD231PS  Z18, Z17, Z15
+	ADDQ         $0x04, AX
+	ADDQ         $0x04, R9
+	ADDQ         $0x04, R10
+	ADDQ         BX, DX
+	DECQ         R8
+	JNZ          gemmF32x8x32AVX512_loop
+	LEAQ         (SI)(DI*2), AX
+	ADDQ         DI, AX
+	LEAQ         (AX)(DI*2), CX
+	ADDQ         DI, CX
+	VMOVUPS      Z0, (SI)
+	VMOVUPS      Z1, 64(SI)
+	VMOVUPS      Z2, (SI)(DI*1)
+	VMOVUPS      Z3, 64(SI)(DI*1)
+	VMOVUPS      Z4, (SI)(DI*2)
+	VMOVUPS      Z5, 64(SI)(DI*2)
+	VMOVUPS      Z6, (AX)
+	VMOVUPS      Z7, 64(AX)
+	VMOVUPS      Z8, (AX)(DI*1)
+	VMOVUPS      Z9, 64(AX)(DI*1)
+	VMOVUPS      Z10, (AX)(DI*2)
+	VMOVUPS      Z11, 64(AX)(DI*2)
+	VMOVUPS      Z12, (CX)
+	VMOVUPS      Z13, 64(CX)
+	VMOVUPS      Z14, (CX)(DI*1)
+	VMOVUPS      Z15, 64(CX)(DI*1)
+	VZEROUPPER
+	RET
+
+// func gemmF32x8x16AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)
+// Requires: AVX, AVX512F
+TEXT ·gemmF32x8x16AVX512(SB), NOSPLIT, $0-56
+	MOVQ    a+0(FP), AX
+	MOVQ    lda+8(FP), CX
+	MOVQ    b+16(FP), DX
+	MOVQ    ldb+24(FP), BX
+	MOVQ    c+32(FP), SI
+	MOVQ    ldc+40(FP), DI
+	MOVQ    k+48(FP), R8
+	SHLQ    $0x02, CX
+	SHLQ    $0x02, BX
+	SHLQ    $0x02, DI
+	LEAQ    (SI)(DI*2), R9
+	ADDQ    DI, R9
+	LEAQ    (R9)(DI*2), R10
+	ADDQ    DI, R10
+	VMOVUPS (SI), Z0
+	VMOVUPS (SI)(DI*1), Z1
+	VMOVUPS (SI)(DI*2), Z2
+	VMOVUPS (R9), Z3
+	VMOVUPS (R9)(DI*1), Z4
+	VMOVUPS (R9)(DI*2), Z5
+	VMOVUPS (R10), Z6
+	VMOVUPS (R10)(DI*1), Z7
+	LEAQ    (AX)(CX*2), R9
+	ADDQ    CX, R9
+	LEAQ    (R9)(CX*2), R10
+	ADDQ    CX, R10
+
+gemmF32x8x16AVX512_loop:
+	VMOVUPS      (DX), Z8
+	VBROADCASTSS (AX), Z9
+	VFMADD231PS  Z9, Z8, Z0
+	VBROADCASTSS (AX)(CX*1), Z9
+	VFMADD231PS  Z9, Z8, Z1
+	VBROADCASTSS (AX)(CX*2), Z9
+	VFMADD231PS  Z9, Z8, Z2
+	VBROADCASTSS (R9), Z9
+	VFMADD231PS  Z9, Z8, Z3
+	VBROADCASTSS (R9)(CX*1), Z9
+	VFMADD231PS  Z9, Z8, Z4
+	VBROADCASTSS (R9)(CX*2), Z9
+	VFMADD231PS  Z9, Z8, Z5
+	VBROADCASTSS (R10), Z9
+	VFMADD231PS  Z9, Z8, Z6
+	VBROADCASTSS (R10)(CX*1), Z9
+	VFMADD231PS  Z9, Z8, Z7
+	ADDQ         $0x04, AX
+	ADDQ         $0x04, R9
+	ADDQ         $0x04, R10
+	ADDQ         BX, DX
+	DECQ         R8
+	JNZ          gemmF32x8x16AVX512_loop
+	LEAQ         (SI)(DI*2), AX
+	ADDQ         DI, AX
+	LEAQ         (AX)(DI*2), CX
+	ADDQ         DI, CX
+	VMOVUPS      Z0, (SI)
+	VMOVUPS      Z1, (SI)(DI*1)
+	VMOVUPS      Z2, (SI)(DI*2)
+	VMOVUPS      Z3, (AX)
+	VMOVUPS      Z4, (AX)(DI*1)
+	VMOVUPS      Z5, (AX)(DI*2)
+	VMOVUPS      Z6, (CX)
+	VMOVUPS      Z7, (CX)(DI*1)
 	VZEROUPPER
 	RET

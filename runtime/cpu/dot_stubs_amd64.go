@@ -70,4 +70,10 @@ func dotBF16AVX2(w *byte, x *float32, n int) float32
 
 func axpyF32AVX2(a float32, x *float32, y *float32, n int)
 
-func axpy4F32AVX2(a *float32, x *float32, stride int, y *float32, n int)
+func gemmF32x6x16AVX2(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)
+
+func gemmF32x6x8AVX2(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)
+
+func gemmF32x8x32AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)
+
+func gemmF32x8x16AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)

@@ -85,20 +85,6 @@ func TestKernelsAgree(t *testing.T) {
 		if g, w := dotF32(a, b), dotF32Go(a, b); math.Abs(float64(g)-exact) > 1e-5*(1+math.Abs(exact)) || math.Abs(float64(w)-exact) > 1e-5*(1+math.Abs(exact)) {
 			t.Errorf("dotF32 n=%d: kernel %v, portable %v, exact %v", n, g, w, exact)
 		}
-		// axpy over four rows: the same bits as four calls of the axpy in
-		// use (the kernels fuse each multiply-add; Go code does not).
-		rows := randRow(rng, 4*(n+3))
-		coef := [4]float32{0.5, -1.25, 3, 0}
-		y1, y2 := append([]float32(nil), b...), append([]float32(nil), b...)
-		axpy4(y1, &coef, rows, n+3)
-		for k, c := range coef {
-			axpy(y2, c, rows[k*(n+3):k*(n+3)+n])
-		}
-		for i := range y1 {
-			if y1[i] != y2[i] {
-				t.Fatalf("axpy4 n=%d value %d: %v, four axpy calls %v", n, i, y1[i], y2[i])
-			}
-		}
 		// Four tokens at once, rows apart by n+3 values.
 		x := randRow(rng, 4*(n+3))
 		var got, want [4]float32

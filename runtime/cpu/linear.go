@@ -31,7 +31,15 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 	if exact && format != actHalf { // 16-bit float rows are exact as they are
 		format = actF32
 	}
+	if (format == actF32 || format == actHalf) && gemmMicro != nil && T >= gemmMicro.mr {
+		// Enough tokens for the register tiles: float32 products as a
+		// blocked GEMM over decoded panels (16-bit float rows decode
+		// exactly).
+		b.linearF32(out, x, w, T, false)
+		format = actGEMM
+	}
 	switch format {
+	case actGEMM:
 	case actQ8:
 		nb := in / 32
 		xq := make([]q8Block, T*nb)
@@ -323,6 +331,15 @@ func (b *Backend) lowRank(out []float32, x, a, bw *lqrt.Tensor, scale float64, s
 	rows := end - start
 	xs := f32s(x)[start*in : end*in]
 	t := make([]float32, rows*r)
+	if gemmMicro != nil && rows >= gemmMicro.mr {
+		// A prompt or a training window: both products as GEMMs.
+		b.linearF32(t, xs, wa, rows, false)
+		for i := range t {
+			t[i] *= float32(scale)
+		}
+		b.linearF32(out[start*nout:end*nout], t, wb, rows, true)
+		return nil
+	}
 	scratch := make([]float32, max(in, r))
 	s := float32(scale)
 	for k := range r {

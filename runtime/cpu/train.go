@@ -92,75 +92,15 @@ func init() {
 }
 
 // linearT computes dx[t, i] = Σ_o dy[t, o]·W[o, i], reading W's encoded
-// rows in place: each job decodes a column segment of a tile of rows (a
-// few blocks of each) and adds it, scaled by dy, into a tile of tokens.
-// The weight is never decoded whole; every output element sums over o in
-// order.
+// rows in place a panel at a time (linearTF32): the weight is never
+// decoded whole, and every output element sums over o in order.
 func (b *Backend) linearT(dx, dy []float32, wt *lqrt.Tensor) error {
 	w, err := matrix(wt)
 	if err != nil {
 		return fmt.Errorf("cpu: LinearT: %w", err)
 	}
-	in, nout := w.rowLen, w.rows
-	T := len(dy) / nout
-	bs, ts := w.typ.BlockSize(), w.typ.TypeSize()
-	seg := max(bs, 256/bs*bs)
-	nseg := (in + seg - 1) / seg
-	const tokTile, rowTile = 64, 16
-	ntok := (T + tokTile - 1) / tokTile
-	b.pool.parallel(nseg*ntok, 1, func(lo, hi int) {
-		buf := make([]float32, rowTile*seg)
-		for job := lo; job < hi; job++ {
-			s, tj := job/ntok, job%ntok
-			c0 := s * seg
-			c1 := min(c0+seg, in)
-			n := c1 - c0
-			t0, t1 := tj*tokTile, min(tj*tokTile+tokTile, T)
-			for t := t0; t < t1; t++ {
-				clear(dx[t*in+c0 : t*in+c1])
-			}
-			for o0 := 0; o0 < nout; o0 += rowTile {
-				o1 := min(o0+rowTile, nout)
-				for o := o0; o < o1; o++ {
-					src := w.row(o)[c0/bs*ts : c1/bs*ts]
-					w.typ.Decode(buf[(o-o0)*n:(o-o0+1)*n], src)
-				}
-				for t := t0; t < t1; t++ {
-					dst, g := dx[t*in+c0:t*in+c1], dy[t*nout:(t+1)*nout]
-					o := o0
-					for ; o+4 <= o1; o += 4 { // dst read and written once for four rows
-						a := (*[4]float32)(g[o : o+4])
-						if *a != [4]float32{} {
-							axpy4(dst, a, buf[(o-o0)*n:(o-o0+4)*n], n)
-						}
-					}
-					for ; o < o1; o++ {
-						if a := g[o]; a != 0 {
-							axpy(dst, a, buf[(o-o0)*n:(o-o0+1)*n])
-						}
-					}
-				}
-			}
-		}
-	})
+	b.linearTF32(dx, dy, w, len(dy)/w.rows)
 	return nil
-}
-
-// linearGradW computes dW[o, i] = Σ_t dy[t, o]·x[t, i] for dW[out, in],
-// one row of dW per job, the tokens in order.
-func (b *Backend) linearGradW(dw, dy, x []float32, nout, in int) {
-	T := len(x) / in
-	b.pool.parallel(nout, 4, func(lo, hi int) {
-		for o := lo; o < hi; o++ {
-			row := dw[o*in : (o+1)*in]
-			clear(row)
-			for t := range T {
-				if a := dy[t*nout+o]; a != 0 {
-					axpy(row, a, x[t*in:(t+1)*in])
-				}
-			}
-		}
-	})
 }
 
 func embeddingGrad(out, dy []float32, ids []int32, d int) error {

@@ -7,6 +7,10 @@ import "github.com/lqc-dev/lqc/quant"
 // It covers block pairs [p0, p0+np) of the row.
 var wideDot func(typ quant.Type, row []byte, a *wideAct, t, p0, np int, out []float32)
 
+// wideZero is the zero point each type's weights are shifted by to enter
+// VPDPBUSD as unsigned bytes: Q4_0's nibbles are w+8, Q8_0 gets w+128.
+var wideZero = map[quant.Type]int32{quant.Q4_0: 8, quant.Q8_0: 128}
+
 // wideAct is activations in the layout of the AVX-512 kernels: the 8-bit
 // values of every token contiguous, and for each pair of blocks the lane
 // corrections −zero·Σ of every four values and a vector of sixteen scales

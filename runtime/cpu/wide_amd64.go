@@ -23,10 +23,6 @@ func init() {
 	}
 }
 
-// wideZero is the zero point each type's weights are shifted by to enter
-// VPDPBUSD as unsigned bytes: Q4_0's nibbles are w+8, Q8_0 gets w+128.
-var wideZero = map[quant.Type]int32{quant.Q4_0: 8, quant.Q8_0: 128}
-
 // wideDotAVX512 computes out[k] = the dot product of row with token t+k,
 // for len(out) (1 or 4) tokens, over block pairs [p0, p0+np).
 func wideDotAVX512(typ quant.Type, row []byte, a *wideAct, t, p0, np int, out []float32) {

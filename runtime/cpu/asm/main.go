@@ -209,7 +209,10 @@ func main() {
 	dotHalf("F16")
 	dotHalf("BF16")
 	axpyF32()
-	axpy4F32()
+	gemmF32("gemmF32x6x16AVX2", 6, 2, false)
+	gemmF32("gemmF32x6x8AVX2", 6, 1, false)
+	gemmF32("gemmF32x8x32AVX512", 8, 2, true)
+	gemmF32("gemmF32x8x16AVX512", 8, 1, true)
 	Generate()
 }
 
@@ -1218,55 +1221,6 @@ func axpyF32() {
 	RET()
 }
 
-// axpy4F32 emits func axpy4F32AVX2(a, x *float32, stride int, y *float32,
-// n int): y += a[0]·x₀ + a[1]·x₁ + a[2]·x₂ + a[3]·x₃, row k at x + k·stride
-// bytes, for n a multiple of 8: each value of y is loaded and stored once
-// for four rows, and the four fused multiply-adds run in row order, as
-// four calls of axpyF32AVX2 would round.
-func axpy4F32() {
-	TEXT("axpy4F32AVX2", NOSPLIT, "func(a, x *float32, stride int, y *float32, n int)")
-	ap := Load(Param("a"), GP64())
-	x0 := Load(Param("x"), GP64())
-	stride := Load(Param("stride"), GP64())
-	y := Load(Param("y"), GP64())
-	n := Load(Param("n"), GP64())
-	var av [4]VecVirtual
-	for k := range av {
-		av[k] = YMM()
-		VBROADCASTSS(Mem{Base: ap, Disp: 4 * k}, av[k])
-	}
-	xs := fourRows(x0, stride)
-	Label("axpy4_loop16")
-	CMPQ(n, Imm(16))
-	JL(LabelRef("axpy4_loop8"))
-	for u := range 2 {
-		t := YMM()
-		VMOVUPS(Mem{Base: y, Disp: 32 * u}, t)
-		for k, xk := range xs {
-			VFMADD231PS(Mem{Base: xk, Disp: 32 * u}, av[k], t)
-		}
-		VMOVUPS(t, Mem{Base: y, Disp: 32 * u})
-	}
-	ADDQ(Imm(64), y)
-	for _, xk := range xs {
-		ADDQ(Imm(64), xk)
-	}
-	SUBQ(Imm(16), n)
-	JMP(LabelRef("axpy4_loop16"))
-	Label("axpy4_loop8")
-	CMPQ(n, Imm(8))
-	JL(LabelRef("axpy4_done"))
-	t := YMM()
-	VMOVUPS(Mem{Base: y}, t)
-	for k, xk := range xs {
-		VFMADD231PS(Mem{Base: xk}, av[k], t)
-	}
-	VMOVUPS(t, Mem{Base: y})
-	Label("axpy4_done")
-	VZEROUPPER()
-	RET()
-}
-
 // qkxSums emits func qkxSumsAVX2(x, w *float32, n int, mn float32, isc
 // *float32, nmax float32, lv, sums *float32): eight candidates of the
 // K-quant scale search, one per lane (quant/qkx.go's qkxSumsGo). For each
@@ -1428,6 +1382,90 @@ func qxSums() {
 	Label("qx_sums_done")
 	VMOVUPS(sLX, Mem{Base: sums})
 	VMOVUPS(sL2, Mem{Base: sums, Disp: 32})
+	VZEROUPPER()
+	RET()
+}
+
+// gemmF32 emits func <name>(a *float32, lda int, b *float32, ldb int, c
+// *float32, ldc int, k int), the register-tiled micro-kernel of the
+// float32 matrix products: C[mr × nr] += A[mr × k]·B[k × nr], every
+// stride in elements, for k ≥ 1. The tile of C stays in registers for
+// the whole sum over k (mr × vecs accumulators); each step loads one row
+// of B (vecs vectors) and multiplies it with each of A's mr values,
+// broadcast. Every element
+// of C is its old value plus the k products added in order with fused
+// multiply-adds. AVX2: 8 lanes, nr = 8·vecs; AVX-512: 16 lanes.
+func gemmF32(name string, mr, vecs int, avx512 bool) {
+	TEXT(name, NOSPLIT, "func(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)")
+	a := Load(Param("a"), GP64())
+	lda := Load(Param("lda"), GP64())
+	bp := Load(Param("b"), GP64())
+	ldb := Load(Param("ldb"), GP64())
+	cp := Load(Param("c"), GP64())
+	ldc := Load(Param("ldc"), GP64())
+	k := Load(Param("k"), GP64())
+	SHLQ(Imm(2), lda)
+	SHLQ(Imm(2), ldb)
+	SHLQ(Imm(2), ldc)
+	vec, width := func() VecVirtual { return YMM() }, 32
+	if avx512 {
+		vec, width = func() VecVirtual { return ZMM() }, 64
+	}
+	// Row i of a matrix at base with row stride ld (bytes) is addressed
+	// from one of the bases base, base+3·ld, base+6·ld, … with index ld
+	// scaled by 0, 1 or 2: three rows per base register.
+	bases := func(base, ld Register, rows int) []Register {
+		out := []Register{base}
+		for r := 3; r < rows; r += 3 {
+			nb := GP64()
+			LEAQ(Mem{Base: out[len(out)-1], Index: ld, Scale: 2}, nb)
+			ADDQ(ld, nb)
+			out = append(out, nb)
+		}
+		return out
+	}
+	rowAt := func(bs []Register, ld Register, i, disp int) Mem {
+		m := Mem{Base: bs[i/3], Disp: disp}
+		if i%3 > 0 {
+			m.Index, m.Scale = ld, uint8(i%3)
+		}
+		return m
+	}
+	cb := bases(cp, ldc, mr)
+	acc := make([][]VecVirtual, mr)
+	for i := range acc {
+		acc[i] = make([]VecVirtual, vecs)
+		for u := range acc[i] {
+			acc[i][u] = vec()
+			VMOVUPS(rowAt(cb, ldc, i, width*u), acc[i][u])
+		}
+	}
+	ab := bases(a, lda, mr)
+	Label(name + "_loop")
+	bv := make([]VecVirtual, vecs)
+	for u := range bv {
+		bv[u] = vec()
+		VMOVUPS(Mem{Base: bp, Disp: width * u}, bv[u])
+	}
+	for i := range mr {
+		x := vec()
+		VBROADCASTSS(rowAt(ab, lda, i, 0), x)
+		for u := range vecs {
+			VFMADD231PS(x, bv[u], acc[i][u])
+		}
+	}
+	for _, r := range ab {
+		ADDQ(Imm(4), r)
+	}
+	ADDQ(ldb, bp)
+	DECQ(k)
+	JNZ(LabelRef(name + "_loop"))
+	cb = bases(cp, ldc, mr) // anew: fewer registers live in the loop
+	for i := range acc {
+		for u := range acc[i] {
+			VMOVUPS(acc[i][u], rowAt(cb, ldc, i, width*u))
+		}
+	}
 	VZEROUPPER()
 	RET()
 }

@@ -84,6 +84,7 @@ func benchFinetune(work string, layers, runs, threads int, parts finetuneParts) 
 		return err
 	}
 	const ctx = 256
+	train.LeanGC() // as lqc finetune runs
 	var table strings.Builder
 	fmt.Fprintf(&table, "training a LoRA on q,k,v,o,gate,up,down of the TinyLlama shape (%d layers) at Q4_0, ctx %d, %d threads, median of %d steps of one window; "+
 		"planned: the activations ir.Graph.PeakLive counts at the peak (what RSS − weights should approach):\n\n", layers, ctx, threads, runs)
