@@ -3,12 +3,15 @@ package train
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"strings"
 
+	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/runtime"
 	"github.com/lqc-dev/lqc/runtime/chat"
 	"github.com/lqc-dev/lqc/runtime/tokenizer"
 )
@@ -246,4 +249,41 @@ func (o *Order) At(k int) int {
 		o.perm, o.epoch = rng.Perm(o.N), e
 	}
 	return o.perm[i]
+}
+
+// TeacherSamples writes n training windows with the teacher itself: each
+// starts at BOS and continues with up to window−1 tokens sampled from the
+// teacher at temperature 1 (seeded: seed+i for window i), ending early at
+// EOS. Distilling on the teacher's own text (data-free distillation, as
+// LLM-QAT does) shows the student contexts a small calibration text does
+// not have, so the adapter learns the teacher rather than the text.
+// progress, when set, is called after each window.
+func TeacherSamples(ctx context.Context, teacher *ir.Model, b runtime.Backend, n, window int, seed uint64, progress func(done int)) ([]Example, error) {
+	if teacher.Vocab == nil {
+		return nil, fmt.Errorf("teacher %s has no vocabulary: it cannot start a sample at BOS", teacher.Source)
+	}
+	m, err := runtime.Load(teacher, b)
+	if err != nil {
+		return nil, fmt.Errorf("teacher: %w", err)
+	}
+	bos, eos := teacher.Vocab.BOS, teacher.Vocab.EOS
+	out := make([]Example, 0, n)
+	for i := range n {
+		s, err := m.NewSession(window)
+		if err != nil {
+			return nil, err
+		}
+		toks := []int32{bos}
+		smp := runtime.NewSampler(runtime.SamplerOptions{Temp: 1, TopP: 1, Seed: seed + uint64(i)})
+		_, err = runtime.Generate(ctx, s, toks, window-1, smp, func(id int32) bool { return id == eos },
+			func(id int32) error { toks = append(toks, id); return nil })
+		if err != nil {
+			return nil, fmt.Errorf("teacher sample %d: %w", i+1, err)
+		}
+		out = append(out, Example{Tokens: toks})
+		if progress != nil {
+			progress(i + 1)
+		}
+	}
+	return out, nil
 }

@@ -45,7 +45,7 @@ type finetuneJob struct {
 	flashAttn, quantType, baseOut, templateFile        string
 	loftqIter                                          int
 	rank, warmup, batch, accum, nctx, steps, evalEvery int
-	ckEvery, threads                                   int
+	ckEvery, threads, teacherSamples                   int
 	alpha, lr, minLR, epochs, clip, weightDecay        float64
 	beta1, beta2, eps                                  float64
 	seed                                               uint64
@@ -75,6 +75,7 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.StringVar(&o.peftOut, "peft-out", "", "also write the adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors)")
 	fs.StringVar(&o.teacherPath, "teacher", "", "the model to distil from (HF folder, GGUF, ONNX): residual training")
 	fs.StringVar(&o.dataPath, "data", "", "training text, or a .json batch of token ids")
+	fs.IntVar(&o.teacherSamples, "teacher-samples", 0, "residual training: add this many windows of text the teacher writes itself (sampled from BOS, seeded by --seed) to --data, so a small calibration text does not limit what the adapter learns")
 	fs.StringVar(&o.sftPath, "sft", "", "supervised fine-tuning rows (JSONL: alpaca or chat)")
 	fs.StringVar(&o.initAdapter, "init-adapter", "", "start from this adapter (PEFT folder or GGUF): continue training it")
 	fs.StringVar(&o.initMethod, "init", "", "how a new adapter starts: svd (top-r SVD of teacher − base; default with --teacher), zero (B = 0), or loftq (BASE is the float model, quantized here with --quant into --base-out)")
@@ -148,6 +149,8 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageError{errors.New("--init loftq starts a new base and adapter: no --resume (continue with the --base-out file as BASE), --init-adapter or --sweep-rank")}
 	case o.initMethod != "loftq" && (o.quantType != "" || o.baseOut != ""):
 		return usageError{errors.New("--quant and --base-out go with --init loftq")}
+	case o.teacherSamples < 0 || (o.teacherSamples > 0 && (o.teacherPath == "" || o.sftPath != "")):
+		return usageError{errors.New("--teacher-samples adds the teacher's own text to residual training: it needs --teacher (and no --sft)")}
 	case o.loftqIter <= 0:
 		return usageError{fmt.Errorf("--loftq-iter %d: want at least 1", o.loftqIter)}
 	}
@@ -288,6 +291,25 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 			return nil, err
 		}
 		o.logf("data: %s: %d tokens in %d windows of up to %d", o.dataPath, len(ids), len(data), window)
+	}
+	if o.teacherSamples > 0 {
+		gb := cpu.New(o.threads)
+		t0 := time.Now()
+		samples, err := train.TeacherSamples(ctx, teacher, gb, o.teacherSamples, window, o.seed, func(done int) {
+			if !o.quiet {
+				fmt.Fprintf(o.stderr, "\rteacher samples: %d/%d", done, o.teacherSamples)
+			}
+		})
+		gb.Close()
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for _, ex := range samples {
+			n += len(ex.Tokens)
+		}
+		o.logf("\rdata: %d windows the teacher wrote (%d tokens, %.0f s)", len(samples), n, time.Since(t0).Seconds())
+		data = append(data, samples...)
 	}
 	if len(data) < o.batch {
 		return nil, fmt.Errorf("%s: the data makes %d windows, fewer than one batch of %d (lower --batch or --ctx, or give more data)", firstOf(o.sftPath, o.dataPath), len(data), o.batch)

@@ -221,6 +221,25 @@ func TestFinetuneInterruptAndResume(t *testing.T) {
 	}
 }
 
+// TestFinetuneTeacherSamples: --teacher-samples adds windows the teacher
+// writes to the calibration text's, and training runs over both.
+func TestFinetuneTeacherSamples(t *testing.T) {
+	base, teacher, _ := finetuneFixtures(t)
+	data := testmodels.Shared(t, "golden", "quant", "imatrix-calib.txt")
+	out := filepath.Join(t.TempDir(), "a.gguf")
+	code, stdout, stderr := lqc("finetune", base, "--teacher", teacher, "--data", data, "--teacher-samples", "8", "--ctx", "32",
+		"--steps", "3", "--json", "-o", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "8 windows the teacher wrote") {
+		t.Errorf("stderr does not report the teacher's windows: %q", stderr)
+	}
+	if n := len(stepLosses(t, stdout)); n != 3 {
+		t.Errorf("%d step lines, want 3", n)
+	}
+}
+
 // TestFinetuneSFT trains an SFT adapter on alpaca and chat rows, on both
 // architectures (gpt2's LayerNorm, GELU, biases and fused qkv included):
 // the loss falls.
@@ -291,6 +310,9 @@ func TestFinetuneBadInput(t *testing.T) {
 			failsCleanly(t, append([]string{"finetune"}, c.args...), 1, c.want...)
 		})
 	}
+	t.Run("teacher samples without a teacher", func(t *testing.T) {
+		failsCleanly(t, []string{"finetune", base, "--data", data, "--teacher-samples", "4"}, 2, "--teacher-samples")
+	})
 	// An output folder that does not exist: refused before training.
 	code, _, stderr := lqc("finetune", base, "--teacher", teacher, "--data", data, "--steps", "1", "--ctx", "32", "-q", "-o", filepath.Join(dir, "missing", "a.gguf"))
 	if code != 1 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "missing") {
