@@ -75,7 +75,8 @@ func (m *Model) Run(inputs map[string]*ir.Tensor) ([]*ir.Tensor, error) {
 // dropped after the last node that reads it (an output nothing reads, at
 // once), so a training graph keeps a forward value exactly until its
 // backward use; the graph's outputs stay in vals. ir.Graph.PeakLive
-// counts the bytes this keeps alive. With timed set, each node's wall time is added to timed[i].
+// counts the bytes this keeps alive. With timed set, each node's wall
+// time is added to timed[i].
 func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int, timed []time.Duration) error {
 	g := m.IR.Graph
 	keep := map[*ir.Value]bool{}

@@ -30,6 +30,9 @@ type RunInfo struct {
 	Batch       int      `json:"batch"`
 	GradAccum   int      `json:"grad_accum"`
 	Seed        uint64   `json:"seed"`
+	// TeacherSamples is how many windows the teacher wrote into the data
+	// (regenerated identically from Seed on resume).
+	TeacherSamples int `json:"teacher_samples,omitempty"`
 }
 
 // checkpointMeta is RunInfo and the state at the step it was written.
@@ -131,6 +134,8 @@ func (c *Checkpoint) Check(info RunInfo) error {
 		return fmt.Errorf("%s adapts %v; this run asks for %v", c.Path, c.Targets, info.Targets)
 	case c.Batch != info.Batch || c.GradAccum != info.GradAccum:
 		return fmt.Errorf("%s used --batch %d --grad-accum %d; resume with the same", c.Path, c.Batch, c.GradAccum)
+	case c.TeacherSamples != info.TeacherSamples:
+		return fmt.Errorf("%s trained on %d windows the teacher wrote; this run asks for %d: resume with the same --teacher-samples", c.Path, c.TeacherSamples, info.TeacherSamples)
 	}
 	return nil
 }

@@ -46,6 +46,14 @@ func loadReference(t *testing.T) *reference {
 	return r
 }
 
+// gradients is the file of PyTorch's gradients for obj.
+func (r *reference) gradients(obj passes.Objective) string {
+	if obj == passes.SFT {
+		return filepath.Join(r.dir, "grads_sft.safetensors")
+	}
+	return filepath.Join(r.dir, "grads_distill.safetensors")
+}
+
 func readJSON(t *testing.T, path string, v any) {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -116,30 +124,36 @@ func (r *reference) examples(obj passes.Objective) ([]Example, int) {
 // values, with the fused attention and with the spelled-out one.
 func TestReferenceLossesAndGradients(t *testing.T) {
 	r := loadReference(t)
+	forEachObjective(t, func(t *testing.T, obj passes.Objective, flash bool) {
+		e := referenceEngine(t, r, EngineOptions{Objective: obj, FlashAttention: flash})
+		exs, scored := r.examples(obj)
+		loss, err := e.Batch(exs, scored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := r.losses.Distill
+		if obj == passes.SFT {
+			want = r.losses.SFT
+		}
+		if rel := math.Abs(loss-want) / want; rel > 1e-4 {
+			t.Errorf("loss %.9g, PyTorch %.9g (relative error %.2g)", loss, want, rel)
+		} else {
+			t.Logf("loss %.9g, PyTorch %.9g (relative error %.2g)", loss, want, rel)
+		}
+		checkGradients(t, e, r.gradients(obj))
+	})
+}
+
+// forEachObjective runs f for both objectives, with the fused attention
+// and with the spelled-out one.
+func forEachObjective(t *testing.T, f func(t *testing.T, obj passes.Objective, flash bool)) {
 	for _, flash := range []bool{true, false} {
 		for _, obj := range []passes.Objective{passes.Distill, passes.SFT} {
 			name := obj.String()
 			if !flash {
 				name += "/unfused"
 			}
-			t.Run(name, func(t *testing.T) {
-				e := referenceEngine(t, r, EngineOptions{Objective: obj, FlashAttention: flash})
-				exs, scored := r.examples(obj)
-				loss, err := e.Batch(exs, scored)
-				if err != nil {
-					t.Fatal(err)
-				}
-				want, file := r.losses.Distill, "grads_distill.safetensors"
-				if obj == passes.SFT {
-					want, file = r.losses.SFT, "grads_sft.safetensors"
-				}
-				if rel := math.Abs(loss-want) / want; rel > 1e-4 {
-					t.Errorf("loss %.9g, PyTorch %.9g (relative error %.2g)", loss, want, rel)
-				} else {
-					t.Logf("loss %.9g, PyTorch %.9g (relative error %.2g)", loss, want, rel)
-				}
-				checkGradients(t, e, filepath.Join(r.dir, file))
-			})
+			t.Run(name, func(t *testing.T) { f(t, obj, flash) })
 		}
 	}
 }
@@ -255,49 +269,41 @@ func TestReferenceAdamW(t *testing.T) {
 // to about one layer's beside the residual stream.
 func TestRecompute(t *testing.T) {
 	r := loadReference(t)
-	for _, flash := range []bool{true, false} {
-		for _, obj := range []passes.Objective{passes.Distill, passes.SFT} {
-			name := obj.String()
-			if !flash {
-				name += "/unfused"
+	forEachObjective(t, func(t *testing.T, obj passes.Objective, flash bool) {
+		exs, scored := r.examples(obj)
+		var losses [2]float64
+		var peaks [2]int64
+		var engines [2]*Engine
+		for k, recompute := range []bool{false, true} {
+			e := referenceEngine(t, r, EngineOptions{Objective: obj, FlashAttention: flash, Recompute: recompute})
+			var err error
+			if losses[k], err = e.Batch(exs, scored); err != nil {
+				t.Fatal(err)
 			}
-			t.Run(name, func(t *testing.T) {
-				exs, scored := r.examples(obj)
-				var losses [2]float64
-				var peaks [2]int64
-				var engines [2]*Engine
-				for k, recompute := range []bool{false, true} {
-					e := referenceEngine(t, r, EngineOptions{Objective: obj, FlashAttention: flash, Recompute: recompute})
-					var err error
-					if losses[k], err = e.Batch(exs, scored); err != nil {
-						t.Fatal(err)
-					}
-					if peaks[k], _, err = e.Model().Graph.PeakLive(map[string]int{"seq": len(exs[0].Tokens)}); err != nil {
-						t.Fatal(err)
-					}
-					engines[k] = e
-				}
-				if losses[0] != losses[1] {
-					t.Errorf("loss %v with recomputation, %v without", losses[1], losses[0])
-				}
-				for i, p := range engines[0].Params() {
-					q := engines[1].Params()[i]
-					if p.Name != q.Name {
-						t.Fatalf("parameter %d is %s with recomputation, %s without", i, q.Name, p.Name)
-					}
-					for j := range p.Grad {
-						if p.Grad[j] != q.Grad[j] {
-							t.Fatalf("%s: gradient %d is %v with recomputation, %v without", p.Name, j, q.Grad[j], p.Grad[j])
-						}
-					}
-				}
-				checkGradients(t, engines[1], filepath.Join(r.dir, map[passes.Objective]string{passes.Distill: "grads_distill.safetensors", passes.SFT: "grads_sft.safetensors"}[obj]))
-				// stories260K has 5 layers: four recomputed, the last kept.
-				t.Logf("peak live activations %d bytes with recomputation, %d without", peaks[1], peaks[0])
-				if peaks[1] >= peaks[0]*3/4 {
-					t.Errorf("peak live activations %d bytes with recomputation, %d without: expected at least a quarter less", peaks[1], peaks[0])
-				}
-			})
+			if peaks[k], _, err = e.Model().Graph.PeakLive(map[string]int{"seq": len(exs[0].Tokens)}); err != nil {
+				t.Fatal(err)
+			}
+			engines[k] = e
 		}
-	}
+		if losses[0] != losses[1] {
+			t.Errorf("loss %v with recomputation, %v without", losses[1], losses[0])
+		}
+		for i, p := range engines[0].Params() {
+			q := engines[1].Params()[i]
+			if p.Name != q.Name {
+				t.Fatalf("parameter %d is %s with recomputation, %s without", i, q.Name, p.Name)
+			}
+			for j := range p.Grad {
+				if p.Grad[j] != q.Grad[j] {
+					t.Fatalf("%s: gradient %d is %v with recomputation, %v without", p.Name, j, q.Grad[j], p.Grad[j])
+				}
+			}
+		}
+		checkGradients(t, engines[1], r.gradients(obj))
+		// stories260K has 5 layers: four recomputed, the last kept.
+		t.Logf("peak live activations %d bytes with recomputation, %d without", peaks[1], peaks[0])
+		if peaks[1] >= peaks[0]*3/4 {
+			t.Errorf("peak live activations %d bytes with recomputation, %d without: expected at least a quarter less", peaks[1], peaks[0])
+		}
+	})
 }

@@ -321,7 +321,7 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 
 	// The adapter it starts from.
 	var ad *ir.Adapter
-	info := train.RunInfo{Base: o.base, Fingerprint: fingerprint, Objective: o.objective.String(), Batch: o.batch, GradAccum: o.accum, Seed: o.seed}
+	info := train.RunInfo{Base: o.base, Fingerprint: fingerprint, Objective: o.objective.String(), Batch: o.batch, GradAccum: o.accum, Seed: o.seed, TeacherSamples: o.teacherSamples}
 	if o.initAdapter != "" || o.loftq != nil {
 		if o.loftq != nil {
 			ad = o.loftq.adapter

@@ -101,35 +101,15 @@ func TestLinearF32(t *testing.T) {
 				if err := be.linear(y, x, w, nil, true); err != nil {
 					t.Fatal(err)
 				}
-				for tok := range T {
-					for o := range c.out {
-						exact, mag := 0.0, 0.0
-						for i := range c.in {
-							p := float64(x[tok*c.in+i]) * float64(deq[o*c.in+i])
-							exact, mag = exact+p, mag+math.Abs(p)
-						}
-						if got := y[tok*c.out+o]; !within(got, exact, mag, c.in) {
-							t.Fatalf("Linear: out[%d, %d] = %v, exact %v", tok, o, got, exact)
-						}
-					}
-				}
+				checkProduct(t, "Linear", y, T, c.out, c.in, func(tok, i int) float32 { return x[tok*c.in+i] },
+					func(i, o int) float32 { return deq[o*c.in+i] })
 				dy := randRow(rng, T*c.out)
 				dx := randRow(rng, T*c.in) // overwritten
 				if err := be.linearT(dx, dy, w); err != nil {
 					t.Fatal(err)
 				}
-				for tok := range T {
-					for i := range c.in {
-						exact, mag := 0.0, 0.0
-						for o := range c.out {
-							p := float64(dy[tok*c.out+o]) * float64(deq[o*c.in+i])
-							exact, mag = exact+p, mag+math.Abs(p)
-						}
-						if got := dx[tok*c.in+i]; !within(got, exact, mag, c.out) {
-							t.Fatalf("LinearT: dx[%d, %d] = %v, exact %v", tok, i, got, exact)
-						}
-					}
-				}
+				checkProduct(t, "LinearT", dx, T, c.in, c.out, func(tok, o int) float32 { return dy[tok*c.out+o] },
+					func(o, i int) float32 { return deq[o*c.in+i] })
 			})
 		}
 		be.Close()
@@ -146,16 +126,23 @@ func TestLinearGradW(t *testing.T) {
 		dy, x := randRow(rng, c.T*c.nout), randRow(rng, c.T*c.in)
 		dw := randRow(rng, c.nout*c.in) // overwritten
 		be.linearGradW(dw, dy, x, c.nout, c.in)
-		for o := range c.nout {
-			for i := range c.in {
-				exact, mag := 0.0, 0.0
-				for tok := range c.T {
-					p := float64(dy[tok*c.nout+o]) * float64(x[tok*c.in+i])
-					exact, mag = exact+p, mag+math.Abs(p)
-				}
-				if got := dw[o*c.in+i]; !within(got, exact, mag, c.T) {
-					t.Fatalf("%+v: dW[%d, %d] = %v, exact %v", c, o, i, got, exact)
-				}
+		checkProduct(t, fmt.Sprintf("LinearGradW %+v", c), dw, c.nout, c.in, c.T, func(o, tok int) float32 { return dy[tok*c.nout+o] },
+			func(tok, i int) float32 { return x[tok*c.in+i] })
+	}
+}
+
+// checkProduct holds got (m × n) to the float32 rounding of Σ_k a(i, k)·b(k, j).
+func checkProduct(t *testing.T, what string, got []float32, m, n, k int, a, b func(int, int) float32) {
+	t.Helper()
+	for i := range m {
+		for j := range n {
+			exact, mag := 0.0, 0.0
+			for kk := range k {
+				p := float64(a(i, kk)) * float64(b(kk, j))
+				exact, mag = exact+p, mag+math.Abs(p)
+			}
+			if g := got[i*n+j]; !within(g, exact, mag, k) {
+				t.Fatalf("%s: [%d, %d] = %v, exact %v", what, i, j, g, exact)
 			}
 		}
 	}
