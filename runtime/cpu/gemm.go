@@ -20,6 +20,10 @@ type gemmKernel struct {
 
 var gemmMicro *gemmKernel
 
+// gemmPays reports whether m tokens fill the micro-kernel's register
+// tiles: fewer are better served one dot product at a time.
+func gemmPays(m int) bool { return gemmMicro != nil && m >= gemmMicro.mr }
+
 // gemm adds A·B to C: C is m × n (row stride ldc), A m × k (lda), B
 // k × n (ldb).
 func gemm(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, k int) {

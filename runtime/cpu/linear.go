@@ -31,16 +31,11 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 	if exact && format != actHalf { // 16-bit float rows are exact as they are
 		format = actF32
 	}
-	if (format == actF32 || format == actHalf) && gemmMicro != nil && T >= gemmMicro.mr {
-		// Enough tokens for the register tiles: float32 products as a
-		// blocked GEMM over decoded panels (16-bit float rows decode
-		// exactly).
+	switch {
+	case (format == actF32 || format == actHalf) && gemmPays(T):
+		// 16-bit float rows decode exactly.
 		b.linearF32(out, x, w, T, false)
-		format = actGEMM
-	}
-	switch format {
-	case actGEMM:
-	case actQ8:
+	case format == actQ8:
 		nb := in / 32
 		xq := make([]q8Block, T*nb)
 		b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
@@ -95,7 +90,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 			break
 		}
 		b.pool.parallel(nout, rows, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
-	case actQ8K:
+	case format == actQ8K:
 		nb := in / 256
 		xq := make([]q8KBlock, T*nb)
 		b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
@@ -105,7 +100,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 		})
 		dot, dot4 := dotQ8KFor(w.typ), dot4KFor(w.typ)
 		b.pool.parallel(nout, rows, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
-	case actHalf:
+	case format == actHalf:
 		dot := dotF16
 		if w.typ == quant.BF16 {
 			dot = dotBF16
@@ -331,7 +326,7 @@ func (b *Backend) lowRank(out []float32, x, a, bw *lqrt.Tensor, scale float64, s
 	rows := end - start
 	xs := f32s(x)[start*in : end*in]
 	t := make([]float32, rows*r)
-	if gemmMicro != nil && rows >= gemmMicro.mr {
+	if gemmPays(rows) {
 		// A prompt or a training window: both products as GEMMs.
 		b.linearF32(t, xs, wa, rows, false)
 		for i := range t {

@@ -100,7 +100,6 @@ const (
 	actQ8                    // 32-value q8 blocks
 	actQ8K                   // 256-value q8 blocks
 	actHalf                  // dense float32 against F16 or BF16 rows read in place
-	actGEMM                  // float32 products done by linearF32 (a prompt's worth of tokens)
 )
 
 func activationFormat(t quant.Type) actFormat {
