@@ -57,9 +57,12 @@ type finetuneJob struct {
 	// loftq is set by --init loftq: the source model it quantized (the
 	// plain quantization is the baseline), the quantization, and the
 	// adapter that goes with the new base.
-	loftq  *loftqResult
-	args   []string // as given, for the report
-	stderr io.Writer
+	loftq *loftqResult
+	// samples are the windows the teacher wrote (--teacher-samples), made
+	// once for every rank of a sweep.
+	samples []train.Example
+	args    []string // as given, for the report
+	stderr  io.Writer
 }
 
 func (o *finetuneJob) logf(format string, a ...any) {
@@ -187,6 +190,42 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 // sftTemplate is the chat template chat rows are written in: the
 // --chat-template file, else the model's own; nil (### Role: headers)
 // when there is neither.
+// teacherWindows has the teacher write --teacher-samples windows once
+// per job, with progress redrawn on a terminal and every few seconds
+// otherwise.
+func (o *finetuneJob) teacherWindows(ctx context.Context, teacher *ir.Model, window int) error {
+	if o.samples != nil {
+		return nil
+	}
+	b := cpu.New(o.threads)
+	defer b.Close()
+	start, last, tty := time.Now(), time.Now(), isTerminal(o.stderr)
+	samples, err := train.TeacherSamples(ctx, teacher, b, o.teacherSamples, window, o.seed, func(done int) {
+		if o.quiet || (!tty && time.Since(last) < 2*time.Second && done < o.teacherSamples) {
+			return
+		}
+		last = time.Now()
+		if tty {
+			fmt.Fprintf(o.stderr, "\r\033[Kteacher samples: %d/%d", done, o.teacherSamples)
+		} else {
+			fmt.Fprintf(o.stderr, "teacher samples: %d/%d\n", done, o.teacherSamples)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if tty && !o.quiet {
+		fmt.Fprint(o.stderr, "\r\033[K")
+	}
+	n := 0
+	for _, ex := range samples {
+		n += len(ex.Tokens)
+	}
+	o.logf("data: %d windows the teacher wrote (%d tokens, %.0f s)", len(samples), n, time.Since(start).Seconds())
+	o.samples = samples
+	return nil
+}
+
 func (o *finetuneJob) sftTemplate(v *ir.Vocab) (*chat.Template, error) {
 	src, err := readTemplate(o.templateFile)
 	if err != nil {
@@ -293,23 +332,10 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 		o.logf("data: %s: %d tokens in %d windows of up to %d", o.dataPath, len(ids), len(data), window)
 	}
 	if o.teacherSamples > 0 {
-		gb := cpu.New(o.threads)
-		t0 := time.Now()
-		samples, err := train.TeacherSamples(ctx, teacher, gb, o.teacherSamples, window, o.seed, func(done int) {
-			if !o.quiet {
-				fmt.Fprintf(o.stderr, "\rteacher samples: %d/%d", done, o.teacherSamples)
-			}
-		})
-		gb.Close()
-		if err != nil {
+		if err := o.teacherWindows(ctx, teacher, window); err != nil {
 			return nil, err
 		}
-		n := 0
-		for _, ex := range samples {
-			n += len(ex.Tokens)
-		}
-		o.logf("\rdata: %d windows the teacher wrote (%d tokens, %.0f s)", len(samples), n, time.Since(t0).Seconds())
-		data = append(data, samples...)
+		data = append(data, o.samples...)
 	}
 	if len(data) < o.batch {
 		return nil, fmt.Errorf("%s: the data makes %d windows, fewer than one batch of %d (lower --batch or --ctx, or give more data)", firstOf(o.sftPath, o.dataPath), len(data), o.batch)
