@@ -113,6 +113,10 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 		return nil, err
 	}
 	output := g.Outputs[0]
+	// Activations go back to the backend after their last use, so a
+	// prompt's next layer reuses this layer's buffers instead of fresh,
+	// zeroed pages.
+	rel := newReleases(b, map[*ir.Value]bool{output: true})
 	for i, n := range g.Nodes {
 		in := make([]*Tensor, len(n.Inputs))
 		for j, v := range n.Inputs {
@@ -143,9 +147,13 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 			}
 		}
 		vals[o] = out
+		rel.bind(o, out, n, in)
 		for _, v := range n.Inputs {
 			if m.lastUse[v] == i && v.Weight == nil {
-				delete(vals, v)
+				if _, live := vals[v]; live {
+					delete(vals, v)
+					rel.drop(v)
+				}
 			}
 		}
 	}

@@ -154,7 +154,7 @@ func (r *releases) bind(o *ir.Value, t *Tensor, n *ir.Node, in []*Tensor) {
 	}
 	r.root[o] = buf
 	r.users[buf]++
-	if r.keep[o] {
+	if r.keep[o] || n.Op == "KVCache" { // a KVCache's output is a view of the cache
 		r.kept[buf] = true
 	}
 }

@@ -77,3 +77,27 @@ func gemmF32x6x8AVX2(a *float32, lda int, b *float32, ldb int, c *float32, ldc i
 func gemmF32x8x32AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)
 
 func gemmF32x8x16AVX512(a *float32, lda int, b *float32, ldb int, c *float32, ldc int, k int)
+
+func gemmQ4_0x16x1(panel *byte, x *byte, xStride int, nb int, out *float32, outStride int)
+
+func gemmQ4_0x16x4(panel *byte, x *byte, xStride int, nb int, out *float32, outStride int)
+
+func gemmQ4_0x16x8(panel *byte, x *byte, xStride int, nb int, out *float32, outStride int)
+
+func gemmIQ4_NLx16x1(panel *byte, x *byte, xStride int, nb int, out *float32, outStride int)
+
+func gemmIQ4_NLx16x4(panel *byte, x *byte, xStride int, nb int, out *float32, outStride int)
+
+func gemmIQ4_NLx16x8(panel *byte, x *byte, xStride int, nb int, out *float32, outStride int)
+
+func gemmQ8_0x16x1(panel *byte, x *byte, xStride int, nb int, out *float32, outStride int)
+
+func gemmQ8_0x16x4(panel *byte, x *byte, xStride int, nb int, out *float32, outStride int)
+
+func gemmQ8_0x16x8(panel *byte, x *byte, xStride int, nb int, out *float32, outStride int)
+
+func gemmQ4_Kx16x1(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
+
+func gemmQ4_Kx16x4(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
+
+func gemmQ4_Kx16x8(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)

@@ -5,3 +5,6 @@ package cpu
 // gemmKernels are the micro-kernels this CPU can run: none but the
 // portable twin here.
 func gemmKernels() map[string]*gemmKernel { return nil }
+
+// linearPanel: the panel kernels are AVX-512 VNNI only.
+func (b *Backend) linearPanel(*weight, []float32, any, int) bool { return false }

@@ -43,6 +43,9 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 				quantizeQ8(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
 			}
 		})
+		if b.linearPanel(w, out, xq, T) {
+			break
+		}
 		dot, dot4 := dotQ8For(w.typ), dot4For(w.typ)
 		if zero, ok := wideZero[w.typ]; ok && wideDot != nil && nb%2 == 0 {
 			wa := toWide(xq, T, nb, zero)
@@ -98,6 +101,9 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 				quantizeQ8K(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
 			}
 		})
+		if b.linearPanel(w, out, xq, T) {
+			break
+		}
 		dot, dot4 := dotQ8KFor(w.typ), dot4KFor(w.typ)
 		b.pool.parallel(nout, rows, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
 	case format == actHalf:

@@ -213,6 +213,14 @@ func main() {
 	gemmF32("gemmF32x6x8AVX2", 6, 1, false)
 	gemmF32("gemmF32x8x32AVX512", 8, 2, true)
 	gemmF32("gemmF32x8x16AVX512", 8, 1, true)
+	for _, f := range []panelForm{{name: "Q4_0", nibbles: true}, {name: "IQ4_NL", nibbles: true, levels: iq4nlGrid}, {name: "Q8_0"}} {
+		for _, tokens := range []int{1, 4, 8} {
+			panelGemm(f, tokens)
+		}
+	}
+	for _, tokens := range []int{1, 4, 8} {
+		panelGemmQ4_K(tokens)
+	}
 	Generate()
 }
 
@@ -1464,6 +1472,250 @@ func gemmF32(name string, mr, vecs int, avx512 bool) {
 	for i := range acc {
 		for u := range acc[i] {
 			VMOVUPS(acc[i][u], rowAt(cb, ldc, i, width*u))
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// VPDPBUSDBCST is VPDPBUSD with its signed operand, four bytes in memory,
+// broadcast to every lane (the Go assembler's VPDPBUSD.BCST).
+func VPDPBUSDBCST(s, u, dst Op) {
+	Instruction(&ir.Instruction{
+		Opcode: "VPDPBUSD", Suffixes: []string{"BCST"}, Operands: []Op{s, u, dst},
+		Inputs: []Op{s, u, dst}, Outputs: []Op{dst}, ISA: []string{"AVX512VNNI"},
+	})
+}
+
+// panelForm is how a 32-value block type's weights sit in a panel
+// (panel_amd64.go): sixteen rows side by side, one row per 32-bit lane.
+type panelForm struct {
+	name string
+	// nibbles: each chunk holds four bytes of a row's packed nibbles (low
+	// nibbles are values 4c..4c+3, high nibbles values 16+4c..); else each
+	// chunk holds four values as unsigned bytes.
+	nibbles bool
+	// levels, when set, maps a nibble to its unsigned level (IQ4_NL).
+	levels []int8
+}
+
+// panelLevels are the level tables of the panel forms, by name.
+var panelLevels = map[string]Mem{}
+
+// panelGemm emits the AVX-512 VNNI micro-kernel of prompt processing for
+// the 32-value block types: sixteen weight rows (a panel, one row per
+// 32-bit lane) times `tokens` tokens, with the weights' bytes reused from
+// registers across tokens and each token's four bytes broadcast across the
+// sixteen rows.
+//
+//	func gemm<form>x16x<tokens>(panel, x *byte, xStride, nb int, out *float32, outStride int)
+//
+// Block b of the panel is its chunks (64 bytes each) then the sixteen rows'
+// float32 scales. Token t's activations start at x + t·xStride, a block
+// (40 bytes) each: the scale, −zero·Σx as an int32, the 32 signed bytes.
+// Every row's block sum is exact in int32; per block each token adds
+// sum·(dw·dx) to its sixteen float lanes, blocks in order. out gets token
+// t's sixteen sums at out + t·outStride (bytes).
+func panelGemm(f panelForm, tokens int) {
+	name := fmt.Sprintf("gemm%sx16x%d", f.name, tokens)
+	TEXT(name, NOSPLIT, "func(panel, x *byte, xStride, nb int, out *float32, outStride int)")
+	p := Load(Param("panel"), GP64())
+	x := Load(Param("x"), GP64())
+	xs := Load(Param("xStride"), GP64())
+	n := Load(Param("nb"), GP64())
+	// Token t's block is addressed from base t/3 with index xs scaled by
+	// t%3: three tokens per base register.
+	var bases []Register
+	for t := 0; t < tokens; t += 3 {
+		if t == 0 {
+			bases = append(bases, x)
+			continue
+		}
+		b := GP64()
+		LEAQ(Mem{Base: bases[len(bases)-1], Index: xs, Scale: 2}, b)
+		ADDQ(xs, b)
+		bases = append(bases, b)
+	}
+	at := func(t, disp int) Mem {
+		m := Mem{Base: bases[t/3], Disp: disp}
+		if t%3 > 0 {
+			m.Index, m.Scale = xs, uint8(t%3)
+		}
+		return m
+	}
+	chunks := 8
+	if f.nibbles {
+		chunks = 4
+	}
+	blockBytes := 64*chunks + 64
+	acc := make([]VecVirtual, tokens)
+	for t := range acc {
+		acc[t] = ZMM()
+		VPXORD(acc[t], acc[t], acc[t])
+	}
+	var mask, levels VecVirtual
+	if f.nibbles {
+		mask = ZMM()
+		k := GP32()
+		MOVL(U32(0x0F0F0F0F), k)
+		VPBROADCASTD(k, mask)
+	}
+	if f.levels != nil {
+		m, ok := panelLevels[f.name]
+		if !ok {
+			m = GLOBL(f.name+"Levels", RODATA|NOPTR)
+			for i := 0; i < 16; i++ {
+				DATA(i, U8(uint8(f.levels[i])+128))
+			}
+			panelLevels[f.name] = m
+		}
+		levels = ZMM()
+		VBROADCASTI32X4(m, levels)
+	}
+	Label(name + "_loop")
+	isum := make([]VecVirtual, tokens)
+	for t := range isum {
+		isum[t] = ZMM()
+		VPBROADCASTD(at(t, 4), isum[t])
+	}
+	use := func(u VecVirtual, xoff int) {
+		for t := range isum {
+			VPDPBUSDBCST(at(t, 8+xoff), u, isum[t])
+		}
+	}
+	for c := range chunks {
+		if !f.nibbles {
+			u := ZMM()
+			VMOVDQU64(Mem{Base: p, Disp: 64 * c}, u)
+			use(u, 4*c)
+			continue
+		}
+		lo, hi := ZMM(), ZMM()
+		VMOVDQU64(Mem{Base: p, Disp: 64 * c}, lo)
+		VPSRLW(Imm(4), lo, hi)
+		VPANDD(mask, lo, lo)
+		VPANDD(mask, hi, hi)
+		if levels != nil {
+			VPSHUFB(lo, levels, lo)
+			VPSHUFB(hi, levels, hi)
+		}
+		use(lo, 4*c)
+		use(hi, 16+4*c)
+	}
+	dw := ZMM()
+	VMOVUPS(Mem{Base: p, Disp: 64 * chunks}, dw)
+	for t := range isum {
+		s, d := ZMM(), ZMM()
+		VCVTDQ2PS(isum[t], s)
+		VMULPS_BCST(at(t, 0), dw, d)
+		VFMADD231PS(s, d, acc[t])
+	}
+	ADDQ(U32(blockBytes), p)
+	for _, b := range bases {
+		ADDQ(Imm(40), b)
+	}
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	o := Load(Param("out"), GP64())
+	os := Load(Param("outStride"), GP64())
+	for t := range acc {
+		VMOVUPS(acc[t], Mem{Base: o})
+		if t+1 < tokens {
+			ADDQ(os, o)
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// panelGemmQ4_K emits the panel micro-kernel of Q4_K (see panelGemm):
+// a panel holds, for each pair of 32-value sub-blocks, the rows' 32 bytes
+// of nibbles as eight chunks (low nibbles: the first sub-block, high: the
+// second), then for each of the two sub-blocks the rows' d·scale and
+// dmin·min as float32.
+//
+//	func gemmQ4_Kx16x<tokens>(panel, x *byte, xStride, pairs int, out *float32, outStride int)
+//
+// Token t's activations are 40-byte sub-blocks: the super-block's scale
+// dx, dx·Σx of the sub-block, the 32 signed bytes. Each sub-block adds
+// isum·(d·scale·dx) − (dmin·min)·(dx·Σx) to the token's sixteen lanes.
+func panelGemmQ4_K(tokens int) {
+	name := fmt.Sprintf("gemmQ4_Kx16x%d", tokens)
+	TEXT(name, NOSPLIT, "func(panel, x *byte, xStride, pairs int, out *float32, outStride int)")
+	p := Load(Param("panel"), GP64())
+	x := Load(Param("x"), GP64())
+	xs := Load(Param("xStride"), GP64())
+	n := Load(Param("pairs"), GP64())
+	var bases []Register
+	for t := 0; t < tokens; t += 3 {
+		if t == 0 {
+			bases = append(bases, x)
+			continue
+		}
+		b := GP64()
+		LEAQ(Mem{Base: bases[len(bases)-1], Index: xs, Scale: 2}, b)
+		ADDQ(xs, b)
+		bases = append(bases, b)
+	}
+	at := func(t, disp int) Mem {
+		m := Mem{Base: bases[t/3], Disp: disp}
+		if t%3 > 0 {
+			m.Index, m.Scale = xs, uint8(t%3)
+		}
+		return m
+	}
+	acc := make([]VecVirtual, tokens)
+	for t := range acc {
+		acc[t] = ZMM()
+		VPXORD(acc[t], acc[t], acc[t])
+	}
+	mask := ZMM()
+	k := GP32()
+	MOVL(U32(0x0F0F0F0F), k)
+	VPBROADCASTD(k, mask)
+	Label(name + "_loop")
+	for h := range 2 { // the pair's two sub-blocks: low nibbles, then high
+		isum := make([]VecVirtual, tokens)
+		for t := range isum {
+			isum[t] = ZMM()
+			VPXORD(isum[t], isum[t], isum[t])
+		}
+		for j := range 8 {
+			u := ZMM()
+			if h == 0 {
+				VPANDD(Mem{Base: p, Disp: 64 * j}, mask, u)
+			} else {
+				VMOVDQU64(Mem{Base: p, Disp: 64 * j}, u)
+				VPSRLW(Imm(4), u, u)
+				VPANDD(mask, u, u)
+			}
+			for t := range isum {
+				VPDPBUSDBCST(at(t, 40*h+8+4*j), u, isum[t])
+			}
+		}
+		dsc, dmin := ZMM(), ZMM()
+		VMOVUPS(Mem{Base: p, Disp: 512 + 128*h}, dsc)
+		VMOVUPS(Mem{Base: p, Disp: 512 + 128*h + 64}, dmin)
+		for t := range isum {
+			s, d := ZMM(), ZMM()
+			VCVTDQ2PS(isum[t], s)
+			VMULPS_BCST(at(t, 40*h), dsc, d)
+			VFMADD231PS(s, d, acc[t])
+			VFNMADD231PS_BCST(at(t, 40*h+4), dmin, acc[t])
+		}
+	}
+	ADDQ(U32(768), p)
+	for _, b := range bases {
+		ADDQ(Imm(80), b)
+	}
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	o := Load(Param("out"), GP64())
+	os := Load(Param("outStride"), GP64())
+	for t := range acc {
+		VMOVUPS(acc[t], Mem{Base: o})
+		if t+1 < tokens {
+			ADDQ(os, o)
 		}
 	}
 	VZEROUPPER()

@@ -1,0 +1,121 @@
+//go:build amd64
+
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/lqc-dev/lqc/ir"
+	"github.com/lqc-dev/lqc/quant"
+)
+
+// The panel kernels sum each block exactly in int32 and add it with one
+// fused multiply-add per block, so they agree with the row-at-a-time
+// kernels (ggml's order) to rounding, not bit for bit.
+func TestPanelLinear(t *testing.T) {
+	if len(panelTypes) == 0 {
+		t.Skip("no AVX-512 VNNI on this CPU")
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	be := New(2)
+	defer be.Close()
+	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K} {
+		// 16 rows fill one panel; 37 leave a part-filled last panel.
+		for _, shape := range [][2]int{{256, 16}, {2048, 37}, {5632, 33}} {
+			in, out := shape[0], shape[1]
+			wt, _ := ir.FromF32("w", []int64{int64(out), int64(in)}, randRow(rng, in*out))
+			q, err := ir.Convert(wt, typ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := be.Weight(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := matrix(w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Token counts that take every kernel: eight, four and one.
+			for _, T := range []int{4, 5, 8, 13, 21} {
+				t.Run(fmt.Sprintf("%v/%dx%dx%d", typ, T, in, out), func(t *testing.T) {
+					x := randRow(rng, T*in)
+					x[5*in/2] = 0 // a block's sum may be anything, a row's zero
+					y := make([]float32, T*out)
+					if err := be.linear(y, x, w, nil, false); err != nil {
+						t.Fatal(err)
+					}
+					rowDot := quantizedDot(typ, x, in)
+					deq, _ := q.Float32s()
+					for tok := range T {
+						for o := range out {
+							want := rowDot(rows.row(o), tok)
+							got := y[tok*out+o]
+							// The blocks' rounding errors add up like a random
+							// walk over terms as large as ‖w‖·‖x‖/√(in/32);
+							// a wrong lane or block is off by a whole term.
+							tol := 1e-7*norm(deq[o*in:(o+1)*in])*norm(x[tok*in:(tok+1)*in]) + 1e-6
+							if math.Abs(float64(got-want)) > tol {
+								t.Fatalf("token %d row %d: panel %v, row kernel %v", tok, o, got, want)
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// quantizedDot quantizes T tokens of activations as typ's row kernels
+// take them and returns those kernels' product of a row with token t.
+func quantizedDot(typ quant.Type, x []float32, in int) func(row []byte, t int) float32 {
+	T := len(x) / in
+	if activationFormat(typ) == actQ8K {
+		nb := in / 256
+		xq := make([]q8KBlock, T*nb)
+		for t := range T {
+			quantizeQ8K(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
+		}
+		return func(row []byte, t int) float32 { return dotQ8KFor(typ)(row, xq[t*nb:(t+1)*nb]) }
+	}
+	nb := in / 32
+	xq := make([]q8Block, T*nb)
+	for t := range T {
+		quantizeQ8(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
+	}
+	return func(row []byte, t int) float32 { return dotQ8For(typ)(row, xq[t*nb:(t+1)*nb]) }
+}
+
+func norm(v []float32) float64 {
+	var s float64
+	for _, x := range v {
+		s += float64(x) * float64(x)
+	}
+	return math.Sqrt(s)
+}
+
+func BenchmarkPanel(b *testing.B) {
+	if len(panelTypes) == 0 {
+		b.Skip("no AVX-512 VNNI")
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	const in, out, T = 2048, 2048, 64
+	be := New(1)
+	defer be.Close()
+	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K} {
+		wt, _ := ir.FromF32("w", []int64{out, in}, randRow(rng, in*out))
+		q, _ := ir.Convert(wt, typ)
+		w, _ := be.Weight(q)
+		x := randRow(rng, T*in)
+		y := make([]float32, T*out)
+		b.Run(typ.String(), func(b *testing.B) {
+			for b.Loop() {
+				_ = be.linear(y, x, w, nil, false)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(in*out*T)*1e3, "ps/MAC")
+		})
+	}
+}
