@@ -98,6 +98,18 @@ func gemmQ8_0x16x8(panel *byte, x *byte, xStride int, nb int, out *float32, outS
 
 func gemmQ4_Kx16x1(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
 
+func gemmQ5_Kx16x1(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
+
+func gemmQ6_Kx16x1(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+
 func gemmQ4_Kx16x4(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
 
+func gemmQ5_Kx16x4(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
+
+func gemmQ6_Kx16x4(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+
 func gemmQ4_Kx16x8(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
+
+func gemmQ5_Kx16x8(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
+
+func gemmQ6_Kx16x8(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)

@@ -37,6 +37,10 @@ type panelType struct {
 	one, four, eight panelKernel
 	// pack writes a row of in values to lane `lane` of a panel.
 	pack func(panel []byte, row []byte, lane, in int)
+	// acts lays out quantized activations ([]q8Block or []q8KBlock) as
+	// the kernels read them, actBytes for every 32 values.
+	acts     func(xq any, zero int32) []byte
+	actBytes int
 }
 
 // panelTypes are the types with panel kernels on this CPU (none without
@@ -47,14 +51,19 @@ func init() {
 	if !useAVX512 {
 		return
 	}
+	const act = int(unsafe.Sizeof(panelAct{}))
 	panelTypes[quant.Q4_0] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 8, pack: packNibbles,
-		one: gemmQ4_0x16x1, four: gemmQ4_0x16x4, eight: gemmQ4_0x16x8}
+		one: gemmQ4_0x16x1, four: gemmQ4_0x16x4, eight: gemmQ4_0x16x8, acts: toPanelAct, actBytes: act}
 	panelTypes[quant.IQ4_NL] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 128, pack: packNibbles,
-		one: gemmIQ4_NLx16x1, four: gemmIQ4_NLx16x4, eight: gemmIQ4_NLx16x8}
+		one: gemmIQ4_NLx16x1, four: gemmIQ4_NLx16x4, eight: gemmIQ4_NLx16x8, acts: toPanelAct, actBytes: act}
 	panelTypes[quant.Q8_0] = &panelType{step: 32, stepBytes: 8*64 + 64, zero: 128, pack: packBytes,
-		one: gemmQ8_0x16x1, four: gemmQ8_0x16x4, eight: gemmQ8_0x16x8}
+		one: gemmQ8_0x16x1, four: gemmQ8_0x16x4, eight: gemmQ8_0x16x8, acts: toPanelAct, actBytes: act}
 	panelTypes[quant.Q4_K] = &panelType{step: 64, stepBytes: 8*64 + 4*64, pack: packQ4_K,
-		one: gemmQ4_Kx16x1, four: gemmQ4_Kx16x4, eight: gemmQ4_Kx16x8}
+		one: gemmQ4_Kx16x1, four: gemmQ4_Kx16x4, eight: gemmQ4_Kx16x8, acts: toPanelActK, actBytes: act}
+	panelTypes[quant.Q5_K] = &panelType{step: 64, stepBytes: 16*64 + 4*64, pack: packQ5_K,
+		one: gemmQ5_Kx16x1, four: gemmQ5_Kx16x4, eight: gemmQ5_Kx16x8, acts: toPanelActK, actBytes: act}
+	panelTypes[quant.Q6_K] = &panelType{step: 128, stepBytes: 16*64 + 8*64 + 8*64, pack: packQ6_K,
+		one: gemmQ6_Kx16x1, four: gemmQ6_Kx16x4, eight: gemmQ6_Kx16x8, acts: toPanelActQ6_K, actBytes: int(unsafe.Sizeof(panelActQ6_K{}))}
 }
 
 // packNibbles lays out a row of Q4_0 or IQ4_NL blocks (f16 scale, 16 bytes
@@ -96,8 +105,19 @@ func packBytes(panel, row []byte, lane, in int) {
 // of sub-blocks, chunk j holds nibble bytes 4j..4j+3 of the pair's 32
 // (low nibbles: the first sub-block's values 4j..4j+3, high: the
 // second's), then each sub-block's d·scale and dmin·min.
-func packQ4_K(panel, row []byte, lane, in int) {
-	const size, stride = 144, 8*64 + 4*64
+func packQ4_K(panel, row []byte, lane, in int) { packQ45_K(panel, row, lane, in, false) }
+
+// packQ5_K is packQ4_K for Q5_K (f16 d and dmin, scales[12], qh[32],
+// qs[128]) with the pair's fifth bits after its nibbles: qh >> 2k, so
+// that bit 0 of each byte is sub-block 2k's and bit 1 sub-block 2k+1's.
+func packQ5_K(panel, row []byte, lane, in int) { packQ45_K(panel, row, lane, in, true) }
+
+func packQ45_K(panel, row []byte, lane, in int, fifth bool) {
+	size, chunks, qs := 144, 8, 16
+	if fifth {
+		size, chunks, qs = 176, 16, 48
+	}
+	stride := 64*chunks + 4*64
 	nb := in / 256
 	_, _ = row[nb*size-1], panel[4*nb*stride-1]
 	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
@@ -106,12 +126,42 @@ func packQ4_K(panel, row []byte, lane, in int) {
 		d, dmin := quant.FP16ToFP32(*(*uint16)(src)), quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 2)))
 		for k := range 4 {
 			for j := range 8 {
-				*(*uint32)(unsafe.Add(dst, 64*j)) = *(*uint32)(unsafe.Add(src, 16+32*k+4*j))
+				*(*uint32)(unsafe.Add(dst, 64*j)) = *(*uint32)(unsafe.Add(src, qs+32*k+4*j))
+				if fifth {
+					*(*uint32)(unsafe.Add(dst, 512+64*j)) = *(*uint32)(unsafe.Add(src, 16+4*j)) >> (2 * k) & 0x03030303
+				}
 			}
 			for h := range 2 {
 				sc, m := quant.ScaleMinK4(2*k+h, scales)
-				*(*float32)(unsafe.Add(dst, 512+128*h)) = d * float32(sc)
-				*(*float32)(unsafe.Add(dst, 512+128*h+64)) = dmin * float32(m)
+				*(*float32)(unsafe.Add(dst, 64*chunks+128*h)) = d * float32(sc)
+				*(*float32)(unsafe.Add(dst, 64*chunks+128*h+64)) = dmin * float32(m)
+			}
+			dst = unsafe.Add(dst, stride)
+		}
+		src = unsafe.Add(src, size)
+	}
+}
+
+// packQ6_K lays out a row of Q6_K super-blocks (ql[128] low nibbles,
+// qh[64] high bit pairs, sixteen int8 scales, f16 d): for each half, ql's
+// 64 bytes as sixteen chunks, qh's 32 as eight, then d·scale of each
+// sixteen values, in the order of ggml's values.
+func packQ6_K(panel, row []byte, lane, in int) {
+	const size, stride = 210, 16*64 + 8*64 + 8*64
+	nb := in / 256
+	_, _ = row[nb*size-1], panel[2*nb*stride-1]
+	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
+	for range nb {
+		d := quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 208)))
+		for h := range 2 {
+			for j := range 16 {
+				*(*uint32)(unsafe.Add(dst, 64*j)) = *(*uint32)(unsafe.Add(src, 64*h+4*j))
+			}
+			for j := range 8 {
+				*(*uint32)(unsafe.Add(dst, 1024+64*j)) = *(*uint32)(unsafe.Add(src, 128+32*h+4*j))
+			}
+			for i := range 8 {
+				*(*float32)(unsafe.Add(dst, 1536+64*i)) = d * float32(*(*int8)(unsafe.Add(src, 192+8*h+i)))
 			}
 			dst = unsafe.Add(dst, stride)
 		}
@@ -129,8 +179,10 @@ type panelAct struct {
 	qs  [32]int8
 }
 
-// toPanelAct converts quantized activations for weights offset by zero.
-func toPanelAct(xq []q8Block, zero int32) []panelAct {
+// toPanelAct converts quantized activations ([]q8Block) for weights
+// offset by zero.
+func toPanelAct(q any, zero int32) []byte {
+	xq := q.([]q8Block)
 	out := make([]panelAct, len(xq))
 	for i := range xq {
 		var sum int32
@@ -139,12 +191,19 @@ func toPanelAct(xq []q8Block, zero int32) []panelAct {
 		}
 		out[i] = panelAct{d: xq[i].d, aux: uint32(-zero * sum), qs: xq[i].qs}
 	}
-	return out
+	return asBytes(out)
+}
+
+// asBytes is a slice's memory as bytes.
+func asBytes[E any](s []E) []byte {
+	var e E
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*int(unsafe.Sizeof(e)))
 }
 
 // toPanelActK splits Q8_K activations into 32-value sub-blocks, each with
 // the super-block's scale and its own dx·Σx (from ggml's sums of sixteen).
-func toPanelActK(xq []q8KBlock) []panelAct {
+func toPanelActK(q any, _ int32) []byte {
+	xq := q.([]q8KBlock)
 	out := make([]panelAct, 8*len(xq))
 	for i := range xq {
 		x := &xq[i]
@@ -153,18 +212,41 @@ func toPanelActK(xq []q8KBlock) []panelAct {
 			out[8*i+s] = panelAct{d: x.d, aux: math.Float32bits(x.d * float32(sum)), qs: [32]int8(x.qs[32*s : 32*s+32])}
 		}
 	}
-	return out
+	return asBytes(out)
+}
+
+// panelActQ6_K is 32 values of activations for the Q6_K kernels: the
+// super-block's scale, −32·Σx of each sixteen (the weights' offset), and
+// the values.
+type panelActQ6_K struct {
+	d    float32
+	corr [2]int32
+	_    int32
+	qs   [32]int8
+}
+
+func toPanelActQ6_K(q any, _ int32) []byte {
+	xq := q.([]q8KBlock)
+	out := make([]panelActQ6_K, 8*len(xq))
+	for i := range xq {
+		x := &xq[i]
+		for s := range 8 {
+			a := &out[8*i+s]
+			a.d, a.qs = x.d, [32]int8(x.qs[32*s:32*s+32])
+			a.corr = [2]int32{-32 * int32(x.bsums[2*s]), -32 * int32(x.bsums[2*s+1])}
+		}
+	}
+	return asBytes(out)
 }
 
 // linearPanels computes out[t, o] for every token and the weight rows of
 // panels [lo, hi) (sixteen rows each): each panel is packed once, then
 // multiplied with the tokens eight, four and one at a time.
-func linearPanels(pt *panelType, w *weight, out []float32, xa []panelAct, T, lo, hi int) {
+func linearPanels(pt *panelType, w *weight, out []float32, xa []byte, T, lo, hi int) {
 	nout, in := w.rows, w.rowLen
-	steps, acts := in/pt.step, in/32
+	steps, xStride := in/pt.step, in/32*pt.actBytes
 	panel := make([]byte, steps*pt.stepBytes)
 	var tile [8 * panelRows]float32
-	const actSize = int(unsafe.Sizeof(panelAct{}))
 	for p := lo; p < hi; p++ {
 		r0 := p * panelRows
 		rows := min(panelRows, nout-r0)
@@ -182,13 +264,13 @@ func linearPanels(pt *panelType, w *weight, out []float32, xa []panelAct, T, lo,
 			case t+4 <= T:
 				k, kern = 4, pt.four
 			}
-			x := (*byte)(unsafe.Pointer(&xa[t*acts]))
-			_ = xa[(t+k)*acts-1]
+			_ = xa[(t+k)*xStride-1]
+			x := &xa[t*xStride]
 			if rows == panelRows {
 				_ = out[(t+k-1)*nout+r0+panelRows-1]
-				kern(&panel[0], x, acts*actSize, steps, &out[t*nout+r0], 4*nout)
+				kern(&panel[0], x, xStride, steps, &out[t*nout+r0], 4*nout)
 			} else {
-				kern(&panel[0], x, acts*actSize, steps, &tile[0], 4*panelRows)
+				kern(&panel[0], x, xStride, steps, &tile[0], 4*panelRows)
 				for j := range k {
 					copy(out[(t+j)*nout+r0:(t+j)*nout+r0+rows], tile[j*panelRows:])
 				}
@@ -206,13 +288,7 @@ func (b *Backend) linearPanel(w *weight, out []float32, xq any, T int) bool {
 	if pt == nil || T < 4 {
 		return false
 	}
-	var xa []panelAct
-	switch x := xq.(type) {
-	case []q8Block:
-		xa = toPanelAct(x, pt.zero)
-	case []q8KBlock:
-		xa = toPanelActK(x)
-	}
+	xa := pt.acts(xq, pt.zero)
 	panels := (w.rows + panelRows - 1) / panelRows
 	b.pool.parallel(panels, grainFor(panelRows*w.rowLen*T/16, 1), func(lo, hi int) {
 		linearPanels(pt, w, out, xa, T, lo, hi)

@@ -22,7 +22,7 @@ func TestPanelLinear(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	be := New(2)
 	defer be.Close()
-	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K} {
+	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K} {
 		// 16 rows fill one panel; 37 leave a part-filled last panel.
 		for _, shape := range [][2]int{{256, 16}, {2048, 37}, {5632, 33}} {
 			in, out := shape[0], shape[1]
@@ -105,7 +105,7 @@ func BenchmarkPanel(b *testing.B) {
 	const in, out, T = 2048, 2048, 64
 	be := New(1)
 	defer be.Close()
-	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K} {
+	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K} {
 		wt, _ := ir.FromF32("w", []int64{out, in}, randRow(rng, in*out))
 		q, _ := ir.Convert(wt, typ)
 		w, _ := be.Weight(q)

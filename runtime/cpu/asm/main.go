@@ -219,7 +219,9 @@ func main() {
 		}
 	}
 	for _, tokens := range []int{1, 4, 8} {
-		panelGemmQ4_K(tokens)
+		panelGemmQ45_K(false, tokens)
+		panelGemmQ45_K(true, tokens)
+		panelGemmQ6_K(tokens)
 	}
 	Generate()
 }
@@ -1628,19 +1630,26 @@ func panelGemm(f panelForm, tokens int) {
 	RET()
 }
 
-// panelGemmQ4_K emits the panel micro-kernel of Q4_K (see panelGemm):
-// a panel holds, for each pair of 32-value sub-blocks, the rows' 32 bytes
-// of nibbles as eight chunks (low nibbles: the first sub-block, high: the
-// second), then for each of the two sub-blocks the rows' d·scale and
-// dmin·min as float32.
+// panelGemmQ45_K emits the panel micro-kernel of Q4_K or Q5_K (see
+// panelGemm): a panel holds, for each pair of 32-value sub-blocks, the
+// rows' 32 bytes of nibbles as eight chunks (low nibbles: the first
+// sub-block, high: the second); for Q5_K the rows' 32 bytes of fifth bits
+// as eight more, shifted so that bit 0 of each byte is the first
+// sub-block's and bit 1 the second's; then for each of the two sub-blocks
+// the rows' d·scale and dmin·min as float32.
 //
-//	func gemmQ4_Kx16x<tokens>(panel, x *byte, xStride, pairs int, out *float32, outStride int)
+//	func gemmQ<4|5>_Kx16x<tokens>(panel, x *byte, xStride, pairs int, out *float32, outStride int)
 //
 // Token t's activations are 40-byte sub-blocks: the super-block's scale
 // dx, dx·Σx of the sub-block, the 32 signed bytes. Each sub-block adds
 // isum·(d·scale·dx) − (dmin·min)·(dx·Σx) to the token's sixteen lanes.
-func panelGemmQ4_K(tokens int) {
+func panelGemmQ45_K(fifth bool, tokens int) {
 	name := fmt.Sprintf("gemmQ4_Kx16x%d", tokens)
+	chunks := 8 // of nibbles, then of fifth bits
+	if fifth {
+		name = fmt.Sprintf("gemmQ5_Kx16x%d", tokens)
+		chunks = 16
+	}
 	TEXT(name, NOSPLIT, "func(panel, x *byte, xStride, pairs int, out *float32, outStride int)")
 	p := Load(Param("panel"), GP64())
 	x := Load(Param("x"), GP64())
@@ -1669,10 +1678,14 @@ func panelGemmQ4_K(tokens int) {
 		acc[t] = ZMM()
 		VPXORD(acc[t], acc[t], acc[t])
 	}
-	mask := ZMM()
+	mask, bit4 := ZMM(), ZMM()
 	k := GP32()
 	MOVL(U32(0x0F0F0F0F), k)
 	VPBROADCASTD(k, mask)
+	if fifth {
+		MOVL(U32(0x10101010), k)
+		VPBROADCASTD(k, bit4)
+	}
 	Label(name + "_loop")
 	for h := range 2 { // the pair's two sub-blocks: low nibbles, then high
 		isum := make([]VecVirtual, tokens)
@@ -1689,13 +1702,19 @@ func panelGemmQ4_K(tokens int) {
 				VPSRLW(Imm(4), u, u)
 				VPANDD(mask, u, u)
 			}
+			if fifth {
+				hb := ZMM()
+				VMOVDQU64(Mem{Base: p, Disp: 512 + 64*j}, hb)
+				VPSLLW(Imm(uint64(4-h)), hb, hb)
+				VPTERNLOGD(U8(0xF8), bit4, hb, u) // u | (hb & 0x10)
+			}
 			for t := range isum {
 				VPDPBUSDBCST(at(t, 40*h+8+4*j), u, isum[t])
 			}
 		}
 		dsc, dmin := ZMM(), ZMM()
-		VMOVUPS(Mem{Base: p, Disp: 512 + 128*h}, dsc)
-		VMOVUPS(Mem{Base: p, Disp: 512 + 128*h + 64}, dmin)
+		VMOVUPS(Mem{Base: p, Disp: 64*chunks + 128*h}, dsc)
+		VMOVUPS(Mem{Base: p, Disp: 64*chunks + 128*h + 64}, dmin)
 		for t := range isum {
 			s, d := ZMM(), ZMM()
 			VCVTDQ2PS(isum[t], s)
@@ -1704,9 +1723,128 @@ func panelGemmQ4_K(tokens int) {
 			VFNMADD231PS_BCST(at(t, 40*h+4), dmin, acc[t])
 		}
 	}
-	ADDQ(U32(768), p)
+	ADDQ(U32(64*chunks+256), p)
 	for _, b := range bases {
 		ADDQ(Imm(80), b)
+	}
+	DECQ(n)
+	JNZ(LabelRef(name + "_loop"))
+	o := Load(Param("out"), GP64())
+	os := Load(Param("outStride"), GP64())
+	for t := range acc {
+		VMOVUPS(acc[t], Mem{Base: o})
+		if t+1 < tokens {
+			ADDQ(os, o)
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// panelGemmQ6_K emits the panel micro-kernel of Q6_K (see panelGemm). A
+// panel holds, for each half super-block (128 values), the rows' 64 bytes
+// of low nibbles as sixteen chunks, their 32 bytes of high bit pairs as
+// eight, then the d·scale of each 16 values as float32 (sixteen rows
+// each). Group g (values 32g..32g+31 of the half) takes its nibbles from
+// chunk j (g = 0, 2) or 8+j (g = 1, 3), low for g < 2, high else, and its
+// bits 4 and 5 from bit pair g of the high chunk: the unsigned 6-bit value
+// w+32.
+//
+//	func gemmQ6_Kx16x<tokens>(panel, x *byte, xStride, halves int, out *float32, outStride int)
+//
+// Token t's activations are 48-byte groups of 32 values: the
+// super-block's scale dx, −32·Σx of each sixteen values as int32, four
+// bytes unused, the 32 signed bytes.
+func panelGemmQ6_K(tokens int) {
+	name := fmt.Sprintf("gemmQ6_Kx16x%d", tokens)
+	TEXT(name, NOSPLIT, "func(panel, x *byte, xStride, halves int, out *float32, outStride int)")
+	p := Load(Param("panel"), GP64())
+	x := Load(Param("x"), GP64())
+	xs := Load(Param("xStride"), GP64())
+	n := Load(Param("halves"), GP64())
+	var bases []Register
+	for t := 0; t < tokens; t += 3 {
+		if t == 0 {
+			bases = append(bases, x)
+			continue
+		}
+		b := GP64()
+		LEAQ(Mem{Base: bases[len(bases)-1], Index: xs, Scale: 2}, b)
+		ADDQ(xs, b)
+		bases = append(bases, b)
+	}
+	at := func(t, disp int) Mem {
+		m := Mem{Base: bases[t/3], Disp: disp}
+		if t%3 > 0 {
+			m.Index, m.Scale = xs, uint8(t%3)
+		}
+		return m
+	}
+	acc := make([]VecVirtual, tokens)
+	for t := range acc {
+		acc[t] = ZMM()
+		VPXORD(acc[t], acc[t], acc[t])
+	}
+	low, bits45 := ZMM(), ZMM()
+	k := GP32()
+	MOVL(U32(0x0F0F0F0F), k)
+	VPBROADCASTD(k, low)
+	MOVL(U32(0x30303030), k)
+	VPBROADCASTD(k, bits45)
+	Label(name + "_loop")
+	for g := range 4 {
+		for s := range 2 { // the group's two sixteens, each with its scale
+			isum := make([]VecVirtual, tokens)
+			for t := range isum {
+				isum[t] = ZMM()
+				VPBROADCASTD(at(t, 48*g+4+4*s), isum[t])
+			}
+			for jj := range 4 {
+				j := 4*s + jj
+				u, hb := ZMM(), ZMM()
+				ql := Mem{Base: p, Disp: 64 * j}
+				if g%2 == 1 {
+					ql.Disp += 512
+				}
+				if g < 2 {
+					VPANDD(ql, low, u)
+				} else {
+					VMOVDQU64(ql, u)
+					VPSRLW(Imm(4), u, u)
+					VPANDD(low, u, u)
+				}
+				qh := Mem{Base: p, Disp: 1024 + 64*j}
+				switch g {
+				case 0:
+					VMOVDQU64(qh, hb)
+					VPSLLW(Imm(4), hb, hb)
+				case 1:
+					VMOVDQU64(qh, hb)
+					VPSLLW(Imm(2), hb, hb)
+				case 2:
+					VMOVDQU64(qh, hb)
+				case 3:
+					VMOVDQU64(qh, hb)
+					VPSRLW(Imm(2), hb, hb)
+				}
+				VPTERNLOGD(U8(0xF8), bits45, hb, u) // u | (hb & 0x30)
+				for t := range isum {
+					VPDPBUSDBCST(at(t, 48*g+16+4*j), u, isum[t])
+				}
+			}
+			dsc := ZMM()
+			VMOVUPS(Mem{Base: p, Disp: 1536 + 64*(2*g+s)}, dsc)
+			for t := range isum {
+				f, d := ZMM(), ZMM()
+				VCVTDQ2PS(isum[t], f)
+				VMULPS_BCST(at(t, 48*g), dsc, d)
+				VFMADD231PS(f, d, acc[t])
+			}
+		}
+	}
+	ADDQ(U32(2048), p)
+	for _, b := range bases {
+		ADDQ(U32(4*48), b)
 	}
 	DECQ(n)
 	JNZ(LabelRef(name + "_loop"))
