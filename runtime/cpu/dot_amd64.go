@@ -34,6 +34,7 @@ func init() {
 	dotQ3_K, dotQ3_Kx4 = fast1[q8KBlock](dotQ3_Kx1AVX2, 110), fast4[q8KBlock](dotQ3_Kx4AVX2, 110)
 	axpy = axpyFast
 	dotF16, dotBF16 = halfFast(dotF16AVX2, quant.F16), halfFast(dotBF16AVX2, quant.BF16)
+	decodeHalf[quant.F16], decodeHalf[quant.BF16] = decodeFast(decodeF16AVX2, quant.F16), decodeFast(decodeBF16AVX2, quant.BF16)
 	simd = "AVX2"
 }
 
@@ -114,6 +115,21 @@ func halfFast(k func(w *byte, x *float32, n int) float32, typ quant.Type) func([
 			s += tail(w[2*n:], x[n:])
 		}
 		return s
+	}
+}
+
+// decodeFast wraps a 16-bit float decoder; the tail of fewer than eight
+// values is the codec's.
+func decodeFast(k func(dst *float32, src *byte, n int), typ quant.Type) func([]float32, []byte) {
+	return func(dst []float32, src []byte) {
+		n := len(dst) &^ 7
+		if n > 0 {
+			_ = src[2*n-1]
+			k(&dst[0], &src[0], n)
+		}
+		if n < len(dst) {
+			typ.Decode(dst[n:], src[2*n:])
+		}
 	}
 }
 

@@ -6231,69 +6231,70 @@ TEXT ·gemmQ4_Kx16x1(SB), NOSPLIT, $0-48
 	VPXORD       Z0, Z0, Z0
 	MOVL         $0x0f0f0f0f, BX
 	VPBROADCASTD BX, Z1
+	VPXORD       Z2, Z2, Z2
 
 gemmQ4_Kx16x1_loop:
-	VPXORD            Z2, Z2, Z2
-	VPANDD            (AX), Z1, Z3
-	VPDPBUSD.BCST     8(CX), Z3, Z2
-	VPANDD            64(AX), Z1, Z3
-	VPDPBUSD.BCST     12(CX), Z3, Z2
-	VPANDD            128(AX), Z1, Z3
-	VPDPBUSD.BCST     16(CX), Z3, Z2
-	VPANDD            192(AX), Z1, Z3
-	VPDPBUSD.BCST     20(CX), Z3, Z2
-	VPANDD            256(AX), Z1, Z3
-	VPDPBUSD.BCST     24(CX), Z3, Z2
-	VPANDD            320(AX), Z1, Z3
-	VPDPBUSD.BCST     28(CX), Z3, Z2
-	VPANDD            384(AX), Z1, Z3
-	VPDPBUSD.BCST     32(CX), Z3, Z2
-	VPANDD            448(AX), Z1, Z3
-	VPDPBUSD.BCST     36(CX), Z3, Z2
-	VMOVUPS           512(AX), Z3
+	VMOVDQA64         Z2, Z3
+	VPANDD            (AX), Z1, Z4
+	VPDPBUSD.BCST     8(CX), Z4, Z3
+	VPANDD            64(AX), Z1, Z4
+	VPDPBUSD.BCST     12(CX), Z4, Z3
+	VPANDD            128(AX), Z1, Z4
+	VPDPBUSD.BCST     16(CX), Z4, Z3
+	VPANDD            192(AX), Z1, Z4
+	VPDPBUSD.BCST     20(CX), Z4, Z3
+	VPANDD            256(AX), Z1, Z4
+	VPDPBUSD.BCST     24(CX), Z4, Z3
+	VPANDD            320(AX), Z1, Z4
+	VPDPBUSD.BCST     28(CX), Z4, Z3
+	VPANDD            384(AX), Z1, Z4
+	VPDPBUSD.BCST     32(CX), Z4, Z3
+	VPANDD            448(AX), Z1, Z4
+	VPDPBUSD.BCST     36(CX), Z4, Z3
+	VMOVUPS           512(AX), Z4
 	VMOVUPS           576(AX), Z5
-	VCVTDQ2PS         Z2, Z6
-	VMULPS.BCST       (CX), Z3, Z3
-	VFMADD231PS       Z6, Z3, Z0
+	VCVTDQ2PS         Z3, Z3
+	VMULPS.BCST       (CX), Z4, Z4
+	VFMADD231PS       Z3, Z4, Z0
 	VFNMADD231PS.BCST 4(CX), Z5, Z0
-	VPXORD            Z4, Z4, Z4
-	VMOVDQU64         (AX), Z3
-	VPSRLW            $0x04, Z3, Z3
-	VPANDD            Z1, Z3, Z3
-	VPDPBUSD.BCST     48(CX), Z3, Z4
-	VMOVDQU64         64(AX), Z3
-	VPSRLW            $0x04, Z3, Z3
-	VPANDD            Z1, Z3, Z3
-	VPDPBUSD.BCST     52(CX), Z3, Z4
-	VMOVDQU64         128(AX), Z3
-	VPSRLW            $0x04, Z3, Z3
-	VPANDD            Z1, Z3, Z3
-	VPDPBUSD.BCST     56(CX), Z3, Z4
-	VMOVDQU64         192(AX), Z3
-	VPSRLW            $0x04, Z3, Z3
-	VPANDD            Z1, Z3, Z3
-	VPDPBUSD.BCST     60(CX), Z3, Z4
-	VMOVDQU64         256(AX), Z3
-	VPSRLW            $0x04, Z3, Z3
-	VPANDD            Z1, Z3, Z3
-	VPDPBUSD.BCST     64(CX), Z3, Z4
-	VMOVDQU64         320(AX), Z3
-	VPSRLW            $0x04, Z3, Z3
-	VPANDD            Z1, Z3, Z3
-	VPDPBUSD.BCST     68(CX), Z3, Z4
-	VMOVDQU64         384(AX), Z3
-	VPSRLW            $0x04, Z3, Z3
-	VPANDD            Z1, Z3, Z3
-	VPDPBUSD.BCST     72(CX), Z3, Z4
-	VMOVDQU64         448(AX), Z3
-	VPSRLW            $0x04, Z3, Z3
-	VPANDD            Z1, Z3, Z3
-	VPDPBUSD.BCST     76(CX), Z3, Z4
-	VMOVUPS           640(AX), Z3
+	VMOVDQA64         Z2, Z3
+	VMOVDQU64         (AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     48(CX), Z4, Z3
+	VMOVDQU64         64(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     52(CX), Z4, Z3
+	VMOVDQU64         128(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     56(CX), Z4, Z3
+	VMOVDQU64         192(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     60(CX), Z4, Z3
+	VMOVDQU64         256(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     64(CX), Z4, Z3
+	VMOVDQU64         320(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     68(CX), Z4, Z3
+	VMOVDQU64         384(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     72(CX), Z4, Z3
+	VMOVDQU64         448(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     76(CX), Z4, Z3
+	VMOVUPS           640(AX), Z4
 	VMOVUPS           704(AX), Z5
-	VCVTDQ2PS         Z4, Z6
-	VMULPS.BCST       40(CX), Z3, Z3
-	VFMADD231PS       Z6, Z3, Z0
+	VCVTDQ2PS         Z3, Z3
+	VMULPS.BCST       40(CX), Z4, Z4
+	VFMADD231PS       Z3, Z4, Z0
 	VFNMADD231PS.BCST 44(CX), Z5, Z0
 	ADDQ              $0x00000300, AX
 	ADDQ              $0x50, CX
@@ -6317,118 +6318,119 @@ TEXT ·gemmQ5_Kx16x1(SB), NOSPLIT, $0-48
 	VPBROADCASTD BX, Z1
 	MOVL         $0x10101010, BX
 	VPBROADCASTD BX, Z2
+	VPXORD       Z3, Z3, Z3
 
 gemmQ5_Kx16x1_loop:
-	VPXORD            Z3, Z3, Z3
-	VPANDD            (AX), Z1, Z4
-	VMOVDQU64         512(AX), Z5
-	VPSLLW            $0x04, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     8(CX), Z4, Z3
-	VPANDD            64(AX), Z1, Z4
-	VMOVDQU64         576(AX), Z5
-	VPSLLW            $0x04, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     12(CX), Z4, Z3
-	VPANDD            128(AX), Z1, Z4
-	VMOVDQU64         640(AX), Z5
-	VPSLLW            $0x04, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     16(CX), Z4, Z3
-	VPANDD            192(AX), Z1, Z4
-	VMOVDQU64         704(AX), Z5
-	VPSLLW            $0x04, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     20(CX), Z4, Z3
-	VPANDD            256(AX), Z1, Z4
-	VMOVDQU64         768(AX), Z5
-	VPSLLW            $0x04, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     24(CX), Z4, Z3
-	VPANDD            320(AX), Z1, Z4
-	VMOVDQU64         832(AX), Z5
-	VPSLLW            $0x04, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     28(CX), Z4, Z3
-	VPANDD            384(AX), Z1, Z4
-	VMOVDQU64         896(AX), Z5
-	VPSLLW            $0x04, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     32(CX), Z4, Z3
-	VPANDD            448(AX), Z1, Z4
-	VMOVDQU64         960(AX), Z5
-	VPSLLW            $0x04, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     36(CX), Z4, Z3
-	VMOVUPS           1024(AX), Z4
-	VMOVUPS           1088(AX), Z5
-	VCVTDQ2PS         Z3, Z7
-	VMULPS.BCST       (CX), Z4, Z4
-	VFMADD231PS       Z7, Z4, Z0
-	VFNMADD231PS.BCST 4(CX), Z5, Z0
-	VPXORD            Z6, Z6, Z6
-	VMOVDQU64         (AX), Z4
-	VPSRLW            $0x04, Z4, Z4
-	VPANDD            Z1, Z4, Z4
-	VMOVDQU64         512(AX), Z5
-	VPSLLW            $0x03, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     48(CX), Z4, Z6
-	VMOVDQU64         64(AX), Z4
-	VPSRLW            $0x04, Z4, Z4
-	VPANDD            Z1, Z4, Z4
-	VMOVDQU64         576(AX), Z5
-	VPSLLW            $0x03, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     52(CX), Z4, Z6
-	VMOVDQU64         128(AX), Z4
-	VPSRLW            $0x04, Z4, Z4
-	VPANDD            Z1, Z4, Z4
-	VMOVDQU64         640(AX), Z5
-	VPSLLW            $0x03, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     56(CX), Z4, Z6
-	VMOVDQU64         192(AX), Z4
-	VPSRLW            $0x04, Z4, Z4
-	VPANDD            Z1, Z4, Z4
-	VMOVDQU64         704(AX), Z5
-	VPSLLW            $0x03, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     60(CX), Z4, Z6
-	VMOVDQU64         256(AX), Z4
-	VPSRLW            $0x04, Z4, Z4
-	VPANDD            Z1, Z4, Z4
-	VMOVDQU64         768(AX), Z5
-	VPSLLW            $0x03, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     64(CX), Z4, Z6
-	VMOVDQU64         320(AX), Z4
-	VPSRLW            $0x04, Z4, Z4
-	VPANDD            Z1, Z4, Z4
-	VMOVDQU64         832(AX), Z5
-	VPSLLW            $0x03, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     68(CX), Z4, Z6
-	VMOVDQU64         384(AX), Z4
-	VPSRLW            $0x04, Z4, Z4
-	VPANDD            Z1, Z4, Z4
-	VMOVDQU64         896(AX), Z5
-	VPSLLW            $0x03, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     72(CX), Z4, Z6
-	VMOVDQU64         448(AX), Z4
-	VPSRLW            $0x04, Z4, Z4
-	VPANDD            Z1, Z4, Z4
-	VMOVDQU64         960(AX), Z5
-	VPSLLW            $0x03, Z5, Z5
-	VPTERNLOGD        $0xf8, Z2, Z5, Z4
-	VPDPBUSD.BCST     76(CX), Z4, Z6
-	VMOVUPS           1152(AX), Z4
-	VMOVUPS           1216(AX), Z5
-	VCVTDQ2PS         Z6, Z7
-	VMULPS.BCST       40(CX), Z4, Z4
-	VFMADD231PS       Z7, Z4, Z0
-	VFNMADD231PS.BCST 44(CX), Z5, Z0
+	VMOVDQA64         Z3, Z4
+	VPANDD            (AX), Z1, Z5
+	VMOVDQU64         512(AX), Z6
+	VPSLLW            $0x04, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     8(CX), Z5, Z4
+	VPANDD            64(AX), Z1, Z5
+	VMOVDQU64         576(AX), Z6
+	VPSLLW            $0x04, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     12(CX), Z5, Z4
+	VPANDD            128(AX), Z1, Z5
+	VMOVDQU64         640(AX), Z6
+	VPSLLW            $0x04, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     16(CX), Z5, Z4
+	VPANDD            192(AX), Z1, Z5
+	VMOVDQU64         704(AX), Z6
+	VPSLLW            $0x04, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     20(CX), Z5, Z4
+	VPANDD            256(AX), Z1, Z5
+	VMOVDQU64         768(AX), Z6
+	VPSLLW            $0x04, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     24(CX), Z5, Z4
+	VPANDD            320(AX), Z1, Z5
+	VMOVDQU64         832(AX), Z6
+	VPSLLW            $0x04, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     28(CX), Z5, Z4
+	VPANDD            384(AX), Z1, Z5
+	VMOVDQU64         896(AX), Z6
+	VPSLLW            $0x04, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     32(CX), Z5, Z4
+	VPANDD            448(AX), Z1, Z5
+	VMOVDQU64         960(AX), Z6
+	VPSLLW            $0x04, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     36(CX), Z5, Z4
+	VMOVUPS           1024(AX), Z5
+	VMOVUPS           1088(AX), Z6
+	VCVTDQ2PS         Z4, Z4
+	VMULPS.BCST       (CX), Z5, Z5
+	VFMADD231PS       Z4, Z5, Z0
+	VFNMADD231PS.BCST 4(CX), Z6, Z0
+	VMOVDQA64         Z3, Z4
+	VMOVDQU64         (AX), Z5
+	VPSRLW            $0x04, Z5, Z5
+	VPANDD            Z1, Z5, Z5
+	VMOVDQU64         512(AX), Z6
+	VPSLLW            $0x03, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     48(CX), Z5, Z4
+	VMOVDQU64         64(AX), Z5
+	VPSRLW            $0x04, Z5, Z5
+	VPANDD            Z1, Z5, Z5
+	VMOVDQU64         576(AX), Z6
+	VPSLLW            $0x03, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     52(CX), Z5, Z4
+	VMOVDQU64         128(AX), Z5
+	VPSRLW            $0x04, Z5, Z5
+	VPANDD            Z1, Z5, Z5
+	VMOVDQU64         640(AX), Z6
+	VPSLLW            $0x03, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     56(CX), Z5, Z4
+	VMOVDQU64         192(AX), Z5
+	VPSRLW            $0x04, Z5, Z5
+	VPANDD            Z1, Z5, Z5
+	VMOVDQU64         704(AX), Z6
+	VPSLLW            $0x03, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     60(CX), Z5, Z4
+	VMOVDQU64         256(AX), Z5
+	VPSRLW            $0x04, Z5, Z5
+	VPANDD            Z1, Z5, Z5
+	VMOVDQU64         768(AX), Z6
+	VPSLLW            $0x03, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     64(CX), Z5, Z4
+	VMOVDQU64         320(AX), Z5
+	VPSRLW            $0x04, Z5, Z5
+	VPANDD            Z1, Z5, Z5
+	VMOVDQU64         832(AX), Z6
+	VPSLLW            $0x03, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     68(CX), Z5, Z4
+	VMOVDQU64         384(AX), Z5
+	VPSRLW            $0x04, Z5, Z5
+	VPANDD            Z1, Z5, Z5
+	VMOVDQU64         896(AX), Z6
+	VPSLLW            $0x03, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     72(CX), Z5, Z4
+	VMOVDQU64         448(AX), Z5
+	VPSRLW            $0x04, Z5, Z5
+	VPANDD            Z1, Z5, Z5
+	VMOVDQU64         960(AX), Z6
+	VPSLLW            $0x03, Z6, Z6
+	VPTERNLOGD        $0xf8, Z2, Z6, Z5
+	VPDPBUSD.BCST     76(CX), Z5, Z4
+	VMOVUPS           1152(AX), Z5
+	VMOVUPS           1216(AX), Z6
+	VCVTDQ2PS         Z4, Z4
+	VMULPS.BCST       40(CX), Z5, Z5
+	VFMADD231PS       Z4, Z5, Z0
+	VFNMADD231PS.BCST 44(CX), Z6, Z0
 	ADDQ              $0x00000500, AX
 	ADDQ              $0x50, CX
 	DECQ              DX
@@ -6451,6 +6453,7 @@ TEXT ·gemmQ6_Kx16x1(SB), NOSPLIT, $0-48
 	VPBROADCASTD BX, Z1
 	MOVL         $0x30303030, BX
 	VPBROADCASTD BX, Z2
+	VPXORD       Z3, Z3, Z3
 
 gemmQ6_Kx16x1_loop:
 	VPBROADCASTD  4(CX), Z3
@@ -6687,6 +6690,462 @@ gemmQ6_Kx16x1_loop:
 	VZEROUPPER
 	RET
 
+// func gemmQ3_Kx16x1(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI
+TEXT ·gemmQ3_Kx16x1(SB), NOSPLIT, $0-48
+	MOVQ         panel+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         xStride+16(FP), DX
+	MOVQ         halves+24(FP), DX
+	VPXORD       Z0, Z0, Z0
+	MOVL         $0x03030303, BX
+	VPBROADCASTD BX, Z1
+	MOVL         $0x04040404, BX
+	VPBROADCASTD BX, Z2
+	VPXORD       Z3, Z3, Z3
+
+gemmQ3_Kx16x1_loop:
+	VPBROADCASTD  4(CX), Z3
+	VPANDD        (AX), Z1, Z4
+	VMOVDQU64     512(AX), Z5
+	VPSLLW        $0x02, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 16(CX), Z4, Z3
+	VPANDD        64(AX), Z1, Z4
+	VMOVDQU64     576(AX), Z5
+	VPSLLW        $0x02, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 20(CX), Z4, Z3
+	VPANDD        128(AX), Z1, Z4
+	VMOVDQU64     640(AX), Z5
+	VPSLLW        $0x02, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 24(CX), Z4, Z3
+	VPANDD        192(AX), Z1, Z4
+	VMOVDQU64     704(AX), Z5
+	VPSLLW        $0x02, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 28(CX), Z4, Z3
+	VMOVUPS       1024(AX), Z4
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (CX), Z4, Z4
+	VFMADD231PS   Z3, Z4, Z0
+	VPBROADCASTD  8(CX), Z3
+	VPANDD        256(AX), Z1, Z4
+	VMOVDQU64     768(AX), Z5
+	VPSLLW        $0x02, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 32(CX), Z4, Z3
+	VPANDD        320(AX), Z1, Z4
+	VMOVDQU64     832(AX), Z5
+	VPSLLW        $0x02, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 36(CX), Z4, Z3
+	VPANDD        384(AX), Z1, Z4
+	VMOVDQU64     896(AX), Z5
+	VPSLLW        $0x02, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 40(CX), Z4, Z3
+	VPANDD        448(AX), Z1, Z4
+	VMOVDQU64     960(AX), Z5
+	VPSLLW        $0x02, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 44(CX), Z4, Z3
+	VMOVUPS       1088(AX), Z4
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (CX), Z4, Z4
+	VFMADD231PS   Z3, Z4, Z0
+	VPBROADCASTD  52(CX), Z3
+	VMOVDQU64     (AX), Z4
+	VPSRLW        $0x02, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     512(AX), Z5
+	VPSLLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 64(CX), Z4, Z3
+	VMOVDQU64     64(AX), Z4
+	VPSRLW        $0x02, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     576(AX), Z5
+	VPSLLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 68(CX), Z4, Z3
+	VMOVDQU64     128(AX), Z4
+	VPSRLW        $0x02, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     640(AX), Z5
+	VPSLLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 72(CX), Z4, Z3
+	VMOVDQU64     192(AX), Z4
+	VPSRLW        $0x02, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     704(AX), Z5
+	VPSLLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 76(CX), Z4, Z3
+	VMOVUPS       1152(AX), Z4
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   48(CX), Z4, Z4
+	VFMADD231PS   Z3, Z4, Z0
+	VPBROADCASTD  56(CX), Z3
+	VMOVDQU64     256(AX), Z4
+	VPSRLW        $0x02, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     768(AX), Z5
+	VPSLLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 80(CX), Z4, Z3
+	VMOVDQU64     320(AX), Z4
+	VPSRLW        $0x02, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     832(AX), Z5
+	VPSLLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 84(CX), Z4, Z3
+	VMOVDQU64     384(AX), Z4
+	VPSRLW        $0x02, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     896(AX), Z5
+	VPSLLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 88(CX), Z4, Z3
+	VMOVDQU64     448(AX), Z4
+	VPSRLW        $0x02, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     960(AX), Z5
+	VPSLLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 92(CX), Z4, Z3
+	VMOVUPS       1216(AX), Z4
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   48(CX), Z4, Z4
+	VFMADD231PS   Z3, Z4, Z0
+	VPBROADCASTD  100(CX), Z3
+	VMOVDQU64     (AX), Z4
+	VPSRLW        $0x04, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     512(AX), Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 112(CX), Z4, Z3
+	VMOVDQU64     64(AX), Z4
+	VPSRLW        $0x04, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     576(AX), Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 116(CX), Z4, Z3
+	VMOVDQU64     128(AX), Z4
+	VPSRLW        $0x04, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     640(AX), Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 120(CX), Z4, Z3
+	VMOVDQU64     192(AX), Z4
+	VPSRLW        $0x04, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     704(AX), Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 124(CX), Z4, Z3
+	VMOVUPS       1280(AX), Z4
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   96(CX), Z4, Z4
+	VFMADD231PS   Z3, Z4, Z0
+	VPBROADCASTD  104(CX), Z3
+	VMOVDQU64     256(AX), Z4
+	VPSRLW        $0x04, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     768(AX), Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 128(CX), Z4, Z3
+	VMOVDQU64     320(AX), Z4
+	VPSRLW        $0x04, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     832(AX), Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 132(CX), Z4, Z3
+	VMOVDQU64     384(AX), Z4
+	VPSRLW        $0x04, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     896(AX), Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 136(CX), Z4, Z3
+	VMOVDQU64     448(AX), Z4
+	VPSRLW        $0x04, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     960(AX), Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 140(CX), Z4, Z3
+	VMOVUPS       1344(AX), Z4
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   96(CX), Z4, Z4
+	VFMADD231PS   Z3, Z4, Z0
+	VPBROADCASTD  148(CX), Z3
+	VMOVDQU64     (AX), Z4
+	VPSRLW        $0x06, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     512(AX), Z5
+	VPSRLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 160(CX), Z4, Z3
+	VMOVDQU64     64(AX), Z4
+	VPSRLW        $0x06, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     576(AX), Z5
+	VPSRLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 164(CX), Z4, Z3
+	VMOVDQU64     128(AX), Z4
+	VPSRLW        $0x06, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     640(AX), Z5
+	VPSRLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 168(CX), Z4, Z3
+	VMOVDQU64     192(AX), Z4
+	VPSRLW        $0x06, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     704(AX), Z5
+	VPSRLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 172(CX), Z4, Z3
+	VMOVUPS       1408(AX), Z4
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   144(CX), Z4, Z4
+	VFMADD231PS   Z3, Z4, Z0
+	VPBROADCASTD  152(CX), Z3
+	VMOVDQU64     256(AX), Z4
+	VPSRLW        $0x06, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     768(AX), Z5
+	VPSRLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 176(CX), Z4, Z3
+	VMOVDQU64     320(AX), Z4
+	VPSRLW        $0x06, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     832(AX), Z5
+	VPSRLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 180(CX), Z4, Z3
+	VMOVDQU64     384(AX), Z4
+	VPSRLW        $0x06, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     896(AX), Z5
+	VPSRLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 184(CX), Z4, Z3
+	VMOVDQU64     448(AX), Z4
+	VPSRLW        $0x06, Z4, Z4
+	VPANDD        Z1, Z4, Z4
+	VMOVDQU64     960(AX), Z5
+	VPSRLW        $0x01, Z5, Z5
+	VPTERNLOGD    $0xf8, Z2, Z5, Z4
+	VPDPBUSD.BCST 188(CX), Z4, Z3
+	VMOVUPS       1472(AX), Z4
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   144(CX), Z4, Z4
+	VFMADD231PS   Z3, Z4, Z0
+	ADDQ          $0x00000600, AX
+	ADDQ          $0x000000c0, CX
+	DECQ          DX
+	JNZ           gemmQ3_Kx16x1_loop
+	MOVQ          out+32(FP), AX
+	MOVQ          outStride+40(FP), CX
+	VMOVUPS       Z0, (AX)
+	VZEROUPPER
+	RET
+
+// func gemmQ2_Kx16x1(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI
+TEXT ·gemmQ2_Kx16x1(SB), NOSPLIT, $0-48
+	MOVQ         panel+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         xStride+16(FP), DX
+	MOVQ         halves+24(FP), DX
+	VPXORD       Z0, Z0, Z0
+	MOVL         $0x03030303, BX
+	VPBROADCASTD BX, Z1
+	VPXORD       Z2, Z2, Z2
+
+gemmQ2_Kx16x1_loop:
+	VMOVDQA64         Z2, Z3
+	VPANDD            (AX), Z1, Z4
+	VPDPBUSD.BCST     16(CX), Z4, Z3
+	VPANDD            64(AX), Z1, Z4
+	VPDPBUSD.BCST     20(CX), Z4, Z3
+	VPANDD            128(AX), Z1, Z4
+	VPDPBUSD.BCST     24(CX), Z4, Z3
+	VPANDD            192(AX), Z1, Z4
+	VPDPBUSD.BCST     28(CX), Z4, Z3
+	VMOVUPS           512(AX), Z4
+	VMOVUPS           1024(AX), Z5
+	VCVTDQ2PS         Z3, Z3
+	VMULPS.BCST       (CX), Z4, Z4
+	VFMADD231PS       Z3, Z4, Z0
+	VFNMADD231PS.BCST 4(CX), Z5, Z0
+	VMOVDQA64         Z2, Z3
+	VPANDD            256(AX), Z1, Z4
+	VPDPBUSD.BCST     32(CX), Z4, Z3
+	VPANDD            320(AX), Z1, Z4
+	VPDPBUSD.BCST     36(CX), Z4, Z3
+	VPANDD            384(AX), Z1, Z4
+	VPDPBUSD.BCST     40(CX), Z4, Z3
+	VPANDD            448(AX), Z1, Z4
+	VPDPBUSD.BCST     44(CX), Z4, Z3
+	VMOVUPS           576(AX), Z4
+	VMOVUPS           1088(AX), Z5
+	VCVTDQ2PS         Z3, Z3
+	VMULPS.BCST       (CX), Z4, Z4
+	VFMADD231PS       Z3, Z4, Z0
+	VFNMADD231PS.BCST 8(CX), Z5, Z0
+	VMOVDQA64         Z2, Z3
+	VMOVDQU64         (AX), Z4
+	VPSRLW            $0x02, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     64(CX), Z4, Z3
+	VMOVDQU64         64(AX), Z4
+	VPSRLW            $0x02, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     68(CX), Z4, Z3
+	VMOVDQU64         128(AX), Z4
+	VPSRLW            $0x02, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     72(CX), Z4, Z3
+	VMOVDQU64         192(AX), Z4
+	VPSRLW            $0x02, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     76(CX), Z4, Z3
+	VMOVUPS           640(AX), Z4
+	VMOVUPS           1152(AX), Z5
+	VCVTDQ2PS         Z3, Z3
+	VMULPS.BCST       48(CX), Z4, Z4
+	VFMADD231PS       Z3, Z4, Z0
+	VFNMADD231PS.BCST 52(CX), Z5, Z0
+	VMOVDQA64         Z2, Z3
+	VMOVDQU64         256(AX), Z4
+	VPSRLW            $0x02, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     80(CX), Z4, Z3
+	VMOVDQU64         320(AX), Z4
+	VPSRLW            $0x02, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     84(CX), Z4, Z3
+	VMOVDQU64         384(AX), Z4
+	VPSRLW            $0x02, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     88(CX), Z4, Z3
+	VMOVDQU64         448(AX), Z4
+	VPSRLW            $0x02, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     92(CX), Z4, Z3
+	VMOVUPS           704(AX), Z4
+	VMOVUPS           1216(AX), Z5
+	VCVTDQ2PS         Z3, Z3
+	VMULPS.BCST       48(CX), Z4, Z4
+	VFMADD231PS       Z3, Z4, Z0
+	VFNMADD231PS.BCST 56(CX), Z5, Z0
+	VMOVDQA64         Z2, Z3
+	VMOVDQU64         (AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     112(CX), Z4, Z3
+	VMOVDQU64         64(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     116(CX), Z4, Z3
+	VMOVDQU64         128(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     120(CX), Z4, Z3
+	VMOVDQU64         192(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     124(CX), Z4, Z3
+	VMOVUPS           768(AX), Z4
+	VMOVUPS           1280(AX), Z5
+	VCVTDQ2PS         Z3, Z3
+	VMULPS.BCST       96(CX), Z4, Z4
+	VFMADD231PS       Z3, Z4, Z0
+	VFNMADD231PS.BCST 100(CX), Z5, Z0
+	VMOVDQA64         Z2, Z3
+	VMOVDQU64         256(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     128(CX), Z4, Z3
+	VMOVDQU64         320(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     132(CX), Z4, Z3
+	VMOVDQU64         384(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     136(CX), Z4, Z3
+	VMOVDQU64         448(AX), Z4
+	VPSRLW            $0x04, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     140(CX), Z4, Z3
+	VMOVUPS           832(AX), Z4
+	VMOVUPS           1344(AX), Z5
+	VCVTDQ2PS         Z3, Z3
+	VMULPS.BCST       96(CX), Z4, Z4
+	VFMADD231PS       Z3, Z4, Z0
+	VFNMADD231PS.BCST 104(CX), Z5, Z0
+	VMOVDQA64         Z2, Z3
+	VMOVDQU64         (AX), Z4
+	VPSRLW            $0x06, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     160(CX), Z4, Z3
+	VMOVDQU64         64(AX), Z4
+	VPSRLW            $0x06, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     164(CX), Z4, Z3
+	VMOVDQU64         128(AX), Z4
+	VPSRLW            $0x06, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     168(CX), Z4, Z3
+	VMOVDQU64         192(AX), Z4
+	VPSRLW            $0x06, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     172(CX), Z4, Z3
+	VMOVUPS           896(AX), Z4
+	VMOVUPS           1408(AX), Z5
+	VCVTDQ2PS         Z3, Z3
+	VMULPS.BCST       144(CX), Z4, Z4
+	VFMADD231PS       Z3, Z4, Z0
+	VFNMADD231PS.BCST 148(CX), Z5, Z0
+	VMOVDQA64         Z2, Z3
+	VMOVDQU64         256(AX), Z4
+	VPSRLW            $0x06, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     176(CX), Z4, Z3
+	VMOVDQU64         320(AX), Z4
+	VPSRLW            $0x06, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     180(CX), Z4, Z3
+	VMOVDQU64         384(AX), Z4
+	VPSRLW            $0x06, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     184(CX), Z4, Z3
+	VMOVDQU64         448(AX), Z4
+	VPSRLW            $0x06, Z4, Z4
+	VPANDD            Z1, Z4, Z4
+	VPDPBUSD.BCST     188(CX), Z4, Z3
+	VMOVUPS           960(AX), Z4
+	VMOVUPS           1472(AX), Z5
+	VCVTDQ2PS         Z3, Z3
+	VMULPS.BCST       144(CX), Z4, Z4
+	VFMADD231PS       Z3, Z4, Z0
+	VFNMADD231PS.BCST 152(CX), Z5, Z0
+	ADDQ              $0x00000600, AX
+	ADDQ              $0x000000c0, CX
+	DECQ              DX
+	JNZ               gemmQ2_Kx16x1_loop
+	MOVQ              out+32(FP), AX
+	MOVQ              outStride+40(FP), CX
+	VMOVUPS           Z0, (AX)
+	VZEROUPPER
+	RET
+
 // func gemmQ4_Kx16x4(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VNNI
 TEXT ·gemmQ4_Kx16x4(SB), NOSPLIT, $0-48
@@ -6702,148 +7161,149 @@ TEXT ·gemmQ4_Kx16x4(SB), NOSPLIT, $0-48
 	VPXORD       Z3, Z3, Z3
 	MOVL         $0x0f0f0f0f, DI
 	VPBROADCASTD DI, Z4
+	VPXORD       Z5, Z5, Z5
 
 gemmQ4_Kx16x4_loop:
-	VPXORD            Z5, Z5, Z5
-	VPXORD            Z6, Z6, Z6
-	VPXORD            Z7, Z7, Z7
-	VPXORD            Z8, Z8, Z8
-	VPANDD            (AX), Z4, Z9
-	VPDPBUSD.BCST     8(CX), Z9, Z5
-	VPDPBUSD.BCST     8(CX)(DX*1), Z9, Z6
-	VPDPBUSD.BCST     8(CX)(DX*2), Z9, Z7
-	VPDPBUSD.BCST     8(SI), Z9, Z8
-	VPANDD            64(AX), Z4, Z9
-	VPDPBUSD.BCST     12(CX), Z9, Z5
-	VPDPBUSD.BCST     12(CX)(DX*1), Z9, Z6
-	VPDPBUSD.BCST     12(CX)(DX*2), Z9, Z7
-	VPDPBUSD.BCST     12(SI), Z9, Z8
-	VPANDD            128(AX), Z4, Z9
-	VPDPBUSD.BCST     16(CX), Z9, Z5
-	VPDPBUSD.BCST     16(CX)(DX*1), Z9, Z6
-	VPDPBUSD.BCST     16(CX)(DX*2), Z9, Z7
-	VPDPBUSD.BCST     16(SI), Z9, Z8
-	VPANDD            192(AX), Z4, Z9
-	VPDPBUSD.BCST     20(CX), Z9, Z5
-	VPDPBUSD.BCST     20(CX)(DX*1), Z9, Z6
-	VPDPBUSD.BCST     20(CX)(DX*2), Z9, Z7
-	VPDPBUSD.BCST     20(SI), Z9, Z8
-	VPANDD            256(AX), Z4, Z9
-	VPDPBUSD.BCST     24(CX), Z9, Z5
-	VPDPBUSD.BCST     24(CX)(DX*1), Z9, Z6
-	VPDPBUSD.BCST     24(CX)(DX*2), Z9, Z7
-	VPDPBUSD.BCST     24(SI), Z9, Z8
-	VPANDD            320(AX), Z4, Z9
-	VPDPBUSD.BCST     28(CX), Z9, Z5
-	VPDPBUSD.BCST     28(CX)(DX*1), Z9, Z6
-	VPDPBUSD.BCST     28(CX)(DX*2), Z9, Z7
-	VPDPBUSD.BCST     28(SI), Z9, Z8
-	VPANDD            384(AX), Z4, Z9
-	VPDPBUSD.BCST     32(CX), Z9, Z5
-	VPDPBUSD.BCST     32(CX)(DX*1), Z9, Z6
-	VPDPBUSD.BCST     32(CX)(DX*2), Z9, Z7
-	VPDPBUSD.BCST     32(SI), Z9, Z8
-	VPANDD            448(AX), Z4, Z9
-	VPDPBUSD.BCST     36(CX), Z9, Z5
-	VPDPBUSD.BCST     36(CX)(DX*1), Z9, Z6
-	VPDPBUSD.BCST     36(CX)(DX*2), Z9, Z7
-	VPDPBUSD.BCST     36(SI), Z9, Z8
-	VMOVUPS           512(AX), Z9
-	VMOVUPS           576(AX), Z14
-	VCVTDQ2PS         Z5, Z15
-	VMULPS.BCST       (CX), Z9, Z16
-	VFMADD231PS       Z15, Z16, Z0
-	VFNMADD231PS.BCST 4(CX), Z14, Z0
-	VCVTDQ2PS         Z6, Z15
-	VMULPS.BCST       (CX)(DX*1), Z9, Z16
-	VFMADD231PS       Z15, Z16, Z1
-	VFNMADD231PS.BCST 4(CX)(DX*1), Z14, Z1
-	VCVTDQ2PS         Z7, Z15
-	VMULPS.BCST       (CX)(DX*2), Z9, Z16
-	VFMADD231PS       Z15, Z16, Z2
-	VFNMADD231PS.BCST 4(CX)(DX*2), Z14, Z2
-	VCVTDQ2PS         Z8, Z15
-	VMULPS.BCST       (SI), Z9, Z9
-	VFMADD231PS       Z15, Z9, Z3
-	VFNMADD231PS.BCST 4(SI), Z14, Z3
-	VPXORD            Z10, Z10, Z10
-	VPXORD            Z11, Z11, Z11
-	VPXORD            Z12, Z12, Z12
-	VPXORD            Z13, Z13, Z13
-	VMOVDQU64         (AX), Z9
-	VPSRLW            $0x04, Z9, Z9
-	VPANDD            Z4, Z9, Z9
-	VPDPBUSD.BCST     48(CX), Z9, Z10
-	VPDPBUSD.BCST     48(CX)(DX*1), Z9, Z11
-	VPDPBUSD.BCST     48(CX)(DX*2), Z9, Z12
-	VPDPBUSD.BCST     48(SI), Z9, Z13
-	VMOVDQU64         64(AX), Z9
-	VPSRLW            $0x04, Z9, Z9
-	VPANDD            Z4, Z9, Z9
-	VPDPBUSD.BCST     52(CX), Z9, Z10
-	VPDPBUSD.BCST     52(CX)(DX*1), Z9, Z11
-	VPDPBUSD.BCST     52(CX)(DX*2), Z9, Z12
-	VPDPBUSD.BCST     52(SI), Z9, Z13
-	VMOVDQU64         128(AX), Z9
-	VPSRLW            $0x04, Z9, Z9
-	VPANDD            Z4, Z9, Z9
-	VPDPBUSD.BCST     56(CX), Z9, Z10
-	VPDPBUSD.BCST     56(CX)(DX*1), Z9, Z11
-	VPDPBUSD.BCST     56(CX)(DX*2), Z9, Z12
-	VPDPBUSD.BCST     56(SI), Z9, Z13
-	VMOVDQU64         192(AX), Z9
-	VPSRLW            $0x04, Z9, Z9
-	VPANDD            Z4, Z9, Z9
-	VPDPBUSD.BCST     60(CX), Z9, Z10
-	VPDPBUSD.BCST     60(CX)(DX*1), Z9, Z11
-	VPDPBUSD.BCST     60(CX)(DX*2), Z9, Z12
-	VPDPBUSD.BCST     60(SI), Z9, Z13
-	VMOVDQU64         256(AX), Z9
-	VPSRLW            $0x04, Z9, Z9
-	VPANDD            Z4, Z9, Z9
-	VPDPBUSD.BCST     64(CX), Z9, Z10
-	VPDPBUSD.BCST     64(CX)(DX*1), Z9, Z11
-	VPDPBUSD.BCST     64(CX)(DX*2), Z9, Z12
-	VPDPBUSD.BCST     64(SI), Z9, Z13
-	VMOVDQU64         320(AX), Z9
-	VPSRLW            $0x04, Z9, Z9
-	VPANDD            Z4, Z9, Z9
-	VPDPBUSD.BCST     68(CX), Z9, Z10
-	VPDPBUSD.BCST     68(CX)(DX*1), Z9, Z11
-	VPDPBUSD.BCST     68(CX)(DX*2), Z9, Z12
-	VPDPBUSD.BCST     68(SI), Z9, Z13
-	VMOVDQU64         384(AX), Z9
-	VPSRLW            $0x04, Z9, Z9
-	VPANDD            Z4, Z9, Z9
-	VPDPBUSD.BCST     72(CX), Z9, Z10
-	VPDPBUSD.BCST     72(CX)(DX*1), Z9, Z11
-	VPDPBUSD.BCST     72(CX)(DX*2), Z9, Z12
-	VPDPBUSD.BCST     72(SI), Z9, Z13
-	VMOVDQU64         448(AX), Z9
-	VPSRLW            $0x04, Z9, Z9
-	VPANDD            Z4, Z9, Z9
-	VPDPBUSD.BCST     76(CX), Z9, Z10
-	VPDPBUSD.BCST     76(CX)(DX*1), Z9, Z11
-	VPDPBUSD.BCST     76(CX)(DX*2), Z9, Z12
-	VPDPBUSD.BCST     76(SI), Z9, Z13
-	VMOVUPS           640(AX), Z9
-	VMOVUPS           704(AX), Z14
-	VCVTDQ2PS         Z10, Z15
-	VMULPS.BCST       40(CX), Z9, Z16
-	VFMADD231PS       Z15, Z16, Z0
-	VFNMADD231PS.BCST 44(CX), Z14, Z0
-	VCVTDQ2PS         Z11, Z15
-	VMULPS.BCST       40(CX)(DX*1), Z9, Z16
-	VFMADD231PS       Z15, Z16, Z1
-	VFNMADD231PS.BCST 44(CX)(DX*1), Z14, Z1
-	VCVTDQ2PS         Z12, Z15
-	VMULPS.BCST       40(CX)(DX*2), Z9, Z16
-	VFMADD231PS       Z15, Z16, Z2
-	VFNMADD231PS.BCST 44(CX)(DX*2), Z14, Z2
-	VCVTDQ2PS         Z13, Z15
-	VMULPS.BCST       40(SI), Z9, Z9
-	VFMADD231PS       Z15, Z9, Z3
-	VFNMADD231PS.BCST 44(SI), Z14, Z3
+	VMOVDQA64         Z5, Z6
+	VMOVDQA64         Z5, Z7
+	VMOVDQA64         Z5, Z8
+	VMOVDQA64         Z5, Z9
+	VPANDD            (AX), Z4, Z10
+	VPDPBUSD.BCST     8(CX), Z10, Z6
+	VPDPBUSD.BCST     8(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     8(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     8(SI), Z10, Z9
+	VPANDD            64(AX), Z4, Z10
+	VPDPBUSD.BCST     12(CX), Z10, Z6
+	VPDPBUSD.BCST     12(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     12(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     12(SI), Z10, Z9
+	VPANDD            128(AX), Z4, Z10
+	VPDPBUSD.BCST     16(CX), Z10, Z6
+	VPDPBUSD.BCST     16(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     16(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     16(SI), Z10, Z9
+	VPANDD            192(AX), Z4, Z10
+	VPDPBUSD.BCST     20(CX), Z10, Z6
+	VPDPBUSD.BCST     20(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     20(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     20(SI), Z10, Z9
+	VPANDD            256(AX), Z4, Z10
+	VPDPBUSD.BCST     24(CX), Z10, Z6
+	VPDPBUSD.BCST     24(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     24(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     24(SI), Z10, Z9
+	VPANDD            320(AX), Z4, Z10
+	VPDPBUSD.BCST     28(CX), Z10, Z6
+	VPDPBUSD.BCST     28(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     28(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     28(SI), Z10, Z9
+	VPANDD            384(AX), Z4, Z10
+	VPDPBUSD.BCST     32(CX), Z10, Z6
+	VPDPBUSD.BCST     32(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     32(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     32(SI), Z10, Z9
+	VPANDD            448(AX), Z4, Z10
+	VPDPBUSD.BCST     36(CX), Z10, Z6
+	VPDPBUSD.BCST     36(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     36(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     36(SI), Z10, Z9
+	VMOVUPS           512(AX), Z10
+	VMOVUPS           576(AX), Z11
+	VCVTDQ2PS         Z6, Z6
+	VMULPS.BCST       (CX), Z10, Z12
+	VFMADD231PS       Z6, Z12, Z0
+	VFNMADD231PS.BCST 4(CX), Z11, Z0
+	VCVTDQ2PS         Z7, Z6
+	VMULPS.BCST       (CX)(DX*1), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z1
+	VFNMADD231PS.BCST 4(CX)(DX*1), Z11, Z1
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       (CX)(DX*2), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z2
+	VFNMADD231PS.BCST 4(CX)(DX*2), Z11, Z2
+	VCVTDQ2PS         Z9, Z6
+	VMULPS.BCST       (SI), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z3
+	VFNMADD231PS.BCST 4(SI), Z11, Z3
+	VMOVDQA64         Z5, Z6
+	VMOVDQA64         Z5, Z7
+	VMOVDQA64         Z5, Z8
+	VMOVDQA64         Z5, Z9
+	VMOVDQU64         (AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     48(CX), Z10, Z6
+	VPDPBUSD.BCST     48(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     48(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     48(SI), Z10, Z9
+	VMOVDQU64         64(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     52(CX), Z10, Z6
+	VPDPBUSD.BCST     52(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     52(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     52(SI), Z10, Z9
+	VMOVDQU64         128(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     56(CX), Z10, Z6
+	VPDPBUSD.BCST     56(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     56(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     56(SI), Z10, Z9
+	VMOVDQU64         192(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     60(CX), Z10, Z6
+	VPDPBUSD.BCST     60(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     60(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     60(SI), Z10, Z9
+	VMOVDQU64         256(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     64(CX), Z10, Z6
+	VPDPBUSD.BCST     64(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     64(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     64(SI), Z10, Z9
+	VMOVDQU64         320(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     68(CX), Z10, Z6
+	VPDPBUSD.BCST     68(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     68(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     68(SI), Z10, Z9
+	VMOVDQU64         384(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     72(CX), Z10, Z6
+	VPDPBUSD.BCST     72(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     72(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     72(SI), Z10, Z9
+	VMOVDQU64         448(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     76(CX), Z10, Z6
+	VPDPBUSD.BCST     76(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     76(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     76(SI), Z10, Z9
+	VMOVUPS           640(AX), Z10
+	VMOVUPS           704(AX), Z11
+	VCVTDQ2PS         Z6, Z6
+	VMULPS.BCST       40(CX), Z10, Z12
+	VFMADD231PS       Z6, Z12, Z0
+	VFNMADD231PS.BCST 44(CX), Z11, Z0
+	VCVTDQ2PS         Z7, Z6
+	VMULPS.BCST       40(CX)(DX*1), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z1
+	VFNMADD231PS.BCST 44(CX)(DX*1), Z11, Z1
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       40(CX)(DX*2), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z2
+	VFNMADD231PS.BCST 44(CX)(DX*2), Z11, Z2
+	VCVTDQ2PS         Z9, Z6
+	VMULPS.BCST       40(SI), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z3
+	VFNMADD231PS.BCST 44(SI), Z11, Z3
 	ADDQ              $0x00000300, AX
 	ADDQ              $0x50, CX
 	ADDQ              $0x50, SI
@@ -6878,196 +7338,197 @@ TEXT ·gemmQ5_Kx16x4(SB), NOSPLIT, $0-48
 	VPBROADCASTD DI, Z4
 	MOVL         $0x10101010, DI
 	VPBROADCASTD DI, Z5
+	VPXORD       Z6, Z6, Z6
 
 gemmQ5_Kx16x4_loop:
-	VPXORD            Z6, Z6, Z6
-	VPXORD            Z7, Z7, Z7
-	VPXORD            Z8, Z8, Z8
-	VPXORD            Z9, Z9, Z9
-	VPANDD            (AX), Z4, Z10
-	VMOVDQU64         512(AX), Z11
-	VPSLLW            $0x04, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     8(CX), Z10, Z6
-	VPDPBUSD.BCST     8(CX)(DX*1), Z10, Z7
-	VPDPBUSD.BCST     8(CX)(DX*2), Z10, Z8
-	VPDPBUSD.BCST     8(SI), Z10, Z9
-	VPANDD            64(AX), Z4, Z10
-	VMOVDQU64         576(AX), Z11
-	VPSLLW            $0x04, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     12(CX), Z10, Z6
-	VPDPBUSD.BCST     12(CX)(DX*1), Z10, Z7
-	VPDPBUSD.BCST     12(CX)(DX*2), Z10, Z8
-	VPDPBUSD.BCST     12(SI), Z10, Z9
-	VPANDD            128(AX), Z4, Z10
-	VMOVDQU64         640(AX), Z11
-	VPSLLW            $0x04, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     16(CX), Z10, Z6
-	VPDPBUSD.BCST     16(CX)(DX*1), Z10, Z7
-	VPDPBUSD.BCST     16(CX)(DX*2), Z10, Z8
-	VPDPBUSD.BCST     16(SI), Z10, Z9
-	VPANDD            192(AX), Z4, Z10
-	VMOVDQU64         704(AX), Z11
-	VPSLLW            $0x04, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     20(CX), Z10, Z6
-	VPDPBUSD.BCST     20(CX)(DX*1), Z10, Z7
-	VPDPBUSD.BCST     20(CX)(DX*2), Z10, Z8
-	VPDPBUSD.BCST     20(SI), Z10, Z9
-	VPANDD            256(AX), Z4, Z10
-	VMOVDQU64         768(AX), Z11
-	VPSLLW            $0x04, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     24(CX), Z10, Z6
-	VPDPBUSD.BCST     24(CX)(DX*1), Z10, Z7
-	VPDPBUSD.BCST     24(CX)(DX*2), Z10, Z8
-	VPDPBUSD.BCST     24(SI), Z10, Z9
-	VPANDD            320(AX), Z4, Z10
-	VMOVDQU64         832(AX), Z11
-	VPSLLW            $0x04, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     28(CX), Z10, Z6
-	VPDPBUSD.BCST     28(CX)(DX*1), Z10, Z7
-	VPDPBUSD.BCST     28(CX)(DX*2), Z10, Z8
-	VPDPBUSD.BCST     28(SI), Z10, Z9
-	VPANDD            384(AX), Z4, Z10
-	VMOVDQU64         896(AX), Z11
-	VPSLLW            $0x04, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     32(CX), Z10, Z6
-	VPDPBUSD.BCST     32(CX)(DX*1), Z10, Z7
-	VPDPBUSD.BCST     32(CX)(DX*2), Z10, Z8
-	VPDPBUSD.BCST     32(SI), Z10, Z9
-	VPANDD            448(AX), Z4, Z10
-	VMOVDQU64         960(AX), Z11
-	VPSLLW            $0x04, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     36(CX), Z10, Z6
-	VPDPBUSD.BCST     36(CX)(DX*1), Z10, Z7
-	VPDPBUSD.BCST     36(CX)(DX*2), Z10, Z8
-	VPDPBUSD.BCST     36(SI), Z10, Z9
-	VMOVUPS           1024(AX), Z10
-	VMOVUPS           1088(AX), Z11
-	VCVTDQ2PS         Z6, Z16
-	VMULPS.BCST       (CX), Z10, Z17
-	VFMADD231PS       Z16, Z17, Z0
-	VFNMADD231PS.BCST 4(CX), Z11, Z0
-	VCVTDQ2PS         Z7, Z16
-	VMULPS.BCST       (CX)(DX*1), Z10, Z17
-	VFMADD231PS       Z16, Z17, Z1
-	VFNMADD231PS.BCST 4(CX)(DX*1), Z11, Z1
-	VCVTDQ2PS         Z8, Z16
-	VMULPS.BCST       (CX)(DX*2), Z10, Z17
-	VFMADD231PS       Z16, Z17, Z2
-	VFNMADD231PS.BCST 4(CX)(DX*2), Z11, Z2
-	VCVTDQ2PS         Z9, Z16
-	VMULPS.BCST       (SI), Z10, Z10
-	VFMADD231PS       Z16, Z10, Z3
-	VFNMADD231PS.BCST 4(SI), Z11, Z3
-	VPXORD            Z12, Z12, Z12
-	VPXORD            Z13, Z13, Z13
-	VPXORD            Z14, Z14, Z14
-	VPXORD            Z15, Z15, Z15
-	VMOVDQU64         (AX), Z10
-	VPSRLW            $0x04, Z10, Z10
-	VPANDD            Z4, Z10, Z10
-	VMOVDQU64         512(AX), Z11
-	VPSLLW            $0x03, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     48(CX), Z10, Z12
-	VPDPBUSD.BCST     48(CX)(DX*1), Z10, Z13
-	VPDPBUSD.BCST     48(CX)(DX*2), Z10, Z14
-	VPDPBUSD.BCST     48(SI), Z10, Z15
-	VMOVDQU64         64(AX), Z10
-	VPSRLW            $0x04, Z10, Z10
-	VPANDD            Z4, Z10, Z10
-	VMOVDQU64         576(AX), Z11
-	VPSLLW            $0x03, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     52(CX), Z10, Z12
-	VPDPBUSD.BCST     52(CX)(DX*1), Z10, Z13
-	VPDPBUSD.BCST     52(CX)(DX*2), Z10, Z14
-	VPDPBUSD.BCST     52(SI), Z10, Z15
-	VMOVDQU64         128(AX), Z10
-	VPSRLW            $0x04, Z10, Z10
-	VPANDD            Z4, Z10, Z10
-	VMOVDQU64         640(AX), Z11
-	VPSLLW            $0x03, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     56(CX), Z10, Z12
-	VPDPBUSD.BCST     56(CX)(DX*1), Z10, Z13
-	VPDPBUSD.BCST     56(CX)(DX*2), Z10, Z14
-	VPDPBUSD.BCST     56(SI), Z10, Z15
-	VMOVDQU64         192(AX), Z10
-	VPSRLW            $0x04, Z10, Z10
-	VPANDD            Z4, Z10, Z10
-	VMOVDQU64         704(AX), Z11
-	VPSLLW            $0x03, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     60(CX), Z10, Z12
-	VPDPBUSD.BCST     60(CX)(DX*1), Z10, Z13
-	VPDPBUSD.BCST     60(CX)(DX*2), Z10, Z14
-	VPDPBUSD.BCST     60(SI), Z10, Z15
-	VMOVDQU64         256(AX), Z10
-	VPSRLW            $0x04, Z10, Z10
-	VPANDD            Z4, Z10, Z10
-	VMOVDQU64         768(AX), Z11
-	VPSLLW            $0x03, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     64(CX), Z10, Z12
-	VPDPBUSD.BCST     64(CX)(DX*1), Z10, Z13
-	VPDPBUSD.BCST     64(CX)(DX*2), Z10, Z14
-	VPDPBUSD.BCST     64(SI), Z10, Z15
-	VMOVDQU64         320(AX), Z10
-	VPSRLW            $0x04, Z10, Z10
-	VPANDD            Z4, Z10, Z10
-	VMOVDQU64         832(AX), Z11
-	VPSLLW            $0x03, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     68(CX), Z10, Z12
-	VPDPBUSD.BCST     68(CX)(DX*1), Z10, Z13
-	VPDPBUSD.BCST     68(CX)(DX*2), Z10, Z14
-	VPDPBUSD.BCST     68(SI), Z10, Z15
-	VMOVDQU64         384(AX), Z10
-	VPSRLW            $0x04, Z10, Z10
-	VPANDD            Z4, Z10, Z10
-	VMOVDQU64         896(AX), Z11
-	VPSLLW            $0x03, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     72(CX), Z10, Z12
-	VPDPBUSD.BCST     72(CX)(DX*1), Z10, Z13
-	VPDPBUSD.BCST     72(CX)(DX*2), Z10, Z14
-	VPDPBUSD.BCST     72(SI), Z10, Z15
-	VMOVDQU64         448(AX), Z10
-	VPSRLW            $0x04, Z10, Z10
-	VPANDD            Z4, Z10, Z10
-	VMOVDQU64         960(AX), Z11
-	VPSLLW            $0x03, Z11, Z11
-	VPTERNLOGD        $0xf8, Z5, Z11, Z10
-	VPDPBUSD.BCST     76(CX), Z10, Z12
-	VPDPBUSD.BCST     76(CX)(DX*1), Z10, Z13
-	VPDPBUSD.BCST     76(CX)(DX*2), Z10, Z14
-	VPDPBUSD.BCST     76(SI), Z10, Z15
-	VMOVUPS           1152(AX), Z10
-	VMOVUPS           1216(AX), Z11
-	VCVTDQ2PS         Z12, Z16
-	VMULPS.BCST       40(CX), Z10, Z17
-	VFMADD231PS       Z16, Z17, Z0
-	VFNMADD231PS.BCST 44(CX), Z11, Z0
-	VCVTDQ2PS         Z13, Z16
-	VMULPS.BCST       40(CX)(DX*1), Z10, Z17
-	VFMADD231PS       Z16, Z17, Z1
-	VFNMADD231PS.BCST 44(CX)(DX*1), Z11, Z1
-	VCVTDQ2PS         Z14, Z16
-	VMULPS.BCST       40(CX)(DX*2), Z10, Z17
-	VFMADD231PS       Z16, Z17, Z2
-	VFNMADD231PS.BCST 44(CX)(DX*2), Z11, Z2
-	VCVTDQ2PS         Z15, Z16
-	VMULPS.BCST       40(SI), Z10, Z10
-	VFMADD231PS       Z16, Z10, Z3
-	VFNMADD231PS.BCST 44(SI), Z11, Z3
+	VMOVDQA64         Z6, Z7
+	VMOVDQA64         Z6, Z8
+	VMOVDQA64         Z6, Z9
+	VMOVDQA64         Z6, Z10
+	VPANDD            (AX), Z4, Z11
+	VMOVDQU64         512(AX), Z12
+	VPSLLW            $0x04, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     8(CX), Z11, Z7
+	VPDPBUSD.BCST     8(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     8(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     8(SI), Z11, Z10
+	VPANDD            64(AX), Z4, Z11
+	VMOVDQU64         576(AX), Z12
+	VPSLLW            $0x04, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     12(CX), Z11, Z7
+	VPDPBUSD.BCST     12(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     12(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     12(SI), Z11, Z10
+	VPANDD            128(AX), Z4, Z11
+	VMOVDQU64         640(AX), Z12
+	VPSLLW            $0x04, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     16(CX), Z11, Z7
+	VPDPBUSD.BCST     16(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     16(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     16(SI), Z11, Z10
+	VPANDD            192(AX), Z4, Z11
+	VMOVDQU64         704(AX), Z12
+	VPSLLW            $0x04, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     20(CX), Z11, Z7
+	VPDPBUSD.BCST     20(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     20(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     20(SI), Z11, Z10
+	VPANDD            256(AX), Z4, Z11
+	VMOVDQU64         768(AX), Z12
+	VPSLLW            $0x04, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     24(CX), Z11, Z7
+	VPDPBUSD.BCST     24(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     24(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     24(SI), Z11, Z10
+	VPANDD            320(AX), Z4, Z11
+	VMOVDQU64         832(AX), Z12
+	VPSLLW            $0x04, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     28(CX), Z11, Z7
+	VPDPBUSD.BCST     28(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     28(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     28(SI), Z11, Z10
+	VPANDD            384(AX), Z4, Z11
+	VMOVDQU64         896(AX), Z12
+	VPSLLW            $0x04, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     32(CX), Z11, Z7
+	VPDPBUSD.BCST     32(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     32(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     32(SI), Z11, Z10
+	VPANDD            448(AX), Z4, Z11
+	VMOVDQU64         960(AX), Z12
+	VPSLLW            $0x04, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     36(CX), Z11, Z7
+	VPDPBUSD.BCST     36(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     36(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     36(SI), Z11, Z10
+	VMOVUPS           1024(AX), Z11
+	VMOVUPS           1088(AX), Z12
+	VCVTDQ2PS         Z7, Z7
+	VMULPS.BCST       (CX), Z11, Z13
+	VFMADD231PS       Z7, Z13, Z0
+	VFNMADD231PS.BCST 4(CX), Z12, Z0
+	VCVTDQ2PS         Z8, Z7
+	VMULPS.BCST       (CX)(DX*1), Z11, Z8
+	VFMADD231PS       Z7, Z8, Z1
+	VFNMADD231PS.BCST 4(CX)(DX*1), Z12, Z1
+	VCVTDQ2PS         Z9, Z7
+	VMULPS.BCST       (CX)(DX*2), Z11, Z8
+	VFMADD231PS       Z7, Z8, Z2
+	VFNMADD231PS.BCST 4(CX)(DX*2), Z12, Z2
+	VCVTDQ2PS         Z10, Z7
+	VMULPS.BCST       (SI), Z11, Z8
+	VFMADD231PS       Z7, Z8, Z3
+	VFNMADD231PS.BCST 4(SI), Z12, Z3
+	VMOVDQA64         Z6, Z7
+	VMOVDQA64         Z6, Z8
+	VMOVDQA64         Z6, Z9
+	VMOVDQA64         Z6, Z10
+	VMOVDQU64         (AX), Z11
+	VPSRLW            $0x04, Z11, Z11
+	VPANDD            Z4, Z11, Z11
+	VMOVDQU64         512(AX), Z12
+	VPSLLW            $0x03, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     48(CX), Z11, Z7
+	VPDPBUSD.BCST     48(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     48(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     48(SI), Z11, Z10
+	VMOVDQU64         64(AX), Z11
+	VPSRLW            $0x04, Z11, Z11
+	VPANDD            Z4, Z11, Z11
+	VMOVDQU64         576(AX), Z12
+	VPSLLW            $0x03, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     52(CX), Z11, Z7
+	VPDPBUSD.BCST     52(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     52(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     52(SI), Z11, Z10
+	VMOVDQU64         128(AX), Z11
+	VPSRLW            $0x04, Z11, Z11
+	VPANDD            Z4, Z11, Z11
+	VMOVDQU64         640(AX), Z12
+	VPSLLW            $0x03, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     56(CX), Z11, Z7
+	VPDPBUSD.BCST     56(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     56(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     56(SI), Z11, Z10
+	VMOVDQU64         192(AX), Z11
+	VPSRLW            $0x04, Z11, Z11
+	VPANDD            Z4, Z11, Z11
+	VMOVDQU64         704(AX), Z12
+	VPSLLW            $0x03, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     60(CX), Z11, Z7
+	VPDPBUSD.BCST     60(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     60(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     60(SI), Z11, Z10
+	VMOVDQU64         256(AX), Z11
+	VPSRLW            $0x04, Z11, Z11
+	VPANDD            Z4, Z11, Z11
+	VMOVDQU64         768(AX), Z12
+	VPSLLW            $0x03, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     64(CX), Z11, Z7
+	VPDPBUSD.BCST     64(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     64(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     64(SI), Z11, Z10
+	VMOVDQU64         320(AX), Z11
+	VPSRLW            $0x04, Z11, Z11
+	VPANDD            Z4, Z11, Z11
+	VMOVDQU64         832(AX), Z12
+	VPSLLW            $0x03, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     68(CX), Z11, Z7
+	VPDPBUSD.BCST     68(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     68(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     68(SI), Z11, Z10
+	VMOVDQU64         384(AX), Z11
+	VPSRLW            $0x04, Z11, Z11
+	VPANDD            Z4, Z11, Z11
+	VMOVDQU64         896(AX), Z12
+	VPSLLW            $0x03, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     72(CX), Z11, Z7
+	VPDPBUSD.BCST     72(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     72(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     72(SI), Z11, Z10
+	VMOVDQU64         448(AX), Z11
+	VPSRLW            $0x04, Z11, Z11
+	VPANDD            Z4, Z11, Z11
+	VMOVDQU64         960(AX), Z12
+	VPSLLW            $0x03, Z12, Z12
+	VPTERNLOGD        $0xf8, Z5, Z12, Z11
+	VPDPBUSD.BCST     76(CX), Z11, Z7
+	VPDPBUSD.BCST     76(CX)(DX*1), Z11, Z8
+	VPDPBUSD.BCST     76(CX)(DX*2), Z11, Z9
+	VPDPBUSD.BCST     76(SI), Z11, Z10
+	VMOVUPS           1152(AX), Z11
+	VMOVUPS           1216(AX), Z12
+	VCVTDQ2PS         Z7, Z7
+	VMULPS.BCST       40(CX), Z11, Z13
+	VFMADD231PS       Z7, Z13, Z0
+	VFNMADD231PS.BCST 44(CX), Z12, Z0
+	VCVTDQ2PS         Z8, Z7
+	VMULPS.BCST       40(CX)(DX*1), Z11, Z8
+	VFMADD231PS       Z7, Z8, Z1
+	VFNMADD231PS.BCST 44(CX)(DX*1), Z12, Z1
+	VCVTDQ2PS         Z9, Z7
+	VMULPS.BCST       40(CX)(DX*2), Z11, Z8
+	VFMADD231PS       Z7, Z8, Z2
+	VFNMADD231PS.BCST 44(CX)(DX*2), Z12, Z2
+	VCVTDQ2PS         Z10, Z7
+	VMULPS.BCST       40(SI), Z11, Z8
+	VFMADD231PS       Z7, Z8, Z3
+	VFNMADD231PS.BCST 44(SI), Z12, Z3
 	ADDQ              $0x00000500, AX
 	ADDQ              $0x50, CX
 	ADDQ              $0x50, SI
@@ -7102,6 +7563,7 @@ TEXT ·gemmQ6_Kx16x4(SB), NOSPLIT, $0-48
 	VPBROADCASTD DI, Z4
 	MOVL         $0x30303030, DI
 	VPBROADCASTD DI, Z5
+	VPXORD       Z6, Z6, Z6
 
 gemmQ6_Kx16x4_loop:
 	VPBROADCASTD  4(CX), Z6
@@ -7537,6 +7999,894 @@ gemmQ6_Kx16x4_loop:
 	VZEROUPPER
 	RET
 
+// func gemmQ3_Kx16x4(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI
+TEXT ·gemmQ3_Kx16x4(SB), NOSPLIT, $0-48
+	MOVQ         panel+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         xStride+16(FP), DX
+	MOVQ         halves+24(FP), BX
+	LEAQ         (CX)(DX*2), SI
+	ADDQ         DX, SI
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	MOVL         $0x03030303, DI
+	VPBROADCASTD DI, Z4
+	MOVL         $0x04040404, DI
+	VPBROADCASTD DI, Z5
+	VPXORD       Z6, Z6, Z6
+
+gemmQ3_Kx16x4_loop:
+	VPBROADCASTD  4(CX), Z6
+	VPBROADCASTD  4(CX)(DX*1), Z7
+	VPBROADCASTD  4(CX)(DX*2), Z8
+	VPBROADCASTD  4(SI), Z9
+	VPANDD        (AX), Z4, Z10
+	VMOVDQU64     512(AX), Z11
+	VPSLLW        $0x02, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 16(CX), Z10, Z6
+	VPDPBUSD.BCST 16(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 16(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 16(SI), Z10, Z9
+	VPANDD        64(AX), Z4, Z10
+	VMOVDQU64     576(AX), Z11
+	VPSLLW        $0x02, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 20(CX), Z10, Z6
+	VPDPBUSD.BCST 20(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 20(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 20(SI), Z10, Z9
+	VPANDD        128(AX), Z4, Z10
+	VMOVDQU64     640(AX), Z11
+	VPSLLW        $0x02, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 24(CX), Z10, Z6
+	VPDPBUSD.BCST 24(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 24(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 24(SI), Z10, Z9
+	VPANDD        192(AX), Z4, Z10
+	VMOVDQU64     704(AX), Z11
+	VPSLLW        $0x02, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 28(CX), Z10, Z6
+	VPDPBUSD.BCST 28(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 28(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 28(SI), Z10, Z9
+	VMOVUPS       1024(AX), Z10
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   (CX), Z10, Z11
+	VFMADD231PS   Z6, Z11, Z0
+	VCVTDQ2PS     Z7, Z6
+	VMULPS.BCST   (CX)(DX*1), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z1
+	VCVTDQ2PS     Z8, Z6
+	VMULPS.BCST   (CX)(DX*2), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z2
+	VCVTDQ2PS     Z9, Z6
+	VMULPS.BCST   (SI), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z3
+	VPBROADCASTD  8(CX), Z6
+	VPBROADCASTD  8(CX)(DX*1), Z7
+	VPBROADCASTD  8(CX)(DX*2), Z8
+	VPBROADCASTD  8(SI), Z9
+	VPANDD        256(AX), Z4, Z10
+	VMOVDQU64     768(AX), Z11
+	VPSLLW        $0x02, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 32(CX), Z10, Z6
+	VPDPBUSD.BCST 32(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 32(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 32(SI), Z10, Z9
+	VPANDD        320(AX), Z4, Z10
+	VMOVDQU64     832(AX), Z11
+	VPSLLW        $0x02, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 36(CX), Z10, Z6
+	VPDPBUSD.BCST 36(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 36(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 36(SI), Z10, Z9
+	VPANDD        384(AX), Z4, Z10
+	VMOVDQU64     896(AX), Z11
+	VPSLLW        $0x02, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 40(CX), Z10, Z6
+	VPDPBUSD.BCST 40(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 40(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 40(SI), Z10, Z9
+	VPANDD        448(AX), Z4, Z10
+	VMOVDQU64     960(AX), Z11
+	VPSLLW        $0x02, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 44(CX), Z10, Z6
+	VPDPBUSD.BCST 44(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 44(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 44(SI), Z10, Z9
+	VMOVUPS       1088(AX), Z10
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   (CX), Z10, Z11
+	VFMADD231PS   Z6, Z11, Z0
+	VCVTDQ2PS     Z7, Z6
+	VMULPS.BCST   (CX)(DX*1), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z1
+	VCVTDQ2PS     Z8, Z6
+	VMULPS.BCST   (CX)(DX*2), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z2
+	VCVTDQ2PS     Z9, Z6
+	VMULPS.BCST   (SI), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z3
+	VPBROADCASTD  52(CX), Z6
+	VPBROADCASTD  52(CX)(DX*1), Z7
+	VPBROADCASTD  52(CX)(DX*2), Z8
+	VPBROADCASTD  52(SI), Z9
+	VMOVDQU64     (AX), Z10
+	VPSRLW        $0x02, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     512(AX), Z11
+	VPSLLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 64(CX), Z10, Z6
+	VPDPBUSD.BCST 64(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 64(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 64(SI), Z10, Z9
+	VMOVDQU64     64(AX), Z10
+	VPSRLW        $0x02, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     576(AX), Z11
+	VPSLLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 68(CX), Z10, Z6
+	VPDPBUSD.BCST 68(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 68(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 68(SI), Z10, Z9
+	VMOVDQU64     128(AX), Z10
+	VPSRLW        $0x02, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     640(AX), Z11
+	VPSLLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 72(CX), Z10, Z6
+	VPDPBUSD.BCST 72(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 72(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 72(SI), Z10, Z9
+	VMOVDQU64     192(AX), Z10
+	VPSRLW        $0x02, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     704(AX), Z11
+	VPSLLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 76(CX), Z10, Z6
+	VPDPBUSD.BCST 76(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 76(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 76(SI), Z10, Z9
+	VMOVUPS       1152(AX), Z10
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   48(CX), Z10, Z11
+	VFMADD231PS   Z6, Z11, Z0
+	VCVTDQ2PS     Z7, Z6
+	VMULPS.BCST   48(CX)(DX*1), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z1
+	VCVTDQ2PS     Z8, Z6
+	VMULPS.BCST   48(CX)(DX*2), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z2
+	VCVTDQ2PS     Z9, Z6
+	VMULPS.BCST   48(SI), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z3
+	VPBROADCASTD  56(CX), Z6
+	VPBROADCASTD  56(CX)(DX*1), Z7
+	VPBROADCASTD  56(CX)(DX*2), Z8
+	VPBROADCASTD  56(SI), Z9
+	VMOVDQU64     256(AX), Z10
+	VPSRLW        $0x02, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     768(AX), Z11
+	VPSLLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 80(CX), Z10, Z6
+	VPDPBUSD.BCST 80(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 80(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 80(SI), Z10, Z9
+	VMOVDQU64     320(AX), Z10
+	VPSRLW        $0x02, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     832(AX), Z11
+	VPSLLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 84(CX), Z10, Z6
+	VPDPBUSD.BCST 84(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 84(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 84(SI), Z10, Z9
+	VMOVDQU64     384(AX), Z10
+	VPSRLW        $0x02, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     896(AX), Z11
+	VPSLLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 88(CX), Z10, Z6
+	VPDPBUSD.BCST 88(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 88(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 88(SI), Z10, Z9
+	VMOVDQU64     448(AX), Z10
+	VPSRLW        $0x02, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     960(AX), Z11
+	VPSLLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 92(CX), Z10, Z6
+	VPDPBUSD.BCST 92(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 92(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 92(SI), Z10, Z9
+	VMOVUPS       1216(AX), Z10
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   48(CX), Z10, Z11
+	VFMADD231PS   Z6, Z11, Z0
+	VCVTDQ2PS     Z7, Z6
+	VMULPS.BCST   48(CX)(DX*1), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z1
+	VCVTDQ2PS     Z8, Z6
+	VMULPS.BCST   48(CX)(DX*2), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z2
+	VCVTDQ2PS     Z9, Z6
+	VMULPS.BCST   48(SI), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z3
+	VPBROADCASTD  100(CX), Z6
+	VPBROADCASTD  100(CX)(DX*1), Z7
+	VPBROADCASTD  100(CX)(DX*2), Z8
+	VPBROADCASTD  100(SI), Z9
+	VMOVDQU64     (AX), Z10
+	VPSRLW        $0x04, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     512(AX), Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 112(CX), Z10, Z6
+	VPDPBUSD.BCST 112(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 112(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 112(SI), Z10, Z9
+	VMOVDQU64     64(AX), Z10
+	VPSRLW        $0x04, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     576(AX), Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 116(CX), Z10, Z6
+	VPDPBUSD.BCST 116(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 116(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 116(SI), Z10, Z9
+	VMOVDQU64     128(AX), Z10
+	VPSRLW        $0x04, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     640(AX), Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 120(CX), Z10, Z6
+	VPDPBUSD.BCST 120(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 120(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 120(SI), Z10, Z9
+	VMOVDQU64     192(AX), Z10
+	VPSRLW        $0x04, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     704(AX), Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 124(CX), Z10, Z6
+	VPDPBUSD.BCST 124(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 124(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 124(SI), Z10, Z9
+	VMOVUPS       1280(AX), Z10
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   96(CX), Z10, Z11
+	VFMADD231PS   Z6, Z11, Z0
+	VCVTDQ2PS     Z7, Z6
+	VMULPS.BCST   96(CX)(DX*1), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z1
+	VCVTDQ2PS     Z8, Z6
+	VMULPS.BCST   96(CX)(DX*2), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z2
+	VCVTDQ2PS     Z9, Z6
+	VMULPS.BCST   96(SI), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z3
+	VPBROADCASTD  104(CX), Z6
+	VPBROADCASTD  104(CX)(DX*1), Z7
+	VPBROADCASTD  104(CX)(DX*2), Z8
+	VPBROADCASTD  104(SI), Z9
+	VMOVDQU64     256(AX), Z10
+	VPSRLW        $0x04, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     768(AX), Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 128(CX), Z10, Z6
+	VPDPBUSD.BCST 128(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 128(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 128(SI), Z10, Z9
+	VMOVDQU64     320(AX), Z10
+	VPSRLW        $0x04, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     832(AX), Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 132(CX), Z10, Z6
+	VPDPBUSD.BCST 132(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 132(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 132(SI), Z10, Z9
+	VMOVDQU64     384(AX), Z10
+	VPSRLW        $0x04, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     896(AX), Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 136(CX), Z10, Z6
+	VPDPBUSD.BCST 136(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 136(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 136(SI), Z10, Z9
+	VMOVDQU64     448(AX), Z10
+	VPSRLW        $0x04, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     960(AX), Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 140(CX), Z10, Z6
+	VPDPBUSD.BCST 140(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 140(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 140(SI), Z10, Z9
+	VMOVUPS       1344(AX), Z10
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   96(CX), Z10, Z11
+	VFMADD231PS   Z6, Z11, Z0
+	VCVTDQ2PS     Z7, Z6
+	VMULPS.BCST   96(CX)(DX*1), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z1
+	VCVTDQ2PS     Z8, Z6
+	VMULPS.BCST   96(CX)(DX*2), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z2
+	VCVTDQ2PS     Z9, Z6
+	VMULPS.BCST   96(SI), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z3
+	VPBROADCASTD  148(CX), Z6
+	VPBROADCASTD  148(CX)(DX*1), Z7
+	VPBROADCASTD  148(CX)(DX*2), Z8
+	VPBROADCASTD  148(SI), Z9
+	VMOVDQU64     (AX), Z10
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     512(AX), Z11
+	VPSRLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 160(CX), Z10, Z6
+	VPDPBUSD.BCST 160(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 160(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 160(SI), Z10, Z9
+	VMOVDQU64     64(AX), Z10
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     576(AX), Z11
+	VPSRLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 164(CX), Z10, Z6
+	VPDPBUSD.BCST 164(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 164(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 164(SI), Z10, Z9
+	VMOVDQU64     128(AX), Z10
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     640(AX), Z11
+	VPSRLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 168(CX), Z10, Z6
+	VPDPBUSD.BCST 168(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 168(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 168(SI), Z10, Z9
+	VMOVDQU64     192(AX), Z10
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     704(AX), Z11
+	VPSRLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 172(CX), Z10, Z6
+	VPDPBUSD.BCST 172(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 172(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 172(SI), Z10, Z9
+	VMOVUPS       1408(AX), Z10
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   144(CX), Z10, Z11
+	VFMADD231PS   Z6, Z11, Z0
+	VCVTDQ2PS     Z7, Z6
+	VMULPS.BCST   144(CX)(DX*1), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z1
+	VCVTDQ2PS     Z8, Z6
+	VMULPS.BCST   144(CX)(DX*2), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z2
+	VCVTDQ2PS     Z9, Z6
+	VMULPS.BCST   144(SI), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z3
+	VPBROADCASTD  152(CX), Z6
+	VPBROADCASTD  152(CX)(DX*1), Z7
+	VPBROADCASTD  152(CX)(DX*2), Z8
+	VPBROADCASTD  152(SI), Z9
+	VMOVDQU64     256(AX), Z10
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     768(AX), Z11
+	VPSRLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 176(CX), Z10, Z6
+	VPDPBUSD.BCST 176(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 176(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 176(SI), Z10, Z9
+	VMOVDQU64     320(AX), Z10
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     832(AX), Z11
+	VPSRLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 180(CX), Z10, Z6
+	VPDPBUSD.BCST 180(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 180(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 180(SI), Z10, Z9
+	VMOVDQU64     384(AX), Z10
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     896(AX), Z11
+	VPSRLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 184(CX), Z10, Z6
+	VPDPBUSD.BCST 184(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 184(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 184(SI), Z10, Z9
+	VMOVDQU64     448(AX), Z10
+	VPSRLW        $0x06, Z10, Z10
+	VPANDD        Z4, Z10, Z10
+	VMOVDQU64     960(AX), Z11
+	VPSRLW        $0x01, Z11, Z11
+	VPTERNLOGD    $0xf8, Z5, Z11, Z10
+	VPDPBUSD.BCST 188(CX), Z10, Z6
+	VPDPBUSD.BCST 188(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST 188(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST 188(SI), Z10, Z9
+	VMOVUPS       1472(AX), Z10
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   144(CX), Z10, Z11
+	VFMADD231PS   Z6, Z11, Z0
+	VCVTDQ2PS     Z7, Z6
+	VMULPS.BCST   144(CX)(DX*1), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z1
+	VCVTDQ2PS     Z8, Z6
+	VMULPS.BCST   144(CX)(DX*2), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z2
+	VCVTDQ2PS     Z9, Z6
+	VMULPS.BCST   144(SI), Z10, Z7
+	VFMADD231PS   Z6, Z7, Z3
+	ADDQ          $0x00000600, AX
+	ADDQ          $0x000000c0, CX
+	ADDQ          $0x000000c0, SI
+	DECQ          BX
+	JNZ           gemmQ3_Kx16x4_loop
+	MOVQ          out+32(FP), AX
+	MOVQ          outStride+40(FP), CX
+	VMOVUPS       Z0, (AX)
+	ADDQ          CX, AX
+	VMOVUPS       Z1, (AX)
+	ADDQ          CX, AX
+	VMOVUPS       Z2, (AX)
+	ADDQ          CX, AX
+	VMOVUPS       Z3, (AX)
+	VZEROUPPER
+	RET
+
+// func gemmQ2_Kx16x4(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI
+TEXT ·gemmQ2_Kx16x4(SB), NOSPLIT, $0-48
+	MOVQ         panel+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         xStride+16(FP), DX
+	MOVQ         halves+24(FP), BX
+	LEAQ         (CX)(DX*2), SI
+	ADDQ         DX, SI
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	MOVL         $0x03030303, DI
+	VPBROADCASTD DI, Z4
+	VPXORD       Z5, Z5, Z5
+
+gemmQ2_Kx16x4_loop:
+	VMOVDQA64         Z5, Z6
+	VMOVDQA64         Z5, Z7
+	VMOVDQA64         Z5, Z8
+	VMOVDQA64         Z5, Z9
+	VPANDD            (AX), Z4, Z10
+	VPDPBUSD.BCST     16(CX), Z10, Z6
+	VPDPBUSD.BCST     16(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     16(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     16(SI), Z10, Z9
+	VPANDD            64(AX), Z4, Z10
+	VPDPBUSD.BCST     20(CX), Z10, Z6
+	VPDPBUSD.BCST     20(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     20(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     20(SI), Z10, Z9
+	VPANDD            128(AX), Z4, Z10
+	VPDPBUSD.BCST     24(CX), Z10, Z6
+	VPDPBUSD.BCST     24(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     24(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     24(SI), Z10, Z9
+	VPANDD            192(AX), Z4, Z10
+	VPDPBUSD.BCST     28(CX), Z10, Z6
+	VPDPBUSD.BCST     28(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     28(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     28(SI), Z10, Z9
+	VMOVUPS           512(AX), Z10
+	VMOVUPS           1024(AX), Z11
+	VCVTDQ2PS         Z6, Z6
+	VMULPS.BCST       (CX), Z10, Z12
+	VFMADD231PS       Z6, Z12, Z0
+	VFNMADD231PS.BCST 4(CX), Z11, Z0
+	VCVTDQ2PS         Z7, Z6
+	VMULPS.BCST       (CX)(DX*1), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z1
+	VFNMADD231PS.BCST 4(CX)(DX*1), Z11, Z1
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       (CX)(DX*2), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z2
+	VFNMADD231PS.BCST 4(CX)(DX*2), Z11, Z2
+	VCVTDQ2PS         Z9, Z6
+	VMULPS.BCST       (SI), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z3
+	VFNMADD231PS.BCST 4(SI), Z11, Z3
+	VMOVDQA64         Z5, Z6
+	VMOVDQA64         Z5, Z7
+	VMOVDQA64         Z5, Z8
+	VMOVDQA64         Z5, Z9
+	VPANDD            256(AX), Z4, Z10
+	VPDPBUSD.BCST     32(CX), Z10, Z6
+	VPDPBUSD.BCST     32(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     32(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     32(SI), Z10, Z9
+	VPANDD            320(AX), Z4, Z10
+	VPDPBUSD.BCST     36(CX), Z10, Z6
+	VPDPBUSD.BCST     36(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     36(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     36(SI), Z10, Z9
+	VPANDD            384(AX), Z4, Z10
+	VPDPBUSD.BCST     40(CX), Z10, Z6
+	VPDPBUSD.BCST     40(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     40(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     40(SI), Z10, Z9
+	VPANDD            448(AX), Z4, Z10
+	VPDPBUSD.BCST     44(CX), Z10, Z6
+	VPDPBUSD.BCST     44(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     44(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     44(SI), Z10, Z9
+	VMOVUPS           576(AX), Z10
+	VMOVUPS           1088(AX), Z11
+	VCVTDQ2PS         Z6, Z6
+	VMULPS.BCST       (CX), Z10, Z12
+	VFMADD231PS       Z6, Z12, Z0
+	VFNMADD231PS.BCST 8(CX), Z11, Z0
+	VCVTDQ2PS         Z7, Z6
+	VMULPS.BCST       (CX)(DX*1), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z1
+	VFNMADD231PS.BCST 8(CX)(DX*1), Z11, Z1
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       (CX)(DX*2), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z2
+	VFNMADD231PS.BCST 8(CX)(DX*2), Z11, Z2
+	VCVTDQ2PS         Z9, Z6
+	VMULPS.BCST       (SI), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z3
+	VFNMADD231PS.BCST 8(SI), Z11, Z3
+	VMOVDQA64         Z5, Z6
+	VMOVDQA64         Z5, Z7
+	VMOVDQA64         Z5, Z8
+	VMOVDQA64         Z5, Z9
+	VMOVDQU64         (AX), Z10
+	VPSRLW            $0x02, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     64(CX), Z10, Z6
+	VPDPBUSD.BCST     64(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     64(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     64(SI), Z10, Z9
+	VMOVDQU64         64(AX), Z10
+	VPSRLW            $0x02, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     68(CX), Z10, Z6
+	VPDPBUSD.BCST     68(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     68(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     68(SI), Z10, Z9
+	VMOVDQU64         128(AX), Z10
+	VPSRLW            $0x02, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     72(CX), Z10, Z6
+	VPDPBUSD.BCST     72(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     72(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     72(SI), Z10, Z9
+	VMOVDQU64         192(AX), Z10
+	VPSRLW            $0x02, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     76(CX), Z10, Z6
+	VPDPBUSD.BCST     76(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     76(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     76(SI), Z10, Z9
+	VMOVUPS           640(AX), Z10
+	VMOVUPS           1152(AX), Z11
+	VCVTDQ2PS         Z6, Z6
+	VMULPS.BCST       48(CX), Z10, Z12
+	VFMADD231PS       Z6, Z12, Z0
+	VFNMADD231PS.BCST 52(CX), Z11, Z0
+	VCVTDQ2PS         Z7, Z6
+	VMULPS.BCST       48(CX)(DX*1), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z1
+	VFNMADD231PS.BCST 52(CX)(DX*1), Z11, Z1
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       48(CX)(DX*2), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z2
+	VFNMADD231PS.BCST 52(CX)(DX*2), Z11, Z2
+	VCVTDQ2PS         Z9, Z6
+	VMULPS.BCST       48(SI), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z3
+	VFNMADD231PS.BCST 52(SI), Z11, Z3
+	VMOVDQA64         Z5, Z6
+	VMOVDQA64         Z5, Z7
+	VMOVDQA64         Z5, Z8
+	VMOVDQA64         Z5, Z9
+	VMOVDQU64         256(AX), Z10
+	VPSRLW            $0x02, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     80(CX), Z10, Z6
+	VPDPBUSD.BCST     80(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     80(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     80(SI), Z10, Z9
+	VMOVDQU64         320(AX), Z10
+	VPSRLW            $0x02, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     84(CX), Z10, Z6
+	VPDPBUSD.BCST     84(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     84(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     84(SI), Z10, Z9
+	VMOVDQU64         384(AX), Z10
+	VPSRLW            $0x02, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     88(CX), Z10, Z6
+	VPDPBUSD.BCST     88(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     88(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     88(SI), Z10, Z9
+	VMOVDQU64         448(AX), Z10
+	VPSRLW            $0x02, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     92(CX), Z10, Z6
+	VPDPBUSD.BCST     92(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     92(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     92(SI), Z10, Z9
+	VMOVUPS           704(AX), Z10
+	VMOVUPS           1216(AX), Z11
+	VCVTDQ2PS         Z6, Z6
+	VMULPS.BCST       48(CX), Z10, Z12
+	VFMADD231PS       Z6, Z12, Z0
+	VFNMADD231PS.BCST 56(CX), Z11, Z0
+	VCVTDQ2PS         Z7, Z6
+	VMULPS.BCST       48(CX)(DX*1), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z1
+	VFNMADD231PS.BCST 56(CX)(DX*1), Z11, Z1
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       48(CX)(DX*2), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z2
+	VFNMADD231PS.BCST 56(CX)(DX*2), Z11, Z2
+	VCVTDQ2PS         Z9, Z6
+	VMULPS.BCST       48(SI), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z3
+	VFNMADD231PS.BCST 56(SI), Z11, Z3
+	VMOVDQA64         Z5, Z6
+	VMOVDQA64         Z5, Z7
+	VMOVDQA64         Z5, Z8
+	VMOVDQA64         Z5, Z9
+	VMOVDQU64         (AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     112(CX), Z10, Z6
+	VPDPBUSD.BCST     112(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     112(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     112(SI), Z10, Z9
+	VMOVDQU64         64(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     116(CX), Z10, Z6
+	VPDPBUSD.BCST     116(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     116(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     116(SI), Z10, Z9
+	VMOVDQU64         128(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     120(CX), Z10, Z6
+	VPDPBUSD.BCST     120(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     120(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     120(SI), Z10, Z9
+	VMOVDQU64         192(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     124(CX), Z10, Z6
+	VPDPBUSD.BCST     124(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     124(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     124(SI), Z10, Z9
+	VMOVUPS           768(AX), Z10
+	VMOVUPS           1280(AX), Z11
+	VCVTDQ2PS         Z6, Z6
+	VMULPS.BCST       96(CX), Z10, Z12
+	VFMADD231PS       Z6, Z12, Z0
+	VFNMADD231PS.BCST 100(CX), Z11, Z0
+	VCVTDQ2PS         Z7, Z6
+	VMULPS.BCST       96(CX)(DX*1), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z1
+	VFNMADD231PS.BCST 100(CX)(DX*1), Z11, Z1
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       96(CX)(DX*2), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z2
+	VFNMADD231PS.BCST 100(CX)(DX*2), Z11, Z2
+	VCVTDQ2PS         Z9, Z6
+	VMULPS.BCST       96(SI), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z3
+	VFNMADD231PS.BCST 100(SI), Z11, Z3
+	VMOVDQA64         Z5, Z6
+	VMOVDQA64         Z5, Z7
+	VMOVDQA64         Z5, Z8
+	VMOVDQA64         Z5, Z9
+	VMOVDQU64         256(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     128(CX), Z10, Z6
+	VPDPBUSD.BCST     128(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     128(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     128(SI), Z10, Z9
+	VMOVDQU64         320(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     132(CX), Z10, Z6
+	VPDPBUSD.BCST     132(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     132(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     132(SI), Z10, Z9
+	VMOVDQU64         384(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     136(CX), Z10, Z6
+	VPDPBUSD.BCST     136(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     136(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     136(SI), Z10, Z9
+	VMOVDQU64         448(AX), Z10
+	VPSRLW            $0x04, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     140(CX), Z10, Z6
+	VPDPBUSD.BCST     140(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     140(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     140(SI), Z10, Z9
+	VMOVUPS           832(AX), Z10
+	VMOVUPS           1344(AX), Z11
+	VCVTDQ2PS         Z6, Z6
+	VMULPS.BCST       96(CX), Z10, Z12
+	VFMADD231PS       Z6, Z12, Z0
+	VFNMADD231PS.BCST 104(CX), Z11, Z0
+	VCVTDQ2PS         Z7, Z6
+	VMULPS.BCST       96(CX)(DX*1), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z1
+	VFNMADD231PS.BCST 104(CX)(DX*1), Z11, Z1
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       96(CX)(DX*2), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z2
+	VFNMADD231PS.BCST 104(CX)(DX*2), Z11, Z2
+	VCVTDQ2PS         Z9, Z6
+	VMULPS.BCST       96(SI), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z3
+	VFNMADD231PS.BCST 104(SI), Z11, Z3
+	VMOVDQA64         Z5, Z6
+	VMOVDQA64         Z5, Z7
+	VMOVDQA64         Z5, Z8
+	VMOVDQA64         Z5, Z9
+	VMOVDQU64         (AX), Z10
+	VPSRLW            $0x06, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     160(CX), Z10, Z6
+	VPDPBUSD.BCST     160(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     160(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     160(SI), Z10, Z9
+	VMOVDQU64         64(AX), Z10
+	VPSRLW            $0x06, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     164(CX), Z10, Z6
+	VPDPBUSD.BCST     164(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     164(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     164(SI), Z10, Z9
+	VMOVDQU64         128(AX), Z10
+	VPSRLW            $0x06, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     168(CX), Z10, Z6
+	VPDPBUSD.BCST     168(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     168(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     168(SI), Z10, Z9
+	VMOVDQU64         192(AX), Z10
+	VPSRLW            $0x06, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     172(CX), Z10, Z6
+	VPDPBUSD.BCST     172(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     172(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     172(SI), Z10, Z9
+	VMOVUPS           896(AX), Z10
+	VMOVUPS           1408(AX), Z11
+	VCVTDQ2PS         Z6, Z6
+	VMULPS.BCST       144(CX), Z10, Z12
+	VFMADD231PS       Z6, Z12, Z0
+	VFNMADD231PS.BCST 148(CX), Z11, Z0
+	VCVTDQ2PS         Z7, Z6
+	VMULPS.BCST       144(CX)(DX*1), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z1
+	VFNMADD231PS.BCST 148(CX)(DX*1), Z11, Z1
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       144(CX)(DX*2), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z2
+	VFNMADD231PS.BCST 148(CX)(DX*2), Z11, Z2
+	VCVTDQ2PS         Z9, Z6
+	VMULPS.BCST       144(SI), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z3
+	VFNMADD231PS.BCST 148(SI), Z11, Z3
+	VMOVDQA64         Z5, Z6
+	VMOVDQA64         Z5, Z7
+	VMOVDQA64         Z5, Z8
+	VMOVDQA64         Z5, Z9
+	VMOVDQU64         256(AX), Z10
+	VPSRLW            $0x06, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     176(CX), Z10, Z6
+	VPDPBUSD.BCST     176(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     176(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     176(SI), Z10, Z9
+	VMOVDQU64         320(AX), Z10
+	VPSRLW            $0x06, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     180(CX), Z10, Z6
+	VPDPBUSD.BCST     180(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     180(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     180(SI), Z10, Z9
+	VMOVDQU64         384(AX), Z10
+	VPSRLW            $0x06, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     184(CX), Z10, Z6
+	VPDPBUSD.BCST     184(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     184(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     184(SI), Z10, Z9
+	VMOVDQU64         448(AX), Z10
+	VPSRLW            $0x06, Z10, Z10
+	VPANDD            Z4, Z10, Z10
+	VPDPBUSD.BCST     188(CX), Z10, Z6
+	VPDPBUSD.BCST     188(CX)(DX*1), Z10, Z7
+	VPDPBUSD.BCST     188(CX)(DX*2), Z10, Z8
+	VPDPBUSD.BCST     188(SI), Z10, Z9
+	VMOVUPS           960(AX), Z10
+	VMOVUPS           1472(AX), Z11
+	VCVTDQ2PS         Z6, Z6
+	VMULPS.BCST       144(CX), Z10, Z12
+	VFMADD231PS       Z6, Z12, Z0
+	VFNMADD231PS.BCST 152(CX), Z11, Z0
+	VCVTDQ2PS         Z7, Z6
+	VMULPS.BCST       144(CX)(DX*1), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z1
+	VFNMADD231PS.BCST 152(CX)(DX*1), Z11, Z1
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       144(CX)(DX*2), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z2
+	VFNMADD231PS.BCST 152(CX)(DX*2), Z11, Z2
+	VCVTDQ2PS         Z9, Z6
+	VMULPS.BCST       144(SI), Z10, Z7
+	VFMADD231PS       Z6, Z7, Z3
+	VFNMADD231PS.BCST 152(SI), Z11, Z3
+	ADDQ              $0x00000600, AX
+	ADDQ              $0x000000c0, CX
+	ADDQ              $0x000000c0, SI
+	DECQ              BX
+	JNZ               gemmQ2_Kx16x4_loop
+	MOVQ              out+32(FP), AX
+	MOVQ              outStride+40(FP), CX
+	VMOVUPS           Z0, (AX)
+	ADDQ              CX, AX
+	VMOVUPS           Z1, (AX)
+	ADDQ              CX, AX
+	VMOVUPS           Z2, (AX)
+	ADDQ              CX, AX
+	VMOVUPS           Z3, (AX)
+	VZEROUPPER
+	RET
+
 // func gemmQ4_Kx16x8(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VNNI
 TEXT ·gemmQ4_Kx16x8(SB), NOSPLIT, $0-48
@@ -7558,252 +8908,253 @@ TEXT ·gemmQ4_Kx16x8(SB), NOSPLIT, $0-48
 	VPXORD       Z7, Z7, Z7
 	MOVL         $0x0f0f0f0f, R8
 	VPBROADCASTD R8, Z8
+	VPXORD       Z9, Z9, Z9
 
 gemmQ4_Kx16x8_loop:
-	VPXORD            Z9, Z9, Z9
-	VPXORD            Z10, Z10, Z10
-	VPXORD            Z11, Z11, Z11
-	VPXORD            Z12, Z12, Z12
-	VPXORD            Z13, Z13, Z13
-	VPXORD            Z14, Z14, Z14
-	VPXORD            Z15, Z15, Z15
-	VPXORD            Z16, Z16, Z16
-	VPANDD            (AX), Z8, Z17
-	VPDPBUSD.BCST     8(CX), Z17, Z9
-	VPDPBUSD.BCST     8(CX)(DX*1), Z17, Z10
-	VPDPBUSD.BCST     8(CX)(DX*2), Z17, Z11
-	VPDPBUSD.BCST     8(SI), Z17, Z12
-	VPDPBUSD.BCST     8(SI)(DX*1), Z17, Z13
-	VPDPBUSD.BCST     8(SI)(DX*2), Z17, Z14
-	VPDPBUSD.BCST     8(DI), Z17, Z15
-	VPDPBUSD.BCST     8(DI)(DX*1), Z17, Z16
-	VPANDD            64(AX), Z8, Z17
-	VPDPBUSD.BCST     12(CX), Z17, Z9
-	VPDPBUSD.BCST     12(CX)(DX*1), Z17, Z10
-	VPDPBUSD.BCST     12(CX)(DX*2), Z17, Z11
-	VPDPBUSD.BCST     12(SI), Z17, Z12
-	VPDPBUSD.BCST     12(SI)(DX*1), Z17, Z13
-	VPDPBUSD.BCST     12(SI)(DX*2), Z17, Z14
-	VPDPBUSD.BCST     12(DI), Z17, Z15
-	VPDPBUSD.BCST     12(DI)(DX*1), Z17, Z16
-	VPANDD            128(AX), Z8, Z17
-	VPDPBUSD.BCST     16(CX), Z17, Z9
-	VPDPBUSD.BCST     16(CX)(DX*1), Z17, Z10
-	VPDPBUSD.BCST     16(CX)(DX*2), Z17, Z11
-	VPDPBUSD.BCST     16(SI), Z17, Z12
-	VPDPBUSD.BCST     16(SI)(DX*1), Z17, Z13
-	VPDPBUSD.BCST     16(SI)(DX*2), Z17, Z14
-	VPDPBUSD.BCST     16(DI), Z17, Z15
-	VPDPBUSD.BCST     16(DI)(DX*1), Z17, Z16
-	VPANDD            192(AX), Z8, Z17
-	VPDPBUSD.BCST     20(CX), Z17, Z9
-	VPDPBUSD.BCST     20(CX)(DX*1), Z17, Z10
-	VPDPBUSD.BCST     20(CX)(DX*2), Z17, Z11
-	VPDPBUSD.BCST     20(SI), Z17, Z12
-	VPDPBUSD.BCST     20(SI)(DX*1), Z17, Z13
-	VPDPBUSD.BCST     20(SI)(DX*2), Z17, Z14
-	VPDPBUSD.BCST     20(DI), Z17, Z15
-	VPDPBUSD.BCST     20(DI)(DX*1), Z17, Z16
-	VPANDD            256(AX), Z8, Z17
-	VPDPBUSD.BCST     24(CX), Z17, Z9
-	VPDPBUSD.BCST     24(CX)(DX*1), Z17, Z10
-	VPDPBUSD.BCST     24(CX)(DX*2), Z17, Z11
-	VPDPBUSD.BCST     24(SI), Z17, Z12
-	VPDPBUSD.BCST     24(SI)(DX*1), Z17, Z13
-	VPDPBUSD.BCST     24(SI)(DX*2), Z17, Z14
-	VPDPBUSD.BCST     24(DI), Z17, Z15
-	VPDPBUSD.BCST     24(DI)(DX*1), Z17, Z16
-	VPANDD            320(AX), Z8, Z17
-	VPDPBUSD.BCST     28(CX), Z17, Z9
-	VPDPBUSD.BCST     28(CX)(DX*1), Z17, Z10
-	VPDPBUSD.BCST     28(CX)(DX*2), Z17, Z11
-	VPDPBUSD.BCST     28(SI), Z17, Z12
-	VPDPBUSD.BCST     28(SI)(DX*1), Z17, Z13
-	VPDPBUSD.BCST     28(SI)(DX*2), Z17, Z14
-	VPDPBUSD.BCST     28(DI), Z17, Z15
-	VPDPBUSD.BCST     28(DI)(DX*1), Z17, Z16
-	VPANDD            384(AX), Z8, Z17
-	VPDPBUSD.BCST     32(CX), Z17, Z9
-	VPDPBUSD.BCST     32(CX)(DX*1), Z17, Z10
-	VPDPBUSD.BCST     32(CX)(DX*2), Z17, Z11
-	VPDPBUSD.BCST     32(SI), Z17, Z12
-	VPDPBUSD.BCST     32(SI)(DX*1), Z17, Z13
-	VPDPBUSD.BCST     32(SI)(DX*2), Z17, Z14
-	VPDPBUSD.BCST     32(DI), Z17, Z15
-	VPDPBUSD.BCST     32(DI)(DX*1), Z17, Z16
-	VPANDD            448(AX), Z8, Z17
-	VPDPBUSD.BCST     36(CX), Z17, Z9
-	VPDPBUSD.BCST     36(CX)(DX*1), Z17, Z10
-	VPDPBUSD.BCST     36(CX)(DX*2), Z17, Z11
-	VPDPBUSD.BCST     36(SI), Z17, Z12
-	VPDPBUSD.BCST     36(SI)(DX*1), Z17, Z13
-	VPDPBUSD.BCST     36(SI)(DX*2), Z17, Z14
-	VPDPBUSD.BCST     36(DI), Z17, Z15
-	VPDPBUSD.BCST     36(DI)(DX*1), Z17, Z16
-	VMOVUPS           512(AX), Z17
-	VMOVUPS           576(AX), Z26
-	VCVTDQ2PS         Z9, Z27
-	VMULPS.BCST       (CX), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z0
-	VFNMADD231PS.BCST 4(CX), Z26, Z0
-	VCVTDQ2PS         Z10, Z27
-	VMULPS.BCST       (CX)(DX*1), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z1
-	VFNMADD231PS.BCST 4(CX)(DX*1), Z26, Z1
-	VCVTDQ2PS         Z11, Z27
-	VMULPS.BCST       (CX)(DX*2), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z2
-	VFNMADD231PS.BCST 4(CX)(DX*2), Z26, Z2
-	VCVTDQ2PS         Z12, Z27
-	VMULPS.BCST       (SI), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z3
-	VFNMADD231PS.BCST 4(SI), Z26, Z3
-	VCVTDQ2PS         Z13, Z27
-	VMULPS.BCST       (SI)(DX*1), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z4
-	VFNMADD231PS.BCST 4(SI)(DX*1), Z26, Z4
-	VCVTDQ2PS         Z14, Z27
-	VMULPS.BCST       (SI)(DX*2), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z5
-	VFNMADD231PS.BCST 4(SI)(DX*2), Z26, Z5
-	VCVTDQ2PS         Z15, Z27
-	VMULPS.BCST       (DI), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z6
-	VFNMADD231PS.BCST 4(DI), Z26, Z6
-	VCVTDQ2PS         Z16, Z27
-	VMULPS.BCST       (DI)(DX*1), Z17, Z17
-	VFMADD231PS       Z27, Z17, Z7
-	VFNMADD231PS.BCST 4(DI)(DX*1), Z26, Z7
-	VPXORD            Z18, Z18, Z18
-	VPXORD            Z19, Z19, Z19
-	VPXORD            Z20, Z20, Z20
-	VPXORD            Z21, Z21, Z21
-	VPXORD            Z22, Z22, Z22
-	VPXORD            Z23, Z23, Z23
-	VPXORD            Z24, Z24, Z24
-	VPXORD            Z25, Z25, Z25
-	VMOVDQU64         (AX), Z17
-	VPSRLW            $0x04, Z17, Z17
-	VPANDD            Z8, Z17, Z17
-	VPDPBUSD.BCST     48(CX), Z17, Z18
-	VPDPBUSD.BCST     48(CX)(DX*1), Z17, Z19
-	VPDPBUSD.BCST     48(CX)(DX*2), Z17, Z20
-	VPDPBUSD.BCST     48(SI), Z17, Z21
-	VPDPBUSD.BCST     48(SI)(DX*1), Z17, Z22
-	VPDPBUSD.BCST     48(SI)(DX*2), Z17, Z23
-	VPDPBUSD.BCST     48(DI), Z17, Z24
-	VPDPBUSD.BCST     48(DI)(DX*1), Z17, Z25
-	VMOVDQU64         64(AX), Z17
-	VPSRLW            $0x04, Z17, Z17
-	VPANDD            Z8, Z17, Z17
-	VPDPBUSD.BCST     52(CX), Z17, Z18
-	VPDPBUSD.BCST     52(CX)(DX*1), Z17, Z19
-	VPDPBUSD.BCST     52(CX)(DX*2), Z17, Z20
-	VPDPBUSD.BCST     52(SI), Z17, Z21
-	VPDPBUSD.BCST     52(SI)(DX*1), Z17, Z22
-	VPDPBUSD.BCST     52(SI)(DX*2), Z17, Z23
-	VPDPBUSD.BCST     52(DI), Z17, Z24
-	VPDPBUSD.BCST     52(DI)(DX*1), Z17, Z25
-	VMOVDQU64         128(AX), Z17
-	VPSRLW            $0x04, Z17, Z17
-	VPANDD            Z8, Z17, Z17
-	VPDPBUSD.BCST     56(CX), Z17, Z18
-	VPDPBUSD.BCST     56(CX)(DX*1), Z17, Z19
-	VPDPBUSD.BCST     56(CX)(DX*2), Z17, Z20
-	VPDPBUSD.BCST     56(SI), Z17, Z21
-	VPDPBUSD.BCST     56(SI)(DX*1), Z17, Z22
-	VPDPBUSD.BCST     56(SI)(DX*2), Z17, Z23
-	VPDPBUSD.BCST     56(DI), Z17, Z24
-	VPDPBUSD.BCST     56(DI)(DX*1), Z17, Z25
-	VMOVDQU64         192(AX), Z17
-	VPSRLW            $0x04, Z17, Z17
-	VPANDD            Z8, Z17, Z17
-	VPDPBUSD.BCST     60(CX), Z17, Z18
-	VPDPBUSD.BCST     60(CX)(DX*1), Z17, Z19
-	VPDPBUSD.BCST     60(CX)(DX*2), Z17, Z20
-	VPDPBUSD.BCST     60(SI), Z17, Z21
-	VPDPBUSD.BCST     60(SI)(DX*1), Z17, Z22
-	VPDPBUSD.BCST     60(SI)(DX*2), Z17, Z23
-	VPDPBUSD.BCST     60(DI), Z17, Z24
-	VPDPBUSD.BCST     60(DI)(DX*1), Z17, Z25
-	VMOVDQU64         256(AX), Z17
-	VPSRLW            $0x04, Z17, Z17
-	VPANDD            Z8, Z17, Z17
-	VPDPBUSD.BCST     64(CX), Z17, Z18
-	VPDPBUSD.BCST     64(CX)(DX*1), Z17, Z19
-	VPDPBUSD.BCST     64(CX)(DX*2), Z17, Z20
-	VPDPBUSD.BCST     64(SI), Z17, Z21
-	VPDPBUSD.BCST     64(SI)(DX*1), Z17, Z22
-	VPDPBUSD.BCST     64(SI)(DX*2), Z17, Z23
-	VPDPBUSD.BCST     64(DI), Z17, Z24
-	VPDPBUSD.BCST     64(DI)(DX*1), Z17, Z25
-	VMOVDQU64         320(AX), Z17
-	VPSRLW            $0x04, Z17, Z17
-	VPANDD            Z8, Z17, Z17
-	VPDPBUSD.BCST     68(CX), Z17, Z18
-	VPDPBUSD.BCST     68(CX)(DX*1), Z17, Z19
-	VPDPBUSD.BCST     68(CX)(DX*2), Z17, Z20
-	VPDPBUSD.BCST     68(SI), Z17, Z21
-	VPDPBUSD.BCST     68(SI)(DX*1), Z17, Z22
-	VPDPBUSD.BCST     68(SI)(DX*2), Z17, Z23
-	VPDPBUSD.BCST     68(DI), Z17, Z24
-	VPDPBUSD.BCST     68(DI)(DX*1), Z17, Z25
-	VMOVDQU64         384(AX), Z17
-	VPSRLW            $0x04, Z17, Z17
-	VPANDD            Z8, Z17, Z17
-	VPDPBUSD.BCST     72(CX), Z17, Z18
-	VPDPBUSD.BCST     72(CX)(DX*1), Z17, Z19
-	VPDPBUSD.BCST     72(CX)(DX*2), Z17, Z20
-	VPDPBUSD.BCST     72(SI), Z17, Z21
-	VPDPBUSD.BCST     72(SI)(DX*1), Z17, Z22
-	VPDPBUSD.BCST     72(SI)(DX*2), Z17, Z23
-	VPDPBUSD.BCST     72(DI), Z17, Z24
-	VPDPBUSD.BCST     72(DI)(DX*1), Z17, Z25
-	VMOVDQU64         448(AX), Z17
-	VPSRLW            $0x04, Z17, Z17
-	VPANDD            Z8, Z17, Z17
-	VPDPBUSD.BCST     76(CX), Z17, Z18
-	VPDPBUSD.BCST     76(CX)(DX*1), Z17, Z19
-	VPDPBUSD.BCST     76(CX)(DX*2), Z17, Z20
-	VPDPBUSD.BCST     76(SI), Z17, Z21
-	VPDPBUSD.BCST     76(SI)(DX*1), Z17, Z22
-	VPDPBUSD.BCST     76(SI)(DX*2), Z17, Z23
-	VPDPBUSD.BCST     76(DI), Z17, Z24
-	VPDPBUSD.BCST     76(DI)(DX*1), Z17, Z25
-	VMOVUPS           640(AX), Z17
-	VMOVUPS           704(AX), Z26
-	VCVTDQ2PS         Z18, Z27
-	VMULPS.BCST       40(CX), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z0
-	VFNMADD231PS.BCST 44(CX), Z26, Z0
-	VCVTDQ2PS         Z19, Z27
-	VMULPS.BCST       40(CX)(DX*1), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z1
-	VFNMADD231PS.BCST 44(CX)(DX*1), Z26, Z1
-	VCVTDQ2PS         Z20, Z27
-	VMULPS.BCST       40(CX)(DX*2), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z2
-	VFNMADD231PS.BCST 44(CX)(DX*2), Z26, Z2
-	VCVTDQ2PS         Z21, Z27
-	VMULPS.BCST       40(SI), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z3
-	VFNMADD231PS.BCST 44(SI), Z26, Z3
-	VCVTDQ2PS         Z22, Z27
-	VMULPS.BCST       40(SI)(DX*1), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z4
-	VFNMADD231PS.BCST 44(SI)(DX*1), Z26, Z4
-	VCVTDQ2PS         Z23, Z27
-	VMULPS.BCST       40(SI)(DX*2), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z5
-	VFNMADD231PS.BCST 44(SI)(DX*2), Z26, Z5
-	VCVTDQ2PS         Z24, Z27
-	VMULPS.BCST       40(DI), Z17, Z28
-	VFMADD231PS       Z27, Z28, Z6
-	VFNMADD231PS.BCST 44(DI), Z26, Z6
-	VCVTDQ2PS         Z25, Z27
-	VMULPS.BCST       40(DI)(DX*1), Z17, Z17
-	VFMADD231PS       Z27, Z17, Z7
-	VFNMADD231PS.BCST 44(DI)(DX*1), Z26, Z7
+	VMOVDQA64         Z9, Z10
+	VMOVDQA64         Z9, Z11
+	VMOVDQA64         Z9, Z12
+	VMOVDQA64         Z9, Z13
+	VMOVDQA64         Z9, Z14
+	VMOVDQA64         Z9, Z15
+	VMOVDQA64         Z9, Z16
+	VMOVDQA64         Z9, Z17
+	VPANDD            (AX), Z8, Z18
+	VPDPBUSD.BCST     8(CX), Z18, Z10
+	VPDPBUSD.BCST     8(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     8(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     8(SI), Z18, Z13
+	VPDPBUSD.BCST     8(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     8(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     8(DI), Z18, Z16
+	VPDPBUSD.BCST     8(DI)(DX*1), Z18, Z17
+	VPANDD            64(AX), Z8, Z18
+	VPDPBUSD.BCST     12(CX), Z18, Z10
+	VPDPBUSD.BCST     12(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     12(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     12(SI), Z18, Z13
+	VPDPBUSD.BCST     12(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     12(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     12(DI), Z18, Z16
+	VPDPBUSD.BCST     12(DI)(DX*1), Z18, Z17
+	VPANDD            128(AX), Z8, Z18
+	VPDPBUSD.BCST     16(CX), Z18, Z10
+	VPDPBUSD.BCST     16(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     16(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     16(SI), Z18, Z13
+	VPDPBUSD.BCST     16(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     16(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     16(DI), Z18, Z16
+	VPDPBUSD.BCST     16(DI)(DX*1), Z18, Z17
+	VPANDD            192(AX), Z8, Z18
+	VPDPBUSD.BCST     20(CX), Z18, Z10
+	VPDPBUSD.BCST     20(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     20(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     20(SI), Z18, Z13
+	VPDPBUSD.BCST     20(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     20(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     20(DI), Z18, Z16
+	VPDPBUSD.BCST     20(DI)(DX*1), Z18, Z17
+	VPANDD            256(AX), Z8, Z18
+	VPDPBUSD.BCST     24(CX), Z18, Z10
+	VPDPBUSD.BCST     24(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     24(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     24(SI), Z18, Z13
+	VPDPBUSD.BCST     24(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     24(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     24(DI), Z18, Z16
+	VPDPBUSD.BCST     24(DI)(DX*1), Z18, Z17
+	VPANDD            320(AX), Z8, Z18
+	VPDPBUSD.BCST     28(CX), Z18, Z10
+	VPDPBUSD.BCST     28(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     28(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     28(SI), Z18, Z13
+	VPDPBUSD.BCST     28(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     28(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     28(DI), Z18, Z16
+	VPDPBUSD.BCST     28(DI)(DX*1), Z18, Z17
+	VPANDD            384(AX), Z8, Z18
+	VPDPBUSD.BCST     32(CX), Z18, Z10
+	VPDPBUSD.BCST     32(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     32(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     32(SI), Z18, Z13
+	VPDPBUSD.BCST     32(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     32(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     32(DI), Z18, Z16
+	VPDPBUSD.BCST     32(DI)(DX*1), Z18, Z17
+	VPANDD            448(AX), Z8, Z18
+	VPDPBUSD.BCST     36(CX), Z18, Z10
+	VPDPBUSD.BCST     36(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     36(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     36(SI), Z18, Z13
+	VPDPBUSD.BCST     36(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     36(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     36(DI), Z18, Z16
+	VPDPBUSD.BCST     36(DI)(DX*1), Z18, Z17
+	VMOVUPS           512(AX), Z18
+	VMOVUPS           576(AX), Z19
+	VCVTDQ2PS         Z10, Z10
+	VMULPS.BCST       (CX), Z18, Z20
+	VFMADD231PS       Z10, Z20, Z0
+	VFNMADD231PS.BCST 4(CX), Z19, Z0
+	VCVTDQ2PS         Z11, Z10
+	VMULPS.BCST       (CX)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z1
+	VFNMADD231PS.BCST 4(CX)(DX*1), Z19, Z1
+	VCVTDQ2PS         Z12, Z10
+	VMULPS.BCST       (CX)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z2
+	VFNMADD231PS.BCST 4(CX)(DX*2), Z19, Z2
+	VCVTDQ2PS         Z13, Z10
+	VMULPS.BCST       (SI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z3
+	VFNMADD231PS.BCST 4(SI), Z19, Z3
+	VCVTDQ2PS         Z14, Z10
+	VMULPS.BCST       (SI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z4
+	VFNMADD231PS.BCST 4(SI)(DX*1), Z19, Z4
+	VCVTDQ2PS         Z15, Z10
+	VMULPS.BCST       (SI)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z5
+	VFNMADD231PS.BCST 4(SI)(DX*2), Z19, Z5
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       (DI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z6
+	VFNMADD231PS.BCST 4(DI), Z19, Z6
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       (DI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z7
+	VFNMADD231PS.BCST 4(DI)(DX*1), Z19, Z7
+	VMOVDQA64         Z9, Z10
+	VMOVDQA64         Z9, Z11
+	VMOVDQA64         Z9, Z12
+	VMOVDQA64         Z9, Z13
+	VMOVDQA64         Z9, Z14
+	VMOVDQA64         Z9, Z15
+	VMOVDQA64         Z9, Z16
+	VMOVDQA64         Z9, Z17
+	VMOVDQU64         (AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     48(CX), Z18, Z10
+	VPDPBUSD.BCST     48(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     48(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     48(SI), Z18, Z13
+	VPDPBUSD.BCST     48(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     48(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     48(DI), Z18, Z16
+	VPDPBUSD.BCST     48(DI)(DX*1), Z18, Z17
+	VMOVDQU64         64(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     52(CX), Z18, Z10
+	VPDPBUSD.BCST     52(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     52(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     52(SI), Z18, Z13
+	VPDPBUSD.BCST     52(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     52(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     52(DI), Z18, Z16
+	VPDPBUSD.BCST     52(DI)(DX*1), Z18, Z17
+	VMOVDQU64         128(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     56(CX), Z18, Z10
+	VPDPBUSD.BCST     56(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     56(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     56(SI), Z18, Z13
+	VPDPBUSD.BCST     56(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     56(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     56(DI), Z18, Z16
+	VPDPBUSD.BCST     56(DI)(DX*1), Z18, Z17
+	VMOVDQU64         192(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     60(CX), Z18, Z10
+	VPDPBUSD.BCST     60(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     60(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     60(SI), Z18, Z13
+	VPDPBUSD.BCST     60(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     60(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     60(DI), Z18, Z16
+	VPDPBUSD.BCST     60(DI)(DX*1), Z18, Z17
+	VMOVDQU64         256(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     64(CX), Z18, Z10
+	VPDPBUSD.BCST     64(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     64(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     64(SI), Z18, Z13
+	VPDPBUSD.BCST     64(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     64(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     64(DI), Z18, Z16
+	VPDPBUSD.BCST     64(DI)(DX*1), Z18, Z17
+	VMOVDQU64         320(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     68(CX), Z18, Z10
+	VPDPBUSD.BCST     68(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     68(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     68(SI), Z18, Z13
+	VPDPBUSD.BCST     68(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     68(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     68(DI), Z18, Z16
+	VPDPBUSD.BCST     68(DI)(DX*1), Z18, Z17
+	VMOVDQU64         384(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     72(CX), Z18, Z10
+	VPDPBUSD.BCST     72(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     72(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     72(SI), Z18, Z13
+	VPDPBUSD.BCST     72(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     72(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     72(DI), Z18, Z16
+	VPDPBUSD.BCST     72(DI)(DX*1), Z18, Z17
+	VMOVDQU64         448(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     76(CX), Z18, Z10
+	VPDPBUSD.BCST     76(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     76(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     76(SI), Z18, Z13
+	VPDPBUSD.BCST     76(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     76(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     76(DI), Z18, Z16
+	VPDPBUSD.BCST     76(DI)(DX*1), Z18, Z17
+	VMOVUPS           640(AX), Z18
+	VMOVUPS           704(AX), Z19
+	VCVTDQ2PS         Z10, Z10
+	VMULPS.BCST       40(CX), Z18, Z20
+	VFMADD231PS       Z10, Z20, Z0
+	VFNMADD231PS.BCST 44(CX), Z19, Z0
+	VCVTDQ2PS         Z11, Z10
+	VMULPS.BCST       40(CX)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z1
+	VFNMADD231PS.BCST 44(CX)(DX*1), Z19, Z1
+	VCVTDQ2PS         Z12, Z10
+	VMULPS.BCST       40(CX)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z2
+	VFNMADD231PS.BCST 44(CX)(DX*2), Z19, Z2
+	VCVTDQ2PS         Z13, Z10
+	VMULPS.BCST       40(SI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z3
+	VFNMADD231PS.BCST 44(SI), Z19, Z3
+	VCVTDQ2PS         Z14, Z10
+	VMULPS.BCST       40(SI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z4
+	VFNMADD231PS.BCST 44(SI)(DX*1), Z19, Z4
+	VCVTDQ2PS         Z15, Z10
+	VMULPS.BCST       40(SI)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z5
+	VFNMADD231PS.BCST 44(SI)(DX*2), Z19, Z5
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       40(DI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z6
+	VFNMADD231PS.BCST 44(DI), Z19, Z6
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       40(DI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z7
+	VFNMADD231PS.BCST 44(DI)(DX*1), Z19, Z7
 	ADDQ              $0x00000300, AX
 	ADDQ              $0x50, CX
 	ADDQ              $0x50, SI
@@ -7853,300 +9204,301 @@ TEXT ·gemmQ5_Kx16x8(SB), NOSPLIT, $0-48
 	VPBROADCASTD R8, Z8
 	MOVL         $0x10101010, R8
 	VPBROADCASTD R8, Z9
+	VPXORD       Z10, Z10, Z10
 
 gemmQ5_Kx16x8_loop:
-	VPXORD            Z10, Z10, Z10
-	VPXORD            Z11, Z11, Z11
-	VPXORD            Z12, Z12, Z12
-	VPXORD            Z13, Z13, Z13
-	VPXORD            Z14, Z14, Z14
-	VPXORD            Z15, Z15, Z15
-	VPXORD            Z16, Z16, Z16
-	VPXORD            Z17, Z17, Z17
-	VPANDD            (AX), Z8, Z18
-	VMOVDQU64         512(AX), Z19
-	VPSLLW            $0x04, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     8(CX), Z18, Z10
-	VPDPBUSD.BCST     8(CX)(DX*1), Z18, Z11
-	VPDPBUSD.BCST     8(CX)(DX*2), Z18, Z12
-	VPDPBUSD.BCST     8(SI), Z18, Z13
-	VPDPBUSD.BCST     8(SI)(DX*1), Z18, Z14
-	VPDPBUSD.BCST     8(SI)(DX*2), Z18, Z15
-	VPDPBUSD.BCST     8(DI), Z18, Z16
-	VPDPBUSD.BCST     8(DI)(DX*1), Z18, Z17
-	VPANDD            64(AX), Z8, Z18
-	VMOVDQU64         576(AX), Z19
-	VPSLLW            $0x04, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     12(CX), Z18, Z10
-	VPDPBUSD.BCST     12(CX)(DX*1), Z18, Z11
-	VPDPBUSD.BCST     12(CX)(DX*2), Z18, Z12
-	VPDPBUSD.BCST     12(SI), Z18, Z13
-	VPDPBUSD.BCST     12(SI)(DX*1), Z18, Z14
-	VPDPBUSD.BCST     12(SI)(DX*2), Z18, Z15
-	VPDPBUSD.BCST     12(DI), Z18, Z16
-	VPDPBUSD.BCST     12(DI)(DX*1), Z18, Z17
-	VPANDD            128(AX), Z8, Z18
-	VMOVDQU64         640(AX), Z19
-	VPSLLW            $0x04, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     16(CX), Z18, Z10
-	VPDPBUSD.BCST     16(CX)(DX*1), Z18, Z11
-	VPDPBUSD.BCST     16(CX)(DX*2), Z18, Z12
-	VPDPBUSD.BCST     16(SI), Z18, Z13
-	VPDPBUSD.BCST     16(SI)(DX*1), Z18, Z14
-	VPDPBUSD.BCST     16(SI)(DX*2), Z18, Z15
-	VPDPBUSD.BCST     16(DI), Z18, Z16
-	VPDPBUSD.BCST     16(DI)(DX*1), Z18, Z17
-	VPANDD            192(AX), Z8, Z18
-	VMOVDQU64         704(AX), Z19
-	VPSLLW            $0x04, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     20(CX), Z18, Z10
-	VPDPBUSD.BCST     20(CX)(DX*1), Z18, Z11
-	VPDPBUSD.BCST     20(CX)(DX*2), Z18, Z12
-	VPDPBUSD.BCST     20(SI), Z18, Z13
-	VPDPBUSD.BCST     20(SI)(DX*1), Z18, Z14
-	VPDPBUSD.BCST     20(SI)(DX*2), Z18, Z15
-	VPDPBUSD.BCST     20(DI), Z18, Z16
-	VPDPBUSD.BCST     20(DI)(DX*1), Z18, Z17
-	VPANDD            256(AX), Z8, Z18
-	VMOVDQU64         768(AX), Z19
-	VPSLLW            $0x04, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     24(CX), Z18, Z10
-	VPDPBUSD.BCST     24(CX)(DX*1), Z18, Z11
-	VPDPBUSD.BCST     24(CX)(DX*2), Z18, Z12
-	VPDPBUSD.BCST     24(SI), Z18, Z13
-	VPDPBUSD.BCST     24(SI)(DX*1), Z18, Z14
-	VPDPBUSD.BCST     24(SI)(DX*2), Z18, Z15
-	VPDPBUSD.BCST     24(DI), Z18, Z16
-	VPDPBUSD.BCST     24(DI)(DX*1), Z18, Z17
-	VPANDD            320(AX), Z8, Z18
-	VMOVDQU64         832(AX), Z19
-	VPSLLW            $0x04, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     28(CX), Z18, Z10
-	VPDPBUSD.BCST     28(CX)(DX*1), Z18, Z11
-	VPDPBUSD.BCST     28(CX)(DX*2), Z18, Z12
-	VPDPBUSD.BCST     28(SI), Z18, Z13
-	VPDPBUSD.BCST     28(SI)(DX*1), Z18, Z14
-	VPDPBUSD.BCST     28(SI)(DX*2), Z18, Z15
-	VPDPBUSD.BCST     28(DI), Z18, Z16
-	VPDPBUSD.BCST     28(DI)(DX*1), Z18, Z17
-	VPANDD            384(AX), Z8, Z18
-	VMOVDQU64         896(AX), Z19
-	VPSLLW            $0x04, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     32(CX), Z18, Z10
-	VPDPBUSD.BCST     32(CX)(DX*1), Z18, Z11
-	VPDPBUSD.BCST     32(CX)(DX*2), Z18, Z12
-	VPDPBUSD.BCST     32(SI), Z18, Z13
-	VPDPBUSD.BCST     32(SI)(DX*1), Z18, Z14
-	VPDPBUSD.BCST     32(SI)(DX*2), Z18, Z15
-	VPDPBUSD.BCST     32(DI), Z18, Z16
-	VPDPBUSD.BCST     32(DI)(DX*1), Z18, Z17
-	VPANDD            448(AX), Z8, Z18
-	VMOVDQU64         960(AX), Z19
-	VPSLLW            $0x04, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     36(CX), Z18, Z10
-	VPDPBUSD.BCST     36(CX)(DX*1), Z18, Z11
-	VPDPBUSD.BCST     36(CX)(DX*2), Z18, Z12
-	VPDPBUSD.BCST     36(SI), Z18, Z13
-	VPDPBUSD.BCST     36(SI)(DX*1), Z18, Z14
-	VPDPBUSD.BCST     36(SI)(DX*2), Z18, Z15
-	VPDPBUSD.BCST     36(DI), Z18, Z16
-	VPDPBUSD.BCST     36(DI)(DX*1), Z18, Z17
-	VMOVUPS           1024(AX), Z18
-	VMOVUPS           1088(AX), Z19
-	VCVTDQ2PS         Z10, Z28
-	VMULPS.BCST       (CX), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z0
-	VFNMADD231PS.BCST 4(CX), Z19, Z0
-	VCVTDQ2PS         Z11, Z28
-	VMULPS.BCST       (CX)(DX*1), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z1
-	VFNMADD231PS.BCST 4(CX)(DX*1), Z19, Z1
-	VCVTDQ2PS         Z12, Z28
-	VMULPS.BCST       (CX)(DX*2), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z2
-	VFNMADD231PS.BCST 4(CX)(DX*2), Z19, Z2
-	VCVTDQ2PS         Z13, Z28
-	VMULPS.BCST       (SI), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z3
-	VFNMADD231PS.BCST 4(SI), Z19, Z3
-	VCVTDQ2PS         Z14, Z28
-	VMULPS.BCST       (SI)(DX*1), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z4
-	VFNMADD231PS.BCST 4(SI)(DX*1), Z19, Z4
-	VCVTDQ2PS         Z15, Z28
-	VMULPS.BCST       (SI)(DX*2), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z5
-	VFNMADD231PS.BCST 4(SI)(DX*2), Z19, Z5
-	VCVTDQ2PS         Z16, Z28
-	VMULPS.BCST       (DI), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z6
-	VFNMADD231PS.BCST 4(DI), Z19, Z6
-	VCVTDQ2PS         Z17, Z28
-	VMULPS.BCST       (DI)(DX*1), Z18, Z18
-	VFMADD231PS       Z28, Z18, Z7
-	VFNMADD231PS.BCST 4(DI)(DX*1), Z19, Z7
-	VPXORD            Z20, Z20, Z20
-	VPXORD            Z21, Z21, Z21
-	VPXORD            Z22, Z22, Z22
-	VPXORD            Z23, Z23, Z23
-	VPXORD            Z24, Z24, Z24
-	VPXORD            Z25, Z25, Z25
-	VPXORD            Z26, Z26, Z26
-	VPXORD            Z27, Z27, Z27
-	VMOVDQU64         (AX), Z18
-	VPSRLW            $0x04, Z18, Z18
-	VPANDD            Z8, Z18, Z18
-	VMOVDQU64         512(AX), Z19
-	VPSLLW            $0x03, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     48(CX), Z18, Z20
-	VPDPBUSD.BCST     48(CX)(DX*1), Z18, Z21
-	VPDPBUSD.BCST     48(CX)(DX*2), Z18, Z22
-	VPDPBUSD.BCST     48(SI), Z18, Z23
-	VPDPBUSD.BCST     48(SI)(DX*1), Z18, Z24
-	VPDPBUSD.BCST     48(SI)(DX*2), Z18, Z25
-	VPDPBUSD.BCST     48(DI), Z18, Z26
-	VPDPBUSD.BCST     48(DI)(DX*1), Z18, Z27
-	VMOVDQU64         64(AX), Z18
-	VPSRLW            $0x04, Z18, Z18
-	VPANDD            Z8, Z18, Z18
-	VMOVDQU64         576(AX), Z19
-	VPSLLW            $0x03, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     52(CX), Z18, Z20
-	VPDPBUSD.BCST     52(CX)(DX*1), Z18, Z21
-	VPDPBUSD.BCST     52(CX)(DX*2), Z18, Z22
-	VPDPBUSD.BCST     52(SI), Z18, Z23
-	VPDPBUSD.BCST     52(SI)(DX*1), Z18, Z24
-	VPDPBUSD.BCST     52(SI)(DX*2), Z18, Z25
-	VPDPBUSD.BCST     52(DI), Z18, Z26
-	VPDPBUSD.BCST     52(DI)(DX*1), Z18, Z27
-	VMOVDQU64         128(AX), Z18
-	VPSRLW            $0x04, Z18, Z18
-	VPANDD            Z8, Z18, Z18
-	VMOVDQU64         640(AX), Z19
-	VPSLLW            $0x03, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     56(CX), Z18, Z20
-	VPDPBUSD.BCST     56(CX)(DX*1), Z18, Z21
-	VPDPBUSD.BCST     56(CX)(DX*2), Z18, Z22
-	VPDPBUSD.BCST     56(SI), Z18, Z23
-	VPDPBUSD.BCST     56(SI)(DX*1), Z18, Z24
-	VPDPBUSD.BCST     56(SI)(DX*2), Z18, Z25
-	VPDPBUSD.BCST     56(DI), Z18, Z26
-	VPDPBUSD.BCST     56(DI)(DX*1), Z18, Z27
-	VMOVDQU64         192(AX), Z18
-	VPSRLW            $0x04, Z18, Z18
-	VPANDD            Z8, Z18, Z18
-	VMOVDQU64         704(AX), Z19
-	VPSLLW            $0x03, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     60(CX), Z18, Z20
-	VPDPBUSD.BCST     60(CX)(DX*1), Z18, Z21
-	VPDPBUSD.BCST     60(CX)(DX*2), Z18, Z22
-	VPDPBUSD.BCST     60(SI), Z18, Z23
-	VPDPBUSD.BCST     60(SI)(DX*1), Z18, Z24
-	VPDPBUSD.BCST     60(SI)(DX*2), Z18, Z25
-	VPDPBUSD.BCST     60(DI), Z18, Z26
-	VPDPBUSD.BCST     60(DI)(DX*1), Z18, Z27
-	VMOVDQU64         256(AX), Z18
-	VPSRLW            $0x04, Z18, Z18
-	VPANDD            Z8, Z18, Z18
-	VMOVDQU64         768(AX), Z19
-	VPSLLW            $0x03, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     64(CX), Z18, Z20
-	VPDPBUSD.BCST     64(CX)(DX*1), Z18, Z21
-	VPDPBUSD.BCST     64(CX)(DX*2), Z18, Z22
-	VPDPBUSD.BCST     64(SI), Z18, Z23
-	VPDPBUSD.BCST     64(SI)(DX*1), Z18, Z24
-	VPDPBUSD.BCST     64(SI)(DX*2), Z18, Z25
-	VPDPBUSD.BCST     64(DI), Z18, Z26
-	VPDPBUSD.BCST     64(DI)(DX*1), Z18, Z27
-	VMOVDQU64         320(AX), Z18
-	VPSRLW            $0x04, Z18, Z18
-	VPANDD            Z8, Z18, Z18
-	VMOVDQU64         832(AX), Z19
-	VPSLLW            $0x03, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     68(CX), Z18, Z20
-	VPDPBUSD.BCST     68(CX)(DX*1), Z18, Z21
-	VPDPBUSD.BCST     68(CX)(DX*2), Z18, Z22
-	VPDPBUSD.BCST     68(SI), Z18, Z23
-	VPDPBUSD.BCST     68(SI)(DX*1), Z18, Z24
-	VPDPBUSD.BCST     68(SI)(DX*2), Z18, Z25
-	VPDPBUSD.BCST     68(DI), Z18, Z26
-	VPDPBUSD.BCST     68(DI)(DX*1), Z18, Z27
-	VMOVDQU64         384(AX), Z18
-	VPSRLW            $0x04, Z18, Z18
-	VPANDD            Z8, Z18, Z18
-	VMOVDQU64         896(AX), Z19
-	VPSLLW            $0x03, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     72(CX), Z18, Z20
-	VPDPBUSD.BCST     72(CX)(DX*1), Z18, Z21
-	VPDPBUSD.BCST     72(CX)(DX*2), Z18, Z22
-	VPDPBUSD.BCST     72(SI), Z18, Z23
-	VPDPBUSD.BCST     72(SI)(DX*1), Z18, Z24
-	VPDPBUSD.BCST     72(SI)(DX*2), Z18, Z25
-	VPDPBUSD.BCST     72(DI), Z18, Z26
-	VPDPBUSD.BCST     72(DI)(DX*1), Z18, Z27
-	VMOVDQU64         448(AX), Z18
-	VPSRLW            $0x04, Z18, Z18
-	VPANDD            Z8, Z18, Z18
-	VMOVDQU64         960(AX), Z19
-	VPSLLW            $0x03, Z19, Z19
-	VPTERNLOGD        $0xf8, Z9, Z19, Z18
-	VPDPBUSD.BCST     76(CX), Z18, Z20
-	VPDPBUSD.BCST     76(CX)(DX*1), Z18, Z21
-	VPDPBUSD.BCST     76(CX)(DX*2), Z18, Z22
-	VPDPBUSD.BCST     76(SI), Z18, Z23
-	VPDPBUSD.BCST     76(SI)(DX*1), Z18, Z24
-	VPDPBUSD.BCST     76(SI)(DX*2), Z18, Z25
-	VPDPBUSD.BCST     76(DI), Z18, Z26
-	VPDPBUSD.BCST     76(DI)(DX*1), Z18, Z27
-	VMOVUPS           1152(AX), Z18
-	VMOVUPS           1216(AX), Z19
-	VCVTDQ2PS         Z20, Z28
-	VMULPS.BCST       40(CX), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z0
-	VFNMADD231PS.BCST 44(CX), Z19, Z0
-	VCVTDQ2PS         Z21, Z28
-	VMULPS.BCST       40(CX)(DX*1), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z1
-	VFNMADD231PS.BCST 44(CX)(DX*1), Z19, Z1
-	VCVTDQ2PS         Z22, Z28
-	VMULPS.BCST       40(CX)(DX*2), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z2
-	VFNMADD231PS.BCST 44(CX)(DX*2), Z19, Z2
-	VCVTDQ2PS         Z23, Z28
-	VMULPS.BCST       40(SI), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z3
-	VFNMADD231PS.BCST 44(SI), Z19, Z3
-	VCVTDQ2PS         Z24, Z28
-	VMULPS.BCST       40(SI)(DX*1), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z4
-	VFNMADD231PS.BCST 44(SI)(DX*1), Z19, Z4
-	VCVTDQ2PS         Z25, Z28
-	VMULPS.BCST       40(SI)(DX*2), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z5
-	VFNMADD231PS.BCST 44(SI)(DX*2), Z19, Z5
-	VCVTDQ2PS         Z26, Z28
-	VMULPS.BCST       40(DI), Z18, Z29
-	VFMADD231PS       Z28, Z29, Z6
-	VFNMADD231PS.BCST 44(DI), Z19, Z6
-	VCVTDQ2PS         Z27, Z28
-	VMULPS.BCST       40(DI)(DX*1), Z18, Z18
-	VFMADD231PS       Z28, Z18, Z7
-	VFNMADD231PS.BCST 44(DI)(DX*1), Z19, Z7
+	VMOVDQA64         Z10, Z11
+	VMOVDQA64         Z10, Z12
+	VMOVDQA64         Z10, Z13
+	VMOVDQA64         Z10, Z14
+	VMOVDQA64         Z10, Z15
+	VMOVDQA64         Z10, Z16
+	VMOVDQA64         Z10, Z17
+	VMOVDQA64         Z10, Z18
+	VPANDD            (AX), Z8, Z19
+	VMOVDQU64         512(AX), Z20
+	VPSLLW            $0x04, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     8(CX), Z19, Z11
+	VPDPBUSD.BCST     8(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     8(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     8(SI), Z19, Z14
+	VPDPBUSD.BCST     8(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     8(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     8(DI), Z19, Z17
+	VPDPBUSD.BCST     8(DI)(DX*1), Z19, Z18
+	VPANDD            64(AX), Z8, Z19
+	VMOVDQU64         576(AX), Z20
+	VPSLLW            $0x04, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     12(CX), Z19, Z11
+	VPDPBUSD.BCST     12(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     12(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     12(SI), Z19, Z14
+	VPDPBUSD.BCST     12(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     12(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     12(DI), Z19, Z17
+	VPDPBUSD.BCST     12(DI)(DX*1), Z19, Z18
+	VPANDD            128(AX), Z8, Z19
+	VMOVDQU64         640(AX), Z20
+	VPSLLW            $0x04, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     16(CX), Z19, Z11
+	VPDPBUSD.BCST     16(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     16(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     16(SI), Z19, Z14
+	VPDPBUSD.BCST     16(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     16(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     16(DI), Z19, Z17
+	VPDPBUSD.BCST     16(DI)(DX*1), Z19, Z18
+	VPANDD            192(AX), Z8, Z19
+	VMOVDQU64         704(AX), Z20
+	VPSLLW            $0x04, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     20(CX), Z19, Z11
+	VPDPBUSD.BCST     20(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     20(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     20(SI), Z19, Z14
+	VPDPBUSD.BCST     20(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     20(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     20(DI), Z19, Z17
+	VPDPBUSD.BCST     20(DI)(DX*1), Z19, Z18
+	VPANDD            256(AX), Z8, Z19
+	VMOVDQU64         768(AX), Z20
+	VPSLLW            $0x04, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     24(CX), Z19, Z11
+	VPDPBUSD.BCST     24(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     24(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     24(SI), Z19, Z14
+	VPDPBUSD.BCST     24(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     24(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     24(DI), Z19, Z17
+	VPDPBUSD.BCST     24(DI)(DX*1), Z19, Z18
+	VPANDD            320(AX), Z8, Z19
+	VMOVDQU64         832(AX), Z20
+	VPSLLW            $0x04, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     28(CX), Z19, Z11
+	VPDPBUSD.BCST     28(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     28(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     28(SI), Z19, Z14
+	VPDPBUSD.BCST     28(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     28(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     28(DI), Z19, Z17
+	VPDPBUSD.BCST     28(DI)(DX*1), Z19, Z18
+	VPANDD            384(AX), Z8, Z19
+	VMOVDQU64         896(AX), Z20
+	VPSLLW            $0x04, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     32(CX), Z19, Z11
+	VPDPBUSD.BCST     32(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     32(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     32(SI), Z19, Z14
+	VPDPBUSD.BCST     32(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     32(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     32(DI), Z19, Z17
+	VPDPBUSD.BCST     32(DI)(DX*1), Z19, Z18
+	VPANDD            448(AX), Z8, Z19
+	VMOVDQU64         960(AX), Z20
+	VPSLLW            $0x04, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     36(CX), Z19, Z11
+	VPDPBUSD.BCST     36(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     36(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     36(SI), Z19, Z14
+	VPDPBUSD.BCST     36(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     36(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     36(DI), Z19, Z17
+	VPDPBUSD.BCST     36(DI)(DX*1), Z19, Z18
+	VMOVUPS           1024(AX), Z19
+	VMOVUPS           1088(AX), Z20
+	VCVTDQ2PS         Z11, Z11
+	VMULPS.BCST       (CX), Z19, Z21
+	VFMADD231PS       Z11, Z21, Z0
+	VFNMADD231PS.BCST 4(CX), Z20, Z0
+	VCVTDQ2PS         Z12, Z11
+	VMULPS.BCST       (CX)(DX*1), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z1
+	VFNMADD231PS.BCST 4(CX)(DX*1), Z20, Z1
+	VCVTDQ2PS         Z13, Z11
+	VMULPS.BCST       (CX)(DX*2), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z2
+	VFNMADD231PS.BCST 4(CX)(DX*2), Z20, Z2
+	VCVTDQ2PS         Z14, Z11
+	VMULPS.BCST       (SI), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z3
+	VFNMADD231PS.BCST 4(SI), Z20, Z3
+	VCVTDQ2PS         Z15, Z11
+	VMULPS.BCST       (SI)(DX*1), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z4
+	VFNMADD231PS.BCST 4(SI)(DX*1), Z20, Z4
+	VCVTDQ2PS         Z16, Z11
+	VMULPS.BCST       (SI)(DX*2), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z5
+	VFNMADD231PS.BCST 4(SI)(DX*2), Z20, Z5
+	VCVTDQ2PS         Z17, Z11
+	VMULPS.BCST       (DI), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z6
+	VFNMADD231PS.BCST 4(DI), Z20, Z6
+	VCVTDQ2PS         Z18, Z11
+	VMULPS.BCST       (DI)(DX*1), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z7
+	VFNMADD231PS.BCST 4(DI)(DX*1), Z20, Z7
+	VMOVDQA64         Z10, Z11
+	VMOVDQA64         Z10, Z12
+	VMOVDQA64         Z10, Z13
+	VMOVDQA64         Z10, Z14
+	VMOVDQA64         Z10, Z15
+	VMOVDQA64         Z10, Z16
+	VMOVDQA64         Z10, Z17
+	VMOVDQA64         Z10, Z18
+	VMOVDQU64         (AX), Z19
+	VPSRLW            $0x04, Z19, Z19
+	VPANDD            Z8, Z19, Z19
+	VMOVDQU64         512(AX), Z20
+	VPSLLW            $0x03, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     48(CX), Z19, Z11
+	VPDPBUSD.BCST     48(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     48(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     48(SI), Z19, Z14
+	VPDPBUSD.BCST     48(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     48(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     48(DI), Z19, Z17
+	VPDPBUSD.BCST     48(DI)(DX*1), Z19, Z18
+	VMOVDQU64         64(AX), Z19
+	VPSRLW            $0x04, Z19, Z19
+	VPANDD            Z8, Z19, Z19
+	VMOVDQU64         576(AX), Z20
+	VPSLLW            $0x03, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     52(CX), Z19, Z11
+	VPDPBUSD.BCST     52(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     52(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     52(SI), Z19, Z14
+	VPDPBUSD.BCST     52(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     52(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     52(DI), Z19, Z17
+	VPDPBUSD.BCST     52(DI)(DX*1), Z19, Z18
+	VMOVDQU64         128(AX), Z19
+	VPSRLW            $0x04, Z19, Z19
+	VPANDD            Z8, Z19, Z19
+	VMOVDQU64         640(AX), Z20
+	VPSLLW            $0x03, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     56(CX), Z19, Z11
+	VPDPBUSD.BCST     56(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     56(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     56(SI), Z19, Z14
+	VPDPBUSD.BCST     56(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     56(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     56(DI), Z19, Z17
+	VPDPBUSD.BCST     56(DI)(DX*1), Z19, Z18
+	VMOVDQU64         192(AX), Z19
+	VPSRLW            $0x04, Z19, Z19
+	VPANDD            Z8, Z19, Z19
+	VMOVDQU64         704(AX), Z20
+	VPSLLW            $0x03, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     60(CX), Z19, Z11
+	VPDPBUSD.BCST     60(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     60(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     60(SI), Z19, Z14
+	VPDPBUSD.BCST     60(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     60(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     60(DI), Z19, Z17
+	VPDPBUSD.BCST     60(DI)(DX*1), Z19, Z18
+	VMOVDQU64         256(AX), Z19
+	VPSRLW            $0x04, Z19, Z19
+	VPANDD            Z8, Z19, Z19
+	VMOVDQU64         768(AX), Z20
+	VPSLLW            $0x03, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     64(CX), Z19, Z11
+	VPDPBUSD.BCST     64(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     64(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     64(SI), Z19, Z14
+	VPDPBUSD.BCST     64(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     64(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     64(DI), Z19, Z17
+	VPDPBUSD.BCST     64(DI)(DX*1), Z19, Z18
+	VMOVDQU64         320(AX), Z19
+	VPSRLW            $0x04, Z19, Z19
+	VPANDD            Z8, Z19, Z19
+	VMOVDQU64         832(AX), Z20
+	VPSLLW            $0x03, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     68(CX), Z19, Z11
+	VPDPBUSD.BCST     68(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     68(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     68(SI), Z19, Z14
+	VPDPBUSD.BCST     68(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     68(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     68(DI), Z19, Z17
+	VPDPBUSD.BCST     68(DI)(DX*1), Z19, Z18
+	VMOVDQU64         384(AX), Z19
+	VPSRLW            $0x04, Z19, Z19
+	VPANDD            Z8, Z19, Z19
+	VMOVDQU64         896(AX), Z20
+	VPSLLW            $0x03, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     72(CX), Z19, Z11
+	VPDPBUSD.BCST     72(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     72(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     72(SI), Z19, Z14
+	VPDPBUSD.BCST     72(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     72(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     72(DI), Z19, Z17
+	VPDPBUSD.BCST     72(DI)(DX*1), Z19, Z18
+	VMOVDQU64         448(AX), Z19
+	VPSRLW            $0x04, Z19, Z19
+	VPANDD            Z8, Z19, Z19
+	VMOVDQU64         960(AX), Z20
+	VPSLLW            $0x03, Z20, Z20
+	VPTERNLOGD        $0xf8, Z9, Z20, Z19
+	VPDPBUSD.BCST     76(CX), Z19, Z11
+	VPDPBUSD.BCST     76(CX)(DX*1), Z19, Z12
+	VPDPBUSD.BCST     76(CX)(DX*2), Z19, Z13
+	VPDPBUSD.BCST     76(SI), Z19, Z14
+	VPDPBUSD.BCST     76(SI)(DX*1), Z19, Z15
+	VPDPBUSD.BCST     76(SI)(DX*2), Z19, Z16
+	VPDPBUSD.BCST     76(DI), Z19, Z17
+	VPDPBUSD.BCST     76(DI)(DX*1), Z19, Z18
+	VMOVUPS           1152(AX), Z19
+	VMOVUPS           1216(AX), Z20
+	VCVTDQ2PS         Z11, Z11
+	VMULPS.BCST       40(CX), Z19, Z21
+	VFMADD231PS       Z11, Z21, Z0
+	VFNMADD231PS.BCST 44(CX), Z20, Z0
+	VCVTDQ2PS         Z12, Z11
+	VMULPS.BCST       40(CX)(DX*1), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z1
+	VFNMADD231PS.BCST 44(CX)(DX*1), Z20, Z1
+	VCVTDQ2PS         Z13, Z11
+	VMULPS.BCST       40(CX)(DX*2), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z2
+	VFNMADD231PS.BCST 44(CX)(DX*2), Z20, Z2
+	VCVTDQ2PS         Z14, Z11
+	VMULPS.BCST       40(SI), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z3
+	VFNMADD231PS.BCST 44(SI), Z20, Z3
+	VCVTDQ2PS         Z15, Z11
+	VMULPS.BCST       40(SI)(DX*1), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z4
+	VFNMADD231PS.BCST 44(SI)(DX*1), Z20, Z4
+	VCVTDQ2PS         Z16, Z11
+	VMULPS.BCST       40(SI)(DX*2), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z5
+	VFNMADD231PS.BCST 44(SI)(DX*2), Z20, Z5
+	VCVTDQ2PS         Z17, Z11
+	VMULPS.BCST       40(DI), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z6
+	VFNMADD231PS.BCST 44(DI), Z20, Z6
+	VCVTDQ2PS         Z18, Z11
+	VMULPS.BCST       40(DI)(DX*1), Z19, Z12
+	VFMADD231PS       Z11, Z12, Z7
+	VFNMADD231PS.BCST 44(DI)(DX*1), Z20, Z7
 	ADDQ              $0x00000500, AX
 	ADDQ              $0x50, CX
 	ADDQ              $0x50, SI
@@ -8196,6 +9548,7 @@ TEXT ·gemmQ6_Kx16x8(SB), NOSPLIT, $0-48
 	VPBROADCASTD R8, Z8
 	MOVL         $0x30303030, R8
 	VPBROADCASTD R8, Z9
+	VPXORD       Z10, Z10, Z10
 
 gemmQ6_Kx16x8_loop:
 	VPBROADCASTD  4(CX), Z10
@@ -8893,5 +10246,1907 @@ gemmQ6_Kx16x8_loop:
 	VMOVUPS       Z6, (AX)
 	ADDQ          CX, AX
 	VMOVUPS       Z7, (AX)
+	VZEROUPPER
+	RET
+
+// func gemmQ3_Kx16x8(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI
+TEXT ·gemmQ3_Kx16x8(SB), NOSPLIT, $0-48
+	MOVQ         panel+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         xStride+16(FP), DX
+	MOVQ         halves+24(FP), BX
+	LEAQ         (CX)(DX*2), SI
+	ADDQ         DX, SI
+	LEAQ         (SI)(DX*2), DI
+	ADDQ         DX, DI
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	MOVL         $0x03030303, R8
+	VPBROADCASTD R8, Z8
+	MOVL         $0x04040404, R8
+	VPBROADCASTD R8, Z9
+	VPXORD       Z10, Z10, Z10
+
+gemmQ3_Kx16x8_loop:
+	VPBROADCASTD  4(CX), Z10
+	VPBROADCASTD  4(CX)(DX*1), Z11
+	VPBROADCASTD  4(CX)(DX*2), Z12
+	VPBROADCASTD  4(SI), Z13
+	VPBROADCASTD  4(SI)(DX*1), Z14
+	VPBROADCASTD  4(SI)(DX*2), Z15
+	VPBROADCASTD  4(DI), Z16
+	VPBROADCASTD  4(DI)(DX*1), Z17
+	VPANDD        (AX), Z8, Z18
+	VMOVDQU64     512(AX), Z19
+	VPSLLW        $0x02, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 16(CX), Z18, Z10
+	VPDPBUSD.BCST 16(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 16(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 16(SI), Z18, Z13
+	VPDPBUSD.BCST 16(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 16(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 16(DI), Z18, Z16
+	VPDPBUSD.BCST 16(DI)(DX*1), Z18, Z17
+	VPANDD        64(AX), Z8, Z18
+	VMOVDQU64     576(AX), Z19
+	VPSLLW        $0x02, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 20(CX), Z18, Z10
+	VPDPBUSD.BCST 20(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 20(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 20(SI), Z18, Z13
+	VPDPBUSD.BCST 20(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 20(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 20(DI), Z18, Z16
+	VPDPBUSD.BCST 20(DI)(DX*1), Z18, Z17
+	VPANDD        128(AX), Z8, Z18
+	VMOVDQU64     640(AX), Z19
+	VPSLLW        $0x02, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 24(CX), Z18, Z10
+	VPDPBUSD.BCST 24(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 24(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 24(SI), Z18, Z13
+	VPDPBUSD.BCST 24(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 24(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 24(DI), Z18, Z16
+	VPDPBUSD.BCST 24(DI)(DX*1), Z18, Z17
+	VPANDD        192(AX), Z8, Z18
+	VMOVDQU64     704(AX), Z19
+	VPSLLW        $0x02, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 28(CX), Z18, Z10
+	VPDPBUSD.BCST 28(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 28(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 28(SI), Z18, Z13
+	VPDPBUSD.BCST 28(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 28(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 28(DI), Z18, Z16
+	VPDPBUSD.BCST 28(DI)(DX*1), Z18, Z17
+	VMOVUPS       1024(AX), Z18
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   (CX), Z18, Z19
+	VFMADD231PS   Z10, Z19, Z0
+	VCVTDQ2PS     Z11, Z10
+	VMULPS.BCST   (CX)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z1
+	VCVTDQ2PS     Z12, Z10
+	VMULPS.BCST   (CX)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z2
+	VCVTDQ2PS     Z13, Z10
+	VMULPS.BCST   (SI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z3
+	VCVTDQ2PS     Z14, Z10
+	VMULPS.BCST   (SI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z4
+	VCVTDQ2PS     Z15, Z10
+	VMULPS.BCST   (SI)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z5
+	VCVTDQ2PS     Z16, Z10
+	VMULPS.BCST   (DI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z6
+	VCVTDQ2PS     Z17, Z10
+	VMULPS.BCST   (DI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z7
+	VPBROADCASTD  8(CX), Z10
+	VPBROADCASTD  8(CX)(DX*1), Z11
+	VPBROADCASTD  8(CX)(DX*2), Z12
+	VPBROADCASTD  8(SI), Z13
+	VPBROADCASTD  8(SI)(DX*1), Z14
+	VPBROADCASTD  8(SI)(DX*2), Z15
+	VPBROADCASTD  8(DI), Z16
+	VPBROADCASTD  8(DI)(DX*1), Z17
+	VPANDD        256(AX), Z8, Z18
+	VMOVDQU64     768(AX), Z19
+	VPSLLW        $0x02, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 32(CX), Z18, Z10
+	VPDPBUSD.BCST 32(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 32(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 32(SI), Z18, Z13
+	VPDPBUSD.BCST 32(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 32(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 32(DI), Z18, Z16
+	VPDPBUSD.BCST 32(DI)(DX*1), Z18, Z17
+	VPANDD        320(AX), Z8, Z18
+	VMOVDQU64     832(AX), Z19
+	VPSLLW        $0x02, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 36(CX), Z18, Z10
+	VPDPBUSD.BCST 36(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 36(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 36(SI), Z18, Z13
+	VPDPBUSD.BCST 36(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 36(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 36(DI), Z18, Z16
+	VPDPBUSD.BCST 36(DI)(DX*1), Z18, Z17
+	VPANDD        384(AX), Z8, Z18
+	VMOVDQU64     896(AX), Z19
+	VPSLLW        $0x02, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 40(CX), Z18, Z10
+	VPDPBUSD.BCST 40(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 40(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 40(SI), Z18, Z13
+	VPDPBUSD.BCST 40(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 40(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 40(DI), Z18, Z16
+	VPDPBUSD.BCST 40(DI)(DX*1), Z18, Z17
+	VPANDD        448(AX), Z8, Z18
+	VMOVDQU64     960(AX), Z19
+	VPSLLW        $0x02, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 44(CX), Z18, Z10
+	VPDPBUSD.BCST 44(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 44(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 44(SI), Z18, Z13
+	VPDPBUSD.BCST 44(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 44(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 44(DI), Z18, Z16
+	VPDPBUSD.BCST 44(DI)(DX*1), Z18, Z17
+	VMOVUPS       1088(AX), Z18
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   (CX), Z18, Z19
+	VFMADD231PS   Z10, Z19, Z0
+	VCVTDQ2PS     Z11, Z10
+	VMULPS.BCST   (CX)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z1
+	VCVTDQ2PS     Z12, Z10
+	VMULPS.BCST   (CX)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z2
+	VCVTDQ2PS     Z13, Z10
+	VMULPS.BCST   (SI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z3
+	VCVTDQ2PS     Z14, Z10
+	VMULPS.BCST   (SI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z4
+	VCVTDQ2PS     Z15, Z10
+	VMULPS.BCST   (SI)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z5
+	VCVTDQ2PS     Z16, Z10
+	VMULPS.BCST   (DI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z6
+	VCVTDQ2PS     Z17, Z10
+	VMULPS.BCST   (DI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z7
+	VPBROADCASTD  52(CX), Z10
+	VPBROADCASTD  52(CX)(DX*1), Z11
+	VPBROADCASTD  52(CX)(DX*2), Z12
+	VPBROADCASTD  52(SI), Z13
+	VPBROADCASTD  52(SI)(DX*1), Z14
+	VPBROADCASTD  52(SI)(DX*2), Z15
+	VPBROADCASTD  52(DI), Z16
+	VPBROADCASTD  52(DI)(DX*1), Z17
+	VMOVDQU64     (AX), Z18
+	VPSRLW        $0x02, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     512(AX), Z19
+	VPSLLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 64(CX), Z18, Z10
+	VPDPBUSD.BCST 64(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 64(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 64(SI), Z18, Z13
+	VPDPBUSD.BCST 64(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 64(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 64(DI), Z18, Z16
+	VPDPBUSD.BCST 64(DI)(DX*1), Z18, Z17
+	VMOVDQU64     64(AX), Z18
+	VPSRLW        $0x02, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     576(AX), Z19
+	VPSLLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 68(CX), Z18, Z10
+	VPDPBUSD.BCST 68(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 68(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 68(SI), Z18, Z13
+	VPDPBUSD.BCST 68(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 68(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 68(DI), Z18, Z16
+	VPDPBUSD.BCST 68(DI)(DX*1), Z18, Z17
+	VMOVDQU64     128(AX), Z18
+	VPSRLW        $0x02, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     640(AX), Z19
+	VPSLLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 72(CX), Z18, Z10
+	VPDPBUSD.BCST 72(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 72(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 72(SI), Z18, Z13
+	VPDPBUSD.BCST 72(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 72(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 72(DI), Z18, Z16
+	VPDPBUSD.BCST 72(DI)(DX*1), Z18, Z17
+	VMOVDQU64     192(AX), Z18
+	VPSRLW        $0x02, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     704(AX), Z19
+	VPSLLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 76(CX), Z18, Z10
+	VPDPBUSD.BCST 76(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 76(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 76(SI), Z18, Z13
+	VPDPBUSD.BCST 76(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 76(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 76(DI), Z18, Z16
+	VPDPBUSD.BCST 76(DI)(DX*1), Z18, Z17
+	VMOVUPS       1152(AX), Z18
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   48(CX), Z18, Z19
+	VFMADD231PS   Z10, Z19, Z0
+	VCVTDQ2PS     Z11, Z10
+	VMULPS.BCST   48(CX)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z1
+	VCVTDQ2PS     Z12, Z10
+	VMULPS.BCST   48(CX)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z2
+	VCVTDQ2PS     Z13, Z10
+	VMULPS.BCST   48(SI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z3
+	VCVTDQ2PS     Z14, Z10
+	VMULPS.BCST   48(SI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z4
+	VCVTDQ2PS     Z15, Z10
+	VMULPS.BCST   48(SI)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z5
+	VCVTDQ2PS     Z16, Z10
+	VMULPS.BCST   48(DI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z6
+	VCVTDQ2PS     Z17, Z10
+	VMULPS.BCST   48(DI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z7
+	VPBROADCASTD  56(CX), Z10
+	VPBROADCASTD  56(CX)(DX*1), Z11
+	VPBROADCASTD  56(CX)(DX*2), Z12
+	VPBROADCASTD  56(SI), Z13
+	VPBROADCASTD  56(SI)(DX*1), Z14
+	VPBROADCASTD  56(SI)(DX*2), Z15
+	VPBROADCASTD  56(DI), Z16
+	VPBROADCASTD  56(DI)(DX*1), Z17
+	VMOVDQU64     256(AX), Z18
+	VPSRLW        $0x02, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     768(AX), Z19
+	VPSLLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 80(CX), Z18, Z10
+	VPDPBUSD.BCST 80(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 80(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 80(SI), Z18, Z13
+	VPDPBUSD.BCST 80(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 80(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 80(DI), Z18, Z16
+	VPDPBUSD.BCST 80(DI)(DX*1), Z18, Z17
+	VMOVDQU64     320(AX), Z18
+	VPSRLW        $0x02, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     832(AX), Z19
+	VPSLLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 84(CX), Z18, Z10
+	VPDPBUSD.BCST 84(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 84(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 84(SI), Z18, Z13
+	VPDPBUSD.BCST 84(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 84(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 84(DI), Z18, Z16
+	VPDPBUSD.BCST 84(DI)(DX*1), Z18, Z17
+	VMOVDQU64     384(AX), Z18
+	VPSRLW        $0x02, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     896(AX), Z19
+	VPSLLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 88(CX), Z18, Z10
+	VPDPBUSD.BCST 88(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 88(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 88(SI), Z18, Z13
+	VPDPBUSD.BCST 88(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 88(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 88(DI), Z18, Z16
+	VPDPBUSD.BCST 88(DI)(DX*1), Z18, Z17
+	VMOVDQU64     448(AX), Z18
+	VPSRLW        $0x02, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     960(AX), Z19
+	VPSLLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 92(CX), Z18, Z10
+	VPDPBUSD.BCST 92(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 92(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 92(SI), Z18, Z13
+	VPDPBUSD.BCST 92(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 92(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 92(DI), Z18, Z16
+	VPDPBUSD.BCST 92(DI)(DX*1), Z18, Z17
+	VMOVUPS       1216(AX), Z18
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   48(CX), Z18, Z19
+	VFMADD231PS   Z10, Z19, Z0
+	VCVTDQ2PS     Z11, Z10
+	VMULPS.BCST   48(CX)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z1
+	VCVTDQ2PS     Z12, Z10
+	VMULPS.BCST   48(CX)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z2
+	VCVTDQ2PS     Z13, Z10
+	VMULPS.BCST   48(SI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z3
+	VCVTDQ2PS     Z14, Z10
+	VMULPS.BCST   48(SI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z4
+	VCVTDQ2PS     Z15, Z10
+	VMULPS.BCST   48(SI)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z5
+	VCVTDQ2PS     Z16, Z10
+	VMULPS.BCST   48(DI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z6
+	VCVTDQ2PS     Z17, Z10
+	VMULPS.BCST   48(DI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z7
+	VPBROADCASTD  100(CX), Z10
+	VPBROADCASTD  100(CX)(DX*1), Z11
+	VPBROADCASTD  100(CX)(DX*2), Z12
+	VPBROADCASTD  100(SI), Z13
+	VPBROADCASTD  100(SI)(DX*1), Z14
+	VPBROADCASTD  100(SI)(DX*2), Z15
+	VPBROADCASTD  100(DI), Z16
+	VPBROADCASTD  100(DI)(DX*1), Z17
+	VMOVDQU64     (AX), Z18
+	VPSRLW        $0x04, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     512(AX), Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 112(CX), Z18, Z10
+	VPDPBUSD.BCST 112(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 112(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 112(SI), Z18, Z13
+	VPDPBUSD.BCST 112(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 112(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 112(DI), Z18, Z16
+	VPDPBUSD.BCST 112(DI)(DX*1), Z18, Z17
+	VMOVDQU64     64(AX), Z18
+	VPSRLW        $0x04, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     576(AX), Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 116(CX), Z18, Z10
+	VPDPBUSD.BCST 116(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 116(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 116(SI), Z18, Z13
+	VPDPBUSD.BCST 116(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 116(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 116(DI), Z18, Z16
+	VPDPBUSD.BCST 116(DI)(DX*1), Z18, Z17
+	VMOVDQU64     128(AX), Z18
+	VPSRLW        $0x04, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     640(AX), Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 120(CX), Z18, Z10
+	VPDPBUSD.BCST 120(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 120(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 120(SI), Z18, Z13
+	VPDPBUSD.BCST 120(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 120(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 120(DI), Z18, Z16
+	VPDPBUSD.BCST 120(DI)(DX*1), Z18, Z17
+	VMOVDQU64     192(AX), Z18
+	VPSRLW        $0x04, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     704(AX), Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 124(CX), Z18, Z10
+	VPDPBUSD.BCST 124(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 124(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 124(SI), Z18, Z13
+	VPDPBUSD.BCST 124(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 124(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 124(DI), Z18, Z16
+	VPDPBUSD.BCST 124(DI)(DX*1), Z18, Z17
+	VMOVUPS       1280(AX), Z18
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   96(CX), Z18, Z19
+	VFMADD231PS   Z10, Z19, Z0
+	VCVTDQ2PS     Z11, Z10
+	VMULPS.BCST   96(CX)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z1
+	VCVTDQ2PS     Z12, Z10
+	VMULPS.BCST   96(CX)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z2
+	VCVTDQ2PS     Z13, Z10
+	VMULPS.BCST   96(SI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z3
+	VCVTDQ2PS     Z14, Z10
+	VMULPS.BCST   96(SI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z4
+	VCVTDQ2PS     Z15, Z10
+	VMULPS.BCST   96(SI)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z5
+	VCVTDQ2PS     Z16, Z10
+	VMULPS.BCST   96(DI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z6
+	VCVTDQ2PS     Z17, Z10
+	VMULPS.BCST   96(DI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z7
+	VPBROADCASTD  104(CX), Z10
+	VPBROADCASTD  104(CX)(DX*1), Z11
+	VPBROADCASTD  104(CX)(DX*2), Z12
+	VPBROADCASTD  104(SI), Z13
+	VPBROADCASTD  104(SI)(DX*1), Z14
+	VPBROADCASTD  104(SI)(DX*2), Z15
+	VPBROADCASTD  104(DI), Z16
+	VPBROADCASTD  104(DI)(DX*1), Z17
+	VMOVDQU64     256(AX), Z18
+	VPSRLW        $0x04, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     768(AX), Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 128(CX), Z18, Z10
+	VPDPBUSD.BCST 128(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 128(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 128(SI), Z18, Z13
+	VPDPBUSD.BCST 128(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 128(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 128(DI), Z18, Z16
+	VPDPBUSD.BCST 128(DI)(DX*1), Z18, Z17
+	VMOVDQU64     320(AX), Z18
+	VPSRLW        $0x04, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     832(AX), Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 132(CX), Z18, Z10
+	VPDPBUSD.BCST 132(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 132(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 132(SI), Z18, Z13
+	VPDPBUSD.BCST 132(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 132(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 132(DI), Z18, Z16
+	VPDPBUSD.BCST 132(DI)(DX*1), Z18, Z17
+	VMOVDQU64     384(AX), Z18
+	VPSRLW        $0x04, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     896(AX), Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 136(CX), Z18, Z10
+	VPDPBUSD.BCST 136(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 136(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 136(SI), Z18, Z13
+	VPDPBUSD.BCST 136(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 136(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 136(DI), Z18, Z16
+	VPDPBUSD.BCST 136(DI)(DX*1), Z18, Z17
+	VMOVDQU64     448(AX), Z18
+	VPSRLW        $0x04, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     960(AX), Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 140(CX), Z18, Z10
+	VPDPBUSD.BCST 140(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 140(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 140(SI), Z18, Z13
+	VPDPBUSD.BCST 140(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 140(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 140(DI), Z18, Z16
+	VPDPBUSD.BCST 140(DI)(DX*1), Z18, Z17
+	VMOVUPS       1344(AX), Z18
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   96(CX), Z18, Z19
+	VFMADD231PS   Z10, Z19, Z0
+	VCVTDQ2PS     Z11, Z10
+	VMULPS.BCST   96(CX)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z1
+	VCVTDQ2PS     Z12, Z10
+	VMULPS.BCST   96(CX)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z2
+	VCVTDQ2PS     Z13, Z10
+	VMULPS.BCST   96(SI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z3
+	VCVTDQ2PS     Z14, Z10
+	VMULPS.BCST   96(SI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z4
+	VCVTDQ2PS     Z15, Z10
+	VMULPS.BCST   96(SI)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z5
+	VCVTDQ2PS     Z16, Z10
+	VMULPS.BCST   96(DI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z6
+	VCVTDQ2PS     Z17, Z10
+	VMULPS.BCST   96(DI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z7
+	VPBROADCASTD  148(CX), Z10
+	VPBROADCASTD  148(CX)(DX*1), Z11
+	VPBROADCASTD  148(CX)(DX*2), Z12
+	VPBROADCASTD  148(SI), Z13
+	VPBROADCASTD  148(SI)(DX*1), Z14
+	VPBROADCASTD  148(SI)(DX*2), Z15
+	VPBROADCASTD  148(DI), Z16
+	VPBROADCASTD  148(DI)(DX*1), Z17
+	VMOVDQU64     (AX), Z18
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     512(AX), Z19
+	VPSRLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 160(CX), Z18, Z10
+	VPDPBUSD.BCST 160(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 160(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 160(SI), Z18, Z13
+	VPDPBUSD.BCST 160(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 160(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 160(DI), Z18, Z16
+	VPDPBUSD.BCST 160(DI)(DX*1), Z18, Z17
+	VMOVDQU64     64(AX), Z18
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     576(AX), Z19
+	VPSRLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 164(CX), Z18, Z10
+	VPDPBUSD.BCST 164(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 164(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 164(SI), Z18, Z13
+	VPDPBUSD.BCST 164(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 164(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 164(DI), Z18, Z16
+	VPDPBUSD.BCST 164(DI)(DX*1), Z18, Z17
+	VMOVDQU64     128(AX), Z18
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     640(AX), Z19
+	VPSRLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 168(CX), Z18, Z10
+	VPDPBUSD.BCST 168(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 168(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 168(SI), Z18, Z13
+	VPDPBUSD.BCST 168(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 168(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 168(DI), Z18, Z16
+	VPDPBUSD.BCST 168(DI)(DX*1), Z18, Z17
+	VMOVDQU64     192(AX), Z18
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     704(AX), Z19
+	VPSRLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 172(CX), Z18, Z10
+	VPDPBUSD.BCST 172(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 172(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 172(SI), Z18, Z13
+	VPDPBUSD.BCST 172(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 172(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 172(DI), Z18, Z16
+	VPDPBUSD.BCST 172(DI)(DX*1), Z18, Z17
+	VMOVUPS       1408(AX), Z18
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   144(CX), Z18, Z19
+	VFMADD231PS   Z10, Z19, Z0
+	VCVTDQ2PS     Z11, Z10
+	VMULPS.BCST   144(CX)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z1
+	VCVTDQ2PS     Z12, Z10
+	VMULPS.BCST   144(CX)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z2
+	VCVTDQ2PS     Z13, Z10
+	VMULPS.BCST   144(SI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z3
+	VCVTDQ2PS     Z14, Z10
+	VMULPS.BCST   144(SI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z4
+	VCVTDQ2PS     Z15, Z10
+	VMULPS.BCST   144(SI)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z5
+	VCVTDQ2PS     Z16, Z10
+	VMULPS.BCST   144(DI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z6
+	VCVTDQ2PS     Z17, Z10
+	VMULPS.BCST   144(DI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z7
+	VPBROADCASTD  152(CX), Z10
+	VPBROADCASTD  152(CX)(DX*1), Z11
+	VPBROADCASTD  152(CX)(DX*2), Z12
+	VPBROADCASTD  152(SI), Z13
+	VPBROADCASTD  152(SI)(DX*1), Z14
+	VPBROADCASTD  152(SI)(DX*2), Z15
+	VPBROADCASTD  152(DI), Z16
+	VPBROADCASTD  152(DI)(DX*1), Z17
+	VMOVDQU64     256(AX), Z18
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     768(AX), Z19
+	VPSRLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 176(CX), Z18, Z10
+	VPDPBUSD.BCST 176(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 176(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 176(SI), Z18, Z13
+	VPDPBUSD.BCST 176(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 176(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 176(DI), Z18, Z16
+	VPDPBUSD.BCST 176(DI)(DX*1), Z18, Z17
+	VMOVDQU64     320(AX), Z18
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     832(AX), Z19
+	VPSRLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 180(CX), Z18, Z10
+	VPDPBUSD.BCST 180(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 180(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 180(SI), Z18, Z13
+	VPDPBUSD.BCST 180(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 180(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 180(DI), Z18, Z16
+	VPDPBUSD.BCST 180(DI)(DX*1), Z18, Z17
+	VMOVDQU64     384(AX), Z18
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     896(AX), Z19
+	VPSRLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 184(CX), Z18, Z10
+	VPDPBUSD.BCST 184(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 184(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 184(SI), Z18, Z13
+	VPDPBUSD.BCST 184(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 184(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 184(DI), Z18, Z16
+	VPDPBUSD.BCST 184(DI)(DX*1), Z18, Z17
+	VMOVDQU64     448(AX), Z18
+	VPSRLW        $0x06, Z18, Z18
+	VPANDD        Z8, Z18, Z18
+	VMOVDQU64     960(AX), Z19
+	VPSRLW        $0x01, Z19, Z19
+	VPTERNLOGD    $0xf8, Z9, Z19, Z18
+	VPDPBUSD.BCST 188(CX), Z18, Z10
+	VPDPBUSD.BCST 188(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST 188(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST 188(SI), Z18, Z13
+	VPDPBUSD.BCST 188(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST 188(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST 188(DI), Z18, Z16
+	VPDPBUSD.BCST 188(DI)(DX*1), Z18, Z17
+	VMOVUPS       1472(AX), Z18
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   144(CX), Z18, Z19
+	VFMADD231PS   Z10, Z19, Z0
+	VCVTDQ2PS     Z11, Z10
+	VMULPS.BCST   144(CX)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z1
+	VCVTDQ2PS     Z12, Z10
+	VMULPS.BCST   144(CX)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z2
+	VCVTDQ2PS     Z13, Z10
+	VMULPS.BCST   144(SI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z3
+	VCVTDQ2PS     Z14, Z10
+	VMULPS.BCST   144(SI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z4
+	VCVTDQ2PS     Z15, Z10
+	VMULPS.BCST   144(SI)(DX*2), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z5
+	VCVTDQ2PS     Z16, Z10
+	VMULPS.BCST   144(DI), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z6
+	VCVTDQ2PS     Z17, Z10
+	VMULPS.BCST   144(DI)(DX*1), Z18, Z11
+	VFMADD231PS   Z10, Z11, Z7
+	ADDQ          $0x00000600, AX
+	ADDQ          $0x000000c0, CX
+	ADDQ          $0x000000c0, SI
+	ADDQ          $0x000000c0, DI
+	DECQ          BX
+	JNZ           gemmQ3_Kx16x8_loop
+	MOVQ          out+32(FP), AX
+	MOVQ          outStride+40(FP), CX
+	VMOVUPS       Z0, (AX)
+	ADDQ          CX, AX
+	VMOVUPS       Z1, (AX)
+	ADDQ          CX, AX
+	VMOVUPS       Z2, (AX)
+	ADDQ          CX, AX
+	VMOVUPS       Z3, (AX)
+	ADDQ          CX, AX
+	VMOVUPS       Z4, (AX)
+	ADDQ          CX, AX
+	VMOVUPS       Z5, (AX)
+	ADDQ          CX, AX
+	VMOVUPS       Z6, (AX)
+	ADDQ          CX, AX
+	VMOVUPS       Z7, (AX)
+	VZEROUPPER
+	RET
+
+// func gemmQ2_Kx16x8(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VNNI
+TEXT ·gemmQ2_Kx16x8(SB), NOSPLIT, $0-48
+	MOVQ         panel+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         xStride+16(FP), DX
+	MOVQ         halves+24(FP), BX
+	LEAQ         (CX)(DX*2), SI
+	ADDQ         DX, SI
+	LEAQ         (SI)(DX*2), DI
+	ADDQ         DX, DI
+	VPXORD       Z0, Z0, Z0
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	MOVL         $0x03030303, R8
+	VPBROADCASTD R8, Z8
+	VPXORD       Z9, Z9, Z9
+
+gemmQ2_Kx16x8_loop:
+	VMOVDQA64         Z9, Z10
+	VMOVDQA64         Z9, Z11
+	VMOVDQA64         Z9, Z12
+	VMOVDQA64         Z9, Z13
+	VMOVDQA64         Z9, Z14
+	VMOVDQA64         Z9, Z15
+	VMOVDQA64         Z9, Z16
+	VMOVDQA64         Z9, Z17
+	VPANDD            (AX), Z8, Z18
+	VPDPBUSD.BCST     16(CX), Z18, Z10
+	VPDPBUSD.BCST     16(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     16(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     16(SI), Z18, Z13
+	VPDPBUSD.BCST     16(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     16(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     16(DI), Z18, Z16
+	VPDPBUSD.BCST     16(DI)(DX*1), Z18, Z17
+	VPANDD            64(AX), Z8, Z18
+	VPDPBUSD.BCST     20(CX), Z18, Z10
+	VPDPBUSD.BCST     20(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     20(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     20(SI), Z18, Z13
+	VPDPBUSD.BCST     20(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     20(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     20(DI), Z18, Z16
+	VPDPBUSD.BCST     20(DI)(DX*1), Z18, Z17
+	VPANDD            128(AX), Z8, Z18
+	VPDPBUSD.BCST     24(CX), Z18, Z10
+	VPDPBUSD.BCST     24(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     24(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     24(SI), Z18, Z13
+	VPDPBUSD.BCST     24(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     24(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     24(DI), Z18, Z16
+	VPDPBUSD.BCST     24(DI)(DX*1), Z18, Z17
+	VPANDD            192(AX), Z8, Z18
+	VPDPBUSD.BCST     28(CX), Z18, Z10
+	VPDPBUSD.BCST     28(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     28(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     28(SI), Z18, Z13
+	VPDPBUSD.BCST     28(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     28(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     28(DI), Z18, Z16
+	VPDPBUSD.BCST     28(DI)(DX*1), Z18, Z17
+	VMOVUPS           512(AX), Z18
+	VMOVUPS           1024(AX), Z19
+	VCVTDQ2PS         Z10, Z10
+	VMULPS.BCST       (CX), Z18, Z20
+	VFMADD231PS       Z10, Z20, Z0
+	VFNMADD231PS.BCST 4(CX), Z19, Z0
+	VCVTDQ2PS         Z11, Z10
+	VMULPS.BCST       (CX)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z1
+	VFNMADD231PS.BCST 4(CX)(DX*1), Z19, Z1
+	VCVTDQ2PS         Z12, Z10
+	VMULPS.BCST       (CX)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z2
+	VFNMADD231PS.BCST 4(CX)(DX*2), Z19, Z2
+	VCVTDQ2PS         Z13, Z10
+	VMULPS.BCST       (SI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z3
+	VFNMADD231PS.BCST 4(SI), Z19, Z3
+	VCVTDQ2PS         Z14, Z10
+	VMULPS.BCST       (SI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z4
+	VFNMADD231PS.BCST 4(SI)(DX*1), Z19, Z4
+	VCVTDQ2PS         Z15, Z10
+	VMULPS.BCST       (SI)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z5
+	VFNMADD231PS.BCST 4(SI)(DX*2), Z19, Z5
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       (DI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z6
+	VFNMADD231PS.BCST 4(DI), Z19, Z6
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       (DI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z7
+	VFNMADD231PS.BCST 4(DI)(DX*1), Z19, Z7
+	VMOVDQA64         Z9, Z10
+	VMOVDQA64         Z9, Z11
+	VMOVDQA64         Z9, Z12
+	VMOVDQA64         Z9, Z13
+	VMOVDQA64         Z9, Z14
+	VMOVDQA64         Z9, Z15
+	VMOVDQA64         Z9, Z16
+	VMOVDQA64         Z9, Z17
+	VPANDD            256(AX), Z8, Z18
+	VPDPBUSD.BCST     32(CX), Z18, Z10
+	VPDPBUSD.BCST     32(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     32(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     32(SI), Z18, Z13
+	VPDPBUSD.BCST     32(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     32(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     32(DI), Z18, Z16
+	VPDPBUSD.BCST     32(DI)(DX*1), Z18, Z17
+	VPANDD            320(AX), Z8, Z18
+	VPDPBUSD.BCST     36(CX), Z18, Z10
+	VPDPBUSD.BCST     36(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     36(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     36(SI), Z18, Z13
+	VPDPBUSD.BCST     36(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     36(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     36(DI), Z18, Z16
+	VPDPBUSD.BCST     36(DI)(DX*1), Z18, Z17
+	VPANDD            384(AX), Z8, Z18
+	VPDPBUSD.BCST     40(CX), Z18, Z10
+	VPDPBUSD.BCST     40(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     40(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     40(SI), Z18, Z13
+	VPDPBUSD.BCST     40(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     40(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     40(DI), Z18, Z16
+	VPDPBUSD.BCST     40(DI)(DX*1), Z18, Z17
+	VPANDD            448(AX), Z8, Z18
+	VPDPBUSD.BCST     44(CX), Z18, Z10
+	VPDPBUSD.BCST     44(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     44(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     44(SI), Z18, Z13
+	VPDPBUSD.BCST     44(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     44(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     44(DI), Z18, Z16
+	VPDPBUSD.BCST     44(DI)(DX*1), Z18, Z17
+	VMOVUPS           576(AX), Z18
+	VMOVUPS           1088(AX), Z19
+	VCVTDQ2PS         Z10, Z10
+	VMULPS.BCST       (CX), Z18, Z20
+	VFMADD231PS       Z10, Z20, Z0
+	VFNMADD231PS.BCST 8(CX), Z19, Z0
+	VCVTDQ2PS         Z11, Z10
+	VMULPS.BCST       (CX)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z1
+	VFNMADD231PS.BCST 8(CX)(DX*1), Z19, Z1
+	VCVTDQ2PS         Z12, Z10
+	VMULPS.BCST       (CX)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z2
+	VFNMADD231PS.BCST 8(CX)(DX*2), Z19, Z2
+	VCVTDQ2PS         Z13, Z10
+	VMULPS.BCST       (SI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z3
+	VFNMADD231PS.BCST 8(SI), Z19, Z3
+	VCVTDQ2PS         Z14, Z10
+	VMULPS.BCST       (SI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z4
+	VFNMADD231PS.BCST 8(SI)(DX*1), Z19, Z4
+	VCVTDQ2PS         Z15, Z10
+	VMULPS.BCST       (SI)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z5
+	VFNMADD231PS.BCST 8(SI)(DX*2), Z19, Z5
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       (DI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z6
+	VFNMADD231PS.BCST 8(DI), Z19, Z6
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       (DI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z7
+	VFNMADD231PS.BCST 8(DI)(DX*1), Z19, Z7
+	VMOVDQA64         Z9, Z10
+	VMOVDQA64         Z9, Z11
+	VMOVDQA64         Z9, Z12
+	VMOVDQA64         Z9, Z13
+	VMOVDQA64         Z9, Z14
+	VMOVDQA64         Z9, Z15
+	VMOVDQA64         Z9, Z16
+	VMOVDQA64         Z9, Z17
+	VMOVDQU64         (AX), Z18
+	VPSRLW            $0x02, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     64(CX), Z18, Z10
+	VPDPBUSD.BCST     64(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     64(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     64(SI), Z18, Z13
+	VPDPBUSD.BCST     64(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     64(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     64(DI), Z18, Z16
+	VPDPBUSD.BCST     64(DI)(DX*1), Z18, Z17
+	VMOVDQU64         64(AX), Z18
+	VPSRLW            $0x02, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     68(CX), Z18, Z10
+	VPDPBUSD.BCST     68(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     68(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     68(SI), Z18, Z13
+	VPDPBUSD.BCST     68(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     68(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     68(DI), Z18, Z16
+	VPDPBUSD.BCST     68(DI)(DX*1), Z18, Z17
+	VMOVDQU64         128(AX), Z18
+	VPSRLW            $0x02, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     72(CX), Z18, Z10
+	VPDPBUSD.BCST     72(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     72(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     72(SI), Z18, Z13
+	VPDPBUSD.BCST     72(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     72(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     72(DI), Z18, Z16
+	VPDPBUSD.BCST     72(DI)(DX*1), Z18, Z17
+	VMOVDQU64         192(AX), Z18
+	VPSRLW            $0x02, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     76(CX), Z18, Z10
+	VPDPBUSD.BCST     76(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     76(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     76(SI), Z18, Z13
+	VPDPBUSD.BCST     76(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     76(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     76(DI), Z18, Z16
+	VPDPBUSD.BCST     76(DI)(DX*1), Z18, Z17
+	VMOVUPS           640(AX), Z18
+	VMOVUPS           1152(AX), Z19
+	VCVTDQ2PS         Z10, Z10
+	VMULPS.BCST       48(CX), Z18, Z20
+	VFMADD231PS       Z10, Z20, Z0
+	VFNMADD231PS.BCST 52(CX), Z19, Z0
+	VCVTDQ2PS         Z11, Z10
+	VMULPS.BCST       48(CX)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z1
+	VFNMADD231PS.BCST 52(CX)(DX*1), Z19, Z1
+	VCVTDQ2PS         Z12, Z10
+	VMULPS.BCST       48(CX)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z2
+	VFNMADD231PS.BCST 52(CX)(DX*2), Z19, Z2
+	VCVTDQ2PS         Z13, Z10
+	VMULPS.BCST       48(SI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z3
+	VFNMADD231PS.BCST 52(SI), Z19, Z3
+	VCVTDQ2PS         Z14, Z10
+	VMULPS.BCST       48(SI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z4
+	VFNMADD231PS.BCST 52(SI)(DX*1), Z19, Z4
+	VCVTDQ2PS         Z15, Z10
+	VMULPS.BCST       48(SI)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z5
+	VFNMADD231PS.BCST 52(SI)(DX*2), Z19, Z5
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       48(DI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z6
+	VFNMADD231PS.BCST 52(DI), Z19, Z6
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       48(DI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z7
+	VFNMADD231PS.BCST 52(DI)(DX*1), Z19, Z7
+	VMOVDQA64         Z9, Z10
+	VMOVDQA64         Z9, Z11
+	VMOVDQA64         Z9, Z12
+	VMOVDQA64         Z9, Z13
+	VMOVDQA64         Z9, Z14
+	VMOVDQA64         Z9, Z15
+	VMOVDQA64         Z9, Z16
+	VMOVDQA64         Z9, Z17
+	VMOVDQU64         256(AX), Z18
+	VPSRLW            $0x02, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     80(CX), Z18, Z10
+	VPDPBUSD.BCST     80(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     80(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     80(SI), Z18, Z13
+	VPDPBUSD.BCST     80(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     80(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     80(DI), Z18, Z16
+	VPDPBUSD.BCST     80(DI)(DX*1), Z18, Z17
+	VMOVDQU64         320(AX), Z18
+	VPSRLW            $0x02, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     84(CX), Z18, Z10
+	VPDPBUSD.BCST     84(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     84(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     84(SI), Z18, Z13
+	VPDPBUSD.BCST     84(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     84(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     84(DI), Z18, Z16
+	VPDPBUSD.BCST     84(DI)(DX*1), Z18, Z17
+	VMOVDQU64         384(AX), Z18
+	VPSRLW            $0x02, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     88(CX), Z18, Z10
+	VPDPBUSD.BCST     88(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     88(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     88(SI), Z18, Z13
+	VPDPBUSD.BCST     88(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     88(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     88(DI), Z18, Z16
+	VPDPBUSD.BCST     88(DI)(DX*1), Z18, Z17
+	VMOVDQU64         448(AX), Z18
+	VPSRLW            $0x02, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     92(CX), Z18, Z10
+	VPDPBUSD.BCST     92(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     92(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     92(SI), Z18, Z13
+	VPDPBUSD.BCST     92(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     92(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     92(DI), Z18, Z16
+	VPDPBUSD.BCST     92(DI)(DX*1), Z18, Z17
+	VMOVUPS           704(AX), Z18
+	VMOVUPS           1216(AX), Z19
+	VCVTDQ2PS         Z10, Z10
+	VMULPS.BCST       48(CX), Z18, Z20
+	VFMADD231PS       Z10, Z20, Z0
+	VFNMADD231PS.BCST 56(CX), Z19, Z0
+	VCVTDQ2PS         Z11, Z10
+	VMULPS.BCST       48(CX)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z1
+	VFNMADD231PS.BCST 56(CX)(DX*1), Z19, Z1
+	VCVTDQ2PS         Z12, Z10
+	VMULPS.BCST       48(CX)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z2
+	VFNMADD231PS.BCST 56(CX)(DX*2), Z19, Z2
+	VCVTDQ2PS         Z13, Z10
+	VMULPS.BCST       48(SI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z3
+	VFNMADD231PS.BCST 56(SI), Z19, Z3
+	VCVTDQ2PS         Z14, Z10
+	VMULPS.BCST       48(SI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z4
+	VFNMADD231PS.BCST 56(SI)(DX*1), Z19, Z4
+	VCVTDQ2PS         Z15, Z10
+	VMULPS.BCST       48(SI)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z5
+	VFNMADD231PS.BCST 56(SI)(DX*2), Z19, Z5
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       48(DI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z6
+	VFNMADD231PS.BCST 56(DI), Z19, Z6
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       48(DI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z7
+	VFNMADD231PS.BCST 56(DI)(DX*1), Z19, Z7
+	VMOVDQA64         Z9, Z10
+	VMOVDQA64         Z9, Z11
+	VMOVDQA64         Z9, Z12
+	VMOVDQA64         Z9, Z13
+	VMOVDQA64         Z9, Z14
+	VMOVDQA64         Z9, Z15
+	VMOVDQA64         Z9, Z16
+	VMOVDQA64         Z9, Z17
+	VMOVDQU64         (AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     112(CX), Z18, Z10
+	VPDPBUSD.BCST     112(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     112(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     112(SI), Z18, Z13
+	VPDPBUSD.BCST     112(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     112(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     112(DI), Z18, Z16
+	VPDPBUSD.BCST     112(DI)(DX*1), Z18, Z17
+	VMOVDQU64         64(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     116(CX), Z18, Z10
+	VPDPBUSD.BCST     116(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     116(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     116(SI), Z18, Z13
+	VPDPBUSD.BCST     116(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     116(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     116(DI), Z18, Z16
+	VPDPBUSD.BCST     116(DI)(DX*1), Z18, Z17
+	VMOVDQU64         128(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     120(CX), Z18, Z10
+	VPDPBUSD.BCST     120(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     120(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     120(SI), Z18, Z13
+	VPDPBUSD.BCST     120(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     120(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     120(DI), Z18, Z16
+	VPDPBUSD.BCST     120(DI)(DX*1), Z18, Z17
+	VMOVDQU64         192(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     124(CX), Z18, Z10
+	VPDPBUSD.BCST     124(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     124(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     124(SI), Z18, Z13
+	VPDPBUSD.BCST     124(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     124(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     124(DI), Z18, Z16
+	VPDPBUSD.BCST     124(DI)(DX*1), Z18, Z17
+	VMOVUPS           768(AX), Z18
+	VMOVUPS           1280(AX), Z19
+	VCVTDQ2PS         Z10, Z10
+	VMULPS.BCST       96(CX), Z18, Z20
+	VFMADD231PS       Z10, Z20, Z0
+	VFNMADD231PS.BCST 100(CX), Z19, Z0
+	VCVTDQ2PS         Z11, Z10
+	VMULPS.BCST       96(CX)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z1
+	VFNMADD231PS.BCST 100(CX)(DX*1), Z19, Z1
+	VCVTDQ2PS         Z12, Z10
+	VMULPS.BCST       96(CX)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z2
+	VFNMADD231PS.BCST 100(CX)(DX*2), Z19, Z2
+	VCVTDQ2PS         Z13, Z10
+	VMULPS.BCST       96(SI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z3
+	VFNMADD231PS.BCST 100(SI), Z19, Z3
+	VCVTDQ2PS         Z14, Z10
+	VMULPS.BCST       96(SI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z4
+	VFNMADD231PS.BCST 100(SI)(DX*1), Z19, Z4
+	VCVTDQ2PS         Z15, Z10
+	VMULPS.BCST       96(SI)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z5
+	VFNMADD231PS.BCST 100(SI)(DX*2), Z19, Z5
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       96(DI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z6
+	VFNMADD231PS.BCST 100(DI), Z19, Z6
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       96(DI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z7
+	VFNMADD231PS.BCST 100(DI)(DX*1), Z19, Z7
+	VMOVDQA64         Z9, Z10
+	VMOVDQA64         Z9, Z11
+	VMOVDQA64         Z9, Z12
+	VMOVDQA64         Z9, Z13
+	VMOVDQA64         Z9, Z14
+	VMOVDQA64         Z9, Z15
+	VMOVDQA64         Z9, Z16
+	VMOVDQA64         Z9, Z17
+	VMOVDQU64         256(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     128(CX), Z18, Z10
+	VPDPBUSD.BCST     128(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     128(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     128(SI), Z18, Z13
+	VPDPBUSD.BCST     128(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     128(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     128(DI), Z18, Z16
+	VPDPBUSD.BCST     128(DI)(DX*1), Z18, Z17
+	VMOVDQU64         320(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     132(CX), Z18, Z10
+	VPDPBUSD.BCST     132(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     132(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     132(SI), Z18, Z13
+	VPDPBUSD.BCST     132(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     132(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     132(DI), Z18, Z16
+	VPDPBUSD.BCST     132(DI)(DX*1), Z18, Z17
+	VMOVDQU64         384(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     136(CX), Z18, Z10
+	VPDPBUSD.BCST     136(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     136(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     136(SI), Z18, Z13
+	VPDPBUSD.BCST     136(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     136(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     136(DI), Z18, Z16
+	VPDPBUSD.BCST     136(DI)(DX*1), Z18, Z17
+	VMOVDQU64         448(AX), Z18
+	VPSRLW            $0x04, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     140(CX), Z18, Z10
+	VPDPBUSD.BCST     140(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     140(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     140(SI), Z18, Z13
+	VPDPBUSD.BCST     140(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     140(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     140(DI), Z18, Z16
+	VPDPBUSD.BCST     140(DI)(DX*1), Z18, Z17
+	VMOVUPS           832(AX), Z18
+	VMOVUPS           1344(AX), Z19
+	VCVTDQ2PS         Z10, Z10
+	VMULPS.BCST       96(CX), Z18, Z20
+	VFMADD231PS       Z10, Z20, Z0
+	VFNMADD231PS.BCST 104(CX), Z19, Z0
+	VCVTDQ2PS         Z11, Z10
+	VMULPS.BCST       96(CX)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z1
+	VFNMADD231PS.BCST 104(CX)(DX*1), Z19, Z1
+	VCVTDQ2PS         Z12, Z10
+	VMULPS.BCST       96(CX)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z2
+	VFNMADD231PS.BCST 104(CX)(DX*2), Z19, Z2
+	VCVTDQ2PS         Z13, Z10
+	VMULPS.BCST       96(SI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z3
+	VFNMADD231PS.BCST 104(SI), Z19, Z3
+	VCVTDQ2PS         Z14, Z10
+	VMULPS.BCST       96(SI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z4
+	VFNMADD231PS.BCST 104(SI)(DX*1), Z19, Z4
+	VCVTDQ2PS         Z15, Z10
+	VMULPS.BCST       96(SI)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z5
+	VFNMADD231PS.BCST 104(SI)(DX*2), Z19, Z5
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       96(DI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z6
+	VFNMADD231PS.BCST 104(DI), Z19, Z6
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       96(DI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z7
+	VFNMADD231PS.BCST 104(DI)(DX*1), Z19, Z7
+	VMOVDQA64         Z9, Z10
+	VMOVDQA64         Z9, Z11
+	VMOVDQA64         Z9, Z12
+	VMOVDQA64         Z9, Z13
+	VMOVDQA64         Z9, Z14
+	VMOVDQA64         Z9, Z15
+	VMOVDQA64         Z9, Z16
+	VMOVDQA64         Z9, Z17
+	VMOVDQU64         (AX), Z18
+	VPSRLW            $0x06, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     160(CX), Z18, Z10
+	VPDPBUSD.BCST     160(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     160(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     160(SI), Z18, Z13
+	VPDPBUSD.BCST     160(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     160(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     160(DI), Z18, Z16
+	VPDPBUSD.BCST     160(DI)(DX*1), Z18, Z17
+	VMOVDQU64         64(AX), Z18
+	VPSRLW            $0x06, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     164(CX), Z18, Z10
+	VPDPBUSD.BCST     164(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     164(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     164(SI), Z18, Z13
+	VPDPBUSD.BCST     164(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     164(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     164(DI), Z18, Z16
+	VPDPBUSD.BCST     164(DI)(DX*1), Z18, Z17
+	VMOVDQU64         128(AX), Z18
+	VPSRLW            $0x06, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     168(CX), Z18, Z10
+	VPDPBUSD.BCST     168(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     168(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     168(SI), Z18, Z13
+	VPDPBUSD.BCST     168(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     168(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     168(DI), Z18, Z16
+	VPDPBUSD.BCST     168(DI)(DX*1), Z18, Z17
+	VMOVDQU64         192(AX), Z18
+	VPSRLW            $0x06, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     172(CX), Z18, Z10
+	VPDPBUSD.BCST     172(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     172(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     172(SI), Z18, Z13
+	VPDPBUSD.BCST     172(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     172(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     172(DI), Z18, Z16
+	VPDPBUSD.BCST     172(DI)(DX*1), Z18, Z17
+	VMOVUPS           896(AX), Z18
+	VMOVUPS           1408(AX), Z19
+	VCVTDQ2PS         Z10, Z10
+	VMULPS.BCST       144(CX), Z18, Z20
+	VFMADD231PS       Z10, Z20, Z0
+	VFNMADD231PS.BCST 148(CX), Z19, Z0
+	VCVTDQ2PS         Z11, Z10
+	VMULPS.BCST       144(CX)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z1
+	VFNMADD231PS.BCST 148(CX)(DX*1), Z19, Z1
+	VCVTDQ2PS         Z12, Z10
+	VMULPS.BCST       144(CX)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z2
+	VFNMADD231PS.BCST 148(CX)(DX*2), Z19, Z2
+	VCVTDQ2PS         Z13, Z10
+	VMULPS.BCST       144(SI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z3
+	VFNMADD231PS.BCST 148(SI), Z19, Z3
+	VCVTDQ2PS         Z14, Z10
+	VMULPS.BCST       144(SI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z4
+	VFNMADD231PS.BCST 148(SI)(DX*1), Z19, Z4
+	VCVTDQ2PS         Z15, Z10
+	VMULPS.BCST       144(SI)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z5
+	VFNMADD231PS.BCST 148(SI)(DX*2), Z19, Z5
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       144(DI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z6
+	VFNMADD231PS.BCST 148(DI), Z19, Z6
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       144(DI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z7
+	VFNMADD231PS.BCST 148(DI)(DX*1), Z19, Z7
+	VMOVDQA64         Z9, Z10
+	VMOVDQA64         Z9, Z11
+	VMOVDQA64         Z9, Z12
+	VMOVDQA64         Z9, Z13
+	VMOVDQA64         Z9, Z14
+	VMOVDQA64         Z9, Z15
+	VMOVDQA64         Z9, Z16
+	VMOVDQA64         Z9, Z17
+	VMOVDQU64         256(AX), Z18
+	VPSRLW            $0x06, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     176(CX), Z18, Z10
+	VPDPBUSD.BCST     176(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     176(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     176(SI), Z18, Z13
+	VPDPBUSD.BCST     176(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     176(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     176(DI), Z18, Z16
+	VPDPBUSD.BCST     176(DI)(DX*1), Z18, Z17
+	VMOVDQU64         320(AX), Z18
+	VPSRLW            $0x06, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     180(CX), Z18, Z10
+	VPDPBUSD.BCST     180(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     180(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     180(SI), Z18, Z13
+	VPDPBUSD.BCST     180(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     180(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     180(DI), Z18, Z16
+	VPDPBUSD.BCST     180(DI)(DX*1), Z18, Z17
+	VMOVDQU64         384(AX), Z18
+	VPSRLW            $0x06, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     184(CX), Z18, Z10
+	VPDPBUSD.BCST     184(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     184(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     184(SI), Z18, Z13
+	VPDPBUSD.BCST     184(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     184(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     184(DI), Z18, Z16
+	VPDPBUSD.BCST     184(DI)(DX*1), Z18, Z17
+	VMOVDQU64         448(AX), Z18
+	VPSRLW            $0x06, Z18, Z18
+	VPANDD            Z8, Z18, Z18
+	VPDPBUSD.BCST     188(CX), Z18, Z10
+	VPDPBUSD.BCST     188(CX)(DX*1), Z18, Z11
+	VPDPBUSD.BCST     188(CX)(DX*2), Z18, Z12
+	VPDPBUSD.BCST     188(SI), Z18, Z13
+	VPDPBUSD.BCST     188(SI)(DX*1), Z18, Z14
+	VPDPBUSD.BCST     188(SI)(DX*2), Z18, Z15
+	VPDPBUSD.BCST     188(DI), Z18, Z16
+	VPDPBUSD.BCST     188(DI)(DX*1), Z18, Z17
+	VMOVUPS           960(AX), Z18
+	VMOVUPS           1472(AX), Z19
+	VCVTDQ2PS         Z10, Z10
+	VMULPS.BCST       144(CX), Z18, Z20
+	VFMADD231PS       Z10, Z20, Z0
+	VFNMADD231PS.BCST 152(CX), Z19, Z0
+	VCVTDQ2PS         Z11, Z10
+	VMULPS.BCST       144(CX)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z1
+	VFNMADD231PS.BCST 152(CX)(DX*1), Z19, Z1
+	VCVTDQ2PS         Z12, Z10
+	VMULPS.BCST       144(CX)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z2
+	VFNMADD231PS.BCST 152(CX)(DX*2), Z19, Z2
+	VCVTDQ2PS         Z13, Z10
+	VMULPS.BCST       144(SI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z3
+	VFNMADD231PS.BCST 152(SI), Z19, Z3
+	VCVTDQ2PS         Z14, Z10
+	VMULPS.BCST       144(SI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z4
+	VFNMADD231PS.BCST 152(SI)(DX*1), Z19, Z4
+	VCVTDQ2PS         Z15, Z10
+	VMULPS.BCST       144(SI)(DX*2), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z5
+	VFNMADD231PS.BCST 152(SI)(DX*2), Z19, Z5
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       144(DI), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z6
+	VFNMADD231PS.BCST 152(DI), Z19, Z6
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       144(DI)(DX*1), Z18, Z11
+	VFMADD231PS       Z10, Z11, Z7
+	VFNMADD231PS.BCST 152(DI)(DX*1), Z19, Z7
+	ADDQ              $0x00000600, AX
+	ADDQ              $0x000000c0, CX
+	ADDQ              $0x000000c0, SI
+	ADDQ              $0x000000c0, DI
+	DECQ              BX
+	JNZ               gemmQ2_Kx16x8_loop
+	MOVQ              out+32(FP), AX
+	MOVQ              outStride+40(FP), CX
+	VMOVUPS           Z0, (AX)
+	ADDQ              CX, AX
+	VMOVUPS           Z1, (AX)
+	ADDQ              CX, AX
+	VMOVUPS           Z2, (AX)
+	ADDQ              CX, AX
+	VMOVUPS           Z3, (AX)
+	ADDQ              CX, AX
+	VMOVUPS           Z4, (AX)
+	ADDQ              CX, AX
+	VMOVUPS           Z5, (AX)
+	ADDQ              CX, AX
+	VMOVUPS           Z6, (AX)
+	ADDQ              CX, AX
+	VMOVUPS           Z7, (AX)
+	VZEROUPPER
+	RET
+
+// func quantizeQ8AVX512(x *float32, dst *byte, nb int)
+// Requires: AVX, AVX2, AVX512DQ, AVX512F
+TEXT ·quantizeQ8AVX512(SB), NOSPLIT, $0-24
+	MOVQ         x+0(FP), AX
+	MOVQ         dst+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVL         $0x7fffffff, BX
+	VPBROADCASTD BX, Z0
+	MOVL         $0x42fe0000, BX
+	VMOVD        BX, X1
+	MOVL         $0x3f800000, BX
+	VMOVD        BX, X2
+
+quantizeQ8_loop:
+	VMOVUPS       (AX), Z3
+	VMOVUPS       64(AX), Z4
+	VANDPS        Z0, Z3, Z5
+	VANDPS        Z0, Z4, Z6
+	VMAXPS        Z6, Z5, Z5
+	VEXTRACTF64X4 $0x01, Z5, Y6
+	VMAXPS        Y6, Y5, Y6
+	VEXTRACTF128  $0x01, Y6, X5
+	VMAXPS        X5, X6, X5
+	VPERMILPS     $0x4e, X5, X6
+	VMAXPS        X6, X5, X5
+	VPERMILPS     $0xb1, X5, X6
+	VMAXPS        X6, X5, X5
+	VDIVSS        X1, X5, X5
+	VMOVSS        X5, (CX)
+	VDIVSS        X5, X2, X6
+	VXORPS        X7, X7, X7
+	VCMPSS        $0x04, X7, X5, X7
+	VANDPS        X7, X6, X6
+	VBROADCASTSS  X6, Z5
+	VMULPS        Z5, Z3, Z3
+	VMULPS        Z5, Z4, Z4
+	VCVTPS2DQ     Z3, Z3
+	VCVTPS2DQ     Z4, Z4
+	VPMOVDB       Z3, X3
+	VPMOVDB       Z4, X4
+	VMOVDQU       X3, 8(CX)
+	VMOVDQU       X4, 24(CX)
+	VPMOVSXBD     X3, Z3
+	VPMOVSXBD     X4, Z4
+	VPADDD        Z4, Z3, Z3
+	VEXTRACTI64X4 $0x01, Z3, Y6
+	VPADDD        Y6, Y3, Y6
+	VEXTRACTI128  $0x01, Y6, X5
+	VPADDD        X5, X6, X5
+	VPSHUFD       $0x4e, X5, X6
+	VPADDD        X6, X5, X5
+	VPSHUFD       $0xb1, X5, X6
+	VPADDD        X6, X5, X5
+	VMOVD         X5, 4(CX)
+	ADDQ          $0x80, AX
+	ADDQ          $0x28, CX
+	DECQ          DX
+	JNZ           quantizeQ8_loop
+	VZEROUPPER
+	RET
+
+// func quantizeQ8KAVX512(x *float32, dst *byte, nb int)
+// Requires: AVX, AVX2, AVX512DQ, AVX512F, BMI
+TEXT ·quantizeQ8KAVX512(SB), NOSPLIT, $0-24
+	MOVQ         x+0(FP), AX
+	MOVQ         dst+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVL         $0x7fffffff, BX
+	VPBROADCASTD BX, Z0
+	MOVL         $0x0000007f, BX
+	VPBROADCASTD BX, Z1
+	MOVL         $0xc2fe0000, BX
+	VMOVD        BX, X2
+	MOVL         $0x3f800000, BX
+	VMOVD        BX, X3
+
+quantizeQ8K_loop:
+	VANDPS        (AX), Z0, Z4
+	VANDPS        64(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        128(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        192(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        256(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        320(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        384(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        448(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        512(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        576(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        640(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        704(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        768(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        832(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        896(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VANDPS        960(AX), Z0, Z5
+	VMAXPS        Z5, Z4, Z4
+	VEXTRACTF64X4 $0x01, Z4, Y5
+	VMAXPS        Y5, Y4, Y5
+	VEXTRACTF128  $0x01, Y5, X4
+	VMAXPS        X4, X5, X4
+	VPERMILPS     $0x4e, X4, X5
+	VMAXPS        X5, X4, X4
+	VPERMILPS     $0xb1, X4, X5
+	VMAXPS        X5, X4, X4
+	VBROADCASTSS  X4, Z5
+	VXORPS        X7, X7, X7
+	VUCOMISS      X7, X4
+	JNE           quantizeQ8K_find
+
+	// all zero
+	VPXORD    Z6, Z6, Z6
+	VMOVDQU64 Z6, (CX)
+	VMOVDQU64 Z6, 64(CX)
+	VMOVDQU64 Z6, 128(CX)
+	VMOVDQU64 Z6, 192(CX)
+	VMOVDQU64 Z6, 228(CX)
+	JMP       quantizeQ8K_next
+
+quantizeQ8K_find:
+	XORQ SI, SI
+	MOVQ AX, DI
+
+quantizeQ8K_scan:
+	VANDPS (DI), Z0, Z4
+	VCMPPS $0x00, Z5, Z4, K1
+	KMOVW  K1, BX
+	TESTL  BX, BX
+	JNZ    quantizeQ8K_found
+	ADDQ   $0x40, DI
+	INCQ   SI
+	CMPQ   SI, $0x10
+	JNE    quantizeQ8K_scan
+	MOVQ   AX, DI
+	MOVL   $0x00000001, BX
+
+quantizeQ8K_found:
+	TZCNTL        BX, BX
+	VMOVSS        (DI)(BX*4), X4
+	VDIVSS        X4, X2, X4
+	VDIVSS        X4, X3, X5
+	VMOVSS        X5, (CX)
+	VBROADCASTSS  X4, Z4
+	VMULPS        (AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 4(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 260(CX)
+	VMULPS        64(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 20(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 262(CX)
+	VMULPS        128(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 36(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 264(CX)
+	VMULPS        192(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 52(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 266(CX)
+	VMULPS        256(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 68(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 268(CX)
+	VMULPS        320(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 84(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 270(CX)
+	VMULPS        384(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 100(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 272(CX)
+	VMULPS        448(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 116(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 274(CX)
+	VMULPS        512(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 132(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 276(CX)
+	VMULPS        576(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 148(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 278(CX)
+	VMULPS        640(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 164(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 280(CX)
+	VMULPS        704(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 180(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 282(CX)
+	VMULPS        768(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 196(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 284(CX)
+	VMULPS        832(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 212(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 286(CX)
+	VMULPS        896(AX), Z4, Z5
+	VCVTPS2DQ     Z5, Z5
+	VPMINSD       Z1, Z5, Z5
+	VPMOVDB       Z5, X5
+	VMOVDQU       X5, 228(CX)
+	VPMOVSXBD     X5, Z5
+	VEXTRACTI64X4 $0x01, Z5, Y7
+	VPADDD        Y7, Y5, Y7
+	VEXTRACTI128  $0x01, Y7, X5
+	VPADDD        X5, X7, X5
+	VPSHUFD       $0x4e, X5, X7
+	VPADDD        X7, X5, X5
+	VPSHUFD       $0xb1, X5, X7
+	VPADDD        X7, X5, X5
+	VPEXTRW       $0x00, X5, 288(CX)
+	VMULPS        960(AX), Z4, Z4
+	VCVTPS2DQ     Z4, Z4
+	VPMINSD       Z1, Z4, Z4
+	VPMOVDB       Z4, X4
+	VMOVDQU       X4, 244(CX)
+	VPMOVSXBD     X4, Z4
+	VEXTRACTI64X4 $0x01, Z4, Y5
+	VPADDD        Y5, Y4, Y5
+	VEXTRACTI128  $0x01, Y5, X4
+	VPADDD        X4, X5, X4
+	VPSHUFD       $0x4e, X4, X5
+	VPADDD        X5, X4, X4
+	VPSHUFD       $0xb1, X4, X5
+	VPADDD        X5, X4, X4
+	VPEXTRW       $0x00, X4, 290(CX)
+
+quantizeQ8K_next:
+	ADDQ $0x00000400, AX
+	ADDQ $0x00000124, CX
+	DECQ DX
+	JNZ  quantizeQ8K_loop
+	VZEROUPPER
+	RET
+
+// func decodeF16AVX2(dst *float32, src *byte, n int)
+// Requires: AVX, F16C
+TEXT ·decodeF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ n+16(FP), DX
+	SHRQ $0x03, DX
+
+decodeF16_loop:
+	VCVTPH2PS (CX), Y0
+	VMOVUPS   Y0, (AX)
+	ADDQ      $0x10, CX
+	ADDQ      $0x20, AX
+	DECQ      DX
+	JNZ       decodeF16_loop
+	VZEROUPPER
+	RET
+
+// func decodeBF16AVX2(dst *float32, src *byte, n int)
+// Requires: AVX, AVX2
+TEXT ·decodeBF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ n+16(FP), DX
+	SHRQ $0x03, DX
+
+decodeBF16_loop:
+	VPMOVZXWD (CX), Y0
+	VPSLLD    $0x10, Y0, Y0
+	VMOVUPS   Y0, (AX)
+	ADDQ      $0x10, CX
+	ADDQ      $0x20, AX
+	DECQ      DX
+	JNZ       decodeBF16_loop
 	VZEROUPPER
 	RET

@@ -102,14 +102,34 @@ func gemmQ5_Kx16x1(panel *byte, x *byte, xStride int, pairs int, out *float32, o
 
 func gemmQ6_Kx16x1(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
 
+func gemmQ3_Kx16x1(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+
+func gemmQ2_Kx16x1(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+
 func gemmQ4_Kx16x4(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
 
 func gemmQ5_Kx16x4(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
 
 func gemmQ6_Kx16x4(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
 
+func gemmQ3_Kx16x4(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+
+func gemmQ2_Kx16x4(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+
 func gemmQ4_Kx16x8(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
 
 func gemmQ5_Kx16x8(panel *byte, x *byte, xStride int, pairs int, out *float32, outStride int)
 
 func gemmQ6_Kx16x8(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+
+func gemmQ3_Kx16x8(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+
+func gemmQ2_Kx16x8(panel *byte, x *byte, xStride int, halves int, out *float32, outStride int)
+
+func quantizeQ8AVX512(x *float32, dst *byte, nb int)
+
+func quantizeQ8KAVX512(x *float32, dst *byte, nb int)
+
+func decodeF16AVX2(dst *float32, src *byte, n int)
+
+func decodeBF16AVX2(dst *float32, src *byte, n int)

@@ -8,6 +8,8 @@ package cpu
 // tile from a register. Every output element is its sum over the inner
 // dimension in order, whatever the thread count.
 
+import "github.com/lqc-dev/lqc/quant"
+
 // gemmKernel is a micro-kernel: C[mr × nr] += A[mr × k]·B[k × nr], the
 // strides in elements; narrow, if any, is the kernel for a remainder of
 // columns too few for this one's nr. dot_amd64.go sets AVX2 or AVX-512
@@ -108,8 +110,21 @@ func gemmDepth(blockSize int) int { return max(256/blockSize, 1) * blockSize }
 // c1 lie on block boundaries (c1 may be the row's end).
 func (w *weight) decodeSegment(dst []float32, r, c0, c1 int) {
 	bs, ts := w.typ.BlockSize(), w.typ.TypeSize()
-	w.typ.Decode(dst[:c1-c0], w.row(r)[c0/bs*ts:(c1+bs-1)/bs*ts])
+	decode(w.typ, dst[:c1-c0], w.row(r)[c0/bs*ts:(c1+bs-1)/bs*ts])
 }
+
+// decode decodes encoded values of type typ, the 16-bit floats with a
+// SIMD kernel where there is one (the quant package's codecs are scalar).
+func decode(typ quant.Type, dst []float32, src []byte) {
+	if k := decodeHalf[typ]; k != nil {
+		k(dst, src)
+		return
+	}
+	typ.Decode(dst, src)
+}
+
+// decodeHalf are the SIMD decoders of F16 and BF16 (dot_amd64.go).
+var decodeHalf = map[quant.Type]func(dst []float32, src []byte){}
 
 // linearF32 computes out[t, o] = Σ_i x[t, i]·W[o, i] in float32 for T
 // tokens (added to out's values with accumulate): each job owns a band of

@@ -147,3 +147,27 @@ func checkProduct(t *testing.T, what string, got []float32, m, n, k int, a, b fu
 		}
 	}
 }
+
+// The SIMD decoders of 16-bit floats give the codec's bits, subnormals
+// and infinities included; a NaN stays a NaN (F16C quiets a signaling
+// one).
+func TestDecodeHalf(t *testing.T) {
+	if len(decodeHalf) == 0 {
+		t.Skip("no SIMD decoders on this CPU")
+	}
+	src := make([]byte, 2*(1<<16+5)) // every 16-bit pattern, and a tail
+	for i := range 1<<16 + 5 {
+		src[2*i], src[2*i+1] = byte(i), byte(i>>8)
+	}
+	for typ, k := range decodeHalf {
+		want, got := make([]float32, len(src)/2), make([]float32, len(src)/2)
+		typ.Decode(want, src)
+		k(got, src)
+		for i := range want {
+			nan := math.IsNaN(float64(want[i])) && math.IsNaN(float64(got[i]))
+			if math.Float32bits(want[i]) != math.Float32bits(got[i]) && !nan {
+				t.Fatalf("%v %#04x: SIMD %#08x, codec %#08x", typ, i&0xFFFF, math.Float32bits(got[i]), math.Float32bits(want[i]))
+			}
+		}
+	}
+}

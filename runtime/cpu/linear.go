@@ -36,6 +36,9 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 		// 16-bit float rows decode exactly.
 		b.linearF32(out, x, w, T, false)
 	case format == actQ8:
+		if b.linearPanel(w, out, x, T) {
+			break
+		}
 		nb := in / 32
 		xq := make([]q8Block, T*nb)
 		b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
@@ -43,9 +46,6 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 				quantizeQ8(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
 			}
 		})
-		if b.linearPanel(w, out, xq, T) {
-			break
-		}
 		dot, dot4 := dotQ8For(w.typ), dot4For(w.typ)
 		if zero, ok := wideZero[w.typ]; ok && wideDot != nil && nb%2 == 0 {
 			wa := toWide(xq, T, nb, zero)
@@ -94,6 +94,9 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 		}
 		b.pool.parallel(nout, rows, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
 	case format == actQ8K:
+		if b.linearPanel(w, out, x, T) {
+			break
+		}
 		nb := in / 256
 		xq := make([]q8KBlock, T*nb)
 		b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
@@ -101,9 +104,6 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 				quantizeQ8K(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
 			}
 		})
-		if b.linearPanel(w, out, xq, T) {
-			break
-		}
 		dot, dot4 := dotQ8KFor(w.typ), dot4KFor(w.typ)
 		b.pool.parallel(nout, rows, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
 	case format == actHalf:
@@ -220,7 +220,7 @@ func decodeRow(w *weight, r int, scratch []float32) []float32 {
 	if w.typ == quant.F32 {
 		return bytesF32(w.row(r))
 	}
-	w.typ.Decode(scratch, w.row(r))
+	decode(w.typ, scratch, w.row(r))
 	return scratch
 }
 

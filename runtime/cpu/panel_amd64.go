@@ -9,7 +9,7 @@ import (
 	"github.com/lqc-dev/lqc/quant"
 )
 
-// Prompt processing for the 32-value block types on AVX-512 VNNI: sixteen
+// Prompt processing for the block types on AVX-512 VNNI: sixteen
 // weight rows are repacked side by side (a panel, one row per 32-bit lane)
 // and multiplied with eight tokens at a time, so each weight byte loaded
 // serves eight tokens and each activation byte sixteen rows. A row-major
@@ -37,9 +37,9 @@ type panelType struct {
 	one, four, eight panelKernel
 	// pack writes a row of in values to lane `lane` of a panel.
 	pack func(panel []byte, row []byte, lane, in int)
-	// acts lays out quantized activations ([]q8Block or []q8KBlock) as
-	// the kernels read them, actBytes for every 32 values.
-	acts     func(xq any, zero int32) []byte
+	// acts quantizes T tokens of activations (in values each) into the
+	// layout the kernels read, actBytes for every 32 values.
+	acts     func(b *Backend, x []float32, T, in int, zero int32) []byte
 	actBytes int
 }
 
@@ -51,19 +51,38 @@ func init() {
 	if !useAVX512 {
 		return
 	}
-	const act = int(unsafe.Sizeof(panelAct{}))
+	quantizeQ8Sums = func(dst []q8SumBlock, x []float32) {
+		if len(dst) > 0 {
+			_ = x[32*len(dst)-1]
+			quantizeQ8AVX512(&x[0], (*byte)(unsafe.Pointer(&dst[0])), len(dst))
+		}
+	}
+	quantizeQ8K = func(dst []q8KBlock, x []float32) {
+		if len(dst) > 0 {
+			_ = x[256*len(dst)-1]
+			quantizeQ8KAVX512(&x[0], (*byte)(unsafe.Pointer(&dst[0])), len(dst))
+		}
+	}
+	const act = int(unsafe.Sizeof(q8SumBlock{}))
 	panelTypes[quant.Q4_0] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 8, pack: packNibbles,
-		one: gemmQ4_0x16x1, four: gemmQ4_0x16x4, eight: gemmQ4_0x16x8, acts: toPanelAct, actBytes: act}
+		one: gemmQ4_0x16x1, four: gemmQ4_0x16x4, eight: gemmQ4_0x16x8, acts: panelActsQ8, actBytes: act}
 	panelTypes[quant.IQ4_NL] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 128, pack: packNibbles,
-		one: gemmIQ4_NLx16x1, four: gemmIQ4_NLx16x4, eight: gemmIQ4_NLx16x8, acts: toPanelAct, actBytes: act}
+		one: gemmIQ4_NLx16x1, four: gemmIQ4_NLx16x4, eight: gemmIQ4_NLx16x8, acts: panelActsQ8, actBytes: act}
+	panelTypes[quant.IQ4_XS] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 128, pack: packIQ4_XS,
+		one: gemmIQ4_NLx16x1, four: gemmIQ4_NLx16x4, eight: gemmIQ4_NLx16x8, acts: panelActsQ8KZero, actBytes: act}
 	panelTypes[quant.Q8_0] = &panelType{step: 32, stepBytes: 8*64 + 64, zero: 128, pack: packBytes,
-		one: gemmQ8_0x16x1, four: gemmQ8_0x16x4, eight: gemmQ8_0x16x8, acts: toPanelAct, actBytes: act}
+		one: gemmQ8_0x16x1, four: gemmQ8_0x16x4, eight: gemmQ8_0x16x8, acts: panelActsQ8, actBytes: act}
 	panelTypes[quant.Q4_K] = &panelType{step: 64, stepBytes: 8*64 + 4*64, pack: packQ4_K,
-		one: gemmQ4_Kx16x1, four: gemmQ4_Kx16x4, eight: gemmQ4_Kx16x8, acts: toPanelActK, actBytes: act}
+		one: gemmQ4_Kx16x1, four: gemmQ4_Kx16x4, eight: gemmQ4_Kx16x8, acts: panelActsQ8K, actBytes: act}
 	panelTypes[quant.Q5_K] = &panelType{step: 64, stepBytes: 16*64 + 4*64, pack: packQ5_K,
-		one: gemmQ5_Kx16x1, four: gemmQ5_Kx16x4, eight: gemmQ5_Kx16x8, acts: toPanelActK, actBytes: act}
-	panelTypes[quant.Q6_K] = &panelType{step: 128, stepBytes: 16*64 + 8*64 + 8*64, pack: packQ6_K,
-		one: gemmQ6_Kx16x1, four: gemmQ6_Kx16x4, eight: gemmQ6_Kx16x8, acts: toPanelActQ6_K, actBytes: int(unsafe.Sizeof(panelActQ6_K{}))}
+		one: gemmQ5_Kx16x1, four: gemmQ5_Kx16x4, eight: gemmQ5_Kx16x8, acts: panelActsQ8K, actBytes: act}
+	const act16 = int(unsafe.Sizeof(q8Sum16Block{}))
+	panelTypes[quant.Q6_K] = &panelType{step: 128, stepBytes: 16*64 + 8*64 + 8*64, zero: 32, pack: packQ6_K,
+		one: gemmQ6_Kx16x1, four: gemmQ6_Kx16x4, eight: gemmQ6_Kx16x8, acts: panelActs16Zero, actBytes: act16}
+	panelTypes[quant.Q3_K] = &panelType{step: 128, stepBytes: 8*64 + 8*64 + 8*64, zero: 4, pack: packQ3_K,
+		one: gemmQ3_Kx16x1, four: gemmQ3_Kx16x4, eight: gemmQ3_Kx16x8, acts: panelActs16Zero, actBytes: act16}
+	panelTypes[quant.Q2_K] = &panelType{step: 128, stepBytes: 8*64 + 8*64 + 8*64, pack: packQ2_K,
+		one: gemmQ2_Kx16x1, four: gemmQ2_Kx16x4, eight: gemmQ2_Kx16x8, acts: panelActs16Min, actBytes: act16}
 }
 
 // packNibbles lays out a row of Q4_0 or IQ4_NL blocks (f16 scale, 16 bytes
@@ -81,6 +100,30 @@ func packNibbles(panel, row []byte, lane, in int) {
 		}
 		*(*float32)(unsafe.Add(dst, 256)) = quant.FP16ToFP32(*(*uint16)(src))
 		src, dst = unsafe.Add(src, size), unsafe.Add(dst, stride)
+	}
+}
+
+// packIQ4_XS lays out a row of IQ4_XS super-blocks (f16 d, 16 bits of
+// high scale bits, four bytes of low ones, eight sub-blocks of 16 bytes of
+// nibbles in IQ4_NL's order) as packNibbles does IQ4_NL blocks, each
+// sub-block with its scale d·(ls−32).
+func packIQ4_XS(panel, row []byte, lane, in int) {
+	const size, stride = 136, 4*64 + 64
+	nb := in / 256
+	_, _ = row[nb*size-1], panel[8*nb*stride-1]
+	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
+	for b := range nb {
+		blk := row[b*size : b*size+size]
+		d, sh := quant.FP16ToFP32(*(*uint16)(src)), int32(blk[2])|int32(blk[3])<<8
+		for ib := range 8 {
+			for c := range 4 {
+				*(*uint32)(unsafe.Add(dst, 64*c)) = *(*uint32)(unsafe.Add(src, 8+16*ib+4*c))
+			}
+			ls := int32(blk[4+ib/2]>>(4*(ib%2))&0xF) | (sh>>(2*ib)&3)<<4
+			*(*float32)(unsafe.Add(dst, 256)) = d * float32(ls-32)
+			dst = unsafe.Add(dst, stride)
+		}
+		src = unsafe.Add(src, size)
 	}
 }
 
@@ -169,29 +212,82 @@ func packQ6_K(panel, row []byte, lane, in int) {
 	}
 }
 
-// panelAct is 32 values of a token's activations as the panel kernels
-// read them (40 bytes, like q8Block): the scale, aux, and the 32 signed
-// values. aux is −zero·Σx as an int32 for the 32-value block types, and
-// the float32 bits of d·Σx for the K-quants.
-type panelAct struct {
-	d   float32
-	aux uint32
-	qs  [32]int8
+// packQ3_K lays out a row of Q3_K super-blocks (hmask[32], qs[64] of
+// 2-bit values, twelve bytes of 6-bit scales, f16 d): for each half, its
+// 32 bytes of qs as eight chunks, hmask shifted right by 4·half so that
+// bit g is group g's as eight more, then d·scale of each sixteen values.
+func packQ3_K(panel, row []byte, lane, in int) {
+	const size, stride = 110, 8*64 + 8*64 + 8*64
+	nb := in / 256
+	_, _ = row[nb*size-1], panel[2*nb*stride-1]
+	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
+	for b := range nb {
+		scales := row[b*size+96 : b*size+108]
+		d := quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 108)))
+		for h := range 2 {
+			for j := range 8 {
+				*(*uint32)(unsafe.Add(dst, 64*j)) = *(*uint32)(unsafe.Add(src, 32+32*h+4*j))
+				*(*uint32)(unsafe.Add(dst, 512+64*j)) = *(*uint32)(unsafe.Add(src, 4*j)) >> (4 * h) & 0x0F0F0F0F
+			}
+			for i := range 8 {
+				*(*float32)(unsafe.Add(dst, 1024+64*i)) = d * float32(quant.ScaleQ3K(scales, 8*h+i))
+			}
+			dst = unsafe.Add(dst, stride)
+		}
+		src = unsafe.Add(src, size)
+	}
 }
 
-// toPanelAct converts quantized activations ([]q8Block) for weights
-// offset by zero.
-func toPanelAct(q any, zero int32) []byte {
-	xq := q.([]q8Block)
-	out := make([]panelAct, len(xq))
-	for i := range xq {
-		var sum int32
-		for _, q := range xq[i].qs {
-			sum += int32(q)
+// packQ2_K lays out a row of Q2_K super-blocks (sixteen bytes of 4-bit
+// scales and minimums, qs[64] of 2-bit values, f16 d and dmin): for each
+// half, its 32 bytes of qs as eight chunks, then d·scale and dmin·min of
+// each sixteen values.
+func packQ2_K(panel, row []byte, lane, in int) {
+	const size, stride = 84, 8*64 + 8*64 + 8*64
+	nb := in / 256
+	_, _ = row[nb*size-1], panel[2*nb*stride-1]
+	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
+	for range nb {
+		d, dmin := quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 80))), quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 82)))
+		for h := range 2 {
+			for j := range 8 {
+				*(*uint32)(unsafe.Add(dst, 64*j)) = *(*uint32)(unsafe.Add(src, 16+32*h+4*j))
+			}
+			for i := range 8 {
+				sc := *(*uint8)(unsafe.Add(src, 8*h+i))
+				*(*float32)(unsafe.Add(dst, 512+64*i)) = d * float32(sc&0xF)
+				*(*float32)(unsafe.Add(dst, 1024+64*i)) = dmin * float32(sc>>4)
+			}
+			dst = unsafe.Add(dst, stride)
 		}
-		out[i] = panelAct{d: xq[i].d, aux: uint32(-zero * sum), qs: xq[i].qs}
+		src = unsafe.Add(src, size)
 	}
-	return asBytes(out)
+}
+
+// panelActsQ8 quantizes activations for the 32-value block types: the
+// blocks of quantizeQ8, with −zero·Σq beside each scale, for weights
+// offset by zero.
+func panelActsQ8(b *Backend, x []float32, T, in int, zero int32) []byte {
+	nb := in / 32
+	xq := make([]q8SumBlock, T*nb)
+	b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
+		quantizeQ8Sums(xq[lo*nb:hi*nb], x[lo*in:hi*in])
+		for i := lo * nb; i < hi*nb; i++ {
+			xq[i].aux = uint32(-zero * int32(xq[i].aux))
+		}
+	})
+	return asBytes(xq)
+}
+
+// quantizeQ8KTokens quantizes T tokens as the K-quants' row kernels take
+// them (ggml's Q8_K).
+func quantizeQ8KTokens(b *Backend, x []float32, T, in int) []q8KBlock {
+	nb := in / 256
+	xq := make([]q8KBlock, T*nb)
+	b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
+		quantizeQ8K(xq[lo*nb:hi*nb], x[lo*in:hi*in])
+	})
+	return xq
 }
 
 // asBytes is a slice's memory as bytes.
@@ -200,40 +296,64 @@ func asBytes[E any](s []E) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s))), len(s)*int(unsafe.Sizeof(e)))
 }
 
-// toPanelActK splits Q8_K activations into 32-value sub-blocks, each with
-// the super-block's scale and its own dx·Σx (from ggml's sums of sixteen).
-func toPanelActK(q any, _ int32) []byte {
-	xq := q.([]q8KBlock)
-	out := make([]panelAct, 8*len(xq))
+// panelActsQ8KZero quantizes activations as Q8_K (ggml's for IQ4_XS) and
+// splits them into 32-value blocks as panelActsQ8 lays them out: the
+// super-block's scale and −zero·Σq of the block.
+func panelActsQ8KZero(b *Backend, x []float32, T, in int, zero int32) []byte {
+	return splitQ8K(quantizeQ8KTokens(b, x, T, in), func(_ float32, sum int32) uint32 { return uint32(-zero * sum) })
+}
+
+// panelActsQ8K quantizes activations as Q8_K and splits them into
+// 32-value sub-blocks, each with the super-block's scale and its own dx·Σq
+// (as float32 bits) for the weights' minimums.
+func panelActsQ8K(b *Backend, x []float32, T, in int, _ int32) []byte {
+	return splitQ8K(quantizeQ8KTokens(b, x, T, in), func(d float32, sum int32) uint32 { return math.Float32bits(d * float32(sum)) })
+}
+
+// splitQ8K splits Q8_K blocks into 32-value q8SumBlocks with aux(d, Σq)
+// (Σq from ggml's sums of sixteen).
+func splitQ8K(xq []q8KBlock, aux func(d float32, sum int32) uint32) []byte {
+	out := make([]q8SumBlock, 8*len(xq))
 	for i := range xq {
 		x := &xq[i]
 		for s := range 8 {
 			sum := int32(x.bsums[2*s]) + int32(x.bsums[2*s+1])
-			out[8*i+s] = panelAct{d: x.d, aux: math.Float32bits(x.d * float32(sum)), qs: [32]int8(x.qs[32*s : 32*s+32])}
+			out[8*i+s] = q8SumBlock{d: x.d, aux: aux(x.d, sum), qs: [32]int8(x.qs[32*s : 32*s+32])}
 		}
 	}
 	return asBytes(out)
 }
 
-// panelActQ6_K is 32 values of activations for the Q6_K kernels: the
-// super-block's scale, −32·Σx of each sixteen (the weights' offset), and
-// the values.
-type panelActQ6_K struct {
-	d    float32
-	corr [2]int32
-	_    int32
-	qs   [32]int8
+// q8Sum16Block is 32 values of activations for the kernels with a scale
+// per sixteen values (Q6_K, Q3_K, Q2_K): the super-block's scale, for each
+// sixteen −zero·Σq as int32 or d·Σq as float32 bits, and the values.
+type q8Sum16Block struct {
+	d   float32
+	aux [2]uint32
+	_   uint32
+	qs  [32]int8
 }
 
-func toPanelActQ6_K(q any, _ int32) []byte {
-	xq := q.([]q8KBlock)
-	out := make([]panelActQ6_K, 8*len(xq))
+// panelActs16Zero lays out Q8_K activations for weights offset by zero.
+func panelActs16Zero(b *Backend, x []float32, T, in int, zero int32) []byte {
+	return split16(quantizeQ8KTokens(b, x, T, in), func(_ float32, sum int16) uint32 { return uint32(-zero * int32(sum)) })
+}
+
+// panelActs16Min lays out Q8_K activations for weights with minimums.
+func panelActs16Min(b *Backend, x []float32, T, in int, _ int32) []byte {
+	return split16(quantizeQ8KTokens(b, x, T, in), func(d float32, sum int16) uint32 { return math.Float32bits(d * float32(sum)) })
+}
+
+// split16 splits Q8_K blocks into q8Sum16Blocks with aux(d, Σq) of each
+// sixteen values (ggml's sums).
+func split16(xq []q8KBlock, aux func(d float32, sum int16) uint32) []byte {
+	out := make([]q8Sum16Block, 8*len(xq))
 	for i := range xq {
 		x := &xq[i]
 		for s := range 8 {
 			a := &out[8*i+s]
 			a.d, a.qs = x.d, [32]int8(x.qs[32*s:32*s+32])
-			a.corr = [2]int32{-32 * int32(x.bsums[2*s]), -32 * int32(x.bsums[2*s+1])}
+			a.aux = [2]uint32{aux(x.d, x.bsums[2*s]), aux(x.d, x.bsums[2*s+1])}
 		}
 	}
 	return asBytes(out)
@@ -281,14 +401,14 @@ func linearPanels(pt *panelType, w *weight, out []float32, xa []byte, T, lo, hi 
 }
 
 // linearPanel runs a prompt's product through the panel kernels where the
-// weight type has them, and reports whether it did; xq holds the
-// activations the type takes, []q8Block or []q8KBlock.
-func (b *Backend) linearPanel(w *weight, out []float32, xq any, T int) bool {
+// weight type has them, and reports whether it did; x holds the float32
+// activations of T tokens.
+func (b *Backend) linearPanel(w *weight, out, x []float32, T int) bool {
 	pt := panelTypes[w.typ]
 	if pt == nil || T < 4 {
 		return false
 	}
-	xa := pt.acts(xq, pt.zero)
+	xa := pt.acts(b, x, T, w.rowLen, pt.zero)
 	panels := (w.rows + panelRows - 1) / panelRows
 	b.pool.parallel(panels, grainFor(panelRows*w.rowLen*T/16, 1), func(lo, hi int) {
 		linearPanels(pt, w, out, xa, T, lo, hi)

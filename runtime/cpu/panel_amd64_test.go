@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
@@ -22,7 +23,7 @@ func TestPanelLinear(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	be := New(2)
 	defer be.Close()
-	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K} {
+	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS, quant.Q3_K, quant.Q2_K} {
 		// 16 rows fill one panel; 37 leave a part-filled last panel.
 		for _, shape := range [][2]int{{256, 16}, {2048, 37}, {5632, 33}} {
 			in, out := shape[0], shape[1]
@@ -105,7 +106,7 @@ func BenchmarkPanel(b *testing.B) {
 	const in, out, T = 2048, 2048, 64
 	be := New(1)
 	defer be.Close()
-	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K} {
+	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS, quant.Q3_K, quant.Q2_K} {
 		wt, _ := ir.FromF32("w", []int64{out, in}, randRow(rng, in*out))
 		q, _ := ir.Convert(wt, typ)
 		w, _ := be.Weight(q)
@@ -117,5 +118,56 @@ func BenchmarkPanel(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(in*out*T)*1e3, "ps/MAC")
 		})
+	}
+}
+
+// The AVX-512 quantizer computes exactly what its portable twin does.
+func TestQuantizeQ8Sums(t *testing.T) {
+	if !useAVX512 {
+		t.Skip("no AVX-512")
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	const nb = 40
+	x := randRow(rng, 32*nb)
+	clear(x[64:96]) // an all-zero block
+	for i := 128; i < 160; i++ {
+		x[i] = float32(i%7) - 3 // ties: max 3 maps to 127, others to k·127/3
+	}
+	x[200] = float32(math.Inf(1)) // the scale is infinite; the Go twin's bits still hold
+	x[300] = -1e30
+	want, got := make([]q8SumBlock, nb), make([]q8SumBlock, nb)
+	quantizeQ8SumsGo(want, x)
+	quantizeQ8Sums(got, x)
+	for b := range want {
+		if want[b].d != got[b].d && !(math.IsNaN(float64(want[b].d)) && math.IsNaN(float64(got[b].d))) || want[b].aux != got[b].aux || want[b].qs != got[b].qs {
+			t.Errorf("block %d: AVX-512 %+v, portable %+v", b, got[b], want[b])
+		}
+	}
+}
+
+func TestQuantizeQ8K(t *testing.T) {
+	if !useAVX512 {
+		t.Skip("no AVX-512")
+	}
+	if unsafe.Sizeof(q8KBlock{}) != 292 {
+		t.Fatalf("q8KBlock is %d bytes, the kernel writes 292", unsafe.Sizeof(q8KBlock{}))
+	}
+	rng := rand.New(rand.NewPCG(11, 12))
+	const nb = 12
+	x := randRow(rng, 256*nb)
+	clear(x[256:512])                // an all-zero block
+	x[600], x[700] = -9, 9           // two of the largest magnitude: the first wins
+	x[1000], x[1001] = 1e-30, -1e-30 // tiny values round to zero
+	for i := 1024; i < 1280; i++ {   // ties
+		x[i] = float32(i%9) - 4
+	}
+	x[2000] = 3e38
+	want, got := make([]q8KBlock, nb), make([]q8KBlock, nb)
+	quantizeQ8KGo(want, x)
+	quantizeQ8K(got, x)
+	for b := range want {
+		if want[b] != got[b] {
+			t.Errorf("block %d: AVX-512 d=%v bsums=%v, portable d=%v bsums=%v", b, got[b].d, got[b].bsums, want[b].d, want[b].bsums)
+		}
 	}
 }

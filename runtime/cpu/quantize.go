@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"math"
+	"unsafe"
 
 	"github.com/lqc-dev/lqc/quant"
 )
@@ -32,6 +33,32 @@ func scaleOf(blk []float32) (d, id float32) {
 
 // quantizeQ8 quantizes x (a multiple of 32 values) into dst.
 func quantizeQ8(dst []q8Block, x []float32) {
+	sums := q8Sums(dst)
+	quantizeQ8Sums(sums, x)
+	for b := range dst {
+		dst[b].s = dst[b].d * float32(int32(sums[b].aux))
+	}
+}
+
+// q8SumBlock is a q8Block whose second field holds Σq as an int32: the
+// form quantizeQ8Sums writes. The panel kernels take it with −zero·Σq
+// there.
+type q8SumBlock struct {
+	d   float32
+	aux uint32
+	qs  [32]int8
+}
+
+// q8Sums is blocks' memory as q8SumBlocks (the same layout).
+func q8Sums(blocks []q8Block) []q8SumBlock {
+	return unsafe.Slice((*q8SumBlock)(unsafe.Pointer(unsafe.SliceData(blocks))), len(blocks))
+}
+
+// quantizeQ8Sums quantizes x into dst with each block's Σq; the AVX-512
+// kernel (quantizeQ8AVX512) where the CPU has it computes the same bits.
+var quantizeQ8Sums = quantizeQ8SumsGo
+
+func quantizeQ8SumsGo(dst []q8SumBlock, x []float32) {
 	for b := range dst {
 		blk := x[32*b : 32*b+32]
 		d, id := scaleOf(blk)
@@ -42,7 +69,7 @@ func quantizeQ8(dst []q8Block, x []float32) {
 			sum += int32(q)
 		}
 		dst[b].d = d
-		dst[b].s = d * float32(sum)
+		dst[b].aux = uint32(sum)
 	}
 }
 
@@ -57,7 +84,12 @@ type q8KBlock struct {
 // quantizeQ8K is ggml's quantize_row_q8_K_ref, which ggml's CPU backend
 // uses on x86: the scale comes from the signed value of largest
 // magnitude, so that value maps to −127.
-func quantizeQ8K(dst []q8KBlock, x []float32) {
+//
+// The AVX-512 kernel (quantizeQ8KAVX512) where the CPU has it computes the
+// same bits for finite values.
+var quantizeQ8K = quantizeQ8KGo
+
+func quantizeQ8KGo(dst []q8KBlock, x []float32) {
 	for b := range dst {
 		blk := x[256*b : 256*b+256]
 		var amax, mx float32

@@ -13,6 +13,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 
 	"github.com/mmcloughlin/avo/ir"
@@ -221,8 +222,14 @@ func main() {
 	for _, tokens := range []int{1, 4, 8} {
 		panelGemmQ45_K(false, tokens)
 		panelGemmQ45_K(true, tokens)
-		panelGemmQ6_K(tokens)
+		for _, typ := range []string{"Q6_K", "Q3_K", "Q2_K"} {
+			panelGemm16(typ, tokens)
+		}
 	}
+	quantizeQ8()
+	quantizeQ8K()
+	decodeHalf("F16")
+	decodeHalf("BF16")
 	Generate()
 }
 
@@ -1686,12 +1693,14 @@ func panelGemmQ45_K(fifth bool, tokens int) {
 		MOVL(U32(0x10101010), k)
 		VPBROADCASTD(k, bit4)
 	}
+	zero := ZMM() // see panelGemm16
+	VPXORD(zero, zero, zero)
 	Label(name + "_loop")
 	for h := range 2 { // the pair's two sub-blocks: low nibbles, then high
 		isum := make([]VecVirtual, tokens)
 		for t := range isum {
 			isum[t] = ZMM()
-			VPXORD(isum[t], isum[t], isum[t])
+			VMOVDQA64(zero, isum[t])
 		}
 		for j := range 8 {
 			u := ZMM()
@@ -1741,22 +1750,29 @@ func panelGemmQ45_K(fifth bool, tokens int) {
 	RET()
 }
 
-// panelGemmQ6_K emits the panel micro-kernel of Q6_K (see panelGemm). A
-// panel holds, for each half super-block (128 values), the rows' 64 bytes
-// of low nibbles as sixteen chunks, their 32 bytes of high bit pairs as
-// eight, then the d·scale of each 16 values as float32 (sixteen rows
-// each). Group g (values 32g..32g+31 of the half) takes its nibbles from
-// chunk j (g = 0, 2) or 8+j (g = 1, 3), low for g < 2, high else, and its
-// bits 4 and 5 from bit pair g of the high chunk: the unsigned 6-bit value
-// w+32.
+// panelGemm16 emits the panel micro-kernel of a K-quant with a scale per
+// sixteen values, Q6_K, Q3_K or Q2_K (see panelGemm). A panel holds, for
+// each half super-block (128 values), the rows' bytes as 64-byte chunks,
+// then the d·scale of each sixteen values as float32 (sixteen rows each),
+// and for Q2_K then dmin·min of each sixteen. Group g (values 32g..32g+31
+// of the half) reads chunk j of its bits for values 4j..4j+3:
 //
-//	func gemmQ6_Kx16x<tokens>(panel, x *byte, xStride, halves int, out *float32, outStride int)
+//   - Q6_K: sixteen chunks of low nibbles (g = 0, 2 from the first eight,
+//     1, 3 from the next; low nibbles for g < 2) and eight of high bit
+//     pairs (pair g): the unsigned value w+32.
+//   - Q3_K: eight chunks of 2-bit values (pair g) and eight of high bits,
+//     packed shifted so that bit g of each byte is group g's: w+4.
+//   - Q2_K: eight chunks of 2-bit values (pair g), unsigned, with a
+//     minimum per sixteen.
+//
+//	func gemm<T>x16x<tokens>(panel, x *byte, xStride, halves int, out *float32, outStride int)
 //
 // Token t's activations are 48-byte groups of 32 values: the
-// super-block's scale dx, −32·Σx of each sixteen values as int32, four
-// bytes unused, the 32 signed bytes.
-func panelGemmQ6_K(tokens int) {
-	name := fmt.Sprintf("gemmQ6_Kx16x%d", tokens)
+// super-block's scale dx, for each sixteen values −zero·Σx as int32 (Q6_K,
+// Q3_K) or dx·Σx as float32 (Q2_K), four bytes unused, the 32 signed
+// bytes.
+func panelGemm16(typ string, tokens int) {
+	name := fmt.Sprintf("gemm%sx16x%d", typ, tokens)
 	TEXT(name, NOSPLIT, "func(panel, x *byte, xStride, halves int, out *float32, outStride int)")
 	p := Load(Param("panel"), GP64())
 	x := Load(Param("x"), GP64())
@@ -1785,64 +1801,113 @@ func panelGemmQ6_K(tokens int) {
 		acc[t] = ZMM()
 		VPXORD(acc[t], acc[t], acc[t])
 	}
-	low, bits45 := ZMM(), ZMM()
-	k := GP32()
-	MOVL(U32(0x0F0F0F0F), k)
-	VPBROADCASTD(k, low)
-	MOVL(U32(0x30303030), k)
-	VPBROADCASTD(k, bits45)
+	splat32 := func(v uint32) VecVirtual {
+		z, k := ZMM(), GP32()
+		MOVL(U32(v), k)
+		VPBROADCASTD(k, z)
+		return z
+	}
+	var low, high VecVirtual
+	scales, bits, mins := 1536, 1024, false // bits: where the high bits start
+	switch typ {
+	case "Q6_K":
+		low, high = splat32(0x0F0F0F0F), splat32(0x30303030)
+	case "Q3_K":
+		low, high, scales, bits = splat32(0x03030303), splat32(0x04040404), 1024, 512
+	case "Q2_K":
+		low, scales, mins = splat32(0x03030303), 512, true
+	}
+	// unpack gives group g's unsigned values 4j..4j+3 of the sixteen rows.
+	unpack := func(g, j int) VecVirtual {
+		u := ZMM()
+		if typ == "Q6_K" {
+			ql := Mem{Base: p, Disp: 64 * j}
+			if g%2 == 1 {
+				ql.Disp += 512
+			}
+			if g < 2 {
+				VPANDD(ql, low, u)
+			} else {
+				VMOVDQU64(ql, u)
+				VPSRLW(Imm(4), u, u)
+				VPANDD(low, u, u)
+			}
+		} else {
+			q := Mem{Base: p, Disp: 64 * j}
+			if g == 0 {
+				VPANDD(q, low, u)
+			} else {
+				VMOVDQU64(q, u)
+				VPSRLW(Imm(uint64(2*g)), u, u)
+				VPANDD(low, u, u)
+			}
+		}
+		if high == nil {
+			return u
+		}
+		// The high bits to where they join the value: bits 4-5 of Q6_K's
+		// pair g, bit 2 from bit g of Q3_K's.
+		hb := ZMM()
+		VMOVDQU64(Mem{Base: p, Disp: bits + 64*j}, hb)
+		shift := 4 - 2*g // Q6_K
+		if typ == "Q3_K" {
+			shift = 2 - g
+		}
+		switch {
+		case shift > 0:
+			VPSLLW(Imm(uint64(shift)), hb, hb)
+		case shift < 0:
+			VPSRLW(Imm(uint64(-shift)), hb, hb)
+		}
+		VPTERNLOGD(U8(0xF8), high, hb, u) // u | (hb & high)
+		return u
+	}
+	// avo takes VPXORD of a register with itself for a read of it: zeroing
+	// the sums that way would keep every one of them live around the loop.
+	zero := ZMM()
+	VPXORD(zero, zero, zero)
 	Label(name + "_loop")
 	for g := range 4 {
 		for s := range 2 { // the group's two sixteens, each with its scale
 			isum := make([]VecVirtual, tokens)
 			for t := range isum {
 				isum[t] = ZMM()
-				VPBROADCASTD(at(t, 48*g+4+4*s), isum[t])
+				if mins {
+					VMOVDQA64(zero, isum[t])
+				} else {
+					VPBROADCASTD(at(t, 48*g+4+4*s), isum[t])
+				}
 			}
 			for jj := range 4 {
 				j := 4*s + jj
-				u, hb := ZMM(), ZMM()
-				ql := Mem{Base: p, Disp: 64 * j}
-				if g%2 == 1 {
-					ql.Disp += 512
-				}
-				if g < 2 {
-					VPANDD(ql, low, u)
-				} else {
-					VMOVDQU64(ql, u)
-					VPSRLW(Imm(4), u, u)
-					VPANDD(low, u, u)
-				}
-				qh := Mem{Base: p, Disp: 1024 + 64*j}
-				switch g {
-				case 0:
-					VMOVDQU64(qh, hb)
-					VPSLLW(Imm(4), hb, hb)
-				case 1:
-					VMOVDQU64(qh, hb)
-					VPSLLW(Imm(2), hb, hb)
-				case 2:
-					VMOVDQU64(qh, hb)
-				case 3:
-					VMOVDQU64(qh, hb)
-					VPSRLW(Imm(2), hb, hb)
-				}
-				VPTERNLOGD(U8(0xF8), bits45, hb, u) // u | (hb & 0x30)
+				u := unpack(g, j)
 				for t := range isum {
 					VPDPBUSDBCST(at(t, 48*g+16+4*j), u, isum[t])
 				}
 			}
 			dsc := ZMM()
-			VMOVUPS(Mem{Base: p, Disp: 1536 + 64*(2*g+s)}, dsc)
+			VMOVUPS(Mem{Base: p, Disp: scales + 64*(2*g+s)}, dsc)
+			var dmin VecVirtual
+			if mins {
+				dmin = ZMM()
+				VMOVUPS(Mem{Base: p, Disp: scales + 512 + 64*(2*g+s)}, dmin)
+			}
 			for t := range isum {
 				f, d := ZMM(), ZMM()
 				VCVTDQ2PS(isum[t], f)
 				VMULPS_BCST(at(t, 48*g), dsc, d)
 				VFMADD231PS(f, d, acc[t])
+				if mins {
+					VFNMADD231PS_BCST(at(t, 48*g+4+4*s), dmin, acc[t])
+				}
 			}
 		}
 	}
-	ADDQ(U32(2048), p)
+	step := 2048 // Q6_K: 16 + 8 chunks and the scales
+	if typ != "Q6_K" {
+		step = 1536 // 8 + 8 chunks and the scales, or 8 chunks, scales and minimums
+	}
+	ADDQ(U32(step), p)
 	for _, b := range bases {
 		ADDQ(U32(4*48), b)
 	}
@@ -1856,6 +1921,231 @@ func panelGemmQ6_K(tokens int) {
 			ADDQ(os, o)
 		}
 	}
+	VZEROUPPER()
+	RET()
+}
+
+// quantizeQ8 emits the AVX-512 quantizer of activations into 32-value
+// blocks of 40 bytes: the scale d = max|x|/127, the int32 sum of the
+// quantized values, the 32 values round(x/d) as signed bytes (ties to
+// even, as roundToInt). It computes exactly what quantizeQ8Go computes
+// (the same IEEE divisions and products, the same rounding), leaving the
+// sum for the caller to turn into what its kernels want.
+//
+//	func quantizeQ8AVX512(x *float32, dst *byte, nb int)
+func quantizeQ8() {
+	TEXT("quantizeQ8AVX512", NOSPLIT, "func(x *float32, dst *byte, nb int)")
+	x := Load(Param("x"), GP64())
+	dst := Load(Param("dst"), GP64())
+	n := Load(Param("nb"), GP64())
+	k := GP32()
+	abs, c127, one := ZMM(), XMM(), XMM()
+	MOVL(U32(0x7FFFFFFF), k)
+	VPBROADCASTD(k, abs)
+	MOVL(U32(math.Float32bits(127)), k)
+	VMOVD(k, c127)
+	MOVL(U32(math.Float32bits(1)), k)
+	VMOVD(k, one)
+	Label("quantizeQ8_loop")
+	v0, v1 := ZMM(), ZMM()
+	VMOVUPS(Mem{Base: x}, v0)
+	VMOVUPS(Mem{Base: x, Disp: 64}, v1)
+	m, a := ZMM(), ZMM()
+	VANDPS(abs, v0, m)
+	VANDPS(abs, v1, a)
+	VMAXPS(a, m, m)
+	y := YMM()
+	VEXTRACTF64X4(Imm(1), m, y)
+	VMAXPS(y, m.AsY(), y)
+	h := XMM()
+	VEXTRACTF128(Imm(1), y, h)
+	VMAXPS(h, y.AsX(), h)
+	s := XMM()
+	VPERMILPS(Imm(0x4E), h, s)
+	VMAXPS(s, h, h)
+	VPERMILPS(Imm(0xB1), h, s)
+	VMAXPS(s, h, h) // max|x| in lane 0
+	d := XMM()
+	VDIVSS(c127, h, d)
+	VMOVSS(d, Mem{Base: dst})
+	id, nz := XMM(), XMM()
+	VDIVSS(d, one, id)
+	VXORPS(nz, nz, nz)
+	VCMPSS(Imm(4), nz, d, nz) // d ≠ 0: all ones
+	VANDPS(nz, id, id)
+	idv := ZMM()
+	VBROADCASTSS(id, idv)
+	VMULPS(idv, v0, v0)
+	VMULPS(idv, v1, v1)
+	VCVTPS2DQ(v0, v0)
+	VCVTPS2DQ(v1, v1)
+	// The sum is of the bytes as stored: an infinite or NaN input's lane
+	// (0x80000000) counts as 0, as in the Go twin.
+	b0, b1 := XMM(), XMM()
+	VPMOVDB(v0, b0)
+	VPMOVDB(v1, b1)
+	VMOVDQU(b0, Mem{Base: dst, Disp: 8})
+	VMOVDQU(b1, Mem{Base: dst, Disp: 24})
+	VPMOVSXBD(b0, v0)
+	VPMOVSXBD(b1, v1)
+	VPADDD(v1, v0, v0)
+	VEXTRACTI64X4(Imm(1), v0, y)
+	VPADDD(y, v0.AsY(), y)
+	VEXTRACTI128(Imm(1), y, h)
+	VPADDD(h, y.AsX(), h)
+	VPSHUFD(Imm(0x4E), h, s)
+	VPADDD(s, h, h)
+	VPSHUFD(Imm(0xB1), h, s)
+	VPADDD(s, h, h)
+	VMOVD(h, Mem{Base: dst, Disp: 4})
+	ADDQ(Imm(128), x)
+	ADDQ(Imm(40), dst)
+	DECQ(n)
+	JNZ(LabelRef("quantizeQ8_loop"))
+	VZEROUPPER()
+	RET()
+}
+
+// decodeHalf emits the decoder of n (a multiple of eight) 16-bit floats to
+// float32, exact: F16C's conversion for F16, a shift into the high half
+// for BF16.
+//
+//	func decode<F16|BF16>AVX2(dst *float32, src *byte, n int)
+func decodeHalf(name string) {
+	TEXT("decode"+name+"AVX2", NOSPLIT, "func(dst *float32, src *byte, n int)")
+	dst := Load(Param("dst"), GP64())
+	src := Load(Param("src"), GP64())
+	n := Load(Param("n"), GP64())
+	SHRQ(Imm(3), n)
+	Label("decode" + name + "_loop")
+	v := YMM()
+	if name == "F16" {
+		VCVTPH2PS(Mem{Base: src}, v)
+	} else {
+		VPMOVZXWD(Mem{Base: src}, v)
+		VPSLLD(Imm(16), v, v)
+	}
+	VMOVUPS(v, Mem{Base: dst})
+	ADDQ(Imm(16), src)
+	ADDQ(Imm(32), dst)
+	DECQ(n)
+	JNZ(LabelRef("decode" + name + "_loop"))
+	VZEROUPPER()
+	RET()
+}
+
+// quantizeQ8K emits the AVX-512 twin of quantizeQ8K (ggml's
+// quantize_row_q8_K_ref) over nb blocks of 256 values into 292-byte
+// q8KBlocks (d, qs[256], bsums[16]): the scale comes from the first value
+// of largest magnitude mx, iscale = −127/mx, q = min(127, round(iscale·x))
+// ties to even, d = 1/iscale; an all-zero block is all zeros.
+//
+//	func quantizeQ8KAVX512(x *float32, dst *byte, nb int)
+func quantizeQ8K() {
+	TEXT("quantizeQ8KAVX512", NOSPLIT, "func(x *float32, dst *byte, nb int)")
+	x := Load(Param("x"), GP64())
+	dst := Load(Param("dst"), GP64())
+	n := Load(Param("nb"), GP64())
+	k := GP32()
+	abs, c127, cm127, one := ZMM(), ZMM(), XMM(), XMM()
+	MOVL(U32(0x7FFFFFFF), k)
+	VPBROADCASTD(k, abs)
+	MOVL(U32(127), k)
+	VPBROADCASTD(k, c127)
+	MOVL(U32(math.Float32bits(-127)), k)
+	VMOVD(k, cm127)
+	MOVL(U32(math.Float32bits(1)), k)
+	VMOVD(k, one)
+	Label("quantizeQ8K_loop")
+	// amax = max|x| over the block.
+	m := ZMM()
+	VANDPS(Mem{Base: x}, abs, m)
+	for i := 1; i < 16; i++ {
+		a := ZMM()
+		VANDPS(Mem{Base: x, Disp: 64 * i}, abs, a)
+		VMAXPS(a, m, m)
+	}
+	y := YMM()
+	VEXTRACTF64X4(Imm(1), m, y)
+	VMAXPS(y, m.AsY(), y)
+	h, s := XMM(), XMM()
+	VEXTRACTF128(Imm(1), y, h)
+	VMAXPS(h, y.AsX(), h)
+	VPERMILPS(Imm(0x4E), h, s)
+	VMAXPS(s, h, h)
+	VPERMILPS(Imm(0xB1), h, s)
+	VMAXPS(s, h, h)
+	amax := ZMM()
+	VBROADCASTSS(h, amax)
+	// An all-zero block (or one of NaNs): zeros, as the Go twin.
+	zero := XMM()
+	VXORPS(zero, zero, zero)
+	VUCOMISS(zero, h)
+	JNE(LabelRef("quantizeQ8K_find"))
+	Comment("all zero")
+	z := ZMM()
+	VPXORD(z, z, z)
+	for off := 0; off < 292-64; off += 64 {
+		VMOVDQU64(z, Mem{Base: dst, Disp: off})
+	}
+	VMOVDQU64(z, Mem{Base: dst, Disp: 292 - 64})
+	JMP(LabelRef("quantizeQ8K_next"))
+	// mx: the first value whose magnitude is amax.
+	Label("quantizeQ8K_find")
+	i, p := GP64(), GP64()
+	XORQ(i, i)
+	MOVQ(x, p)
+	Label("quantizeQ8K_scan")
+	a := ZMM()
+	VANDPS(Mem{Base: p}, abs, a)
+	VCMPPS(Imm(0), amax, a, K1) // equal
+	KMOVW(K1, k)
+	TESTL(k, k)
+	JNZ(LabelRef("quantizeQ8K_found"))
+	ADDQ(Imm(64), p)
+	INCQ(i)
+	CMPQ(i, Imm(16))
+	JNE(LabelRef("quantizeQ8K_scan"))
+	MOVQ(x, p) // not found (NaNs): the first value
+	MOVL(U32(1), k)
+	Label("quantizeQ8K_found")
+	lane := GP32()
+	TZCNTL(k, lane)
+	mx := XMM()
+	VMOVSS(Mem{Base: p, Index: lane.As64(), Scale: 4}, mx)
+	iscale, d := XMM(), XMM()
+	VDIVSS(mx, cm127, iscale)
+	VDIVSS(iscale, one, d)
+	VMOVSS(d, Mem{Base: dst})
+	is := ZMM()
+	VBROADCASTSS(iscale, is)
+	for j := range 16 {
+		q := ZMM()
+		VMULPS(Mem{Base: x, Disp: 64 * j}, is, q)
+		VCVTPS2DQ(q, q)
+		VPMINSD(c127, q, q)
+		b := XMM()
+		VPMOVDB(q, b)
+		VMOVDQU(b, Mem{Base: dst, Disp: 4 + 16*j})
+		// The group's sum from the bytes as stored (see quantizeQ8).
+		VPMOVSXBD(b, q)
+		yq := YMM()
+		VEXTRACTI64X4(Imm(1), q, yq)
+		VPADDD(yq, q.AsY(), yq)
+		hq, sq := XMM(), XMM()
+		VEXTRACTI128(Imm(1), yq, hq)
+		VPADDD(hq, yq.AsX(), hq)
+		VPSHUFD(Imm(0x4E), hq, sq)
+		VPADDD(sq, hq, hq)
+		VPSHUFD(Imm(0xB1), hq, sq)
+		VPADDD(sq, hq, hq)
+		VPEXTRW(Imm(0), hq, Mem{Base: dst, Disp: 260 + 2*j})
+	}
+	Label("quantizeQ8K_next")
+	ADDQ(U32(1024), x)
+	ADDQ(U32(292), dst)
+	DECQ(n)
+	JNZ(LabelRef("quantizeQ8K_loop"))
 	VZEROUPPER()
 	RET()
 }
