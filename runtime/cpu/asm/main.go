@@ -1751,11 +1751,18 @@ func panelGemmQ45_K(fifth bool, tokens int) {
 }
 
 // panelGemm16 emits the panel micro-kernel of a K-quant with a scale per
-// sixteen values, Q6_K, Q3_K or Q2_K (see panelGemm). A panel holds, for
-// each half super-block (128 values), the rows' bytes as 64-byte chunks,
-// then the d·scale of each sixteen values as float32 (sixteen rows each),
-// and for Q2_K then dmin·min of each sixteen. Group g (values 32g..32g+31
-// of the half) reads chunk j of its bits for values 4j..4j+3:
+// sixteen values, Q6_K, Q3_K or Q2_K (see panelGemm):
+//
+//	func gemm<T>x16x<tokens>(panel, x *byte, xStride, halves int, out *float32, outStride int)
+//
+// Token t's activations are 48-byte groups of 32 values: the
+// super-block's scale dx, for each sixteen values −zero·Σx as int32 (Q6_K,
+// Q3_K) or dx·Σx as float32 (Q2_K), four bytes unused, the 32 signed
+// bytes. A panel holds, for each half super-block (128 values), the rows'
+// bytes as 64-byte chunks, then the d·scale of each sixteen values as
+// float32 (sixteen rows each), and for Q2_K then dmin·min of each
+// sixteen. Group g (values 32g..32g+31 of the half) reads chunk j of its
+// bits for values 4j..4j+3:
 //
 //   - Q6_K: sixteen chunks of low nibbles (g = 0, 2 from the first eight,
 //     1, 3 from the next; low nibbles for g < 2) and eight of high bit
@@ -1764,13 +1771,6 @@ func panelGemmQ45_K(fifth bool, tokens int) {
 //     packed shifted so that bit g of each byte is group g's: w+4.
 //   - Q2_K: eight chunks of 2-bit values (pair g), unsigned, with a
 //     minimum per sixteen.
-//
-//	func gemm<T>x16x<tokens>(panel, x *byte, xStride, halves int, out *float32, outStride int)
-//
-// Token t's activations are 48-byte groups of 32 values: the
-// super-block's scale dx, for each sixteen values −zero·Σx as int32 (Q6_K,
-// Q3_K) or dx·Σx as float32 (Q2_K), four bytes unused, the 32 signed
-// bytes.
 func panelGemm16(typ string, tokens int) {
 	name := fmt.Sprintf("gemm%sx16x%d", typ, tokens)
 	TEXT(name, NOSPLIT, "func(panel, x *byte, xStride, halves int, out *float32, outStride int)")
