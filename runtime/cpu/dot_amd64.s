@@ -12114,6 +12114,54 @@ quantizeQ8K_next:
 	VZEROUPPER
 	RET
 
+// func gatherPanel(dst *byte, src *byte, rowStride int, prog *int32, n int, lanes int)
+// Requires: AVX, AVX512F
+TEXT ·gatherPanel(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), AX
+	MOVQ         src+8(FP), CX
+	MOVQ         rowStride+16(FP), DX
+	MOVQ         prog+24(FP), SI
+	MOVQ         n+32(FP), DI
+	MOVQ         lanes+40(FP), BX
+	VPBROADCASTD DX, Z0
+	VPMULLD      laneIndex<>+0(SB), Z0, Z0
+
+gatherPanel_loop:
+	MOVLQSX      (SI), DX
+	ADDQ         CX, DX
+	KMOVW        BX, K1
+	VPXORD       Z1, Z1, Z1
+	VPGATHERDD   (DX)(Z0*1), K1, Z1
+	VPBROADCASTD 8(SI), Z2
+	VPSRLVD      Z2, Z1, Z1
+	VPANDD.BCST  12(SI), Z1, Z1
+	VPXORD.BCST  16(SI), Z1, Z1
+	MOVLQSX      4(SI), DX
+	VMOVDQU32    Z1, (AX)(DX*1)
+	ADDQ         $0x14, SI
+	DECQ         DI
+	JNZ          gatherPanel_loop
+	VZEROUPPER
+	RET
+
+DATA laneIndex<>+0(SB)/4, $0x00000000
+DATA laneIndex<>+4(SB)/4, $0x00000001
+DATA laneIndex<>+8(SB)/4, $0x00000002
+DATA laneIndex<>+12(SB)/4, $0x00000003
+DATA laneIndex<>+16(SB)/4, $0x00000004
+DATA laneIndex<>+20(SB)/4, $0x00000005
+DATA laneIndex<>+24(SB)/4, $0x00000006
+DATA laneIndex<>+28(SB)/4, $0x00000007
+DATA laneIndex<>+32(SB)/4, $0x00000008
+DATA laneIndex<>+36(SB)/4, $0x00000009
+DATA laneIndex<>+40(SB)/4, $0x0000000a
+DATA laneIndex<>+44(SB)/4, $0x0000000b
+DATA laneIndex<>+48(SB)/4, $0x0000000c
+DATA laneIndex<>+52(SB)/4, $0x0000000d
+DATA laneIndex<>+56(SB)/4, $0x0000000e
+DATA laneIndex<>+60(SB)/4, $0x0000000f
+GLOBL laneIndex<>(SB), RODATA|NOPTR, $64
+
 // func decodeF16AVX2(dst *float32, src *byte, n int)
 // Requires: AVX, F16C
 TEXT ·decodeF16AVX2(SB), NOSPLIT, $0-24

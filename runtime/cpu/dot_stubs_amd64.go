@@ -130,6 +130,8 @@ func quantizeQ8AVX512(x *float32, dst *byte, nb int)
 
 func quantizeQ8KAVX512(x *float32, dst *byte, nb int)
 
+func gatherPanel(dst *byte, src *byte, rowStride int, prog *int32, n int, lanes int)
+
 func decodeF16AVX2(dst *float32, src *byte, n int)
 
 func decodeBF16AVX2(dst *float32, src *byte, n int)

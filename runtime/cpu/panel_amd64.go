@@ -35,8 +35,10 @@ type panelType struct {
 	zero int32
 	// one, four and eight are the kernels for that many tokens.
 	one, four, eight panelKernel
-	// pack writes a row of in values to lane `lane` of a panel.
-	pack func(panel []byte, row []byte, lane, in int)
+	// chunks lists where a row's bytes go in a panel (panel_pack_amd64.go)
+	// and scales writes a row's scales (and minimums) to its lane.
+	chunks func(in int) []panelChunk
+	scales func(panel, row []byte, lane, in int)
 	// acts quantizes T tokens of activations (in values each) into the
 	// layout the kernels read, actBytes for every 32 values.
 	acts     func(b *Backend, x []float32, T, in int, zero int32) []byte
@@ -64,204 +66,25 @@ func init() {
 		}
 	}
 	const act = int(unsafe.Sizeof(q8SumBlock{}))
-	panelTypes[quant.Q4_0] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 8, pack: packNibbles,
+	panelTypes[quant.Q4_0] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 8, chunks: chunksNibbles, scales: scalesBlocks,
 		one: gemmQ4_0x16x1, four: gemmQ4_0x16x4, eight: gemmQ4_0x16x8, acts: panelActsQ8, actBytes: act}
-	panelTypes[quant.IQ4_NL] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 128, pack: packNibbles,
+	panelTypes[quant.IQ4_NL] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 128, chunks: chunksNibbles, scales: scalesBlocks,
 		one: gemmIQ4_NLx16x1, four: gemmIQ4_NLx16x4, eight: gemmIQ4_NLx16x8, acts: panelActsQ8, actBytes: act}
-	panelTypes[quant.IQ4_XS] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 128, pack: packIQ4_XS,
+	panelTypes[quant.IQ4_XS] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 128, chunks: chunksIQ4_XS, scales: scalesIQ4_XS,
 		one: gemmIQ4_NLx16x1, four: gemmIQ4_NLx16x4, eight: gemmIQ4_NLx16x8, acts: panelActsQ8KZero, actBytes: act}
-	panelTypes[quant.Q8_0] = &panelType{step: 32, stepBytes: 8*64 + 64, zero: 128, pack: packBytes,
+	panelTypes[quant.Q8_0] = &panelType{step: 32, stepBytes: 8*64 + 64, zero: 128, chunks: chunksBytes, scales: scalesBlocks,
 		one: gemmQ8_0x16x1, four: gemmQ8_0x16x4, eight: gemmQ8_0x16x8, acts: panelActsQ8, actBytes: act}
-	panelTypes[quant.Q4_K] = &panelType{step: 64, stepBytes: 8*64 + 4*64, pack: packQ4_K,
+	panelTypes[quant.Q4_K] = &panelType{step: 64, stepBytes: 8*64 + 4*64, chunks: chunksQ4_K, scales: scalesQ4_K,
 		one: gemmQ4_Kx16x1, four: gemmQ4_Kx16x4, eight: gemmQ4_Kx16x8, acts: panelActsQ8K, actBytes: act}
-	panelTypes[quant.Q5_K] = &panelType{step: 64, stepBytes: 16*64 + 4*64, pack: packQ5_K,
+	panelTypes[quant.Q5_K] = &panelType{step: 64, stepBytes: 16*64 + 4*64, chunks: chunksQ5_K, scales: scalesQ5_K,
 		one: gemmQ5_Kx16x1, four: gemmQ5_Kx16x4, eight: gemmQ5_Kx16x8, acts: panelActsQ8K, actBytes: act}
 	const act16 = int(unsafe.Sizeof(q8Sum16Block{}))
-	panelTypes[quant.Q6_K] = &panelType{step: 128, stepBytes: 16*64 + 8*64 + 8*64, zero: 32, pack: packQ6_K,
+	panelTypes[quant.Q6_K] = &panelType{step: 128, stepBytes: 16*64 + 8*64 + 8*64, zero: 32, chunks: chunksQ6_K, scales: scalesQ6_K,
 		one: gemmQ6_Kx16x1, four: gemmQ6_Kx16x4, eight: gemmQ6_Kx16x8, acts: panelActs16Zero, actBytes: act16}
-	panelTypes[quant.Q3_K] = &panelType{step: 128, stepBytes: 8*64 + 8*64 + 8*64, zero: 4, pack: packQ3_K,
+	panelTypes[quant.Q3_K] = &panelType{step: 128, stepBytes: 8*64 + 8*64 + 8*64, zero: 4, chunks: chunksQ3_K, scales: scalesQ3_K,
 		one: gemmQ3_Kx16x1, four: gemmQ3_Kx16x4, eight: gemmQ3_Kx16x8, acts: panelActs16Zero, actBytes: act16}
-	panelTypes[quant.Q2_K] = &panelType{step: 128, stepBytes: 8*64 + 8*64 + 8*64, pack: packQ2_K,
+	panelTypes[quant.Q2_K] = &panelType{step: 128, stepBytes: 8*64 + 8*64 + 8*64, chunks: chunksQ2_K, scales: scalesQ2_K,
 		one: gemmQ2_Kx16x1, four: gemmQ2_Kx16x4, eight: gemmQ2_Kx16x8, acts: panelActs16Min, actBytes: act16}
-}
-
-// packNibbles lays out a row of Q4_0 or IQ4_NL blocks (f16 scale, 16 bytes
-// of nibbles): chunk c of block b holds the row's nibble bytes 4c..4c+3
-// (values 4c..4c+3 low, 16+4c.. high) at lane·4. Packing runs once per
-// panel and prompt, so it copies words, bounds checked once.
-func packNibbles(panel, row []byte, lane, in int) {
-	const size, stride = 18, 4*64 + 64
-	nb := in / 32
-	_, _ = row[nb*size-1], panel[nb*stride-1]
-	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
-	for range nb {
-		for c := range 4 {
-			*(*uint32)(unsafe.Add(dst, 64*c)) = *(*uint32)(unsafe.Add(src, 2+4*c))
-		}
-		*(*float32)(unsafe.Add(dst, 256)) = quant.FP16ToFP32(*(*uint16)(src))
-		src, dst = unsafe.Add(src, size), unsafe.Add(dst, stride)
-	}
-}
-
-// packIQ4_XS lays out a row of IQ4_XS super-blocks (f16 d, 16 bits of
-// high scale bits, four bytes of low ones, eight sub-blocks of 16 bytes of
-// nibbles in IQ4_NL's order) as packNibbles does IQ4_NL blocks, each
-// sub-block with its scale d·(ls−32).
-func packIQ4_XS(panel, row []byte, lane, in int) {
-	const size, stride = 136, 4*64 + 64
-	nb := in / 256
-	_, _ = row[nb*size-1], panel[8*nb*stride-1]
-	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
-	for b := range nb {
-		blk := row[b*size : b*size+size]
-		d, sh := quant.FP16ToFP32(*(*uint16)(src)), int32(blk[2])|int32(blk[3])<<8
-		for ib := range 8 {
-			for c := range 4 {
-				*(*uint32)(unsafe.Add(dst, 64*c)) = *(*uint32)(unsafe.Add(src, 8+16*ib+4*c))
-			}
-			ls := int32(blk[4+ib/2]>>(4*(ib%2))&0xF) | (sh>>(2*ib)&3)<<4
-			*(*float32)(unsafe.Add(dst, 256)) = d * float32(ls-32)
-			dst = unsafe.Add(dst, stride)
-		}
-		src = unsafe.Add(src, size)
-	}
-}
-
-// packBytes lays out a row of Q8_0 blocks (f16 scale, 32 signed bytes):
-// chunk j holds values 4j..4j+3 plus 128.
-func packBytes(panel, row []byte, lane, in int) {
-	const size, stride = 34, 8*64 + 64
-	nb := in / 32
-	_, _ = row[nb*size-1], panel[nb*stride-1]
-	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
-	for range nb {
-		for j := range 8 {
-			*(*uint32)(unsafe.Add(dst, 64*j)) = *(*uint32)(unsafe.Add(src, 2+4*j)) ^ 0x80808080
-		}
-		*(*float32)(unsafe.Add(dst, 512)) = quant.FP16ToFP32(*(*uint16)(src))
-		src, dst = unsafe.Add(src, size), unsafe.Add(dst, stride)
-	}
-}
-
-// packQ4_K lays out a row of Q4_K super-blocks (f16 d and dmin, twelve
-// bytes of 6-bit scales and minimums, 128 bytes of nibbles): for each pair
-// of sub-blocks, chunk j holds nibble bytes 4j..4j+3 of the pair's 32
-// (low nibbles: the first sub-block's values 4j..4j+3, high: the
-// second's), then each sub-block's d·scale and dmin·min.
-func packQ4_K(panel, row []byte, lane, in int) { packQ45_K(panel, row, lane, in, false) }
-
-// packQ5_K is packQ4_K for Q5_K (f16 d and dmin, scales[12], qh[32],
-// qs[128]) with the pair's fifth bits after its nibbles: qh >> 2k, so
-// that bit 0 of each byte is sub-block 2k's and bit 1 sub-block 2k+1's.
-func packQ5_K(panel, row []byte, lane, in int) { packQ45_K(panel, row, lane, in, true) }
-
-func packQ45_K(panel, row []byte, lane, in int, fifth bool) {
-	size, chunks, qs := 144, 8, 16
-	if fifth {
-		size, chunks, qs = 176, 16, 48
-	}
-	stride := 64*chunks + 4*64
-	nb := in / 256
-	_, _ = row[nb*size-1], panel[4*nb*stride-1]
-	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
-	for b := range nb {
-		scales := row[b*size+4 : b*size+16]
-		d, dmin := quant.FP16ToFP32(*(*uint16)(src)), quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 2)))
-		for k := range 4 {
-			for j := range 8 {
-				*(*uint32)(unsafe.Add(dst, 64*j)) = *(*uint32)(unsafe.Add(src, qs+32*k+4*j))
-				if fifth {
-					*(*uint32)(unsafe.Add(dst, 512+64*j)) = *(*uint32)(unsafe.Add(src, 16+4*j)) >> (2 * k) & 0x03030303
-				}
-			}
-			for h := range 2 {
-				sc, m := quant.ScaleMinK4(2*k+h, scales)
-				*(*float32)(unsafe.Add(dst, 64*chunks+128*h)) = d * float32(sc)
-				*(*float32)(unsafe.Add(dst, 64*chunks+128*h+64)) = dmin * float32(m)
-			}
-			dst = unsafe.Add(dst, stride)
-		}
-		src = unsafe.Add(src, size)
-	}
-}
-
-// packQ6_K lays out a row of Q6_K super-blocks (ql[128] low nibbles,
-// qh[64] high bit pairs, sixteen int8 scales, f16 d): for each half, ql's
-// 64 bytes as sixteen chunks, qh's 32 as eight, then d·scale of each
-// sixteen values, in the order of ggml's values.
-func packQ6_K(panel, row []byte, lane, in int) {
-	const size, stride = 210, 16*64 + 8*64 + 8*64
-	nb := in / 256
-	_, _ = row[nb*size-1], panel[2*nb*stride-1]
-	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
-	for range nb {
-		d := quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 208)))
-		for h := range 2 {
-			for j := range 16 {
-				*(*uint32)(unsafe.Add(dst, 64*j)) = *(*uint32)(unsafe.Add(src, 64*h+4*j))
-			}
-			for j := range 8 {
-				*(*uint32)(unsafe.Add(dst, 1024+64*j)) = *(*uint32)(unsafe.Add(src, 128+32*h+4*j))
-			}
-			for i := range 8 {
-				*(*float32)(unsafe.Add(dst, 1536+64*i)) = d * float32(*(*int8)(unsafe.Add(src, 192+8*h+i)))
-			}
-			dst = unsafe.Add(dst, stride)
-		}
-		src = unsafe.Add(src, size)
-	}
-}
-
-// packQ3_K lays out a row of Q3_K super-blocks (hmask[32], qs[64] of
-// 2-bit values, twelve bytes of 6-bit scales, f16 d): for each half, its
-// 32 bytes of qs as eight chunks, hmask shifted right by 4·half so that
-// bit g is group g's as eight more, then d·scale of each sixteen values.
-func packQ3_K(panel, row []byte, lane, in int) {
-	const size, stride = 110, 8*64 + 8*64 + 8*64
-	nb := in / 256
-	_, _ = row[nb*size-1], panel[2*nb*stride-1]
-	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
-	for b := range nb {
-		scales := row[b*size+96 : b*size+108]
-		d := quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 108)))
-		for h := range 2 {
-			for j := range 8 {
-				*(*uint32)(unsafe.Add(dst, 64*j)) = *(*uint32)(unsafe.Add(src, 32+32*h+4*j))
-				*(*uint32)(unsafe.Add(dst, 512+64*j)) = *(*uint32)(unsafe.Add(src, 4*j)) >> (4 * h) & 0x0F0F0F0F
-			}
-			for i := range 8 {
-				*(*float32)(unsafe.Add(dst, 1024+64*i)) = d * float32(quant.ScaleQ3K(scales, 8*h+i))
-			}
-			dst = unsafe.Add(dst, stride)
-		}
-		src = unsafe.Add(src, size)
-	}
-}
-
-// packQ2_K lays out a row of Q2_K super-blocks (sixteen bytes of 4-bit
-// scales and minimums, qs[64] of 2-bit values, f16 d and dmin): for each
-// half, its 32 bytes of qs as eight chunks, then d·scale and dmin·min of
-// each sixteen values.
-func packQ2_K(panel, row []byte, lane, in int) {
-	const size, stride = 84, 8*64 + 8*64 + 8*64
-	nb := in / 256
-	_, _ = row[nb*size-1], panel[2*nb*stride-1]
-	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[4*lane])
-	for range nb {
-		d, dmin := quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 80))), quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 82)))
-		for h := range 2 {
-			for j := range 8 {
-				*(*uint32)(unsafe.Add(dst, 64*j)) = *(*uint32)(unsafe.Add(src, 16+32*h+4*j))
-			}
-			for i := range 8 {
-				sc := *(*uint8)(unsafe.Add(src, 8*h+i))
-				*(*float32)(unsafe.Add(dst, 512+64*i)) = d * float32(sc&0xF)
-				*(*float32)(unsafe.Add(dst, 1024+64*i)) = dmin * float32(sc>>4)
-			}
-			dst = unsafe.Add(dst, stride)
-		}
-		src = unsafe.Add(src, size)
-	}
 }
 
 // panelActsQ8 quantizes activations for the 32-value block types: the
@@ -366,6 +189,7 @@ func linearPanels(pt *panelType, w *weight, out []float32, xa []byte, T, lo, hi 
 	nout, in := w.rows, w.rowLen
 	steps, xStride := in/pt.step, in/32*pt.actBytes
 	panel := make([]byte, steps*pt.stepBytes)
+	prog := pt.program(in)
 	var tile [8 * panelRows]float32
 	for p := lo; p < hi; p++ {
 		r0 := p * panelRows
@@ -373,8 +197,9 @@ func linearPanels(pt *panelType, w *weight, out []float32, xa []byte, T, lo, hi 
 		if rows < panelRows {
 			clear(panel)
 		}
+		gatherPanel(&panel[0], &w.data[r0*w.rowBytes], w.rowBytes, &prog[0].src, len(prog), 1<<rows-1)
 		for lane := range rows {
-			pt.pack(panel, w.row(r0+lane), lane, in)
+			pt.scales(panel, w.row(r0+lane), lane, in)
 		}
 		for t := 0; t < T; {
 			k, kern := 1, pt.one

@@ -228,6 +228,7 @@ func main() {
 	}
 	quantizeQ8()
 	quantizeQ8K()
+	gatherPanel()
 	decodeHalf("F16")
 	decodeHalf("BF16")
 	Generate()
@@ -2146,6 +2147,50 @@ func quantizeQ8K() {
 	ADDQ(U32(292), dst)
 	DECQ(n)
 	JNZ(LabelRef("quantizeQ8K_loop"))
+	VZEROUPPER()
+	RET()
+}
+
+// gatherPanel emits the packer of panels: it runs a program of n entries
+// of five int32s (srcOff, dstOff, shift, mask, xor), each gathering the
+// dword at src + srcOff of sixteen rows rowStride bytes apart (the lanes
+// set in lanes; the others are 0), and storing ((v >> shift) & mask) ^ xor
+// to dst + dstOff.
+//
+//	func gatherPanel(dst, src *byte, rowStride int, prog *int32, n int, lanes int)
+func gatherPanel() {
+	TEXT("gatherPanel", NOSPLIT, "func(dst, src *byte, rowStride int, prog *int32, n int, lanes int)")
+	dst := Load(Param("dst"), GP64())
+	src := Load(Param("src"), GP64())
+	rs, lanes := GP64(), GP64()
+	Load(Param("rowStride"), rs)
+	prog := Load(Param("prog"), GP64())
+	n := Load(Param("n"), GP64())
+	Load(Param("lanes"), lanes)
+	iota := GLOBL("laneIndex", RODATA|NOPTR)
+	for i := 0; i < 16; i++ {
+		DATA(4*i, U32(uint32(i)))
+	}
+	idx := ZMM()
+	VPBROADCASTD(rs.As32(), idx)
+	VPMULLD(iota, idx, idx)
+	Label("gatherPanel_loop")
+	base, off := GP64(), GP64()
+	MOVLQSX(Mem{Base: prog}, base)
+	ADDQ(src, base)
+	KMOVW(lanes.As32(), K1)
+	v, c := ZMM(), ZMM()
+	VPXORD(v, v, v)
+	VPGATHERDD(Mem{Base: base, Index: idx, Scale: 1}, K1, v)
+	VPBROADCASTD(Mem{Base: prog, Disp: 8}, c)
+	VPSRLVD(c, v, v)
+	VPANDD_BCST(Mem{Base: prog, Disp: 12}, v, v)
+	VPXORD_BCST(Mem{Base: prog, Disp: 16}, v, v)
+	MOVLQSX(Mem{Base: prog, Disp: 4}, off)
+	VMOVDQU32(v, Mem{Base: dst, Index: off, Scale: 1})
+	ADDQ(Imm(20), prog)
+	DECQ(n)
+	JNZ(LabelRef("gatherPanel_loop"))
 	VZEROUPPER()
 	RET()
 }
