@@ -34,6 +34,7 @@ func init() {
 	dotQ3_K, dotQ3_Kx4 = fast1[q8KBlock](dotQ3_Kx1AVX2, 110), fast4[q8KBlock](dotQ3_Kx4AVX2, 110)
 	axpy = axpyFast
 	dotF16, dotBF16 = halfFast(dotF16AVX2, quant.F16), halfFast(dotBF16AVX2, quant.BF16)
+	silu, expShift = siluFast, expShiftFast
 	decodeHalf[quant.F16], decodeHalf[quant.BF16] = decodeFast(decodeF16AVX2, quant.F16), decodeFast(decodeBF16AVX2, quant.BF16)
 	simd = "AVX2"
 }
@@ -115,6 +116,37 @@ func halfFast(k func(w *byte, x *float32, n int) float32, typ quant.Type) func([
 			s += tail(w[2*n:], x[n:])
 		}
 		return s
+	}
+}
+
+// siluFast runs the kernel over whole groups of eight values and over the
+// rest padded to eight, so every value gets the same exp.
+func siluFast(out, x []float32) {
+	n := len(x) &^ 7
+	if n > 0 {
+		_ = out[n-1]
+		siluAVX2(&out[0], &x[0], n)
+	}
+	if n < len(x) {
+		var in, res [8]float32
+		copy(in[:], x[n:])
+		siluAVX2(&res[0], &in[0], 8)
+		copy(out[n:len(x)], res[:])
+	}
+}
+
+// expShiftFast is siluFast's counterpart for dst = e^(src−shift).
+func expShiftFast(dst, src []float32, shift float32) {
+	n := len(src) &^ 7
+	if n > 0 {
+		_ = dst[n-1]
+		expShiftAVX2(&dst[0], &src[0], shift, n)
+	}
+	if n < len(src) {
+		var in, res [8]float32
+		copy(in[:], src[n:])
+		expShiftAVX2(&res[0], &in[0], shift, 8)
+		copy(dst[n:len(src)], res[:])
 	}
 }
 

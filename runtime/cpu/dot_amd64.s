@@ -770,6 +770,185 @@ dotQ8_0Widex4_done:
 	VZEROUPPER
 	RET
 
+// func dotIQ4_NLWidex1(w *byte, x *byte, corr *byte, dx *byte, xStride int, cStride int, pairs int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VNNI, SSE
+TEXT ·dotIQ4_NLWidex1(SB), NOSPLIT, $0-64
+	MOVQ            w+0(FP), AX
+	MOVQ            x+8(FP), CX
+	MOVQ            corr+16(FP), DX
+	MOVQ            dx+24(FP), BX
+	MOVQ            xStride+32(FP), SI
+	MOVQ            cStride+40(FP), SI
+	MOVQ            pairs+48(FP), SI
+	VPXORD          Z0, Z0, Z0
+	VBROADCASTI32X4 IQ4_NLLevels<>+0(SB), Z1
+
+dotIQ4_NLWidex1_loop:
+	CMPQ         SI, $0x00
+	JE           dotIQ4_NLWidex1_done
+	VMOVDQU      2(AX), X3
+	VINSERTI128  $0x01, 20(AX), Y3, Y3
+	VPSRLW       $0x04, Y3, Y2
+	VPAND        nibbleMask<>+0(SB), Y2, Y2
+	VPAND        nibbleMask<>+0(SB), Y3, Y3
+	VINSERTI64X4 $0x01, Y2, Z3, Z2
+	VSHUFI64X2   $0xd8, Z2, Z2, Z2
+	VPSHUFB      Z2, Z1, Z2
+	VPBROADCASTW (AX), X5
+	VPBROADCASTW 18(AX), X3
+	VINSERTI128  $0x01, X3, Y5, Y5
+	VCVTPH2PS    Y5, Z4
+	VMOVDQU32    (DX), Z6
+	VPDPBUSD     (CX), Z2, Z6
+	VCVTDQ2PS    Z6, Z6
+	VMULPS       (BX), Z4, Z2
+	VFMADD231PS  Z6, Z2, Z0
+	ADDQ         $0x24, AX
+	ADDQ         $0x40, CX
+	ADDQ         $0x40, DX
+	ADDQ         $0x40, BX
+	DECQ         SI
+	JMP          dotIQ4_NLWidex1_loop
+
+dotIQ4_NLWidex1_done:
+	MOVQ          out+56(FP), AX
+	VEXTRACTF64X4 $0x01, Z0, Y1
+	VADDPS        Y1, Y0, Y1
+	VEXTRACTF128  $0x01, Y1, X0
+	VADDPS        X0, X1, X1
+	VHADDPS       X1, X1, X1
+	VHADDPS       X1, X1, X1
+	MOVSS         X1, (AX)
+	VZEROUPPER
+	RET
+
+DATA IQ4_NLLevels<>+0(SB)/1, $0x01
+DATA IQ4_NLLevels<>+1(SB)/1, $0x18
+DATA IQ4_NLLevels<>+2(SB)/1, $0x2d
+DATA IQ4_NLLevels<>+3(SB)/1, $0x3f
+DATA IQ4_NLLevels<>+4(SB)/1, $0x4f
+DATA IQ4_NLLevels<>+5(SB)/1, $0x5d
+DATA IQ4_NLLevels<>+6(SB)/1, $0x6a
+DATA IQ4_NLLevels<>+7(SB)/1, $0x76
+DATA IQ4_NLLevels<>+8(SB)/1, $0x81
+DATA IQ4_NLLevels<>+9(SB)/1, $0x8d
+DATA IQ4_NLLevels<>+10(SB)/1, $0x99
+DATA IQ4_NLLevels<>+11(SB)/1, $0xa6
+DATA IQ4_NLLevels<>+12(SB)/1, $0xb5
+DATA IQ4_NLLevels<>+13(SB)/1, $0xc5
+DATA IQ4_NLLevels<>+14(SB)/1, $0xd9
+DATA IQ4_NLLevels<>+15(SB)/1, $0xf1
+GLOBL IQ4_NLLevels<>(SB), RODATA|NOPTR, $16
+
+// func dotIQ4_NLWidex4(w *byte, x *byte, corr *byte, dx *byte, xStride int, cStride int, pairs int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VNNI, SSE
+TEXT ·dotIQ4_NLWidex4(SB), NOSPLIT, $0-64
+	MOVQ            w+0(FP), AX
+	MOVQ            x+8(FP), CX
+	MOVQ            corr+16(FP), DX
+	MOVQ            dx+24(FP), BX
+	MOVQ            xStride+32(FP), SI
+	MOVQ            cStride+40(FP), DI
+	MOVQ            pairs+48(FP), R8
+	LEAQ            (CX)(SI*1), R9
+	LEAQ            (DX)(DI*1), R10
+	LEAQ            (BX)(DI*1), R11
+	LEAQ            (R9)(SI*1), R12
+	LEAQ            (R10)(DI*1), R13
+	LEAQ            (R11)(DI*1), R14
+	LEAQ            (R12)(SI*1), SI
+	LEAQ            (R13)(DI*1), R15
+	LEAQ            (R14)(DI*1), DI
+	VPXORD          Z0, Z0, Z0
+	VPXORD          Z1, Z1, Z1
+	VPXORD          Z2, Z2, Z2
+	VPXORD          Z3, Z3, Z3
+	VBROADCASTI32X4 IQ4_NLLevels<>+0(SB), Z4
+
+dotIQ4_NLWidex4_loop:
+	CMPQ         R8, $0x00
+	JE           dotIQ4_NLWidex4_done
+	VMOVDQU      2(AX), X6
+	VINSERTI128  $0x01, 20(AX), Y6, Y6
+	VPSRLW       $0x04, Y6, Y5
+	VPAND        nibbleMask<>+0(SB), Y5, Y5
+	VPAND        nibbleMask<>+0(SB), Y6, Y6
+	VINSERTI64X4 $0x01, Y5, Z6, Z5
+	VSHUFI64X2   $0xd8, Z5, Z5, Z5
+	VPSHUFB      Z5, Z4, Z5
+	VPBROADCASTW (AX), X8
+	VPBROADCASTW 18(AX), X6
+	VINSERTI128  $0x01, X6, Y8, Y8
+	VCVTPH2PS    Y8, Z7
+	VMOVDQU32    (DX), Z9
+	VPDPBUSD     (CX), Z5, Z9
+	VCVTDQ2PS    Z9, Z9
+	VMULPS       (BX), Z7, Z10
+	VFMADD231PS  Z9, Z10, Z0
+	VMOVDQU32    (R10), Z9
+	VPDPBUSD     (R9), Z5, Z9
+	VCVTDQ2PS    Z9, Z9
+	VMULPS       (R11), Z7, Z10
+	VFMADD231PS  Z9, Z10, Z1
+	VMOVDQU32    (R13), Z9
+	VPDPBUSD     (R12), Z5, Z9
+	VCVTDQ2PS    Z9, Z9
+	VMULPS       (R14), Z7, Z10
+	VFMADD231PS  Z9, Z10, Z2
+	VMOVDQU32    (R15), Z9
+	VPDPBUSD     (SI), Z5, Z9
+	VCVTDQ2PS    Z9, Z9
+	VMULPS       (DI), Z7, Z5
+	VFMADD231PS  Z9, Z5, Z3
+	ADDQ         $0x24, AX
+	ADDQ         $0x40, CX
+	ADDQ         $0x40, DX
+	ADDQ         $0x40, BX
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, R10
+	ADDQ         $0x40, R11
+	ADDQ         $0x40, R12
+	ADDQ         $0x40, R13
+	ADDQ         $0x40, R14
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R15
+	ADDQ         $0x40, DI
+	DECQ         R8
+	JMP          dotIQ4_NLWidex4_loop
+
+dotIQ4_NLWidex4_done:
+	MOVQ          out+56(FP), AX
+	VEXTRACTF64X4 $0x01, Z0, Y4
+	VADDPS        Y4, Y0, Y4
+	VEXTRACTF128  $0x01, Y4, X0
+	VADDPS        X0, X4, X4
+	VHADDPS       X4, X4, X4
+	VHADDPS       X4, X4, X4
+	MOVSS         X4, (AX)
+	VEXTRACTF64X4 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y0
+	VEXTRACTF128  $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	MOVSS         X0, 4(AX)
+	VEXTRACTF64X4 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y0
+	VEXTRACTF128  $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	MOVSS         X0, 8(AX)
+	VEXTRACTF64X4 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y0
+	VEXTRACTF128  $0x01, Y0, X1
+	VADDPS        X1, X0, X0
+	VHADDPS       X0, X0, X0
+	VHADDPS       X0, X0, X0
+	MOVSS         X0, 12(AX)
+	VZEROUPPER
+	RET
+
 // func dotIQ4_NLx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 // Requires: AVX, AVX2, F16C, SSE
 TEXT ·dotIQ4_NLx1AVX2(SB), NOSPLIT, $0-40
@@ -5641,24 +5820,6 @@ gemmIQ4_NLx16x1_loop:
 	VMOVUPS       Z0, (AX)
 	VZEROUPPER
 	RET
-
-DATA IQ4_NLLevels<>+0(SB)/1, $0x01
-DATA IQ4_NLLevels<>+1(SB)/1, $0x18
-DATA IQ4_NLLevels<>+2(SB)/1, $0x2d
-DATA IQ4_NLLevels<>+3(SB)/1, $0x3f
-DATA IQ4_NLLevels<>+4(SB)/1, $0x4f
-DATA IQ4_NLLevels<>+5(SB)/1, $0x5d
-DATA IQ4_NLLevels<>+6(SB)/1, $0x6a
-DATA IQ4_NLLevels<>+7(SB)/1, $0x76
-DATA IQ4_NLLevels<>+8(SB)/1, $0x81
-DATA IQ4_NLLevels<>+9(SB)/1, $0x8d
-DATA IQ4_NLLevels<>+10(SB)/1, $0x99
-DATA IQ4_NLLevels<>+11(SB)/1, $0xa6
-DATA IQ4_NLLevels<>+12(SB)/1, $0xb5
-DATA IQ4_NLLevels<>+13(SB)/1, $0xc5
-DATA IQ4_NLLevels<>+14(SB)/1, $0xd9
-DATA IQ4_NLLevels<>+15(SB)/1, $0xf1
-GLOBL IQ4_NLLevels<>(SB), RODATA|NOPTR, $16
 
 // func gemmIQ4_NLx16x4(panel *byte, x *byte, xStride int, nb int, out *float32, outStride int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VNNI
@@ -12161,6 +12322,246 @@ DATA laneIndex<>+52(SB)/4, $0x0000000d
 DATA laneIndex<>+56(SB)/4, $0x0000000e
 DATA laneIndex<>+60(SB)/4, $0x0000000f
 GLOBL laneIndex<>(SB), RODATA|NOPTR, $64
+
+// func expShiftAVX2(dst *float32, src *float32, shift float32, n int)
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·expShiftAVX2(SB), NOSPLIT, $0-32
+	MOVQ         dst+0(FP), AX
+	MOVQ         src+8(FP), CX
+	MOVQ         n+24(FP), DX
+	SHRQ         $0x03, DX
+	MOVSS        shift+16(FP), X0
+	VBROADCASTSS X0, Y0
+	VMOVUPS      expLo<>+0(SB), Y1
+	VMOVUPS      expHi<>+0(SB), Y2
+
+expShiftAVX2_loop:
+	VMOVUPS      (CX), Y3
+	VSUBPS       Y0, Y3, Y3
+	VCMPPS       $0x05, Y1, Y3, Y4
+	VMAXPS       Y3, Y1, Y3
+	VMINPS       Y3, Y2, Y3
+	VMULPS       log2e<>+0(SB), Y3, Y5
+	VROUNDPS     $0x00, Y5, Y5
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS ln2hi<>+0(SB), Y5, Y3
+	VFNMADD231PS ln2lo<>+0(SB), Y5, Y3
+	VMOVAPS      expP0<>+0(SB), Y6
+	VFMADD213PS  expP1<>+0(SB), Y3, Y6
+	VFMADD213PS  expP2<>+0(SB), Y3, Y6
+	VFMADD213PS  expP3<>+0(SB), Y3, Y6
+	VFMADD213PS  expP4<>+0(SB), Y3, Y6
+	VFMADD213PS  expP5<>+0(SB), Y3, Y6
+	VMULPS       Y3, Y3, Y7
+	VFMADD213PS  Y3, Y7, Y6
+	VADDPS       one<>+0(SB), Y6, Y6
+	VCVTPS2DQ    Y5, Y3
+	VPSRAD       $0x01, Y3, Y5
+	VPSUBD       Y5, Y3, Y3
+	VPADDD       bias127<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
+	VMULPS       Y3, Y6, Y6
+	VPADDD       bias127<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
+	VMULPS       Y5, Y6, Y6
+	VANDPS       Y4, Y6, Y6
+	VMOVUPS      Y6, (AX)
+	ADDQ         $0x20, CX
+	ADDQ         $0x20, AX
+	DECQ         DX
+	JNZ          expShiftAVX2_loop
+	VZEROUPPER
+	RET
+
+DATA expLo<>+0(SB)/4, $0xc2aeac4f
+DATA expLo<>+4(SB)/4, $0xc2aeac4f
+DATA expLo<>+8(SB)/4, $0xc2aeac4f
+DATA expLo<>+12(SB)/4, $0xc2aeac4f
+DATA expLo<>+16(SB)/4, $0xc2aeac4f
+DATA expLo<>+20(SB)/4, $0xc2aeac4f
+DATA expLo<>+24(SB)/4, $0xc2aeac4f
+DATA expLo<>+28(SB)/4, $0xc2aeac4f
+GLOBL expLo<>(SB), RODATA|NOPTR, $32
+
+DATA expHi<>+0(SB)/4, $0x42b17218
+DATA expHi<>+4(SB)/4, $0x42b17218
+DATA expHi<>+8(SB)/4, $0x42b17218
+DATA expHi<>+12(SB)/4, $0x42b17218
+DATA expHi<>+16(SB)/4, $0x42b17218
+DATA expHi<>+20(SB)/4, $0x42b17218
+DATA expHi<>+24(SB)/4, $0x42b17218
+DATA expHi<>+28(SB)/4, $0x42b17218
+GLOBL expHi<>(SB), RODATA|NOPTR, $32
+
+DATA log2e<>+0(SB)/4, $0x3fb8aa3b
+DATA log2e<>+4(SB)/4, $0x3fb8aa3b
+DATA log2e<>+8(SB)/4, $0x3fb8aa3b
+DATA log2e<>+12(SB)/4, $0x3fb8aa3b
+DATA log2e<>+16(SB)/4, $0x3fb8aa3b
+DATA log2e<>+20(SB)/4, $0x3fb8aa3b
+DATA log2e<>+24(SB)/4, $0x3fb8aa3b
+DATA log2e<>+28(SB)/4, $0x3fb8aa3b
+GLOBL log2e<>(SB), RODATA|NOPTR, $32
+
+DATA ln2hi<>+0(SB)/4, $0x3f318000
+DATA ln2hi<>+4(SB)/4, $0x3f318000
+DATA ln2hi<>+8(SB)/4, $0x3f318000
+DATA ln2hi<>+12(SB)/4, $0x3f318000
+DATA ln2hi<>+16(SB)/4, $0x3f318000
+DATA ln2hi<>+20(SB)/4, $0x3f318000
+DATA ln2hi<>+24(SB)/4, $0x3f318000
+DATA ln2hi<>+28(SB)/4, $0x3f318000
+GLOBL ln2hi<>(SB), RODATA|NOPTR, $32
+
+DATA ln2lo<>+0(SB)/4, $0xb95e8083
+DATA ln2lo<>+4(SB)/4, $0xb95e8083
+DATA ln2lo<>+8(SB)/4, $0xb95e8083
+DATA ln2lo<>+12(SB)/4, $0xb95e8083
+DATA ln2lo<>+16(SB)/4, $0xb95e8083
+DATA ln2lo<>+20(SB)/4, $0xb95e8083
+DATA ln2lo<>+24(SB)/4, $0xb95e8083
+DATA ln2lo<>+28(SB)/4, $0xb95e8083
+GLOBL ln2lo<>(SB), RODATA|NOPTR, $32
+
+DATA expP0<>+0(SB)/4, $0x39506967
+DATA expP0<>+4(SB)/4, $0x39506967
+DATA expP0<>+8(SB)/4, $0x39506967
+DATA expP0<>+12(SB)/4, $0x39506967
+DATA expP0<>+16(SB)/4, $0x39506967
+DATA expP0<>+20(SB)/4, $0x39506967
+DATA expP0<>+24(SB)/4, $0x39506967
+DATA expP0<>+28(SB)/4, $0x39506967
+GLOBL expP0<>(SB), RODATA|NOPTR, $32
+
+DATA expP1<>+0(SB)/4, $0x3ab743ce
+DATA expP1<>+4(SB)/4, $0x3ab743ce
+DATA expP1<>+8(SB)/4, $0x3ab743ce
+DATA expP1<>+12(SB)/4, $0x3ab743ce
+DATA expP1<>+16(SB)/4, $0x3ab743ce
+DATA expP1<>+20(SB)/4, $0x3ab743ce
+DATA expP1<>+24(SB)/4, $0x3ab743ce
+DATA expP1<>+28(SB)/4, $0x3ab743ce
+GLOBL expP1<>(SB), RODATA|NOPTR, $32
+
+DATA expP2<>+0(SB)/4, $0x3c088908
+DATA expP2<>+4(SB)/4, $0x3c088908
+DATA expP2<>+8(SB)/4, $0x3c088908
+DATA expP2<>+12(SB)/4, $0x3c088908
+DATA expP2<>+16(SB)/4, $0x3c088908
+DATA expP2<>+20(SB)/4, $0x3c088908
+DATA expP2<>+24(SB)/4, $0x3c088908
+DATA expP2<>+28(SB)/4, $0x3c088908
+GLOBL expP2<>(SB), RODATA|NOPTR, $32
+
+DATA expP3<>+0(SB)/4, $0x3d2aa9c1
+DATA expP3<>+4(SB)/4, $0x3d2aa9c1
+DATA expP3<>+8(SB)/4, $0x3d2aa9c1
+DATA expP3<>+12(SB)/4, $0x3d2aa9c1
+DATA expP3<>+16(SB)/4, $0x3d2aa9c1
+DATA expP3<>+20(SB)/4, $0x3d2aa9c1
+DATA expP3<>+24(SB)/4, $0x3d2aa9c1
+DATA expP3<>+28(SB)/4, $0x3d2aa9c1
+GLOBL expP3<>(SB), RODATA|NOPTR, $32
+
+DATA expP4<>+0(SB)/4, $0x3e2aaaaa
+DATA expP4<>+4(SB)/4, $0x3e2aaaaa
+DATA expP4<>+8(SB)/4, $0x3e2aaaaa
+DATA expP4<>+12(SB)/4, $0x3e2aaaaa
+DATA expP4<>+16(SB)/4, $0x3e2aaaaa
+DATA expP4<>+20(SB)/4, $0x3e2aaaaa
+DATA expP4<>+24(SB)/4, $0x3e2aaaaa
+DATA expP4<>+28(SB)/4, $0x3e2aaaaa
+GLOBL expP4<>(SB), RODATA|NOPTR, $32
+
+DATA expP5<>+0(SB)/4, $0x3f000000
+DATA expP5<>+4(SB)/4, $0x3f000000
+DATA expP5<>+8(SB)/4, $0x3f000000
+DATA expP5<>+12(SB)/4, $0x3f000000
+DATA expP5<>+16(SB)/4, $0x3f000000
+DATA expP5<>+20(SB)/4, $0x3f000000
+DATA expP5<>+24(SB)/4, $0x3f000000
+DATA expP5<>+28(SB)/4, $0x3f000000
+GLOBL expP5<>(SB), RODATA|NOPTR, $32
+
+DATA one<>+0(SB)/4, $0x3f800000
+DATA one<>+4(SB)/4, $0x3f800000
+DATA one<>+8(SB)/4, $0x3f800000
+DATA one<>+12(SB)/4, $0x3f800000
+DATA one<>+16(SB)/4, $0x3f800000
+DATA one<>+20(SB)/4, $0x3f800000
+DATA one<>+24(SB)/4, $0x3f800000
+DATA one<>+28(SB)/4, $0x3f800000
+GLOBL one<>(SB), RODATA|NOPTR, $32
+
+DATA bias127<>+0(SB)/4, $0x0000007f
+DATA bias127<>+4(SB)/4, $0x0000007f
+DATA bias127<>+8(SB)/4, $0x0000007f
+DATA bias127<>+12(SB)/4, $0x0000007f
+DATA bias127<>+16(SB)/4, $0x0000007f
+DATA bias127<>+20(SB)/4, $0x0000007f
+DATA bias127<>+24(SB)/4, $0x0000007f
+DATA bias127<>+28(SB)/4, $0x0000007f
+GLOBL bias127<>(SB), RODATA|NOPTR, $32
+
+// func siluAVX2(dst *float32, src *float32, n int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·siluAVX2(SB), NOSPLIT, $0-24
+	MOVQ    dst+0(FP), AX
+	MOVQ    src+8(FP), CX
+	MOVQ    n+16(FP), DX
+	SHRQ    $0x03, DX
+	VMOVUPS expLo<>+0(SB), Y0
+	VMOVUPS expHi<>+0(SB), Y1
+
+siluAVX2_loop:
+	VMOVUPS      (CX), Y2
+	VXORPS       signBit<>+0(SB), Y2, Y3
+	VCMPPS       $0x05, Y0, Y3, Y4
+	VMAXPS       Y3, Y0, Y3
+	VMINPS       Y3, Y1, Y3
+	VMULPS       log2e<>+0(SB), Y3, Y5
+	VROUNDPS     $0x00, Y5, Y5
+	VMOVAPS      Y3, Y3
+	VFNMADD231PS ln2hi<>+0(SB), Y5, Y3
+	VFNMADD231PS ln2lo<>+0(SB), Y5, Y3
+	VMOVAPS      expP0<>+0(SB), Y6
+	VFMADD213PS  expP1<>+0(SB), Y3, Y6
+	VFMADD213PS  expP2<>+0(SB), Y3, Y6
+	VFMADD213PS  expP3<>+0(SB), Y3, Y6
+	VFMADD213PS  expP4<>+0(SB), Y3, Y6
+	VFMADD213PS  expP5<>+0(SB), Y3, Y6
+	VMULPS       Y3, Y3, Y7
+	VFMADD213PS  Y3, Y7, Y6
+	VADDPS       one<>+0(SB), Y6, Y6
+	VCVTPS2DQ    Y5, Y3
+	VPSRAD       $0x01, Y3, Y5
+	VPSUBD       Y5, Y3, Y3
+	VPADDD       bias127<>+0(SB), Y3, Y3
+	VPSLLD       $0x17, Y3, Y3
+	VMULPS       Y3, Y6, Y6
+	VPADDD       bias127<>+0(SB), Y5, Y5
+	VPSLLD       $0x17, Y5, Y5
+	VMULPS       Y5, Y6, Y6
+	VANDPS       Y4, Y6, Y6
+	VADDPS       one<>+0(SB), Y6, Y6
+	VDIVPS       Y6, Y2, Y2
+	VMOVUPS      Y2, (AX)
+	ADDQ         $0x20, CX
+	ADDQ         $0x20, AX
+	DECQ         DX
+	JNZ          siluAVX2_loop
+	VZEROUPPER
+	RET
+
+DATA signBit<>+0(SB)/4, $0x80000000
+DATA signBit<>+4(SB)/4, $0x80000000
+DATA signBit<>+8(SB)/4, $0x80000000
+DATA signBit<>+12(SB)/4, $0x80000000
+DATA signBit<>+16(SB)/4, $0x80000000
+DATA signBit<>+20(SB)/4, $0x80000000
+DATA signBit<>+24(SB)/4, $0x80000000
+DATA signBit<>+28(SB)/4, $0x80000000
+GLOBL signBit<>(SB), RODATA|NOPTR, $32
 
 // func decodeF16AVX2(dst *float32, src *byte, n int)
 // Requires: AVX, F16C

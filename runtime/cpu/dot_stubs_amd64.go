@@ -20,6 +20,10 @@ func dotQ8_0x4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotQ8_0Widex4(w *byte, x *byte, corr *byte, dx *byte, xStride int, cStride int, pairs int, out *float32)
 
+func dotIQ4_NLWidex1(w *byte, x *byte, corr *byte, dx *byte, xStride int, cStride int, pairs int, out *float32)
+
+func dotIQ4_NLWidex4(w *byte, x *byte, corr *byte, dx *byte, xStride int, cStride int, pairs int, out *float32)
+
 func dotIQ4_NLx1AVX2(w *byte, x *byte, stride int, nb int, out *float32)
 
 func dotIQ4_NLx4AVX2(w *byte, x *byte, stride int, nb int, out *float32)
@@ -131,6 +135,10 @@ func quantizeQ8AVX512(x *float32, dst *byte, nb int)
 func quantizeQ8KAVX512(x *float32, dst *byte, nb int)
 
 func gatherPanel(dst *byte, src *byte, rowStride int, prog *int32, n int, lanes int)
+
+func expShiftAVX2(dst *float32, src *float32, shift float32, n int)
+
+func siluAVX2(dst *float32, src *float32, n int)
 
 func decodeF16AVX2(dst *float32, src *byte, n int)
 

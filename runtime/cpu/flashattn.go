@@ -111,8 +111,9 @@ func (b *Backend) flashAttention(out, lse, q, k, v, mask *lqrt.Tensor, scale, so
 							o[i] *= alpha
 						}
 					}
+					expShift(scores[c0:n], scores[c0:n], newMax)
 					for c := c0; c < n; c++ {
-						p := float32(math.Exp(float64(scores[c] - newMax)))
+						p := scores[c]
 						sum[r] += p
 						axpy(o, p, vh[(s0+c)*dv:(s0+c+1)*dv])
 					}

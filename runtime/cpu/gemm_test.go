@@ -171,3 +171,43 @@ func TestDecodeHalf(t *testing.T) {
 		}
 	}
 }
+
+// The vectorized exp is within two ulps of math.Exp's, flushes what
+// would be subnormal to zero (and SiLU's results below 1e-36), and keeps
+// infinities and NaNs.
+func TestExpShift(t *testing.T) {
+	var x []float32
+	for v := -100.0; v <= 100; v += 0.0137 {
+		x = append(x, float32(v))
+	}
+	x = append(x, 0, float32(math.Inf(-1)), float32(math.Inf(1)), float32(math.NaN()), -87.3, 88.7, 1e-8, -1e-8)
+	for _, shift := range []float32{0, 3.5} {
+		got := make([]float32, len(x))
+		expShift(got, x, shift)
+		sig := make([]float32, len(x))
+		silu(sig, x)
+		for i, v := range x {
+			want := math.Exp(float64(v - shift))
+			checkClose(t, "exp", v-shift, got[i], want, 0x1p-126)
+			if shift == 0 {
+				checkClose(t, "silu", v, sig[i], float64(v)/(1+math.Exp(-float64(v))), 1e-36)
+			}
+		}
+	}
+}
+
+func checkClose(t *testing.T, what string, x, got float32, want, abs float64) {
+	t.Helper()
+	switch {
+	case math.IsNaN(want):
+		if !math.IsNaN(float64(got)) {
+			t.Errorf("%s(%v) = %v, want NaN", what, x, got)
+		}
+	case math.IsInf(want, 0) || math.Abs(want) > math.MaxFloat32:
+		if !math.IsInf(float64(got), int(math.Copysign(1, want))) {
+			t.Errorf("%s(%v) = %v, want %v", what, x, got, want)
+		}
+	case math.Abs(float64(got)-want) > 2.5e-7*math.Abs(want)+abs:
+		t.Errorf("%s(%v) = %v, want %v (%.2g relative)", what, x, got, want, (float64(got)-want)/want)
+	}
+}

@@ -66,9 +66,20 @@ func broadcast(out, a, b []float32, f func(a, b float32) float32) {
 	}
 }
 
-func silu(out, x []float32) {
+// silu and expShift (dst = e^(src−shift)) are vectorized where the CPU
+// has AVX2 (dot_amd64.go): a polynomial exp within about an ulp of
+// math.Exp's, as ggml's own.
+var silu, expShift = siluGo, expShiftGo
+
+func siluGo(out, x []float32) {
 	for i, v := range x {
 		out[i] = v / (1 + float32(math.Exp(float64(-v))))
+	}
+}
+
+func expShiftGo(dst, src []float32, shift float32) {
+	for i, v := range src {
+		dst[i] = float32(math.Exp(float64(v - shift)))
 	}
 }
 
@@ -111,10 +122,9 @@ func softmax(p *pool, out, x []float32, n int) {
 			for _, v := range row {
 				mx = max(mx, v)
 			}
+			expShift(o, row, mx)
 			var sum float64
-			for i, v := range row {
-				e := float32(math.Exp(float64(v - mx)))
-				o[i] = e
+			for _, e := range o {
 				sum += float64(e)
 			}
 			inv := float32(1 / sum)

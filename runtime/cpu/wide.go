@@ -2,14 +2,15 @@ package cpu
 
 import "github.com/lqc-dev/lqc/quant"
 
-// wideDot, where the CPU has AVX-512 VNNI (wide_amd64.go), runs Q4_0 and
-// Q8_0 rows two blocks per step against activations in the wide layout.
+// wideDot, where the CPU has AVX-512 VNNI (wide_amd64.go), runs Q4_0,
+// IQ4_NL and Q8_0 rows two blocks per step against activations in the wide layout.
 // It covers block pairs [p0, p0+np) of the row.
 var wideDot func(typ quant.Type, row []byte, a *wideAct, t, p0, np int, out []float32)
 
 // wideZero is the zero point each type's weights are shifted by to enter
-// VPDPBUSD as unsigned bytes: Q4_0's nibbles are w+8, Q8_0 gets w+128.
-var wideZero = map[quant.Type]int32{quant.Q4_0: 8, quant.Q8_0: 128}
+// VPDPBUSD as unsigned bytes: Q4_0's nibbles are w+8, Q8_0 and IQ4_NL's
+// levels get w+128.
+var wideZero = map[quant.Type]int32{quant.Q4_0: 8, quant.Q8_0: 128, quant.IQ4_NL: 128}
 
 // wideAct is activations in the layout of the AVX-512 kernels: the 8-bit
 // values of every token contiguous, and for each pair of blocks the lane

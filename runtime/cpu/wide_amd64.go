@@ -41,6 +41,14 @@ func wideDotAVX512(typ quant.Type, row []byte, a *wideAct, t, p0, np int, out []
 		} else {
 			dotQ4_0Widex1(w, (*byte)(x), (*byte)(c), (*byte)(d), 0, 0, np, &out[0])
 		}
+	case quant.IQ4_NL:
+		_ = row[36*(p0+np)-1]
+		w := &row[36*p0]
+		if len(out) == 4 {
+			dotIQ4_NLWidex4(w, (*byte)(x), (*byte)(c), (*byte)(d), nb*32, cStride, np, &out[0])
+		} else {
+			dotIQ4_NLWidex1(w, (*byte)(x), (*byte)(c), (*byte)(d), 0, 0, np, &out[0])
+		}
 	case quant.Q8_0:
 		_ = row[68*(p0+np)-1]
 		w := &row[68*p0]

@@ -17,7 +17,7 @@ func TestWideKernels(t *testing.T) {
 		t.Skip("no AVX-512 VNNI on this CPU")
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
-	for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0} {
+	for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0, quant.IQ4_NL} {
 		for _, n := range []int{64, 2048, 5632} {
 			nb := n / 32
 			w := make([]byte, typ.RowSize(int64(n)))
@@ -52,7 +52,7 @@ func BenchmarkWide(b *testing.B) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	const n = 2048
 	nb := n / 32
-	for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0} {
+	for _, typ := range []quant.Type{quant.Q4_0, quant.Q8_0, quant.IQ4_NL} {
 		w := make([]byte, typ.RowSize(n))
 		typ.Encode(w, randRow(rng, n))
 		xq := make([]q8Block, 4*nb)

@@ -61,16 +61,17 @@ func VPDPBUSD(s, u, dst Op) {
 
 // wide emits the AVX-512 VNNI kernel of a 32-value block type, two blocks
 // (64 values) per step, over activations in the wide layout (wide_amd64.go):
-// signed bytes x, for each pair of blocks the negated lane sums
-// −k·Σx of every four values (k = 8 for Q4_0, 128 for Q8_0), and a vector of
-// the two blocks' activation scales, eight lanes each.
+// signed bytes x, for each pair of blocks the negated lane sums −k·Σx of
+// every four values (k = 8 for Q4_0, 128 for Q8_0 and IQ4_NL), and a
+// vector of the two blocks' activation scales, eight lanes each.
 //
 //	func dot<T>Widex<tokens>(w, x, corr, dx *byte, xStride, cStride, pairs int, out *float32)
 //
 // Weights enter VPDPBUSD as unsigned bytes: Q4_0's nibbles as they are
-// (q = w+8), Q8_0's values plus 128, so Σq·x − k·Σx = Σw·x per lane,
-// exactly. Each pair's lane sums are converted to float and accumulated
-// with a fused multiply-add by dw·dx.
+// (q = w+8), Q8_0's values and IQ4_NL's levels (a VPSHUFB of the nibbles)
+// plus 128, so Σq·x − k·Σx = Σw·x per lane, exactly. Each pair's lane
+// sums are converted to float and accumulated with a fused multiply-add
+// by dw·dx.
 func wide(name string, size int, tokens int) {
 	fn := fmt.Sprintf("dot%sWidex%d", name, tokens)
 	TEXT(fn, NOSPLIT, "func(w, x, corr, dx *byte, xStride, cStride, pairs int, out *float32)")
@@ -94,13 +95,18 @@ func wide(name string, size int, tokens int) {
 		acc[t] = ZMM()
 		VPXORD(acc[t], acc[t], acc[t])
 	}
+	var levels VecVirtual
+	if name == "IQ4_NL" {
+		levels = ZMM()
+		VBROADCASTI32X4(levelTable(name, iq4nlGrid), levels)
+	}
 	Label(fn + "_loop")
 	CMPQ(n, Imm(0))
 	JE(LabelRef(fn + "_done"))
 
 	// The pair's 64 weights as unsigned bytes, in value order.
 	q := ZMM()
-	if name == "Q4_0" {
+	if name != "Q8_0" {
 		nib := YMM()
 		VMOVDQU(Mem{Base: w, Disp: 2}, nib.AsX())
 		VINSERTI128(Imm(1), Mem{Base: w, Disp: 2 + size}, nib, nib)
@@ -110,6 +116,9 @@ func wide(name string, size int, tokens int) {
 		VPAND(nibbleMask, nib, nib)
 		VINSERTI64X4(Imm(1), hi, nib.AsZ(), q) // [b0 lo, b1 lo, b0 hi, b1 hi]
 		VSHUFI64X2(Imm(0xD8), q, q, q)         // [b0 lo, b0 hi, b1 lo, b1 hi]
+		if levels != nil {
+			VPSHUFB(q, levels, q) // IQ4_NL's levels plus 128
+		}
 	} else {
 		VMOVDQU(Mem{Base: w, Disp: 2}, q.AsY())
 		VINSERTI64X4(Imm(1), Mem{Base: w, Disp: 2 + size}, q, q)
@@ -188,6 +197,9 @@ func main() {
 			wide(k.name, k.size, tokens)
 		}
 	}
+	for _, tokens := range []int{1, 4} {
+		wide("IQ4_NL", 18, tokens)
+	}
 	for _, k := range []struct {
 		name string
 		size int
@@ -229,6 +241,7 @@ func main() {
 	quantizeQ8()
 	quantizeQ8K()
 	gatherPanel()
+	expKernels()
 	decodeHalf("F16")
 	decodeHalf("BF16")
 	Generate()
@@ -1509,8 +1522,21 @@ type panelForm struct {
 	levels []int8
 }
 
-// panelLevels are the level tables of the panel forms, by name.
-var panelLevels = map[string]Mem{}
+// levelTables are the tables of levels plus 128 (unsigned bytes for
+// VPDPBUSD), sixteen bytes each, by type.
+var levelTables = map[string]Mem{}
+
+func levelTable(name string, levels []int8) Mem {
+	m, ok := levelTables[name]
+	if !ok {
+		m = GLOBL(name+"Levels", RODATA|NOPTR)
+		for i := 0; i < 16; i++ {
+			DATA(i, U8(uint8(levels[i])+128))
+		}
+		levelTables[name] = m
+	}
+	return m
+}
 
 // panelGemm emits the AVX-512 VNNI micro-kernel of prompt processing for
 // the 32-value block types: sixteen weight rows (a panel, one row per
@@ -1571,16 +1597,8 @@ func panelGemm(f panelForm, tokens int) {
 		VPBROADCASTD(k, mask)
 	}
 	if f.levels != nil {
-		m, ok := panelLevels[f.name]
-		if !ok {
-			m = GLOBL(f.name+"Levels", RODATA|NOPTR)
-			for i := 0; i < 16; i++ {
-				DATA(i, U8(uint8(f.levels[i])+128))
-			}
-			panelLevels[f.name] = m
-		}
 		levels = ZMM()
-		VBROADCASTI32X4(m, levels)
+		VBROADCASTI32X4(levelTable(f.name, f.levels), levels)
 	}
 	Label(name + "_loop")
 	isum := make([]VecVirtual, tokens)
@@ -2193,4 +2211,113 @@ func gatherPanel() {
 	JNZ(LabelRef("gatherPanel_loop"))
 	VZEROUPPER()
 	RET()
+}
+
+// splatF32 is a 32-byte constant of eight float32 v, made once by name.
+func splatF32(name string, v float32) Mem {
+	if m, ok := splats[name]; ok {
+		return m
+	}
+	m := GLOBL(name, RODATA|NOPTR)
+	for i := 0; i < 8; i++ {
+		DATA(4*i, U32(math.Float32bits(v)))
+	}
+	splats[name] = m
+	return m
+}
+
+// expCore emits e^x for the eight lanes of x (AVX2 + FMA): x = n·ln2 + r
+// with n = round(x·log2 e), r from ln2 in two parts, e^r by Cephes'
+// degree-6 polynomial (about 1 ulp), times 2^n through the exponent bits.
+// Below ln(FLT_MIN) the result is 0 (no subnormals); above ln(FLT_MAX) it
+// is +Inf; a NaN stays a NaN. lo and hi hold ln(FLT_MIN) and ln(FLT_MAX)
+// in every lane. 2^n is applied in two halves so that n = 128 (the top
+// of the range) and n = −126 both stay within normal exponents.
+func expCore(x, lo, hi VecVirtual) VecVirtual {
+	keep := YMM()
+	VCMPPS(Imm(5), lo, x, keep) // x not below lo (a NaN is kept)
+	c := YMM()
+	VMAXPS(x, lo, c) // a NaN stays: VMAXPS and VMINPS give their second source then
+	VMINPS(c, hi, c)
+	n := YMM()
+	VMULPS(splatF32("log2e", 1.44269504088896341), c, n)
+	VROUNDPS(Imm(0), n, n) // nearest, ties to even
+	r := YMM()
+	VMOVAPS(c, r)
+	VFNMADD231PS(splatF32("ln2hi", 0.693359375), n, r)
+	VFNMADD231PS(splatF32("ln2lo", -2.12194440e-4), n, r)
+	p := YMM()
+	VMOVAPS(splatF32("expP0", 1.9875691500e-4), p)
+	for _, k := range []struct {
+		name string
+		v    float32
+	}{{"expP1", 1.3981999507e-3}, {"expP2", 8.3334519073e-3}, {"expP3", 4.1665795894e-2}, {"expP4", 1.6666665459e-1}, {"expP5", 5.0000001201e-1}} {
+		VFMADD213PS(splatF32(k.name, k.v), r, p) // p = p·r + c
+	}
+	r2 := YMM()
+	VMULPS(r, r, r2)
+	VFMADD213PS(r, r2, p) // p·r² + r
+	VADDPS(splatF32("one", 1), p, p)
+	n1, n2 := YMM(), YMM()
+	VCVTPS2DQ(n, n1)
+	VPSRAD(Imm(1), n1, n2)
+	VPSUBD(n2, n1, n1) // n = n1 + n2, each within [−63, 64]
+	for _, h := range []VecVirtual{n1, n2} {
+		VPADDD(splatF32("bias127", math.Float32frombits(127)), h, h)
+		VPSLLD(Imm(23), h, h)
+		VMULPS(h, p, p)
+	}
+	VANDPS(keep, p, p)
+	return p
+}
+
+// expKernels emits
+//
+//	func expShiftAVX2(dst, src *float32, shift float32, n int)   // dst = e^(src−shift)
+//	func siluAVX2(dst, src *float32, n int)                      // dst = src/(1+e^−src)
+//
+// over n values, a multiple of eight.
+func expKernels() {
+	for _, silu := range []bool{false, true} {
+		name := "expShiftAVX2"
+		sig := "func(dst, src *float32, shift float32, n int)"
+		if silu {
+			name, sig = "siluAVX2", "func(dst, src *float32, n int)"
+		}
+		TEXT(name, NOSPLIT, sig)
+		dst := Load(Param("dst"), GP64())
+		src := Load(Param("src"), GP64())
+		n := Load(Param("n"), GP64())
+		SHRQ(Imm(3), n)
+		var shift VecVirtual
+		if !silu {
+			shift = YMM()
+			VBROADCASTSS(Load(Param("shift"), XMM()), shift)
+		}
+		lo, hi := YMM(), YMM()
+		VMOVUPS(splatF32("expLo", -87.33654), lo)
+		VMOVUPS(splatF32("expHi", 88.72284), hi)
+		Label(name + "_loop")
+		x := YMM()
+		VMOVUPS(Mem{Base: src}, x)
+		var y VecVirtual
+		if silu {
+			m := YMM()
+			VXORPS(splatF32("signBit", float32(math.Copysign(0, -1))), x, m) // −x
+			e := expCore(m, lo, hi)
+			VADDPS(splatF32("one", 1), e, e)
+			y = YMM()
+			VDIVPS(e, x, y)
+		} else {
+			VSUBPS(shift, x, x)
+			y = expCore(x, lo, hi)
+		}
+		VMOVUPS(y, Mem{Base: dst})
+		ADDQ(Imm(32), src)
+		ADDQ(Imm(32), dst)
+		DECQ(n)
+		JNZ(LabelRef(name + "_loop"))
+		VZEROUPPER()
+		RET()
+	}
 }
