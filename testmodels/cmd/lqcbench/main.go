@@ -73,17 +73,17 @@ func main() {
 	ranks := fs.String("ranks", "16,8,128,256", "lqcbench finetune: LoRA ranks, each trained with and without gradient checkpointing")
 	torch := fs.Bool("torch", true, "lqcbench finetune: compare with PyTorch training the rank-16 LoRA")
 	accuracy := fs.Bool("accuracy", true, "lqcbench finetune: the residual-adapter rank sweep on stories260K")
-	pp := fs.Int("pp", 512, "lqcbench gpu: prompt tokens")
-	tg := fs.Int("tg", 128, "lqcbench gpu: generated tokens")
+	pp := fs.Int("pp", 0, "prompt tokens (lqcbench run: 64, gpu: 512)")
+	tg := fs.Int("tg", 0, "generated tokens (lqcbench run: 32, gpu: 128)")
 	fs.Parse(os.Args[2:])
 	var err error
 	switch os.Args[1] {
 	case "convert":
 		err = benchConvert(*work, *layers, *runs, *threads)
 	case "run":
-		err = benchRun(*work, *layers, *runs, *threads, typeList(*types, runTypes))
+		err = benchRun(*work, *layers, *runs, *threads, typeList(*types, runTypes), or(*pp, 64), or(*tg, benchTG))
 	case "gpu":
-		err = benchGPU(*work, *layers, *runs, *device, typeList(*types, gpuTypes), *pp, *tg)
+		err = benchGPU(*work, *layers, *runs, *device, typeList(*types, gpuTypes), or(*pp, 512), or(*tg, 128))
 	case "attention":
 		err = benchAttention(*threads, *heads)
 	case "quality":
@@ -362,4 +362,12 @@ func compareTensors(a, b string) (same int, diff []string, err error) {
 	}
 	sort.Strings(diff)
 	return same, diff, nil
+}
+
+// or is v, or def where v is unset (0).
+func or(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }

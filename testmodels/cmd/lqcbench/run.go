@@ -11,17 +11,17 @@ import (
 	"github.com/lqc-dev/lqc/testmodels/llamacpp"
 )
 
-const (
-	benchPP = 64 // prompt tokens, as llama-bench's pp64
-	benchTG = 32 // generated tokens, as tg32
-)
-
 // runTypes are the file types lqcbench run compares by default: every
 // block type lqc writes appears in one of their mixes.
 var runTypes = []string{"f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0", "iq4_nl", "iq4_xs", "q3_k_m", "q2_k"}
 
 // benchRun compares lqc's runtime with llama.cpp on the same GGUF files.
-func benchRun(work string, layers, runs, threads int, types []string) error {
+// benchTG is llama-bench's tg32: the tokens the decode benchmarks generate.
+const benchTG = 32
+
+// pp and tg are the prompt and generated tokens (llama-bench's pp64 and
+// tg32 by default).
+func benchRun(work string, layers, runs, threads int, types []string, pp, tg int) error {
 	dir, lqc, err := modelAndLQC(work, layers)
 	if err != nil {
 		return err
@@ -32,27 +32,27 @@ func benchRun(work string, layers, runs, threads int, types []string) error {
 			return err
 		}
 	}
-	fmt.Printf("\npp%d / tg%d tokens/s, TinyLlama-1.1B shape (%d layers), %d threads, median of %d\n", benchPP, benchTG, layers, threads, runs)
+	fmt.Printf("\npp%d / tg%d tokens/s, TinyLlama-1.1B shape (%d layers), %d threads, median of %d\n", pp, tg, layers, threads, runs)
 	fmt.Printf("  %-8s %10s %10s %10s %10s %8s %8s\n", "", "lqc pp", "llama pp", "lqc tg", "llama tg", "pp ×", "tg ×")
 	nlc, nlcErr := llamacpp.Install()
 	for _, q := range types {
-		pp, tg, err := benchLQC(files[q], runs, threads)
+		lqcPP, lqcTG, err := benchLQC(files[q], runs, threads, pp, tg)
 		if err != nil {
 			return err
 		}
 		lpp, ltg := 0.0, 0.0
 		if nlcErr == nil {
-			res, err := llamacpp.Run(nlc, []llamacpp.Job{{Model: files[q], Bench: &llamacpp.Bench{PP: benchPP, TG: benchTG, Threads: threads, Reps: runs}}})
+			res, err := llamacpp.Run(nlc, []llamacpp.Job{{Model: files[q], Bench: &llamacpp.Bench{PP: pp, TG: tg, Threads: threads, Reps: runs}}})
 			if err != nil {
 				return err
 			}
 			if res[0].Error != "" {
 				return fmt.Errorf("llama.cpp: %s", res[0].Error)
 			}
-			lpp = float64(benchPP) / (medianF(res[0].PPms) / 1000)
-			ltg = float64(benchTG) / (medianF(res[0].TGms) / 1000)
+			lpp = float64(pp) / (medianF(res[0].PPms) / 1000)
+			ltg = float64(tg) / (medianF(res[0].TGms) / 1000)
 		}
-		fmt.Printf("  %-8s %10.1f %10.1f %10.1f %10.1f %8.2f %8.2f\n", q, pp, lpp, tg, ltg, pp/lpp, tg/ltg)
+		fmt.Printf("  %-8s %10.1f %10.1f %10.1f %10.1f %8.2f %8.2f\n", q, lqcPP, lpp, lqcTG, ltg, lqcPP/lpp, lqcTG/ltg)
 	}
 	if nlcErr != nil {
 		fmt.Printf("  llama.cpp unavailable (%v): no ratios\n", nlcErr)
@@ -62,7 +62,7 @@ func benchRun(work string, layers, runs, threads int, types []string) error {
 
 // benchLQC measures pp and tg like llama-bench: the prompt as one batch
 // into an empty cache, then tg tokens generated one at a time from BOS.
-func benchLQC(path string, runs, threads int) (pp, tg float64, err error) {
+func benchLQC(path string, runs, threads, pp, tg int) (ppRate, tgRate float64, err error) {
 	m, err := frontend.LoadGGUF(path)
 	if err != nil {
 		return 0, 0, err
@@ -78,7 +78,7 @@ func benchLQC(path string, runs, threads int) (pp, tg float64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	return measurePPTG(rm, m.Vocab.BOS, runs, benchPP, benchTG)
+	return measurePPTG(rm, m.Vocab.BOS, runs, pp, tg)
 }
 
 func medianF(v []float64) float64 {
