@@ -16,6 +16,12 @@ import (
 // kernel (the wide path) reloads every token's activations for every row;
 // the panel reaches about three times its multiply-adds per cycle.
 
+// panelMinTokens is the fewest tokens a product takes the panel kernels
+// for: packing a panel costs about what multiplying it with a few tokens
+// does, and at four tokens the row kernels are faster
+// (BenchmarkPanelTokens: even at about eight).
+var panelMinTokens = 8
+
 // panelRows is how many weight rows a panel holds: one per 32-bit lane.
 const panelRows = 16
 
@@ -230,7 +236,7 @@ func linearPanels(pt *panelType, w *weight, out []float32, xa []byte, T, lo, hi 
 // activations of T tokens.
 func (b *Backend) linearPanel(w *weight, out, x []float32, T int) bool {
 	pt := panelTypes[w.typ]
-	if pt == nil || T < 4 {
+	if pt == nil || T < panelMinTokens {
 		return false
 	}
 	xa := pt.acts(b, x, T, w.rowLen, pt.zero)

@@ -41,7 +41,7 @@ func TestPanelLinear(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Token counts that take every kernel: eight, four and one.
-			for _, T := range []int{4, 5, 8, 13, 21} {
+			for _, T := range []int{8, 9, 13, 16, 21} {
 				t.Run(fmt.Sprintf("%v/%dx%dx%d", typ, T, in, out), func(t *testing.T) {
 					x := randRow(rng, T*in)
 					x[5*in/2] = 0 // a block's sum may be anything, a row's zero
@@ -168,6 +168,39 @@ func TestQuantizeQ8K(t *testing.T) {
 	for b := range want {
 		if want[b] != got[b] {
 			t.Errorf("block %d: AVX-512 d=%v bsums=%v, portable d=%v bsums=%v", b, got[b].d, got[b].bsums, want[b].d, want[b].bsums)
+		}
+	}
+}
+
+// BenchmarkPanelTokens times a product of few tokens through the panels
+// and row by row, to place panelMinTokens.
+func BenchmarkPanelTokens(b *testing.B) {
+	if len(panelTypes) == 0 {
+		b.Skip("no AVX-512 VNNI")
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	const in, out = 2048, 2048
+	be := New(1)
+	defer be.Close()
+	defer func(n int) { panelMinTokens = n }(panelMinTokens)
+	for _, typ := range []quant.Type{quant.Q4_0, quant.Q4_K, quant.Q6_K} {
+		wt, _ := ir.FromF32("w", []int64{out, in}, randRow(rng, in*out))
+		q, _ := ir.Convert(wt, typ)
+		w, _ := be.Weight(q)
+		for _, T := range []int{4, 8, 12, 16, 24} {
+			x := randRow(rng, T*in)
+			y := make([]float32, T*out)
+			for _, panels := range []bool{true, false} {
+				b.Run(fmt.Sprintf("%v/T=%d/panels=%v", typ, T, panels), func(b *testing.B) {
+					panelMinTokens = 4
+					if !panels {
+						panelMinTokens = 1 << 30
+					}
+					for b.Loop() {
+						_ = be.linear(y, x, w, nil, false)
+					}
+				})
+			}
 		}
 	}
 }
