@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lqc-dev/lqc/runtime/cpu"
 	"io"
 	"net"
 	"net/http"
@@ -25,6 +26,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ctxSize := fs.IntP("ctx-size", "c", 2048, "context of each request, prompt and reply (at most the model's)")
 	queue := fs.Int("queue", 64, "requests that may wait for a free slot before the server answers 429")
 	apiKey := fs.String("api-key", os.Getenv("LQC_API_KEY"), "require Authorization: Bearer KEY (default $LQC_API_KEY)")
+	repack := fs.Bool("repack", true, "on the CPU, keep the weights repacked for the batched kernels after first use, as llama.cpp repacks them: faster batched steps for about the weights' memory again")
 	alias := fs.String("alias", "", "the base model's id (default: the file name)")
 	templateFile := fs.String("chat-template", "", "a Jinja chat template file instead of the model's")
 	opts := addRunFlags(fs)
@@ -71,6 +73,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer l.close()
+	if cb, ok := l.model.Backend.(*cpu.Backend); ok && *repack {
+		cb.KeepPanels()
+	}
 	tmpl, err := chatTemplate(l, tmplSrc, *templateFile, stderr)
 	if err != nil {
 		return err

@@ -18,7 +18,18 @@ import (
 type Backend struct {
 	pool *pool
 	free freeBuffers
+	// keepPanels: weights stay packed for the panel kernels after their
+	// first use (KeepPanels).
+	keepPanels bool
 }
+
+// KeepPanels makes the backend keep every matrix it multiplies through
+// the panel kernels packed, as llama.cpp repacks its CPU weights: the
+// memory of the weights again (a little more: scales as float32), for
+// products of a few tokens (a batched decoding step, a short prompt) at
+// the kernels' full speed instead of paying a packing each time. A
+// long-running server wants it; a one-off run does not.
+func (b *Backend) KeepPanels() { b.keepPanels = true }
 
 // New returns a CPU backend running on threads cores (0: all).
 func New(threads int) *Backend {
@@ -91,6 +102,10 @@ type weight struct {
 	rowLen   int
 	rowBytes int
 	data     []byte
+	// panels is the matrix packed for the panel kernels, kept when the
+	// backend keeps panels; made once, on first use.
+	packOnce sync.Once
+	panels   []byte
 }
 
 func (w *weight) row(r int) []byte { return w.data[r*w.rowBytes : (r+1)*w.rowBytes] }
@@ -287,9 +302,9 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 	case "LayerNorm":
 		layerNorm(b.pool, f32s(out), f32s(in[0]), f32s(in[1]), f32s(in[2]), float32(attrs.Float("eps")))
 	case "Add":
-		broadcast(f32s(out), f32s(in[0]), f32s(in[1]), func(a, b float32) float32 { return a + b })
+		broadcastAdd(f32s(out), f32s(in[0]), f32s(in[1]))
 	case "Mul":
-		broadcast(f32s(out), f32s(in[0]), f32s(in[1]), func(a, b float32) float32 { return a * b })
+		broadcastMul(f32s(out), f32s(in[0]), f32s(in[1]))
 	case "SiLU":
 		silu(f32s(out), f32s(in[0]))
 	case "Softcap":

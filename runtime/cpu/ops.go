@@ -56,12 +56,25 @@ func layerNorm(p *pool, out, x, w, bias []float32, eps float32) {
 }
 
 // broadcast applies f elementwise, b repeating over a's leading axes.
-func broadcast(out, a, b []float32, f func(a, b float32) float32) {
+// broadcastAdd and broadcastMul compute out = a ∘ b with b repeated over
+// a's leading dimensions, each its own loop: through a function value
+// every element cost a call.
+func broadcastAdd(out, a, b []float32) {
 	n := len(b)
 	for base := 0; base < len(a); base += n {
 		o, x := out[base:base+n], a[base:base+n]
 		for i := range o {
-			o[i] = f(x[i], b[i])
+			o[i] = x[i] + b[i]
+		}
+	}
+}
+
+func broadcastMul(out, a, b []float32) {
+	n := len(b)
+	for base := 0; base < len(a); base += n {
+		o, x := out[base:base+n], a[base:base+n]
+		for i := range o {
+			o[i] = x[i] * b[i]
 		}
 	}
 }

@@ -22,6 +22,11 @@ import (
 // (BenchmarkPanelTokens: even at about eight).
 var panelMinTokens = 8
 
+// keptPanelMinTokens is the fewest tokens a product takes kept panels for
+// (KeepPanels): without the packing, two tokens already go faster than
+// row by row.
+var keptPanelMinTokens = 2
+
 // panelRows is how many weight rows a panel holds: one per 32-bit lane.
 const panelRows = 16
 
@@ -194,18 +199,19 @@ func split16(xq []q8KBlock, aux func(d float32, sum int16) uint32) []byte {
 func linearPanels(pt *panelType, w *weight, out []float32, xa []byte, T, lo, hi int) {
 	nout, in := w.rows, w.rowLen
 	steps, xStride := in/pt.step, in/32*pt.actBytes
-	panel := make([]byte, steps*pt.stepBytes)
-	prog := pt.program(in)
+	size := steps * pt.stepBytes
+	var panel []byte
+	if w.panels == nil {
+		panel = make([]byte, size)
+	}
 	var tile [8 * panelRows]float32
 	for p := lo; p < hi; p++ {
 		r0 := p * panelRows
 		rows := min(panelRows, nout-r0)
-		if rows < panelRows {
-			clear(panel)
-		}
-		gatherPanel(&panel[0], &w.data[r0*w.rowBytes], w.rowBytes, &prog[0].src, len(prog), 1<<rows-1)
-		for lane := range rows {
-			pt.scales(panel, w.row(r0+lane), lane, in)
+		if w.panels != nil {
+			panel = w.panels[p*size : (p+1)*size]
+		} else {
+			pack(pt, w, panel, p)
 		}
 		for t := 0; t < T; {
 			k, kern := 1, pt.one
@@ -231,13 +237,45 @@ func linearPanels(pt *panelType, w *weight, out []float32, xa []byte, T, lo, hi 
 	}
 }
 
+// pack packs panel p of w (rows 16p..16p+15) into panel.
+func pack(pt *panelType, w *weight, panel []byte, p int) {
+	r0 := p * panelRows
+	rows := min(panelRows, w.rows-r0)
+	if rows < panelRows {
+		clear(panel)
+	}
+	prog := pt.program(w.rowLen)
+	gatherPanel(&panel[0], &w.data[r0*w.rowBytes], w.rowBytes, &prog[0].src, len(prog), 1<<rows-1)
+	for lane := range rows {
+		pt.scales(panel, w.row(r0+lane), lane, w.rowLen)
+	}
+}
+
+// keptPanels packs every panel of w once, in parallel, and keeps them.
+func (b *Backend) keptPanels(pt *panelType, w *weight) {
+	w.packOnce.Do(func() {
+		size := w.rowLen / pt.step * pt.stepBytes
+		panels := (w.rows + panelRows - 1) / panelRows
+		all := make([]byte, panels*size)
+		b.pool.parallel(panels, grainFor(panelRows*w.rowLen/4, 1), func(lo, hi int) {
+			for p := lo; p < hi; p++ {
+				pack(pt, w, all[p*size:(p+1)*size], p)
+			}
+		})
+		w.panels = all
+	})
+}
+
 // linearPanel runs a prompt's product through the panel kernels where the
 // weight type has them, and reports whether it did; x holds the float32
 // activations of T tokens.
 func (b *Backend) linearPanel(w *weight, out, x []float32, T int) bool {
 	pt := panelTypes[w.typ]
-	if pt == nil || T < panelMinTokens {
+	if pt == nil || T < panelMinTokens && !(b.keepPanels && T >= keptPanelMinTokens) {
 		return false
+	}
+	if b.keepPanels {
+		b.keptPanels(pt, w)
 	}
 	xa := pt.acts(b, x, T, w.rowLen, pt.zero)
 	panels := (w.rows + panelRows - 1) / panelRows

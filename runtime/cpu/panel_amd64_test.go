@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"unsafe"
 
@@ -21,8 +22,10 @@ func TestPanelLinear(t *testing.T) {
 		t.Skip("no AVX-512 VNNI on this CPU")
 	}
 	rng := rand.New(rand.NewPCG(7, 8))
-	be := New(2)
+	be, kept := New(2), New(2) // kept packs each weight once and keeps it
 	defer be.Close()
+	defer kept.Close()
+	kept.KeepPanels()
 	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS, quant.Q3_K, quant.Q2_K} {
 		// 16 rows fill one panel; 37 leave a part-filled last panel.
 		for _, shape := range [][2]int{{256, 16}, {2048, 37}, {5632, 33}} {
@@ -40,15 +43,24 @@ func TestPanelLinear(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// Token counts that take every kernel: eight, four and one.
-			for _, T := range []int{8, 9, 13, 16, 21} {
+			// Token counts that take every kernel: eight, four and one
+			// (and, with kept panels, from two tokens on).
+			for _, T := range []int{2, 8, 9, 13, 16, 21} {
 				t.Run(fmt.Sprintf("%v/%dx%dx%d", typ, T, in, out), func(t *testing.T) {
 					x := randRow(rng, T*in)
-					x[5*in/2] = 0 // a block's sum may be anything, a row's zero
+					x[in+in/2] = 0 // a block's sum may be anything, a row's zero
 					y := make([]float32, T*out)
 					if err := be.linear(y, x, w, nil, false); err != nil {
 						t.Fatal(err)
 					}
+					yk := make([]float32, T*out)
+					if err := kept.linear(yk, x, w, nil, false); err != nil {
+						t.Fatal(err)
+					}
+					if T >= panelMinTokens && !slices.Equal(y, yk) {
+						t.Fatalf("kept panels give other products than panels packed per call")
+					}
+					y = yk
 					rowDot := quantizedDot(typ, x, in)
 					deq, _ := q.Float32s()
 					for tok := range T {
