@@ -134,15 +134,23 @@ func asBytes[E any](s []E) []byte {
 // splits them into 32-value blocks as panelActsQ8 lays them out: the
 // super-block's scale and −zero·Σq of the block.
 func panelActsQ8KZero(b *Backend, x []float32, T, in int, zero int32) []byte {
-	return splitQ8K(quantizeQ8KTokens(b, x, T, in), func(_ float32, sum int32) uint32 { return uint32(-zero * sum) })
+	return splitQ8K(quantizeQ8KTokens(b, x, T, in), offsetAux(zero))
 }
 
 // panelActsQ8K quantizes activations as Q8_K and splits them into
 // 32-value sub-blocks, each with the super-block's scale and its own dx·Σq
 // (as float32 bits) for the weights' minimums.
 func panelActsQ8K(b *Backend, x []float32, T, in int, _ int32) []byte {
-	return splitQ8K(quantizeQ8KTokens(b, x, T, in), func(d float32, sum int32) uint32 { return math.Float32bits(d * float32(sum)) })
+	return splitQ8K(quantizeQ8KTokens(b, x, T, in), minAux)
 }
+
+// offsetAux is the aux of weights offset by zero: −zero·Σq as an int32.
+func offsetAux(zero int32) func(float32, int32) uint32 {
+	return func(_ float32, sum int32) uint32 { return uint32(-zero * sum) }
+}
+
+// minAux is the aux of weights with minimums: d·Σq as float32 bits.
+func minAux(d float32, sum int32) uint32 { return math.Float32bits(d * float32(sum)) }
 
 // splitQ8K splits Q8_K blocks into 32-value q8SumBlocks with aux(d, Σq)
 // (Σq from ggml's sums of sixteen).
@@ -170,24 +178,24 @@ type q8Sum16Block struct {
 
 // panelActs16Zero lays out Q8_K activations for weights offset by zero.
 func panelActs16Zero(b *Backend, x []float32, T, in int, zero int32) []byte {
-	return split16(quantizeQ8KTokens(b, x, T, in), func(_ float32, sum int16) uint32 { return uint32(-zero * int32(sum)) })
+	return split16(quantizeQ8KTokens(b, x, T, in), offsetAux(zero))
 }
 
 // panelActs16Min lays out Q8_K activations for weights with minimums.
 func panelActs16Min(b *Backend, x []float32, T, in int, _ int32) []byte {
-	return split16(quantizeQ8KTokens(b, x, T, in), func(d float32, sum int16) uint32 { return math.Float32bits(d * float32(sum)) })
+	return split16(quantizeQ8KTokens(b, x, T, in), minAux)
 }
 
 // split16 splits Q8_K blocks into q8Sum16Blocks with aux(d, Σq) of each
 // sixteen values (ggml's sums).
-func split16(xq []q8KBlock, aux func(d float32, sum int16) uint32) []byte {
+func split16(xq []q8KBlock, aux func(d float32, sum int32) uint32) []byte {
 	out := make([]q8Sum16Block, 8*len(xq))
 	for i := range xq {
 		x := &xq[i]
 		for s := range 8 {
 			a := &out[8*i+s]
 			a.d, a.qs = x.d, [32]int8(x.qs[32*s:32*s+32])
-			a.aux = [2]uint32{aux(x.d, x.bsums[2*s]), aux(x.d, x.bsums[2*s+1])}
+			a.aux = [2]uint32{aux(x.d, int32(x.bsums[2*s])), aux(x.d, int32(x.bsums[2*s+1]))}
 		}
 	}
 	return asBytes(out)

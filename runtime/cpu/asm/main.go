@@ -1538,6 +1538,82 @@ func levelTable(name string, levels []int8) Mem {
 	return m
 }
 
+// panelFrame is what the panel kernels share: the panel pointer p, the
+// tokens' activation bases (token t's from base t/3, indexed by the token
+// stride scaled by t%3: three tokens per base register), the step count,
+// and a float32 accumulator of sixteen rows per token.
+type panelFrame struct {
+	name     string
+	p, n, xs Register
+	bases    []Register
+	acc      []VecVirtual
+}
+
+// startPanel emits a panel kernel's prologue,
+//
+//	func <name>(panel, x *byte, xStride, <count> int, out *float32, outStride int)
+//
+// with the accumulators zeroed; the caller emits its constants, then the
+// label <name>_loop and one step.
+func startPanel(name, count string, tokens int) *panelFrame {
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(panel, x *byte, xStride, %s int, out *float32, outStride int)", count))
+	f := &panelFrame{name: name}
+	f.p = Load(Param("panel"), GP64())
+	x := Load(Param("x"), GP64())
+	f.xs = Load(Param("xStride"), GP64())
+	f.n = Load(Param(count), GP64())
+	for t := 0; t < tokens; t += 3 {
+		if t == 0 {
+			f.bases = append(f.bases, x)
+			continue
+		}
+		b := GP64()
+		LEAQ(Mem{Base: f.bases[len(f.bases)-1], Index: f.xs, Scale: 2}, b)
+		ADDQ(f.xs, b)
+		f.bases = append(f.bases, b)
+	}
+	f.acc = make([]VecVirtual, tokens)
+	for t := range f.acc {
+		f.acc[t] = ZMM()
+		VPXORD(f.acc[t], f.acc[t], f.acc[t])
+	}
+	return f
+}
+
+// at addresses byte disp of token t's current step.
+func (f *panelFrame) at(t, disp int) Mem {
+	m := Mem{Base: f.bases[t/3], Disp: disp}
+	if t%3 > 0 {
+		m.Index, m.Scale = f.xs, uint8(t%3)
+	}
+	return m
+}
+
+// end emits the step's advance (panel by stepBytes, activations by
+// actBytes), the loop, and the stores of every token's sixteen sums.
+func (f *panelFrame) end(stepBytes, actBytes int) {
+	ADDQ(U32(stepBytes), f.p)
+	var step Op = U32(actBytes)
+	if actBytes < 128 { // a sign-extended byte
+		step = Imm(uint64(actBytes))
+	}
+	for _, b := range f.bases {
+		ADDQ(step, b)
+	}
+	DECQ(f.n)
+	JNZ(LabelRef(f.name + "_loop"))
+	o := Load(Param("out"), GP64())
+	os := Load(Param("outStride"), GP64())
+	for t := range f.acc {
+		VMOVUPS(f.acc[t], Mem{Base: o})
+		if t+1 < len(f.acc) {
+			ADDQ(os, o)
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
 // panelGemm emits the AVX-512 VNNI micro-kernel of prompt processing for
 // the 32-value block types: sixteen weight rows (a panel, one row per
 // 32-bit lane) times `tokens` tokens, with the weights' bytes reused from
@@ -1554,47 +1630,19 @@ func levelTable(name string, levels []int8) Mem {
 // t's sixteen sums at out + t·outStride (bytes).
 func panelGemm(f panelForm, tokens int) {
 	name := fmt.Sprintf("gemm%sx16x%d", f.name, tokens)
-	TEXT(name, NOSPLIT, "func(panel, x *byte, xStride, nb int, out *float32, outStride int)")
-	p := Load(Param("panel"), GP64())
-	x := Load(Param("x"), GP64())
-	xs := Load(Param("xStride"), GP64())
-	n := Load(Param("nb"), GP64())
-	// Token t's block is addressed from base t/3 with index xs scaled by
-	// t%3: three tokens per base register.
-	var bases []Register
-	for t := 0; t < tokens; t += 3 {
-		if t == 0 {
-			bases = append(bases, x)
-			continue
-		}
-		b := GP64()
-		LEAQ(Mem{Base: bases[len(bases)-1], Index: xs, Scale: 2}, b)
-		ADDQ(xs, b)
-		bases = append(bases, b)
-	}
-	at := func(t, disp int) Mem {
-		m := Mem{Base: bases[t/3], Disp: disp}
-		if t%3 > 0 {
-			m.Index, m.Scale = xs, uint8(t%3)
-		}
-		return m
-	}
+	k := startPanel(name, "nb", tokens)
+	p, at, acc := k.p, k.at, k.acc
 	chunks := 8
 	if f.nibbles {
 		chunks = 4
 	}
 	blockBytes := 64*chunks + 64
-	acc := make([]VecVirtual, tokens)
-	for t := range acc {
-		acc[t] = ZMM()
-		VPXORD(acc[t], acc[t], acc[t])
-	}
 	var mask, levels VecVirtual
 	if f.nibbles {
 		mask = ZMM()
-		k := GP32()
-		MOVL(U32(0x0F0F0F0F), k)
-		VPBROADCASTD(k, mask)
+		c := GP32()
+		MOVL(U32(0x0F0F0F0F), c)
+		VPBROADCASTD(c, mask)
 	}
 	if f.levels != nil {
 		levels = ZMM()
@@ -1638,22 +1686,7 @@ func panelGemm(f panelForm, tokens int) {
 		VMULPS_BCST(at(t, 0), dw, d)
 		VFMADD231PS(s, d, acc[t])
 	}
-	ADDQ(U32(blockBytes), p)
-	for _, b := range bases {
-		ADDQ(Imm(40), b)
-	}
-	DECQ(n)
-	JNZ(LabelRef(name + "_loop"))
-	o := Load(Param("out"), GP64())
-	os := Load(Param("outStride"), GP64())
-	for t := range acc {
-		VMOVUPS(acc[t], Mem{Base: o})
-		if t+1 < tokens {
-			ADDQ(os, o)
-		}
-	}
-	VZEROUPPER()
-	RET()
+	k.end(blockBytes, 40)
 }
 
 // panelGemmQ45_K emits the panel micro-kernel of Q4_K or Q5_K (see
@@ -1676,41 +1709,15 @@ func panelGemmQ45_K(fifth bool, tokens int) {
 		name = fmt.Sprintf("gemmQ5_Kx16x%d", tokens)
 		chunks = 16
 	}
-	TEXT(name, NOSPLIT, "func(panel, x *byte, xStride, pairs int, out *float32, outStride int)")
-	p := Load(Param("panel"), GP64())
-	x := Load(Param("x"), GP64())
-	xs := Load(Param("xStride"), GP64())
-	n := Load(Param("pairs"), GP64())
-	var bases []Register
-	for t := 0; t < tokens; t += 3 {
-		if t == 0 {
-			bases = append(bases, x)
-			continue
-		}
-		b := GP64()
-		LEAQ(Mem{Base: bases[len(bases)-1], Index: xs, Scale: 2}, b)
-		ADDQ(xs, b)
-		bases = append(bases, b)
-	}
-	at := func(t, disp int) Mem {
-		m := Mem{Base: bases[t/3], Disp: disp}
-		if t%3 > 0 {
-			m.Index, m.Scale = xs, uint8(t%3)
-		}
-		return m
-	}
-	acc := make([]VecVirtual, tokens)
-	for t := range acc {
-		acc[t] = ZMM()
-		VPXORD(acc[t], acc[t], acc[t])
-	}
+	k := startPanel(name, "pairs", tokens)
+	p, at, acc := k.p, k.at, k.acc
 	mask, bit4 := ZMM(), ZMM()
-	k := GP32()
-	MOVL(U32(0x0F0F0F0F), k)
-	VPBROADCASTD(k, mask)
+	c := GP32()
+	MOVL(U32(0x0F0F0F0F), c)
+	VPBROADCASTD(c, mask)
 	if fifth {
-		MOVL(U32(0x10101010), k)
-		VPBROADCASTD(k, bit4)
+		MOVL(U32(0x10101010), c)
+		VPBROADCASTD(c, bit4)
 	}
 	zero := ZMM() // see panelGemm16
 	VPXORD(zero, zero, zero)
@@ -1751,22 +1758,7 @@ func panelGemmQ45_K(fifth bool, tokens int) {
 			VFNMADD231PS_BCST(at(t, 40*h+4), dmin, acc[t])
 		}
 	}
-	ADDQ(U32(64*chunks+256), p)
-	for _, b := range bases {
-		ADDQ(Imm(80), b)
-	}
-	DECQ(n)
-	JNZ(LabelRef(name + "_loop"))
-	o := Load(Param("out"), GP64())
-	os := Load(Param("outStride"), GP64())
-	for t := range acc {
-		VMOVUPS(acc[t], Mem{Base: o})
-		if t+1 < tokens {
-			ADDQ(os, o)
-		}
-	}
-	VZEROUPPER()
-	RET()
+	k.end(64*chunks+256, 80)
 }
 
 // panelGemm16 emits the panel micro-kernel of a K-quant with a scale per
@@ -1792,34 +1784,8 @@ func panelGemmQ45_K(fifth bool, tokens int) {
 //     minimum per sixteen.
 func panelGemm16(typ string, tokens int) {
 	name := fmt.Sprintf("gemm%sx16x%d", typ, tokens)
-	TEXT(name, NOSPLIT, "func(panel, x *byte, xStride, halves int, out *float32, outStride int)")
-	p := Load(Param("panel"), GP64())
-	x := Load(Param("x"), GP64())
-	xs := Load(Param("xStride"), GP64())
-	n := Load(Param("halves"), GP64())
-	var bases []Register
-	for t := 0; t < tokens; t += 3 {
-		if t == 0 {
-			bases = append(bases, x)
-			continue
-		}
-		b := GP64()
-		LEAQ(Mem{Base: bases[len(bases)-1], Index: xs, Scale: 2}, b)
-		ADDQ(xs, b)
-		bases = append(bases, b)
-	}
-	at := func(t, disp int) Mem {
-		m := Mem{Base: bases[t/3], Disp: disp}
-		if t%3 > 0 {
-			m.Index, m.Scale = xs, uint8(t%3)
-		}
-		return m
-	}
-	acc := make([]VecVirtual, tokens)
-	for t := range acc {
-		acc[t] = ZMM()
-		VPXORD(acc[t], acc[t], acc[t])
-	}
+	k := startPanel(name, "halves", tokens)
+	p, at, acc := k.p, k.at, k.acc
 	splat32 := func(v uint32) VecVirtual {
 		z, k := ZMM(), GP32()
 		MOVL(U32(v), k)
@@ -1926,22 +1892,7 @@ func panelGemm16(typ string, tokens int) {
 	if typ != "Q6_K" {
 		step = 1536 // 8 + 8 chunks and the scales, or 8 chunks, scales and minimums
 	}
-	ADDQ(U32(step), p)
-	for _, b := range bases {
-		ADDQ(U32(4*48), b)
-	}
-	DECQ(n)
-	JNZ(LabelRef(name + "_loop"))
-	o := Load(Param("out"), GP64())
-	os := Load(Param("outStride"), GP64())
-	for t := range acc {
-		VMOVUPS(acc[t], Mem{Base: o})
-		if t+1 < tokens {
-			ADDQ(os, o)
-		}
-	}
-	VZEROUPPER()
-	RET()
+	k.end(step, 4*48)
 }
 
 // quantizeQ8 emits the AVX-512 quantizer of activations into 32-value
