@@ -11872,6 +11872,227 @@ gemmQ2_Kx16x8_loop:
 	VZEROUPPER
 	RET
 
+// func dotQ6_Kx1AVX512(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, F16C, SSE
+TEXT ·dotQ6_Kx1AVX512(SB), NOSPLIT, $0-40
+	MOVQ         w+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         stride+16(FP), DX
+	MOVQ         nb+24(FP), DX
+	MOVQ         out+32(FP), BX
+	VXORPS       X0, X0, X0
+	MOVSS        X0, (BX)
+	VMOVDQU64    q6SpreadA<>+0(SB), Z0
+	VMOVDQU64    q6SpreadB<>+0(SB), Z2
+	MOVL         $0x0f0f0f0f, SI
+	VPBROADCASTD SI, Z3
+	MOVL         $0x30303030, SI
+	VPBROADCASTD SI, Z4
+
+dotQ6_Kx1AVX512_loop:
+	CMPQ            DX, $0x00
+	JE              dotQ6_Kx1AVX512_done
+	VPXORD          Z1, Z1, Z1
+	VMOVDQU64       (AX), Z5
+	VBROADCASTI64X4 128(AX), Z6
+	VPMOVSXBW       192(AX), X7
+	VPANDD          Z5, Z3, Z8
+	VPSLLVW         q6ShiftA<>+0(SB), Z6, Z9
+	VPTERNLOGD      $0xf8, Z4, Z9, Z8
+	VPERMW          Z7, Z0, Z9
+	VPMADDUBSW      4(CX), Z8, Z8
+	VPMADDWD        Z9, Z8, Z8
+	VPADDD          Z8, Z1, Z1
+	VPSRLW          $0x04, Z5, Z5
+	VPANDD          Z3, Z5, Z5
+	VPSRLVW         q6ShiftB<>+0(SB), Z6, Z6
+	VPTERNLOGD      $0xf8, Z4, Z6, Z5
+	VPERMW          Z7, Z2, Z6
+	VPMADDUBSW      68(CX), Z5, Z5
+	VPMADDWD        Z6, Z5, Z5
+	VPADDD          Z5, Z1, Z1
+	VMOVDQU64       64(AX), Z5
+	VBROADCASTI64X4 160(AX), Z6
+	VPMOVSXBW       200(AX), X7
+	VPANDD          Z5, Z3, Z8
+	VPSLLVW         q6ShiftA<>+0(SB), Z6, Z9
+	VPTERNLOGD      $0xf8, Z4, Z9, Z8
+	VPERMW          Z7, Z0, Z9
+	VPMADDUBSW      132(CX), Z8, Z8
+	VPMADDWD        Z9, Z8, Z8
+	VPADDD          Z8, Z1, Z1
+	VPSRLW          $0x04, Z5, Z5
+	VPANDD          Z3, Z5, Z5
+	VPSRLVW         q6ShiftB<>+0(SB), Z6, Z6
+	VPTERNLOGD      $0xf8, Z4, Z6, Z5
+	VPERMW          Z7, Z2, Z6
+	VPMADDUBSW      196(CX), Z5, Z5
+	VPMADDWD        Z6, Z5, Z5
+	VPADDD          Z5, Z1, Z1
+	VEXTRACTI64X4   $0x01, Z1, Y5
+	VPADDD          Y5, Y1, Y5
+	VPMOVSXBW       192(AX), Y6
+	VMOVDQU         260(CX), Y8
+	VPMADDWD        Y8, Y6, Y8
+	VPSLLD          $0x05, Y8, Y8
+	VPSUBD          Y8, Y5, Y5
+	VEXTRACTI128    $0x01, Y5, X6
+	VPADDD          X5, X6, X6
+	VPHADDD         X6, X6, X6
+	VPHADDD         X6, X6, X6
+	VCVTDQ2PS       X6, X6
+	MOVWLZX         208(AX), SI
+	VMOVD           SI, X5
+	VCVTPH2PS       X5, X5
+	VMULSS          (CX), X5, X5
+	VMULSS          X6, X5, X5
+	VADDSS          (BX), X5, X5
+	MOVSS           X5, (BX)
+	ADDQ            $0x000000d2, AX
+	ADDQ            $0x00000124, CX
+	DECQ            DX
+	JMP             dotQ6_Kx1AVX512_loop
+
+dotQ6_Kx1AVX512_done:
+	VZEROUPPER
+	RET
+
+DATA q6ShiftA<>+0(SB)/2, $0x0004
+DATA q6ShiftA<>+2(SB)/2, $0x0004
+DATA q6ShiftA<>+4(SB)/2, $0x0004
+DATA q6ShiftA<>+6(SB)/2, $0x0004
+DATA q6ShiftA<>+8(SB)/2, $0x0004
+DATA q6ShiftA<>+10(SB)/2, $0x0004
+DATA q6ShiftA<>+12(SB)/2, $0x0004
+DATA q6ShiftA<>+14(SB)/2, $0x0004
+DATA q6ShiftA<>+16(SB)/2, $0x0004
+DATA q6ShiftA<>+18(SB)/2, $0x0004
+DATA q6ShiftA<>+20(SB)/2, $0x0004
+DATA q6ShiftA<>+22(SB)/2, $0x0004
+DATA q6ShiftA<>+24(SB)/2, $0x0004
+DATA q6ShiftA<>+26(SB)/2, $0x0004
+DATA q6ShiftA<>+28(SB)/2, $0x0004
+DATA q6ShiftA<>+30(SB)/2, $0x0004
+DATA q6ShiftA<>+32(SB)/2, $0x0002
+DATA q6ShiftA<>+34(SB)/2, $0x0002
+DATA q6ShiftA<>+36(SB)/2, $0x0002
+DATA q6ShiftA<>+38(SB)/2, $0x0002
+DATA q6ShiftA<>+40(SB)/2, $0x0002
+DATA q6ShiftA<>+42(SB)/2, $0x0002
+DATA q6ShiftA<>+44(SB)/2, $0x0002
+DATA q6ShiftA<>+46(SB)/2, $0x0002
+DATA q6ShiftA<>+48(SB)/2, $0x0002
+DATA q6ShiftA<>+50(SB)/2, $0x0002
+DATA q6ShiftA<>+52(SB)/2, $0x0002
+DATA q6ShiftA<>+54(SB)/2, $0x0002
+DATA q6ShiftA<>+56(SB)/2, $0x0002
+DATA q6ShiftA<>+58(SB)/2, $0x0002
+DATA q6ShiftA<>+60(SB)/2, $0x0002
+DATA q6ShiftA<>+62(SB)/2, $0x0002
+GLOBL q6ShiftA<>(SB), RODATA|NOPTR, $64
+
+DATA q6ShiftB<>+0(SB)/2, $0x0000
+DATA q6ShiftB<>+2(SB)/2, $0x0000
+DATA q6ShiftB<>+4(SB)/2, $0x0000
+DATA q6ShiftB<>+6(SB)/2, $0x0000
+DATA q6ShiftB<>+8(SB)/2, $0x0000
+DATA q6ShiftB<>+10(SB)/2, $0x0000
+DATA q6ShiftB<>+12(SB)/2, $0x0000
+DATA q6ShiftB<>+14(SB)/2, $0x0000
+DATA q6ShiftB<>+16(SB)/2, $0x0000
+DATA q6ShiftB<>+18(SB)/2, $0x0000
+DATA q6ShiftB<>+20(SB)/2, $0x0000
+DATA q6ShiftB<>+22(SB)/2, $0x0000
+DATA q6ShiftB<>+24(SB)/2, $0x0000
+DATA q6ShiftB<>+26(SB)/2, $0x0000
+DATA q6ShiftB<>+28(SB)/2, $0x0000
+DATA q6ShiftB<>+30(SB)/2, $0x0000
+DATA q6ShiftB<>+32(SB)/2, $0x0002
+DATA q6ShiftB<>+34(SB)/2, $0x0002
+DATA q6ShiftB<>+36(SB)/2, $0x0002
+DATA q6ShiftB<>+38(SB)/2, $0x0002
+DATA q6ShiftB<>+40(SB)/2, $0x0002
+DATA q6ShiftB<>+42(SB)/2, $0x0002
+DATA q6ShiftB<>+44(SB)/2, $0x0002
+DATA q6ShiftB<>+46(SB)/2, $0x0002
+DATA q6ShiftB<>+48(SB)/2, $0x0002
+DATA q6ShiftB<>+50(SB)/2, $0x0002
+DATA q6ShiftB<>+52(SB)/2, $0x0002
+DATA q6ShiftB<>+54(SB)/2, $0x0002
+DATA q6ShiftB<>+56(SB)/2, $0x0002
+DATA q6ShiftB<>+58(SB)/2, $0x0002
+DATA q6ShiftB<>+60(SB)/2, $0x0002
+DATA q6ShiftB<>+62(SB)/2, $0x0002
+GLOBL q6ShiftB<>(SB), RODATA|NOPTR, $64
+
+DATA q6SpreadA<>+0(SB)/2, $0x0000
+DATA q6SpreadA<>+2(SB)/2, $0x0000
+DATA q6SpreadA<>+4(SB)/2, $0x0000
+DATA q6SpreadA<>+6(SB)/2, $0x0000
+DATA q6SpreadA<>+8(SB)/2, $0x0000
+DATA q6SpreadA<>+10(SB)/2, $0x0000
+DATA q6SpreadA<>+12(SB)/2, $0x0000
+DATA q6SpreadA<>+14(SB)/2, $0x0000
+DATA q6SpreadA<>+16(SB)/2, $0x0001
+DATA q6SpreadA<>+18(SB)/2, $0x0001
+DATA q6SpreadA<>+20(SB)/2, $0x0001
+DATA q6SpreadA<>+22(SB)/2, $0x0001
+DATA q6SpreadA<>+24(SB)/2, $0x0001
+DATA q6SpreadA<>+26(SB)/2, $0x0001
+DATA q6SpreadA<>+28(SB)/2, $0x0001
+DATA q6SpreadA<>+30(SB)/2, $0x0001
+DATA q6SpreadA<>+32(SB)/2, $0x0002
+DATA q6SpreadA<>+34(SB)/2, $0x0002
+DATA q6SpreadA<>+36(SB)/2, $0x0002
+DATA q6SpreadA<>+38(SB)/2, $0x0002
+DATA q6SpreadA<>+40(SB)/2, $0x0002
+DATA q6SpreadA<>+42(SB)/2, $0x0002
+DATA q6SpreadA<>+44(SB)/2, $0x0002
+DATA q6SpreadA<>+46(SB)/2, $0x0002
+DATA q6SpreadA<>+48(SB)/2, $0x0003
+DATA q6SpreadA<>+50(SB)/2, $0x0003
+DATA q6SpreadA<>+52(SB)/2, $0x0003
+DATA q6SpreadA<>+54(SB)/2, $0x0003
+DATA q6SpreadA<>+56(SB)/2, $0x0003
+DATA q6SpreadA<>+58(SB)/2, $0x0003
+DATA q6SpreadA<>+60(SB)/2, $0x0003
+DATA q6SpreadA<>+62(SB)/2, $0x0003
+GLOBL q6SpreadA<>(SB), RODATA|NOPTR, $64
+
+DATA q6SpreadB<>+0(SB)/2, $0x0004
+DATA q6SpreadB<>+2(SB)/2, $0x0004
+DATA q6SpreadB<>+4(SB)/2, $0x0004
+DATA q6SpreadB<>+6(SB)/2, $0x0004
+DATA q6SpreadB<>+8(SB)/2, $0x0004
+DATA q6SpreadB<>+10(SB)/2, $0x0004
+DATA q6SpreadB<>+12(SB)/2, $0x0004
+DATA q6SpreadB<>+14(SB)/2, $0x0004
+DATA q6SpreadB<>+16(SB)/2, $0x0005
+DATA q6SpreadB<>+18(SB)/2, $0x0005
+DATA q6SpreadB<>+20(SB)/2, $0x0005
+DATA q6SpreadB<>+22(SB)/2, $0x0005
+DATA q6SpreadB<>+24(SB)/2, $0x0005
+DATA q6SpreadB<>+26(SB)/2, $0x0005
+DATA q6SpreadB<>+28(SB)/2, $0x0005
+DATA q6SpreadB<>+30(SB)/2, $0x0005
+DATA q6SpreadB<>+32(SB)/2, $0x0006
+DATA q6SpreadB<>+34(SB)/2, $0x0006
+DATA q6SpreadB<>+36(SB)/2, $0x0006
+DATA q6SpreadB<>+38(SB)/2, $0x0006
+DATA q6SpreadB<>+40(SB)/2, $0x0006
+DATA q6SpreadB<>+42(SB)/2, $0x0006
+DATA q6SpreadB<>+44(SB)/2, $0x0006
+DATA q6SpreadB<>+46(SB)/2, $0x0006
+DATA q6SpreadB<>+48(SB)/2, $0x0007
+DATA q6SpreadB<>+50(SB)/2, $0x0007
+DATA q6SpreadB<>+52(SB)/2, $0x0007
+DATA q6SpreadB<>+54(SB)/2, $0x0007
+DATA q6SpreadB<>+56(SB)/2, $0x0007
+DATA q6SpreadB<>+58(SB)/2, $0x0007
+DATA q6SpreadB<>+60(SB)/2, $0x0007
+DATA q6SpreadB<>+62(SB)/2, $0x0007
+GLOBL q6SpreadB<>(SB), RODATA|NOPTR, $64
+
 // func quantizeQ8AVX512(x *float32, dst *byte, nb int)
 // Requires: AVX, AVX2, AVX512DQ, AVX512F
 TEXT ·quantizeQ8AVX512(SB), NOSPLIT, $0-24

@@ -238,6 +238,7 @@ func main() {
 			panelGemm16(typ, tokens)
 		}
 	}
+	dotQ6_K512()
 	quantizeQ8()
 	quantizeQ8K()
 	gatherPanel()
@@ -2271,4 +2272,100 @@ func expKernels() {
 		VZEROUPPER()
 		RET()
 	}
+}
+
+// dotQ6_K512 emits the AVX-512 form of dotQ6_K for one token: a half
+// super-block's 128 values in two 64-byte registers (runs 0 and 1 from
+// the low nibbles of ql's 64 bytes, runs 2 and 3 from the high ones, qh's
+// bit pairs shifted into place per 256-bit half with VPSLLVW/VPSRLVW), the
+// 16-value groups' scales spread to their 128-bit lanes with VPERMW. The
+// integer sums are dotQ6_K's, so the result is the Go twin's bit for bit.
+//
+//	func dotQ6_Kx1AVX512(w, x *byte, stride, nb int, out *float32)
+func dotQ6_K512() {
+	fn := "dotQ6_Kx1AVX512"
+	w, n, xs := rowKernel(fn, 1)
+	x := xs[0]
+	o := zeroOut(1)
+	words := func(name string, v func(i int) uint16) Mem {
+		m := GLOBL(name, RODATA|NOPTR)
+		for i := 0; i < 32; i++ {
+			DATA(2*i, U16(v(i)))
+		}
+		return m
+	}
+	shiftA := words("q6ShiftA", func(i int) uint16 { return [2]uint16{4, 2}[i/16] }) // runs 0, 1: qh << 4, << 2
+	shiftB := words("q6ShiftB", func(i int) uint16 { return [2]uint16{0, 2}[i/16] }) // runs 2, 3: qh, qh >> 2
+	spreadA, spreadB := ZMM(), ZMM() // VPERMW takes its indexes in a register
+	VMOVDQU64(words("q6SpreadA", func(i int) uint16 { return uint16(i / 8) }), spreadA)
+	VMOVDQU64(words("q6SpreadB", func(i int) uint16 { return uint16(4 + i/8) }), spreadB)
+	low, bits45 := ZMM(), ZMM()
+	k := GP32()
+	MOVL(U32(0x0F0F0F0F), k)
+	VPBROADCASTD(k, low)
+	MOVL(U32(0x30303030), k)
+	VPBROADCASTD(k, bits45)
+	Label(fn + "_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(fn + "_done"))
+	isum := ZMM()
+	VPXORD(isum, isum, isum)
+	for half := 0; half < 2; half++ {
+		ql, qh := ZMM(), ZMM()
+		VMOVDQU64(Mem{Base: w, Disp: 64 * half}, ql)
+		VBROADCASTI64X4(Mem{Base: w, Disp: 128 + 32*half}, qh)
+		sc := ZMM()
+		VPMOVSXBW(Mem{Base: w, Disp: 192 + 8*half}, sc.AsX())
+		for r, run := range []struct {
+			shift  Mem
+			spread VecVirtual
+		}{{shiftA, spreadA}, {shiftB, spreadB}} {
+			q, h := ZMM(), ZMM()
+			if r == 0 {
+				VPANDD(ql, low, q)
+				VPSLLVW(run.shift, qh, h)
+			} else {
+				VPSRLW(Imm(4), ql, q)
+				VPANDD(low, q, q)
+				VPSRLVW(run.shift, qh, h)
+			}
+			VPTERNLOGD(U8(0xF8), bits45, h, q) // q | (h & 0x30)
+			s := ZMM()
+			VPERMW(sc, run.spread, s)
+			p := ZMM()
+			VPMADDUBSW(Mem{Base: x, Disp: 4 + 128*half + 64*r}, q, p)
+			VPMADDWD(s, p, p)
+			VPADDD(p, isum, isum)
+		}
+	}
+	// isum −= 32·Σ_g scale_g·bsum_g, then the sum of the lanes.
+	y := YMM()
+	VEXTRACTI64X4(Imm(1), isum, y)
+	VPADDD(y, isum.AsY(), y)
+	sc16, bs := YMM(), YMM()
+	VPMOVSXBW(Mem{Base: w, Disp: 192}, sc16)
+	VMOVDQU(Mem{Base: x, Disp: 260}, bs)
+	VPMADDWD(bs, sc16, bs)
+	VPSLLD(Imm(5), bs, bs)
+	VPSUBD(bs, y, y)
+	h := XMM()
+	VEXTRACTI128(Imm(1), y, h)
+	VPADDD(y.AsX(), h, h)
+	VPHADDD(h, h, h)
+	VPHADDD(h, h, h)
+	VCVTDQ2PS(h, h)
+	d := XMM()
+	s := GP32()
+	MOVWLZX(Mem{Base: w, Disp: 208}, s)
+	VMOVD(s, d)
+	VCVTPH2PS(d, d)
+	// out += (f16(d) · dx) · isum, as dotQ6_K.
+	f := XMM()
+	VMULSS(Mem{Base: x}, d, f)
+	VMULSS(h, f, f)
+	VADDSS(Mem{Base: o}, f, f)
+	MOVSS(f, Mem{Base: o})
+	nextBlock(fn, w, n, xs, 210, q8KBlockSize)
+	VZEROUPPER()
+	RET()
 }
