@@ -2296,7 +2296,8 @@ func dotQ6_K512() {
 	}
 	shiftA := words("q6ShiftA", func(i int) uint16 { return [2]uint16{4, 2}[i/16] }) // runs 0, 1: qh << 4, << 2
 	shiftB := words("q6ShiftB", func(i int) uint16 { return [2]uint16{0, 2}[i/16] }) // runs 2, 3: qh, qh >> 2
-	spreadA, spreadB := ZMM(), ZMM() // VPERMW takes its indexes in a register
+	// VPERMW takes its indexes in a register.
+	spreadA, spreadB := ZMM(), ZMM()
 	VMOVDQU64(words("q6SpreadA", func(i int) uint16 { return uint16(i / 8) }), spreadA)
 	VMOVDQU64(words("q6SpreadB", func(i int) uint16 { return uint16(4 + i/8) }), spreadB)
 	low, bits45 := ZMM(), ZMM()
