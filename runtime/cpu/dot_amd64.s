@@ -12093,6 +12093,549 @@ DATA q6SpreadB<>+60(SB)/2, $0x0007
 DATA q6SpreadB<>+62(SB)/2, $0x0007
 GLOBL q6SpreadB<>(SB), RODATA|NOPTR, $64
 
+// func dotQ4_Kx1AVX512(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, F16C, SSE
+TEXT ·dotQ4_Kx1AVX512(SB), NOSPLIT, $0-40
+	MOVQ         w+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         stride+16(FP), DX
+	MOVQ         nb+24(FP), DX
+	VXORPS       X0, X0, X0
+	VMOVDQU64    Q4_KSpread0<>+0(SB), Z1
+	VMOVDQU64    Q4_KSpread1<>+0(SB), Z2
+	VMOVDQU64    Q4_KSpread2<>+0(SB), Z3
+	VMOVDQU64    Q4_KSpread3<>+0(SB), Z4
+	MOVL         $0x0f0f0f0f, BX
+	VPBROADCASTD BX, Z5
+
+dotQ4_Kx1AVX512_loop:
+	CMPQ          DX, $0x00
+	JE            dotQ4_Kx1AVX512_done
+	MOVL          4(AX), BX
+	MOVL          8(AX), SI
+	MOVL          12(AX), DI
+	MOVL          DI, R8
+	SHRL          $0x04, R8
+	ANDL          $0x0f0f0f0f, R8
+	MOVL          SI, R10
+	SHRL          $0x06, R10
+	ANDL          $0x03030303, R10
+	SHLL          $0x04, R10
+	ORL           R10, R8
+	MOVL          SI, R9
+	ANDL          $0x3f3f3f3f, R9
+	MOVL          DI, SI
+	ANDL          $0x0f0f0f0f, SI
+	MOVL          BX, R10
+	SHRL          $0x06, R10
+	ANDL          $0x03030303, R10
+	SHLL          $0x04, R10
+	ORL           R10, SI
+	ANDL          $0x3f3f3f3f, BX
+	VMOVD         BX, X6
+	VPINSRD       $0x01, SI, X6, X6
+	VPMOVZXBW     X6, X6
+	VINSERTI128   $0x01, X6, Y6, Y6
+	VMOVD         R9, X7
+	VPINSRD       $0x01, R8, X7, X7
+	VPMOVZXBW     X7, X7
+	VPXOR         Y8, Y8, Y8
+	VPXORD        Z9, Z9, Z9
+	VMOVDQU       16(AX), Y8
+	VPSRLW        $0x04, Y8, Y10
+	VINSERTI64X4  $0x01, Y10, Z8, Z10
+	VPANDD        Z5, Z10, Z10
+	VPERMW        Z6, Z1, Z11
+	VPMADDUBSW    4(CX), Z10, Z10
+	VPMADDWD      Z11, Z10, Z10
+	VPADDD        Z10, Z9, Z9
+	VMOVDQU       48(AX), Y8
+	VPSRLW        $0x04, Y8, Y10
+	VINSERTI64X4  $0x01, Y10, Z8, Z10
+	VPANDD        Z5, Z10, Z10
+	VPERMW        Z6, Z2, Z11
+	VPMADDUBSW    68(CX), Z10, Z10
+	VPMADDWD      Z11, Z10, Z10
+	VPADDD        Z10, Z9, Z9
+	VMOVDQU       80(AX), Y8
+	VPSRLW        $0x04, Y8, Y10
+	VINSERTI64X4  $0x01, Y10, Z8, Z10
+	VPANDD        Z5, Z10, Z10
+	VPERMW        Z6, Z3, Z11
+	VPMADDUBSW    132(CX), Z10, Z10
+	VPMADDWD      Z11, Z10, Z10
+	VPADDD        Z10, Z9, Z9
+	VMOVDQU       112(AX), Y8
+	VPSRLW        $0x04, Y8, Y10
+	VINSERTI64X4  $0x01, Y10, Z8, Z10
+	VPANDD        Z5, Z10, Z10
+	VPERMW        Z6, Z4, Z11
+	VPMADDUBSW    196(CX), Z10, Z10
+	VPMADDWD      Z11, Z10, Z10
+	VPADDD        Z10, Z9, Z9
+	VEXTRACTI64X4 $0x01, Z9, Y8
+	VPADDD        Y9, Y8, Y8
+	MOVL          (AX), BX
+	VMOVD         BX, X6
+	VCVTPH2PS     X6, X6
+	VMOVDQU       260(CX), X10
+	VMOVDQU       276(CX), X11
+	VPHADDW       X11, X10, X10
+	VPMADDWD      X7, X10, X10
+	VEXTRACTI128  $0x01, Y8, X7
+	VPADDD        X8, X7, X7
+	VPHADDD       X10, X7, X7
+	VPHADDD       X7, X7, X7
+	VCVTDQ2PS     X7, X7
+	VBROADCASTSS  (CX), X8
+	VMULPS        X6, X8, X8
+	VMULPS        X7, X8, X8
+	VMOVSHDUP     X8, X6
+	VSUBSS        X6, X8, X8
+	VADDSS        X8, X0, X0
+	ADDQ          $0x00000090, AX
+	ADDQ          $0x00000124, CX
+	DECQ          DX
+	JMP           dotQ4_Kx1AVX512_loop
+
+dotQ4_Kx1AVX512_done:
+	MOVQ  out+32(FP), AX
+	MOVSS X0, (AX)
+	VZEROUPPER
+	RET
+
+DATA Q4_KSpread0<>+0(SB)/2, $0x0000
+DATA Q4_KSpread0<>+2(SB)/2, $0x0000
+DATA Q4_KSpread0<>+4(SB)/2, $0x0000
+DATA Q4_KSpread0<>+6(SB)/2, $0x0000
+DATA Q4_KSpread0<>+8(SB)/2, $0x0000
+DATA Q4_KSpread0<>+10(SB)/2, $0x0000
+DATA Q4_KSpread0<>+12(SB)/2, $0x0000
+DATA Q4_KSpread0<>+14(SB)/2, $0x0000
+DATA Q4_KSpread0<>+16(SB)/2, $0x0000
+DATA Q4_KSpread0<>+18(SB)/2, $0x0000
+DATA Q4_KSpread0<>+20(SB)/2, $0x0000
+DATA Q4_KSpread0<>+22(SB)/2, $0x0000
+DATA Q4_KSpread0<>+24(SB)/2, $0x0000
+DATA Q4_KSpread0<>+26(SB)/2, $0x0000
+DATA Q4_KSpread0<>+28(SB)/2, $0x0000
+DATA Q4_KSpread0<>+30(SB)/2, $0x0000
+DATA Q4_KSpread0<>+32(SB)/2, $0x0001
+DATA Q4_KSpread0<>+34(SB)/2, $0x0001
+DATA Q4_KSpread0<>+36(SB)/2, $0x0001
+DATA Q4_KSpread0<>+38(SB)/2, $0x0001
+DATA Q4_KSpread0<>+40(SB)/2, $0x0001
+DATA Q4_KSpread0<>+42(SB)/2, $0x0001
+DATA Q4_KSpread0<>+44(SB)/2, $0x0001
+DATA Q4_KSpread0<>+46(SB)/2, $0x0001
+DATA Q4_KSpread0<>+48(SB)/2, $0x0001
+DATA Q4_KSpread0<>+50(SB)/2, $0x0001
+DATA Q4_KSpread0<>+52(SB)/2, $0x0001
+DATA Q4_KSpread0<>+54(SB)/2, $0x0001
+DATA Q4_KSpread0<>+56(SB)/2, $0x0001
+DATA Q4_KSpread0<>+58(SB)/2, $0x0001
+DATA Q4_KSpread0<>+60(SB)/2, $0x0001
+DATA Q4_KSpread0<>+62(SB)/2, $0x0001
+GLOBL Q4_KSpread0<>(SB), RODATA|NOPTR, $64
+
+DATA Q4_KSpread1<>+0(SB)/2, $0x0002
+DATA Q4_KSpread1<>+2(SB)/2, $0x0002
+DATA Q4_KSpread1<>+4(SB)/2, $0x0002
+DATA Q4_KSpread1<>+6(SB)/2, $0x0002
+DATA Q4_KSpread1<>+8(SB)/2, $0x0002
+DATA Q4_KSpread1<>+10(SB)/2, $0x0002
+DATA Q4_KSpread1<>+12(SB)/2, $0x0002
+DATA Q4_KSpread1<>+14(SB)/2, $0x0002
+DATA Q4_KSpread1<>+16(SB)/2, $0x0002
+DATA Q4_KSpread1<>+18(SB)/2, $0x0002
+DATA Q4_KSpread1<>+20(SB)/2, $0x0002
+DATA Q4_KSpread1<>+22(SB)/2, $0x0002
+DATA Q4_KSpread1<>+24(SB)/2, $0x0002
+DATA Q4_KSpread1<>+26(SB)/2, $0x0002
+DATA Q4_KSpread1<>+28(SB)/2, $0x0002
+DATA Q4_KSpread1<>+30(SB)/2, $0x0002
+DATA Q4_KSpread1<>+32(SB)/2, $0x0003
+DATA Q4_KSpread1<>+34(SB)/2, $0x0003
+DATA Q4_KSpread1<>+36(SB)/2, $0x0003
+DATA Q4_KSpread1<>+38(SB)/2, $0x0003
+DATA Q4_KSpread1<>+40(SB)/2, $0x0003
+DATA Q4_KSpread1<>+42(SB)/2, $0x0003
+DATA Q4_KSpread1<>+44(SB)/2, $0x0003
+DATA Q4_KSpread1<>+46(SB)/2, $0x0003
+DATA Q4_KSpread1<>+48(SB)/2, $0x0003
+DATA Q4_KSpread1<>+50(SB)/2, $0x0003
+DATA Q4_KSpread1<>+52(SB)/2, $0x0003
+DATA Q4_KSpread1<>+54(SB)/2, $0x0003
+DATA Q4_KSpread1<>+56(SB)/2, $0x0003
+DATA Q4_KSpread1<>+58(SB)/2, $0x0003
+DATA Q4_KSpread1<>+60(SB)/2, $0x0003
+DATA Q4_KSpread1<>+62(SB)/2, $0x0003
+GLOBL Q4_KSpread1<>(SB), RODATA|NOPTR, $64
+
+DATA Q4_KSpread2<>+0(SB)/2, $0x0004
+DATA Q4_KSpread2<>+2(SB)/2, $0x0004
+DATA Q4_KSpread2<>+4(SB)/2, $0x0004
+DATA Q4_KSpread2<>+6(SB)/2, $0x0004
+DATA Q4_KSpread2<>+8(SB)/2, $0x0004
+DATA Q4_KSpread2<>+10(SB)/2, $0x0004
+DATA Q4_KSpread2<>+12(SB)/2, $0x0004
+DATA Q4_KSpread2<>+14(SB)/2, $0x0004
+DATA Q4_KSpread2<>+16(SB)/2, $0x0004
+DATA Q4_KSpread2<>+18(SB)/2, $0x0004
+DATA Q4_KSpread2<>+20(SB)/2, $0x0004
+DATA Q4_KSpread2<>+22(SB)/2, $0x0004
+DATA Q4_KSpread2<>+24(SB)/2, $0x0004
+DATA Q4_KSpread2<>+26(SB)/2, $0x0004
+DATA Q4_KSpread2<>+28(SB)/2, $0x0004
+DATA Q4_KSpread2<>+30(SB)/2, $0x0004
+DATA Q4_KSpread2<>+32(SB)/2, $0x0005
+DATA Q4_KSpread2<>+34(SB)/2, $0x0005
+DATA Q4_KSpread2<>+36(SB)/2, $0x0005
+DATA Q4_KSpread2<>+38(SB)/2, $0x0005
+DATA Q4_KSpread2<>+40(SB)/2, $0x0005
+DATA Q4_KSpread2<>+42(SB)/2, $0x0005
+DATA Q4_KSpread2<>+44(SB)/2, $0x0005
+DATA Q4_KSpread2<>+46(SB)/2, $0x0005
+DATA Q4_KSpread2<>+48(SB)/2, $0x0005
+DATA Q4_KSpread2<>+50(SB)/2, $0x0005
+DATA Q4_KSpread2<>+52(SB)/2, $0x0005
+DATA Q4_KSpread2<>+54(SB)/2, $0x0005
+DATA Q4_KSpread2<>+56(SB)/2, $0x0005
+DATA Q4_KSpread2<>+58(SB)/2, $0x0005
+DATA Q4_KSpread2<>+60(SB)/2, $0x0005
+DATA Q4_KSpread2<>+62(SB)/2, $0x0005
+GLOBL Q4_KSpread2<>(SB), RODATA|NOPTR, $64
+
+DATA Q4_KSpread3<>+0(SB)/2, $0x0006
+DATA Q4_KSpread3<>+2(SB)/2, $0x0006
+DATA Q4_KSpread3<>+4(SB)/2, $0x0006
+DATA Q4_KSpread3<>+6(SB)/2, $0x0006
+DATA Q4_KSpread3<>+8(SB)/2, $0x0006
+DATA Q4_KSpread3<>+10(SB)/2, $0x0006
+DATA Q4_KSpread3<>+12(SB)/2, $0x0006
+DATA Q4_KSpread3<>+14(SB)/2, $0x0006
+DATA Q4_KSpread3<>+16(SB)/2, $0x0006
+DATA Q4_KSpread3<>+18(SB)/2, $0x0006
+DATA Q4_KSpread3<>+20(SB)/2, $0x0006
+DATA Q4_KSpread3<>+22(SB)/2, $0x0006
+DATA Q4_KSpread3<>+24(SB)/2, $0x0006
+DATA Q4_KSpread3<>+26(SB)/2, $0x0006
+DATA Q4_KSpread3<>+28(SB)/2, $0x0006
+DATA Q4_KSpread3<>+30(SB)/2, $0x0006
+DATA Q4_KSpread3<>+32(SB)/2, $0x0007
+DATA Q4_KSpread3<>+34(SB)/2, $0x0007
+DATA Q4_KSpread3<>+36(SB)/2, $0x0007
+DATA Q4_KSpread3<>+38(SB)/2, $0x0007
+DATA Q4_KSpread3<>+40(SB)/2, $0x0007
+DATA Q4_KSpread3<>+42(SB)/2, $0x0007
+DATA Q4_KSpread3<>+44(SB)/2, $0x0007
+DATA Q4_KSpread3<>+46(SB)/2, $0x0007
+DATA Q4_KSpread3<>+48(SB)/2, $0x0007
+DATA Q4_KSpread3<>+50(SB)/2, $0x0007
+DATA Q4_KSpread3<>+52(SB)/2, $0x0007
+DATA Q4_KSpread3<>+54(SB)/2, $0x0007
+DATA Q4_KSpread3<>+56(SB)/2, $0x0007
+DATA Q4_KSpread3<>+58(SB)/2, $0x0007
+DATA Q4_KSpread3<>+60(SB)/2, $0x0007
+DATA Q4_KSpread3<>+62(SB)/2, $0x0007
+GLOBL Q4_KSpread3<>(SB), RODATA|NOPTR, $64
+
+// func dotQ5_Kx1AVX512(w *byte, x *byte, stride int, nb int, out *float32)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, F16C, SSE
+TEXT ·dotQ5_Kx1AVX512(SB), NOSPLIT, $0-40
+	MOVQ         w+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         stride+16(FP), DX
+	MOVQ         nb+24(FP), DX
+	VXORPS       X0, X0, X0
+	VMOVDQU64    Q5_KSpread0<>+0(SB), Z1
+	VMOVDQU64    Q5_KSpread1<>+0(SB), Z2
+	VMOVDQU64    Q5_KSpread2<>+0(SB), Z3
+	VMOVDQU64    Q5_KSpread3<>+0(SB), Z4
+	MOVL         $0x0f0f0f0f, BX
+	VPBROADCASTD BX, Z5
+	MOVL         $0x10101010, BX
+	VPBROADCASTD BX, Z6
+	VMOVDQU64    Q5_KFifthShift<>+0(SB), Z7
+
+dotQ5_Kx1AVX512_loop:
+	CMPQ            DX, $0x00
+	JE              dotQ5_Kx1AVX512_done
+	MOVL            4(AX), BX
+	MOVL            8(AX), SI
+	MOVL            12(AX), DI
+	MOVL            DI, R8
+	SHRL            $0x04, R8
+	ANDL            $0x0f0f0f0f, R8
+	MOVL            SI, R10
+	SHRL            $0x06, R10
+	ANDL            $0x03030303, R10
+	SHLL            $0x04, R10
+	ORL             R10, R8
+	MOVL            SI, R9
+	ANDL            $0x3f3f3f3f, R9
+	MOVL            DI, SI
+	ANDL            $0x0f0f0f0f, SI
+	MOVL            BX, R10
+	SHRL            $0x06, R10
+	ANDL            $0x03030303, R10
+	SHLL            $0x04, R10
+	ORL             R10, SI
+	ANDL            $0x3f3f3f3f, BX
+	VMOVD           BX, X8
+	VPINSRD         $0x01, SI, X8, X8
+	VPMOVZXBW       X8, X8
+	VINSERTI128     $0x01, X8, Y8, Y8
+	VMOVD           R9, X9
+	VPINSRD         $0x01, R8, X9, X9
+	VPMOVZXBW       X9, X9
+	VPXOR           Y10, Y10, Y10
+	VBROADCASTI64X4 16(AX), Z10
+	VPXORD          Z11, Z11, Z11
+	VMOVDQU         48(AX), Y12
+	VPSRLW          $0x04, Y12, Y13
+	VINSERTI64X4    $0x01, Y13, Z12, Z13
+	VPANDD          Z5, Z13, Z13
+	VPSLLVW         Z7, Z10, Z14
+	VPTERNLOGD      $0xf8, Z6, Z14, Z13
+	VPERMW          Z8, Z1, Z14
+	VPMADDUBSW      4(CX), Z13, Z13
+	VPMADDWD        Z14, Z13, Z13
+	VPADDD          Z13, Z11, Z11
+	VMOVDQU         80(AX), Y12
+	VPSRLW          $0x04, Y12, Y13
+	VINSERTI64X4    $0x01, Y13, Z12, Z13
+	VPANDD          Z5, Z13, Z13
+	VPSRLW          $0x02, Z10, Z14
+	VPSLLVW         Z7, Z14, Z14
+	VPTERNLOGD      $0xf8, Z6, Z14, Z13
+	VPERMW          Z8, Z2, Z14
+	VPMADDUBSW      68(CX), Z13, Z13
+	VPMADDWD        Z14, Z13, Z13
+	VPADDD          Z13, Z11, Z11
+	VMOVDQU         112(AX), Y12
+	VPSRLW          $0x04, Y12, Y13
+	VINSERTI64X4    $0x01, Y13, Z12, Z13
+	VPANDD          Z5, Z13, Z13
+	VPSRLW          $0x04, Z10, Z14
+	VPSLLVW         Z7, Z14, Z14
+	VPTERNLOGD      $0xf8, Z6, Z14, Z13
+	VPERMW          Z8, Z3, Z14
+	VPMADDUBSW      132(CX), Z13, Z13
+	VPMADDWD        Z14, Z13, Z13
+	VPADDD          Z13, Z11, Z11
+	VMOVDQU         144(AX), Y12
+	VPSRLW          $0x04, Y12, Y13
+	VINSERTI64X4    $0x01, Y13, Z12, Z13
+	VPANDD          Z5, Z13, Z13
+	VPSRLW          $0x06, Z10, Z10
+	VPSLLVW         Z7, Z10, Z10
+	VPTERNLOGD      $0xf8, Z6, Z10, Z13
+	VPERMW          Z8, Z4, Z10
+	VPMADDUBSW      196(CX), Z13, Z13
+	VPMADDWD        Z10, Z13, Z13
+	VPADDD          Z13, Z11, Z11
+	VEXTRACTI64X4   $0x01, Z11, Y10
+	VPADDD          Y11, Y10, Y10
+	MOVL            (AX), BX
+	VMOVD           BX, X8
+	VCVTPH2PS       X8, X8
+	VMOVDQU         260(CX), X12
+	VMOVDQU         276(CX), X13
+	VPHADDW         X13, X12, X12
+	VPMADDWD        X9, X12, X12
+	VEXTRACTI128    $0x01, Y10, X9
+	VPADDD          X10, X9, X9
+	VPHADDD         X12, X9, X9
+	VPHADDD         X9, X9, X9
+	VCVTDQ2PS       X9, X9
+	VBROADCASTSS    (CX), X10
+	VMULPS          X8, X10, X10
+	VMULPS          X9, X10, X10
+	VMOVSHDUP       X10, X8
+	VSUBSS          X8, X10, X10
+	VADDSS          X10, X0, X0
+	ADDQ            $0x000000b0, AX
+	ADDQ            $0x00000124, CX
+	DECQ            DX
+	JMP             dotQ5_Kx1AVX512_loop
+
+dotQ5_Kx1AVX512_done:
+	MOVQ  out+32(FP), AX
+	MOVSS X0, (AX)
+	VZEROUPPER
+	RET
+
+DATA Q5_KSpread0<>+0(SB)/2, $0x0000
+DATA Q5_KSpread0<>+2(SB)/2, $0x0000
+DATA Q5_KSpread0<>+4(SB)/2, $0x0000
+DATA Q5_KSpread0<>+6(SB)/2, $0x0000
+DATA Q5_KSpread0<>+8(SB)/2, $0x0000
+DATA Q5_KSpread0<>+10(SB)/2, $0x0000
+DATA Q5_KSpread0<>+12(SB)/2, $0x0000
+DATA Q5_KSpread0<>+14(SB)/2, $0x0000
+DATA Q5_KSpread0<>+16(SB)/2, $0x0000
+DATA Q5_KSpread0<>+18(SB)/2, $0x0000
+DATA Q5_KSpread0<>+20(SB)/2, $0x0000
+DATA Q5_KSpread0<>+22(SB)/2, $0x0000
+DATA Q5_KSpread0<>+24(SB)/2, $0x0000
+DATA Q5_KSpread0<>+26(SB)/2, $0x0000
+DATA Q5_KSpread0<>+28(SB)/2, $0x0000
+DATA Q5_KSpread0<>+30(SB)/2, $0x0000
+DATA Q5_KSpread0<>+32(SB)/2, $0x0001
+DATA Q5_KSpread0<>+34(SB)/2, $0x0001
+DATA Q5_KSpread0<>+36(SB)/2, $0x0001
+DATA Q5_KSpread0<>+38(SB)/2, $0x0001
+DATA Q5_KSpread0<>+40(SB)/2, $0x0001
+DATA Q5_KSpread0<>+42(SB)/2, $0x0001
+DATA Q5_KSpread0<>+44(SB)/2, $0x0001
+DATA Q5_KSpread0<>+46(SB)/2, $0x0001
+DATA Q5_KSpread0<>+48(SB)/2, $0x0001
+DATA Q5_KSpread0<>+50(SB)/2, $0x0001
+DATA Q5_KSpread0<>+52(SB)/2, $0x0001
+DATA Q5_KSpread0<>+54(SB)/2, $0x0001
+DATA Q5_KSpread0<>+56(SB)/2, $0x0001
+DATA Q5_KSpread0<>+58(SB)/2, $0x0001
+DATA Q5_KSpread0<>+60(SB)/2, $0x0001
+DATA Q5_KSpread0<>+62(SB)/2, $0x0001
+GLOBL Q5_KSpread0<>(SB), RODATA|NOPTR, $64
+
+DATA Q5_KSpread1<>+0(SB)/2, $0x0002
+DATA Q5_KSpread1<>+2(SB)/2, $0x0002
+DATA Q5_KSpread1<>+4(SB)/2, $0x0002
+DATA Q5_KSpread1<>+6(SB)/2, $0x0002
+DATA Q5_KSpread1<>+8(SB)/2, $0x0002
+DATA Q5_KSpread1<>+10(SB)/2, $0x0002
+DATA Q5_KSpread1<>+12(SB)/2, $0x0002
+DATA Q5_KSpread1<>+14(SB)/2, $0x0002
+DATA Q5_KSpread1<>+16(SB)/2, $0x0002
+DATA Q5_KSpread1<>+18(SB)/2, $0x0002
+DATA Q5_KSpread1<>+20(SB)/2, $0x0002
+DATA Q5_KSpread1<>+22(SB)/2, $0x0002
+DATA Q5_KSpread1<>+24(SB)/2, $0x0002
+DATA Q5_KSpread1<>+26(SB)/2, $0x0002
+DATA Q5_KSpread1<>+28(SB)/2, $0x0002
+DATA Q5_KSpread1<>+30(SB)/2, $0x0002
+DATA Q5_KSpread1<>+32(SB)/2, $0x0003
+DATA Q5_KSpread1<>+34(SB)/2, $0x0003
+DATA Q5_KSpread1<>+36(SB)/2, $0x0003
+DATA Q5_KSpread1<>+38(SB)/2, $0x0003
+DATA Q5_KSpread1<>+40(SB)/2, $0x0003
+DATA Q5_KSpread1<>+42(SB)/2, $0x0003
+DATA Q5_KSpread1<>+44(SB)/2, $0x0003
+DATA Q5_KSpread1<>+46(SB)/2, $0x0003
+DATA Q5_KSpread1<>+48(SB)/2, $0x0003
+DATA Q5_KSpread1<>+50(SB)/2, $0x0003
+DATA Q5_KSpread1<>+52(SB)/2, $0x0003
+DATA Q5_KSpread1<>+54(SB)/2, $0x0003
+DATA Q5_KSpread1<>+56(SB)/2, $0x0003
+DATA Q5_KSpread1<>+58(SB)/2, $0x0003
+DATA Q5_KSpread1<>+60(SB)/2, $0x0003
+DATA Q5_KSpread1<>+62(SB)/2, $0x0003
+GLOBL Q5_KSpread1<>(SB), RODATA|NOPTR, $64
+
+DATA Q5_KSpread2<>+0(SB)/2, $0x0004
+DATA Q5_KSpread2<>+2(SB)/2, $0x0004
+DATA Q5_KSpread2<>+4(SB)/2, $0x0004
+DATA Q5_KSpread2<>+6(SB)/2, $0x0004
+DATA Q5_KSpread2<>+8(SB)/2, $0x0004
+DATA Q5_KSpread2<>+10(SB)/2, $0x0004
+DATA Q5_KSpread2<>+12(SB)/2, $0x0004
+DATA Q5_KSpread2<>+14(SB)/2, $0x0004
+DATA Q5_KSpread2<>+16(SB)/2, $0x0004
+DATA Q5_KSpread2<>+18(SB)/2, $0x0004
+DATA Q5_KSpread2<>+20(SB)/2, $0x0004
+DATA Q5_KSpread2<>+22(SB)/2, $0x0004
+DATA Q5_KSpread2<>+24(SB)/2, $0x0004
+DATA Q5_KSpread2<>+26(SB)/2, $0x0004
+DATA Q5_KSpread2<>+28(SB)/2, $0x0004
+DATA Q5_KSpread2<>+30(SB)/2, $0x0004
+DATA Q5_KSpread2<>+32(SB)/2, $0x0005
+DATA Q5_KSpread2<>+34(SB)/2, $0x0005
+DATA Q5_KSpread2<>+36(SB)/2, $0x0005
+DATA Q5_KSpread2<>+38(SB)/2, $0x0005
+DATA Q5_KSpread2<>+40(SB)/2, $0x0005
+DATA Q5_KSpread2<>+42(SB)/2, $0x0005
+DATA Q5_KSpread2<>+44(SB)/2, $0x0005
+DATA Q5_KSpread2<>+46(SB)/2, $0x0005
+DATA Q5_KSpread2<>+48(SB)/2, $0x0005
+DATA Q5_KSpread2<>+50(SB)/2, $0x0005
+DATA Q5_KSpread2<>+52(SB)/2, $0x0005
+DATA Q5_KSpread2<>+54(SB)/2, $0x0005
+DATA Q5_KSpread2<>+56(SB)/2, $0x0005
+DATA Q5_KSpread2<>+58(SB)/2, $0x0005
+DATA Q5_KSpread2<>+60(SB)/2, $0x0005
+DATA Q5_KSpread2<>+62(SB)/2, $0x0005
+GLOBL Q5_KSpread2<>(SB), RODATA|NOPTR, $64
+
+DATA Q5_KSpread3<>+0(SB)/2, $0x0006
+DATA Q5_KSpread3<>+2(SB)/2, $0x0006
+DATA Q5_KSpread3<>+4(SB)/2, $0x0006
+DATA Q5_KSpread3<>+6(SB)/2, $0x0006
+DATA Q5_KSpread3<>+8(SB)/2, $0x0006
+DATA Q5_KSpread3<>+10(SB)/2, $0x0006
+DATA Q5_KSpread3<>+12(SB)/2, $0x0006
+DATA Q5_KSpread3<>+14(SB)/2, $0x0006
+DATA Q5_KSpread3<>+16(SB)/2, $0x0006
+DATA Q5_KSpread3<>+18(SB)/2, $0x0006
+DATA Q5_KSpread3<>+20(SB)/2, $0x0006
+DATA Q5_KSpread3<>+22(SB)/2, $0x0006
+DATA Q5_KSpread3<>+24(SB)/2, $0x0006
+DATA Q5_KSpread3<>+26(SB)/2, $0x0006
+DATA Q5_KSpread3<>+28(SB)/2, $0x0006
+DATA Q5_KSpread3<>+30(SB)/2, $0x0006
+DATA Q5_KSpread3<>+32(SB)/2, $0x0007
+DATA Q5_KSpread3<>+34(SB)/2, $0x0007
+DATA Q5_KSpread3<>+36(SB)/2, $0x0007
+DATA Q5_KSpread3<>+38(SB)/2, $0x0007
+DATA Q5_KSpread3<>+40(SB)/2, $0x0007
+DATA Q5_KSpread3<>+42(SB)/2, $0x0007
+DATA Q5_KSpread3<>+44(SB)/2, $0x0007
+DATA Q5_KSpread3<>+46(SB)/2, $0x0007
+DATA Q5_KSpread3<>+48(SB)/2, $0x0007
+DATA Q5_KSpread3<>+50(SB)/2, $0x0007
+DATA Q5_KSpread3<>+52(SB)/2, $0x0007
+DATA Q5_KSpread3<>+54(SB)/2, $0x0007
+DATA Q5_KSpread3<>+56(SB)/2, $0x0007
+DATA Q5_KSpread3<>+58(SB)/2, $0x0007
+DATA Q5_KSpread3<>+60(SB)/2, $0x0007
+DATA Q5_KSpread3<>+62(SB)/2, $0x0007
+GLOBL Q5_KSpread3<>(SB), RODATA|NOPTR, $64
+
+DATA Q5_KFifthShift<>+0(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+2(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+4(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+6(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+8(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+10(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+12(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+14(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+16(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+18(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+20(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+22(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+24(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+26(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+28(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+30(SB)/2, $0x0004
+DATA Q5_KFifthShift<>+32(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+34(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+36(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+38(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+40(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+42(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+44(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+46(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+48(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+50(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+52(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+54(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+56(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+58(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+60(SB)/2, $0x0003
+DATA Q5_KFifthShift<>+62(SB)/2, $0x0003
+GLOBL Q5_KFifthShift<>(SB), RODATA|NOPTR, $64
+
 // func quantizeQ8AVX512(x *float32, dst *byte, nb int)
 // Requires: AVX, AVX2, AVX512DQ, AVX512F
 TEXT ·quantizeQ8AVX512(SB), NOSPLIT, $0-24

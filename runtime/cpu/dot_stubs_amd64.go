@@ -132,6 +132,10 @@ func gemmQ2_Kx16x8(panel *byte, x *byte, xStride int, halves int, out *float32, 
 
 func dotQ6_Kx1AVX512(w *byte, x *byte, stride int, nb int, out *float32)
 
+func dotQ4_Kx1AVX512(w *byte, x *byte, stride int, nb int, out *float32)
+
+func dotQ5_Kx1AVX512(w *byte, x *byte, stride int, nb int, out *float32)
+
 func quantizeQ8AVX512(x *float32, dst *byte, nb int)
 
 func quantizeQ8KAVX512(x *float32, dst *byte, nb int)

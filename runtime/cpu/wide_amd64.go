@@ -18,7 +18,9 @@ var useAVX512 = useAVX2 && xcpu.X86.HasAVX512F && xcpu.X86.HasAVX512BW && xcpu.X
 
 func init() {
 	if useAVX512 {
-		dotQ6_K = fast1[q8KBlock](dotQ6_Kx1AVX512, 210) // after dot_amd64.go's init: files init in name order
+		// After dot_amd64.go's init (files init in name order).
+		dotQ6_K = fast1[q8KBlock](dotQ6_Kx1AVX512, 210)
+		dotQ4_K, dotQ5_K = fast1[q8KBlock](dotQ4_Kx1AVX512, 144), fast1[q8KBlock](dotQ5_Kx1AVX512, 176)
 		wideDot = wideDotAVX512
 		simd = "AVX2+AVX512-VNNI"
 	}

@@ -239,6 +239,8 @@ func main() {
 		}
 	}
 	dotQ6_K512()
+	dotQ45_K512("Q4_K")
+	dotQ45_K512("Q5_K")
 	quantizeQ8()
 	quantizeQ8K()
 	gatherPanel()
@@ -634,8 +636,22 @@ func scaleShuffles() Mem {
 // 32-value sums), from the q8K block's 16-value sums. Both are summed
 // exactly as integers; the float steps are the portable kernel's:
 // sum += (d·dx)·isum − (dmin·dx)·msum.
-func dotQ45_K(name string, tokens int) {
+func dotQ45_K(name string, tokens int) { dotQ45_KWith(name, tokens, false) }
+
+// dotQ45_K512 emits dotQ45_K's kernel for one token with AVX-512: a
+// 32-byte run's low and high nibbles side by side in one register against
+// 64 contiguous activations, the two sub-blocks' scales spread to their
+// halves by VPERMW. The integer sums and the float steps are dotQ45_K's,
+// so the result is the Go twin's bit for bit.
+//
+//	func dot<T>x1AVX512(w, x *byte, stride, nb int, out *float32)
+func dotQ45_K512(name string) { dotQ45_KWith(name, 1, true) }
+
+func dotQ45_KWith(name string, tokens int, avx512 bool) {
 	fn := fmt.Sprintf("dot%sx%dAVX2", name, tokens)
+	if avx512 {
+		fn = fmt.Sprintf("dot%sx%dAVX512", name, tokens)
+	}
 	q5 := name == "Q5_K"
 	size, qsAt := 144, 16
 	if q5 {
@@ -648,6 +664,33 @@ func dotQ45_K(name string, tokens int) {
 		VXORPS(acc[t], acc[t], acc[t])
 	}
 	shuf := scaleShuffles()
+	var spread [4]VecVirtual // VPERMW's indexes: sub-blocks 2j and 2j+1
+	var low, bit4, fifthShift VecVirtual
+	if avx512 {
+		for j := range spread {
+			m := GLOBL(fmt.Sprintf("%sSpread%d", name, j), RODATA|NOPTR)
+			for i := 0; i < 32; i++ {
+				DATA(2*i, U16(uint16(2*j+i/16)))
+			}
+			spread[j] = ZMM()
+			VMOVDQU64(m, spread[j])
+		}
+		low = ZMM()
+		k := GP32()
+		MOVL(U32(0x0F0F0F0F), k)
+		VPBROADCASTD(k, low)
+		if q5 {
+			bit4 = ZMM()
+			MOVL(U32(0x10101010), k)
+			VPBROADCASTD(k, bit4)
+			m := GLOBL(name+"FifthShift", RODATA|NOPTR)
+			for i := 0; i < 32; i++ {
+				DATA(2*i, U16([2]uint16{4, 3}[i/16]))
+			}
+			fifthShift = ZMM()
+			VMOVDQU64(m, fifthShift)
+		}
+	}
 	Label(fn + "_loop")
 	CMPQ(n, Imm(0))
 	JE(LabelRef(fn + "_done"))
@@ -690,12 +733,49 @@ func dotQ45_K(name string, tokens int) {
 		isum[t] = YMM()
 		VPXOR(isum[t], isum[t], isum[t])
 	}
+	if avx512 {
+		var qh VecVirtual
+		if q5 {
+			qh = ZMM()
+			VBROADCASTI64X4(Mem{Base: w, Disp: 16}, qh)
+		}
+		wsum := ZMM()
+		VPXORD(wsum, wsum, wsum)
+		for j := 0; j < 4; j++ {
+			// [low nibbles, high nibbles] of run j: sub-blocks 2j, 2j+1.
+			qb, hi := YMM(), YMM()
+			VMOVDQU(Mem{Base: w, Disp: qsAt + 32*j}, qb)
+			VPSRLW(Imm(4), qb, hi)
+			q := ZMM()
+			VINSERTI64X4(Imm(1), hi, qb.AsZ(), q)
+			VPANDD(low, q, q)
+			if q5 {
+				// Bits 2j and 2j+1 of qh to bit 4 of the two halves.
+				b := ZMM()
+				if j > 0 {
+					VPSRLW(Imm(uint64(2*j)), qh, b)
+					VPSLLVW(fifthShift, b, b)
+				} else {
+					VPSLLVW(fifthShift, qh, b)
+				}
+				VPTERNLOGD(U8(0xF8), bit4, b, q) // q | (b & 0x10)
+			}
+			sc := ZMM()
+			VPERMW(scales.AsZ(), spread[j], sc)
+			p := ZMM()
+			VPMADDUBSW(Mem{Base: xs[0], Disp: 4 + 64*j}, q, p)
+			VPMADDWD(sc, p, p)
+			VPADDD(p, wsum, wsum)
+		}
+		VEXTRACTI64X4(Imm(1), wsum, isum[0])
+		VPADDD(wsum.AsY(), isum[0], isum[0])
+	}
 	var qh VecVirtual
-	if q5 {
+	if q5 && !avx512 {
 		qh = YMM()
 		VMOVDQU(Mem{Base: w, Disp: 16}, qh)
 	}
-	for j := 0; j < 4; j++ {
+	for j := 0; j < 4 && !avx512; j++ {
 		qb, lo, hi := YMM(), YMM(), YMM()
 		VMOVDQU(Mem{Base: w, Disp: qsAt + 32*j}, qb)
 		VPAND(nibbleMask, qb, lo)
