@@ -18,9 +18,9 @@ import (
 
 // panelMinTokens is the fewest tokens a product takes the panel kernels
 // for: packing a panel costs about what multiplying it with a few tokens
-// does, and at four tokens the row kernels are faster
-// (BenchmarkPanelTokens: even at about eight).
-var panelMinTokens = 8
+// does (BenchmarkPanelTokens, 2048×2048: at 8 tokens the row kernels are
+// as fast for Q4_0 and faster for the K-quants; at 12 the panels win).
+var panelMinTokens = 12
 
 // keptPanelMinTokens is the fewest tokens a product takes kept panels for
 // (KeepPanels): without the packing, two tokens already go faster than

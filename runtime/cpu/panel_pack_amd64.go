@@ -75,12 +75,16 @@ func chunksBytes(in int) (p []panelChunk) {
 func scalesBlocks(panel, row []byte, lane, in int) {
 	nb := in / 32
 	size, stride := len(row)/nb, len(panel)/nb
-	_ = row[nb*size-1]
-	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[stride-64+4*lane])
-	for range nb {
-		*(*float32)(dst) = quant.FP16ToFP32(*(*uint16)(src))
-		src, dst = unsafe.Add(src, size), unsafe.Add(dst, stride)
+	for b := range nb {
+		putF32(panel, b*stride+stride-64+4*lane, f16(row[b*size:]))
 	}
+}
+
+// putF32 stores v at panel[at:], bounds checked once: the scale writers
+// run for every row of every panel a prompt packs.
+func putF32(panel []byte, at int, v float32) {
+	_ = panel[at+3]
+	*(*float32)(unsafe.Pointer(&panel[at])) = v
 }
 
 // chunksIQ4_XS: IQ4_XS super-blocks (f16 d, 16 bits of high scale bits,
@@ -100,16 +104,12 @@ func chunksIQ4_XS(in int) (p []panelChunk) {
 // scalesIQ4_XS: each sub-block's d·(ls−32).
 func scalesIQ4_XS(panel, row []byte, lane, in int) {
 	const size, stride = 136, 4*64 + 64
-	nb := in / 256
-	_, _ = row[nb*size-1], panel[8*nb*stride-1]
-	dst := unsafe.Pointer(&panel[256+4*lane])
-	for b := range nb {
+	for b := range in / 256 {
 		blk := row[b*size : b*size+size]
 		d, sh := f16(blk), int32(blk[2])|int32(blk[3])<<8
 		for ib := range 8 {
 			ls := int32(blk[4+ib/2]>>(4*(ib%2))&0xF) | (sh>>(2*ib)&3)<<4
-			*(*float32)(dst) = d * float32(ls-32)
-			dst = unsafe.Add(dst, stride)
+			putF32(panel, (8*b+ib)*stride+256+4*lane, d*float32(ls-32))
 		}
 	}
 }
@@ -151,19 +151,16 @@ func scalesQ45_K(panel, row []byte, lane, in int, fifth bool) {
 		size, chunks = 176, 16
 	}
 	stride := 64*chunks + 4*64
-	nb := in / 256
-	_, _ = row[nb*size-1], panel[4*nb*stride-1]
-	dst := unsafe.Pointer(&panel[64*chunks+4*lane])
-	for b := range nb {
+	for b := range in / 256 {
 		blk := row[b*size : b*size+size]
 		d, dmin, scales := f16(blk), f16(blk[2:]), blk[4:16]
 		for k := range 4 {
+			at := (4*b+k)*stride + 64*chunks + 4*lane
 			for h := range 2 {
 				sc, m := quant.ScaleMinK4(2*k+h, scales)
-				*(*float32)(unsafe.Add(dst, 128*h)) = d * float32(sc)
-				*(*float32)(unsafe.Add(dst, 128*h+64)) = dmin * float32(m)
+				putF32(panel, at+128*h, d*float32(sc))
+				putF32(panel, at+128*h+64, dmin*float32(m))
 			}
-			dst = unsafe.Add(dst, stride)
 		}
 	}
 }
@@ -192,18 +189,14 @@ func chunksQ6_K(in int) (p []panelChunk) {
 // scalesQ6_K: d·scale of each sixteen values, after the half's chunks.
 func scalesQ6_K(panel, row []byte, lane, in int) {
 	const size, stride = 210, 2048
-	nb := in / 256
-	_, _ = row[nb*size-1], panel[2*nb*stride-1]
-	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[1536+4*lane])
-	for range nb {
-		d := quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 208)))
+	for b := range in / 256 {
+		blk := row[b*size : b*size+size]
+		d := f16(blk[208:])
 		for h := range 2 {
 			for i := range 8 {
-				*(*float32)(unsafe.Add(dst, 64*i)) = d * float32(*(*int8)(unsafe.Add(src, 192+8*h+i)))
+				putF32(panel, (2*b+h)*stride+1536+64*i+4*lane, d*float32(int8(blk[192+8*h+i])))
 			}
-			dst = unsafe.Add(dst, stride)
 		}
-		src = unsafe.Add(src, size)
 	}
 }
 
@@ -227,17 +220,13 @@ func chunksQ3_K(in int) (p []panelChunk) {
 // scalesQ3_K: d·scale of each sixteen values.
 func scalesQ3_K(panel, row []byte, lane, in int) {
 	const size, stride = 110, 1536
-	nb := in / 256
-	_, _ = row[nb*size-1], panel[2*nb*stride-1]
-	dst := unsafe.Pointer(&panel[1024+4*lane])
-	for b := range nb {
+	for b := range in / 256 {
 		blk := row[b*size : b*size+size]
 		d, scales := f16(blk[108:]), blk[96:108]
 		for h := range 2 {
 			for i := range 8 {
-				*(*float32)(unsafe.Add(dst, 64*i)) = d * float32(quant.ScaleQ3K(scales, 8*h+i))
+				putF32(panel, (2*b+h)*stride+1024+64*i+4*lane, d*float32(quant.ScaleQ3K(scales, 8*h+i)))
 			}
-			dst = unsafe.Add(dst, stride)
 		}
 	}
 }
@@ -259,19 +248,16 @@ func chunksQ2_K(in int) (p []panelChunk) {
 // scalesQ2_K: d·scale and dmin·min of each sixteen values.
 func scalesQ2_K(panel, row []byte, lane, in int) {
 	const size, stride = 84, 1536
-	nb := in / 256
-	_, _ = row[nb*size-1], panel[2*nb*stride-1]
-	src, dst := unsafe.Pointer(&row[0]), unsafe.Pointer(&panel[512+4*lane])
-	for range nb {
-		d, dmin := quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 80))), quant.FP16ToFP32(*(*uint16)(unsafe.Add(src, 82)))
+	for b := range in / 256 {
+		blk := row[b*size : b*size+size]
+		d, dmin := f16(blk[80:]), f16(blk[82:])
 		for h := range 2 {
+			at := (2*b+h)*stride + 512 + 4*lane
 			for i := range 8 {
-				sc := *(*uint8)(unsafe.Add(src, 8*h+i))
-				*(*float32)(unsafe.Add(dst, 64*i)) = d * float32(sc&0xF)
-				*(*float32)(unsafe.Add(dst, 512+64*i)) = dmin * float32(sc>>4)
+				sc := blk[8*h+i]
+				putF32(panel, at+64*i, d*float32(sc&0xF))
+				putF32(panel, at+512+64*i, dmin*float32(sc>>4))
 			}
-			dst = unsafe.Add(dst, stride)
 		}
-		src = unsafe.Add(src, size)
 	}
 }
