@@ -99,7 +99,7 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 	b, g := m.Backend, m.IR.Graph
 	batched := map[*ir.Value]*Tensor{}
 	per := map[*ir.Value][]*Tensor{}
-	bufs := newStepBuffers(b)
+	bufs := newBuffers(b)
 	tok, pos := make([]int32, B), make([]int32, B)
 	for r, s := range seqs {
 		tok[r], pos[r] = tokens[order[r]], int32(s.pos)
@@ -220,70 +220,4 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 		s.pos++
 	}
 	return out, nil
-}
-
-// stepBuffers hands a batched step's activations back to a Releaser
-// backend once nothing live uses them, as releases does for Forward; a
-// value here may be one batched tensor, one tensor per session, or both
-// (Concat and Slice convert between them), so it tracks tensors, not
-// values. A Reshape's output is a view of its input's buffer and a
-// KVCache's a view of the cache (never released), as are the graph's
-// output and the tensors bound from outside (tokens, weights).
-type stepBuffers struct {
-	r     Releaser
-	root  map[*Tensor]*Tensor // the buffer each live tensor uses
-	users map[*Tensor]int     // live tensors per buffer
-	kept  map[*Tensor]bool
-}
-
-func newStepBuffers(b Backend) *stepBuffers {
-	r, _ := b.(Releaser)
-	return &stepBuffers{r: r, root: map[*Tensor]*Tensor{}, users: map[*Tensor]int{}, kept: map[*Tensor]bool{}}
-}
-
-// bind records live tensor t using buffer buf (t itself when nil).
-func (s *stepBuffers) bind(t, buf *Tensor, keep bool) {
-	if s.r == nil {
-		return
-	}
-	if buf == nil {
-		buf = t
-	}
-	s.root[t] = buf
-	s.users[buf]++
-	if keep {
-		s.kept[buf] = true
-	}
-}
-
-// bindOutput records the output of node n run on in.
-func (s *stepBuffers) bindOutput(out *Tensor, n *ir.Node, in []*Tensor, keep bool) {
-	switch n.Op {
-	case "Reshape":
-		buf := s.root[in[0]]
-		if buf == nil { // a view of a weight or a bound input
-			buf = in[0]
-			s.kept[buf] = true
-		}
-		s.bind(out, buf, keep)
-	case "KVCache":
-		s.bind(out, nil, true)
-	default:
-		s.bind(out, nil, keep)
-	}
-}
-
-// drop ends tensor t's life (nil or untracked: nothing).
-func (s *stepBuffers) drop(t *Tensor) {
-	buf := s.root[t]
-	if buf == nil {
-		return
-	}
-	delete(s.root, t)
-	if s.users[buf]--; s.users[buf] == 0 {
-		delete(s.users, buf)
-		if !s.kept[buf] {
-			s.r.Release(buf)
-		}
-	}
 }

@@ -116,7 +116,7 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 	// Activations go back to the backend after their last use, so a
 	// prompt's next layer reuses this layer's buffers instead of fresh,
 	// zeroed pages.
-	rel := newReleases(b, map[*ir.Value]bool{output: true})
+	bufs := newBuffers(b)
 	for i, n := range g.Nodes {
 		in := make([]*Tensor, len(n.Inputs))
 		for j, v := range n.Inputs {
@@ -147,12 +147,12 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 			}
 		}
 		vals[o] = out
-		rel.bind(o, out, n, in)
+		bufs.bindOutput(out, n, in, o == output)
 		for _, v := range n.Inputs {
 			if m.lastUse[v] == i && v.Weight == nil {
-				if _, live := vals[v]; live {
+				if t, live := vals[v]; live {
 					delete(vals, v)
-					rel.drop(v)
+					bufs.drop(t)
 				}
 			}
 		}

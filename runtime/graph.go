@@ -83,7 +83,7 @@ func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int, timed [
 	for _, o := range g.Outputs {
 		keep[o] = true
 	}
-	rel := newReleases(m.Backend, keep)
+	bufs := newBuffers(m.Backend)
 	for i, n := range g.Nodes {
 		in := make([]*Tensor, len(n.Inputs))
 		for j, v := range n.Inputs {
@@ -103,18 +103,18 @@ func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int, timed [
 			timed[i] += time.Since(start)
 		}
 		for k, o := range n.Outputs {
-			rel.bind(o, outs[k], n, in)
+			bufs.bindOutput(outs[k], n, in, keep[o])
 			if _, read := m.lastUse[o]; read || keep[o] {
 				vals[o] = outs[k]
 			} else {
-				rel.drop(o)
+				bufs.drop(outs[k])
 			}
 		}
 		for _, v := range n.Inputs {
 			if m.lastUse[v] == i && v.Weight == nil && !keep[v] {
-				if _, live := vals[v]; live {
+				if t, live := vals[v]; live {
 					delete(vals, v)
-					rel.drop(v)
+					bufs.drop(t)
 				}
 			}
 		}
@@ -122,58 +122,69 @@ func (m *Model) execute(vals map[*ir.Value]*Tensor, dims map[string]int, timed [
 	return nil
 }
 
-// releases tracks which values share a buffer (a Reshape is a view of its
-// input) and hands a buffer back to a Releaser backend once no value that
-// uses it is alive. Values bound before execution (inputs) count as their
-// own buffers; weights and the graph's outputs are never released.
-type releases struct {
+// buffers hands activations back to a Releaser backend once nothing live
+// uses them: the executor of whole graphs, Session.Forward and
+// Model.Step all use it. It tracks tensors rather than values, since a
+// batched step holds a value as one tensor, as one tensor per session, or
+// both (Concat and Slice convert between them). A Reshape's output is a
+// view of its input's buffer and a KVCache's a view of the cache (never
+// released), as are the graph's outputs and the tensors bound from
+// outside (inputs, weights).
+type buffers struct {
 	r     Releaser
-	keep  map[*ir.Value]bool
-	root  map[*ir.Value]*Tensor // the buffer each live value uses
-	users map[*Tensor]int       // live values per buffer
-	kept  map[*Tensor]bool      // buffers an output uses
+	root  map[*Tensor]*Tensor // the buffer each live tensor uses
+	users map[*Tensor]int     // live tensors per buffer
+	kept  map[*Tensor]bool
 }
 
-func newReleases(b Backend, keep map[*ir.Value]bool) *releases {
+func newBuffers(b Backend) *buffers {
 	r, _ := b.(Releaser)
-	return &releases{r: r, keep: keep, root: map[*ir.Value]*Tensor{}, users: map[*Tensor]int{}, kept: map[*Tensor]bool{}}
+	return &buffers{r: r, root: map[*Tensor]*Tensor{}, users: map[*Tensor]int{}, kept: map[*Tensor]bool{}}
 }
 
-// bind records that value o of node n holds t, a view of its input's
-// buffer for a Reshape.
-func (r *releases) bind(o *ir.Value, t *Tensor, n *ir.Node, in []*Tensor) {
-	if r.r == nil {
+// bind records live tensor t using buffer buf (t itself when nil).
+func (s *buffers) bind(t, buf *Tensor, keep bool) {
+	if s.r == nil {
 		return
 	}
-	buf := t
-	if n.Op == "Reshape" {
-		if buf = r.root[n.Inputs[0]]; buf == nil {
-			buf = in[0] // a view of a weight or a bound input: never released
-			r.kept[buf] = true
-		}
-	}
-	r.root[o] = buf
-	r.users[buf]++
-	if r.keep[o] || n.Op == "KVCache" { // a KVCache's output is a view of the cache
-		r.kept[buf] = true
-	}
-}
-
-// drop ends value v's life; its buffer goes back when it was the last
-// value using it.
-func (r *releases) drop(v *ir.Value) {
-	if r.r == nil {
-		return
-	}
-	buf := r.root[v]
 	if buf == nil {
-		return // an input bound by the caller
+		buf = t
 	}
-	delete(r.root, v)
-	if r.users[buf]--; r.users[buf] == 0 {
-		delete(r.users, buf)
-		if !r.kept[buf] {
-			r.r.Release(buf)
+	s.root[t] = buf
+	s.users[buf]++
+	if keep {
+		s.kept[buf] = true
+	}
+}
+
+// bindOutput records the output of node n run on in.
+func (s *buffers) bindOutput(out *Tensor, n *ir.Node, in []*Tensor, keep bool) {
+	switch n.Op {
+	case "Reshape":
+		buf := s.root[in[0]]
+		if buf == nil { // a view of a weight or a bound input
+			buf = in[0]
+			s.kept[buf] = true
+		}
+		s.bind(out, buf, keep)
+	case "KVCache":
+		s.bind(out, nil, true)
+	default:
+		s.bind(out, nil, keep)
+	}
+}
+
+// drop ends tensor t's life (nil or untracked: nothing).
+func (s *buffers) drop(t *Tensor) {
+	buf := s.root[t]
+	if buf == nil {
+		return
+	}
+	delete(s.root, t)
+	if s.users[buf]--; s.users[buf] == 0 {
+		delete(s.users, buf)
+		if !s.kept[buf] {
+			s.r.Release(buf)
 		}
 	}
 }

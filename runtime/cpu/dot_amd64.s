@@ -12681,15 +12681,15 @@ quantizeQ8_loop:
 	VPMOVSXBD     X3, Z3
 	VPMOVSXBD     X4, Z4
 	VPADDD        Z4, Z3, Z3
-	VEXTRACTI64X4 $0x01, Z3, Y6
-	VPADDD        Y6, Y3, Y6
-	VEXTRACTI128  $0x01, Y6, X5
-	VPADDD        X5, X6, X5
-	VPSHUFD       $0x4e, X5, X6
-	VPADDD        X6, X5, X5
-	VPSHUFD       $0xb1, X5, X6
-	VPADDD        X6, X5, X5
-	VMOVD         X5, 4(CX)
+	VEXTRACTI64X4 $0x01, Z3, Y4
+	VPADDD        Y4, Y3, Y4
+	VEXTRACTI128  $0x01, Y4, X3
+	VPADDD        X3, X4, X3
+	VPSHUFD       $0x4e, X3, X4
+	VPADDD        X4, X3, X3
+	VPSHUFD       $0xb1, X3, X4
+	VPADDD        X4, X3, X3
+	VMOVD         X3, 4(CX)
 	ADDQ          $0x80, AX
 	ADDQ          $0x28, CX
 	DECQ          DX

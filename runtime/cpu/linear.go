@@ -40,12 +40,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 			break
 		}
 		nb := in / 32
-		xq := make([]q8Block, T*nb)
-		b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
-			for t := lo; t < hi; t++ {
-				quantizeQ8(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
-			}
-		})
+		xq := quantizeTokens(b, x, T, in, 32, quantizeQ8)
 		dot, dot4 := dotQ8For(w.typ), dot4For(w.typ)
 		if zero, ok := wideZero[w.typ]; ok && wideDot != nil && nb%2 == 0 {
 			wa := toWide(xq, T, nb, zero)
@@ -98,12 +93,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 			break
 		}
 		nb := in / 256
-		xq := make([]q8KBlock, T*nb)
-		b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
-			for t := lo; t < hi; t++ {
-				quantizeQ8K(xq[t*nb:(t+1)*nb], x[t*in:(t+1)*in])
-			}
-		})
+		xq := quantizeTokens(b, x, T, in, 256, quantizeQ8K)
 		dot, dot4 := dotQ8KFor(w.typ), dot4KFor(w.typ)
 		b.pool.parallel(nout, rows, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
 	case format == actHalf:

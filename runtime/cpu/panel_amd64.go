@@ -64,18 +64,6 @@ func init() {
 	if !useAVX512 {
 		return
 	}
-	quantizeQ8Sums = func(dst []q8SumBlock, x []float32) {
-		if len(dst) > 0 {
-			_ = x[32*len(dst)-1]
-			quantizeQ8AVX512(&x[0], (*byte)(unsafe.Pointer(&dst[0])), len(dst))
-		}
-	}
-	quantizeQ8K = func(dst []q8KBlock, x []float32) {
-		if len(dst) > 0 {
-			_ = x[256*len(dst)-1]
-			quantizeQ8KAVX512(&x[0], (*byte)(unsafe.Pointer(&dst[0])), len(dst))
-		}
-	}
 	const act = int(unsafe.Sizeof(q8SumBlock{}))
 	panelTypes[quant.Q4_0] = &panelType{step: 32, stepBytes: 4*64 + 64, zero: 8, chunks: chunksNibbles, scales: scalesBlocks,
 		one: gemmQ4_0x16x1, four: gemmQ4_0x16x4, eight: gemmQ4_0x16x8, acts: panelActsQ8, actBytes: act}
@@ -102,26 +90,13 @@ func init() {
 // blocks of quantizeQ8, with −zero·Σq beside each scale, for weights
 // offset by zero.
 func panelActsQ8(b *Backend, x []float32, T, in int, zero int32) []byte {
-	nb := in / 32
-	xq := make([]q8SumBlock, T*nb)
-	b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
-		quantizeQ8Sums(xq[lo*nb:hi*nb], x[lo*in:hi*in])
-		for i := lo * nb; i < hi*nb; i++ {
-			xq[i].aux = uint32(-zero * int32(xq[i].aux))
+	xq := quantizeTokens(b, x, T, in, 32, func(dst []q8SumBlock, x []float32) {
+		quantizeQ8Sums(dst, x)
+		for i := range dst {
+			dst[i].aux = uint32(-zero * int32(dst[i].aux))
 		}
 	})
 	return asBytes(xq)
-}
-
-// quantizeQ8KTokens quantizes T tokens as the K-quants' row kernels take
-// them (ggml's Q8_K).
-func quantizeQ8KTokens(b *Backend, x []float32, T, in int) []q8KBlock {
-	nb := in / 256
-	xq := make([]q8KBlock, T*nb)
-	b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) {
-		quantizeQ8K(xq[lo*nb:hi*nb], x[lo*in:hi*in])
-	})
-	return xq
 }
 
 // asBytes is a slice's memory as bytes.
@@ -134,14 +109,14 @@ func asBytes[E any](s []E) []byte {
 // splits them into 32-value blocks as panelActsQ8 lays them out: the
 // super-block's scale and −zero·Σq of the block.
 func panelActsQ8KZero(b *Backend, x []float32, T, in int, zero int32) []byte {
-	return splitQ8K(quantizeQ8KTokens(b, x, T, in), offsetAux(zero))
+	return splitQ8K(quantizeTokens(b, x, T, in, 256, quantizeQ8K), offsetAux(zero))
 }
 
 // panelActsQ8K quantizes activations as Q8_K and splits them into
 // 32-value sub-blocks, each with the super-block's scale and its own dx·Σq
 // (as float32 bits) for the weights' minimums.
 func panelActsQ8K(b *Backend, x []float32, T, in int, _ int32) []byte {
-	return splitQ8K(quantizeQ8KTokens(b, x, T, in), minAux)
+	return splitQ8K(quantizeTokens(b, x, T, in, 256, quantizeQ8K), minAux)
 }
 
 // offsetAux is the aux of weights offset by zero: −zero·Σq as an int32.
@@ -178,12 +153,12 @@ type q8Sum16Block struct {
 
 // panelActs16Zero lays out Q8_K activations for weights offset by zero.
 func panelActs16Zero(b *Backend, x []float32, T, in int, zero int32) []byte {
-	return split16(quantizeQ8KTokens(b, x, T, in), offsetAux(zero))
+	return split16(quantizeTokens(b, x, T, in, 256, quantizeQ8K), offsetAux(zero))
 }
 
 // panelActs16Min lays out Q8_K activations for weights with minimums.
 func panelActs16Min(b *Backend, x []float32, T, in int, _ int32) []byte {
-	return split16(quantizeQ8KTokens(b, x, T, in), minAux)
+	return split16(quantizeTokens(b, x, T, in, 256, quantizeQ8K), minAux)
 }
 
 // split16 splits Q8_K blocks into q8Sum16Blocks with aux(d, Σq) of each

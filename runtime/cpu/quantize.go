@@ -40,6 +40,16 @@ func quantizeQ8(dst []q8Block, x []float32) {
 	}
 }
 
+// quantizeTokens quantizes T tokens of in values each into blocks of
+// size values, tokens spread over the pool: the activations of a matrix
+// product, before the kernels read them.
+func quantizeTokens[B any](b *Backend, x []float32, T, in, size int, quantize func([]B, []float32)) []B {
+	nb := in / size
+	xq := make([]B, T*nb)
+	b.pool.parallel(T, grainFor(in, 1), func(lo, hi int) { quantize(xq[lo*nb:hi*nb], x[lo*in:hi*in]) })
+	return xq
+}
+
 // q8SumBlock is a q8Block whose second field holds Σq as an int32: the
 // form quantizeQ8Sums writes. The panel kernels take it with −zero·Σq
 // there.

@@ -21,6 +21,18 @@ func init() {
 		// After dot_amd64.go's init (files init in name order).
 		dotQ6_K = fast1[q8KBlock](dotQ6_Kx1AVX512, 210)
 		dotQ4_K, dotQ5_K = fast1[q8KBlock](dotQ4_Kx1AVX512, 144), fast1[q8KBlock](dotQ5_Kx1AVX512, 176)
+		quantizeQ8Sums = func(dst []q8SumBlock, x []float32) {
+			if len(dst) > 0 {
+				_ = x[32*len(dst)-1]
+				quantizeQ8AVX512(&x[0], (*byte)(unsafe.Pointer(&dst[0])), len(dst))
+			}
+		}
+		quantizeQ8K = func(dst []q8KBlock, x []float32) {
+			if len(dst) > 0 {
+				_ = x[256*len(dst)-1]
+				quantizeQ8KAVX512(&x[0], (*byte)(unsafe.Pointer(&dst[0])), len(dst))
+			}
+		}
 		wideDot = wideDotAVX512
 		simd = "AVX2+AVX512-VNNI"
 	}

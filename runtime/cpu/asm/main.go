@@ -1976,6 +1976,37 @@ func panelGemm16(typ string, tokens int) {
 	k.end(step, 4*48)
 }
 
+// hmaxPS is the largest of a ZMM's sixteen float32 lanes, in lane 0 of
+// an XMM.
+func hmaxPS(v VecVirtual) VecVirtual {
+	y := YMM()
+	VEXTRACTF64X4(Imm(1), v, y)
+	VMAXPS(y, v.AsY(), y)
+	h, s := XMM(), XMM()
+	VEXTRACTF128(Imm(1), y, h)
+	VMAXPS(h, y.AsX(), h)
+	VPERMILPS(Imm(0x4E), h, s)
+	VMAXPS(s, h, h)
+	VPERMILPS(Imm(0xB1), h, s)
+	VMAXPS(s, h, h)
+	return h
+}
+
+// hsumD is the sum of a ZMM's sixteen int32 lanes, in lane 0 of an XMM.
+func hsumD(v VecVirtual) VecVirtual {
+	y := YMM()
+	VEXTRACTI64X4(Imm(1), v, y)
+	VPADDD(y, v.AsY(), y)
+	h, s := XMM(), XMM()
+	VEXTRACTI128(Imm(1), y, h)
+	VPADDD(h, y.AsX(), h)
+	VPSHUFD(Imm(0x4E), h, s)
+	VPADDD(s, h, h)
+	VPSHUFD(Imm(0xB1), h, s)
+	VPADDD(s, h, h)
+	return h
+}
+
 // quantizeQ8 emits the AVX-512 quantizer of activations into 32-value
 // blocks of 40 bytes: the scale d = max|x|/127, the int32 sum of the
 // quantized values, the 32 values round(x/d) as signed bytes (ties to
@@ -2005,17 +2036,7 @@ func quantizeQ8() {
 	VANDPS(abs, v0, m)
 	VANDPS(abs, v1, a)
 	VMAXPS(a, m, m)
-	y := YMM()
-	VEXTRACTF64X4(Imm(1), m, y)
-	VMAXPS(y, m.AsY(), y)
-	h := XMM()
-	VEXTRACTF128(Imm(1), y, h)
-	VMAXPS(h, y.AsX(), h)
-	s := XMM()
-	VPERMILPS(Imm(0x4E), h, s)
-	VMAXPS(s, h, h)
-	VPERMILPS(Imm(0xB1), h, s)
-	VMAXPS(s, h, h) // max|x| in lane 0
+	h := hmaxPS(m) // max|x|
 	d := XMM()
 	VDIVSS(c127, h, d)
 	VMOVSS(d, Mem{Base: dst})
@@ -2040,15 +2061,7 @@ func quantizeQ8() {
 	VPMOVSXBD(b0, v0)
 	VPMOVSXBD(b1, v1)
 	VPADDD(v1, v0, v0)
-	VEXTRACTI64X4(Imm(1), v0, y)
-	VPADDD(y, v0.AsY(), y)
-	VEXTRACTI128(Imm(1), y, h)
-	VPADDD(h, y.AsX(), h)
-	VPSHUFD(Imm(0x4E), h, s)
-	VPADDD(s, h, h)
-	VPSHUFD(Imm(0xB1), h, s)
-	VPADDD(s, h, h)
-	VMOVD(h, Mem{Base: dst, Disp: 4})
+	VMOVD(hsumD(v0), Mem{Base: dst, Disp: 4})
 	ADDQ(Imm(128), x)
 	ADDQ(Imm(40), dst)
 	DECQ(n)
@@ -2116,16 +2129,7 @@ func quantizeQ8K() {
 		VANDPS(Mem{Base: x, Disp: 64 * i}, abs, a)
 		VMAXPS(a, m, m)
 	}
-	y := YMM()
-	VEXTRACTF64X4(Imm(1), m, y)
-	VMAXPS(y, m.AsY(), y)
-	h, s := XMM(), XMM()
-	VEXTRACTF128(Imm(1), y, h)
-	VMAXPS(h, y.AsX(), h)
-	VPERMILPS(Imm(0x4E), h, s)
-	VMAXPS(s, h, h)
-	VPERMILPS(Imm(0xB1), h, s)
-	VMAXPS(s, h, h)
+	h := hmaxPS(m)
 	amax := ZMM()
 	VBROADCASTSS(h, amax)
 	// An all-zero block (or one of NaNs): zeros, as the Go twin.
@@ -2180,17 +2184,7 @@ func quantizeQ8K() {
 		VMOVDQU(b, Mem{Base: dst, Disp: 4 + 16*j})
 		// The group's sum from the bytes as stored (see quantizeQ8).
 		VPMOVSXBD(b, q)
-		yq := YMM()
-		VEXTRACTI64X4(Imm(1), q, yq)
-		VPADDD(yq, q.AsY(), yq)
-		hq, sq := XMM(), XMM()
-		VEXTRACTI128(Imm(1), yq, hq)
-		VPADDD(hq, yq.AsX(), hq)
-		VPSHUFD(Imm(0x4E), hq, sq)
-		VPADDD(sq, hq, hq)
-		VPSHUFD(Imm(0xB1), hq, sq)
-		VPADDD(sq, hq, hq)
-		VPEXTRW(Imm(0), hq, Mem{Base: dst, Disp: 260 + 2*j})
+		VPEXTRW(Imm(0), hsumD(q), Mem{Base: dst, Disp: 260 + 2*j})
 	}
 	Label("quantizeQ8K_next")
 	ADDQ(U32(1024), x)
