@@ -7,7 +7,7 @@ FUZZTIME ?= 10s
 SHARED   ?= $(or $(LQC_SHARED),../shared)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit fuzz lint gate interop conformance bench quality finetune-report demo clean ptx ptx-check gpu-prep gpu-check
+.PHONY: all build test unit arm64 fuzz lint gate interop conformance bench quality finetune-report demo clean ptx ptx-check gpu-prep gpu-check
 
 all: build
 
@@ -17,10 +17,28 @@ build:
 # The whole suite, as CI runs it (with LQC_REQUIRE_FIXTURES=1): lint, unit
 # and golden tests, the llama.cpp interop acceptance, the accuracy gate,
 # and each fuzz target briefly.
-test: lint ptx-check unit gate fuzz
+test: lint ptx-check unit arm64 gate fuzz
 
 unit:
 	$(GO) test -count=1 ./...
+
+# The NEON kernels against their portable twins, on arm64 under qemu-user
+# (Debian's qemu-user-static): the whole CPU backend on an emulated CPU
+# with the dot-product extension (SDOT), then the kernels again on a
+# Cortex-A72, which lacks it (their ARMv8.0 twins). The test binary runs
+# in its package's folder, as go test runs it.
+QEMU_ARM64 ?= qemu-aarch64-static
+arm64:
+	@if ! command -v $(QEMU_ARM64) >/dev/null; then \
+	  if [ "$$LQC_REQUIRE_FIXTURES" = 1 ]; then echo "arm64: $(QEMU_ARM64) is not installed (apt-get install qemu-user-static)" >&2; exit 1; fi; \
+	  echo "arm64: skipped, $(QEMU_ARM64) is not installed (apt-get install qemu-user-static)"; exit 0; fi; \
+	GOARCH=arm64 CGO_ENABLED=0 $(GO) test -c -o bin/cpu-arm64.test ./runtime/cpu && \
+	cd runtime/cpu && for cpu in max cortex-a72; do \
+	  run=.; [ $$cpu = max ] || run='TestKernelsAgree|TestHalfKernels|TestDecodeHalf'; \
+	  $(QEMU_ARM64) -cpu $$cpu ../../bin/cpu-arm64.test -test.short -test.run "$$run" -test.v >../../bin/arm64-$$cpu.log 2>&1; rc=$$?; \
+	  echo "arm64 ($$cpu): $$(grep -m1 -o 'kernels: .*' ../../bin/arm64-$$cpu.log), $$(grep -c '^--- PASS' ../../bin/arm64-$$cpu.log) tests passed"; \
+	  if [ $$rc != 0 ]; then grep -E -B2 -A20 '^(--- FAIL|panic|FAIL)' ../../bin/arm64-$$cpu.log | head -100; exit 1; fi; \
+	done
 
 # Go's fuzzing engine now and then ends a healthy run with "context
 # deadline exceeded" when a worker is busy at the deadline; each target
@@ -37,8 +55,14 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	CGO_ENABLED=0 $(GO) build ./...
-	@# arm64 has only the portable kernels: it must keep building.
+	@# arm64 (NEON kernels, dot_arm64.s) must keep building and its
+	@# assembly match its Go declarations.
 	GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
+	GOARCH=arm64 $(GO) vet ./runtime/cpu
+	@# dot_arm64.s is what its generator writes (no hand edits).
+	@cd runtime/cpu/asm && $(GO) run ./neon -out ../../../bin/dot_arm64.s -stubs ../../../bin/dot_stubs_arm64.go && \
+	  cmp -s ../../../bin/dot_arm64.s ../dot_arm64.s && cmp -s ../../../bin/dot_stubs_arm64.go ../dot_stubs_arm64.go || \
+	  { echo "runtime/cpu/dot_arm64.s is stale: cd runtime/cpu && go generate" >&2; exit 1; }
 	@# -tags nocuda: no purego, a fully static binary.
 	CGO_ENABLED=0 $(GO) build -tags nocuda -o bin/lqc-static ./cmd/lqc
 	@file bin/lqc-static 2>/dev/null | grep -q 'statically linked' || { command -v file >/dev/null || exit 0; echo "bin/lqc-static is not static" >&2; exit 1; }

@@ -173,32 +173,46 @@ func dotQ8_0Go(w []byte, x []q8Block) float32 {
 // scales; value = d·scale·(q-32).
 func dotQ6_KGo(w []byte, x []q8KBlock) float32 {
 	var sum float32
+	var g [16]int32
 	for b := range x {
 		blk := w[210*b : 210*b+210]
-		ql, qh, sc := blk[0:128], blk[128:192], blk[192:208]
-		xb := &x[b]
-		var isum int32
-		for n := 0; n < 256; n += 128 {
-			o, h, s := n/2, n/4, n/16
-			var g [8]int32 // the eight 16-value groups of this half
-			for l := range 32 {
-				q1 := int32(ql[o+l]&0xF|(qh[h+l]>>0&3)<<4) - 32
-				q2 := int32(ql[o+l+32]&0xF|(qh[h+l]>>2&3)<<4) - 32
-				q3 := int32(ql[o+l]>>4|(qh[h+l]>>4&3)<<4) - 32
-				q4 := int32(ql[o+l+32]>>4|(qh[h+l]>>6&3)<<4) - 32
-				is := l / 16
-				g[is] += q1 * int32(xb.qs[n+l])
-				g[is+2] += q2 * int32(xb.qs[n+l+32])
-				g[is+4] += q3 * int32(xb.qs[n+l+64])
-				g[is+6] += q4 * int32(xb.qs[n+l+96])
-			}
-			for k := range 8 {
-				isum += int32(int8(sc[s+k])) * g[k]
-			}
-		}
-		sum += f16(blk[208:]) * xb.d * float32(isum)
+		q6KGroupSums(blk, &x[b], &g)
+		sum = addQ6_K(sum, blk, &x[b], g[:])
 	}
 	return sum
+}
+
+// q6KGroupSums sets g to the sums of each 16-value group's levels times
+// the activations, in the order of the group scales.
+func q6KGroupSums(blk []byte, xb *q8KBlock, g *[16]int32) {
+	ql, qh := blk[0:128], blk[128:192]
+	*g = [16]int32{}
+	for n := 0; n < 256; n += 128 {
+		o, h, s := n/2, n/4, n/16
+		for l := range 32 {
+			q1 := int32(ql[o+l]&0xF|(qh[h+l]>>0&3)<<4) - 32
+			q2 := int32(ql[o+l+32]&0xF|(qh[h+l]>>2&3)<<4) - 32
+			q3 := int32(ql[o+l]>>4|(qh[h+l]>>4&3)<<4) - 32
+			q4 := int32(ql[o+l+32]>>4|(qh[h+l]>>6&3)<<4) - 32
+			is := s + l/16
+			g[is] += q1 * int32(xb.qs[n+l])
+			g[is+2] += q2 * int32(xb.qs[n+l+32])
+			g[is+4] += q3 * int32(xb.qs[n+l+64])
+			g[is+6] += q4 * int32(xb.qs[n+l+96])
+		}
+	}
+}
+
+// addQ6_K adds a Q6_K super-block's share to sum, given its group sums.
+// The portable twin and the NEON kernels (which compute the group sums)
+// share it, so both round, and fuse multiply-adds, alike.
+func addQ6_K(sum float32, blk []byte, xb *q8KBlock, g []int32) float32 {
+	sc := blk[192:208]
+	var isum int32
+	for k := range 16 {
+		isum += int32(int8(sc[k])) * g[k]
+	}
+	return sum + f16(blk[208:])*xb.d*float32(isum)
 }
 
 // The other K-quants against 256-value q8 activations, as ggml's
@@ -262,25 +276,41 @@ func dotQ3_KGo(w []byte, x []q8KBlock) float32 {
 // minimums; the minimums meet the activations' 16-value sums.
 func dotQ4_KGo(w []byte, x []q8KBlock) float32 {
 	var sum float32
+	var sub [8]int32
 	for b := range x {
 		blk := w[144*b : 144*b+144]
-		sc, q := blk[4:16], blk[16:144]
-		xb := &x[b]
-		var isum, msum int32
-		for j := range 4 {
-			s1, m1 := quant.ScaleMinK4(2*j, sc)
-			s2, m2 := quant.ScaleMinK4(2*j+1, sc)
-			var lo, hi int32
-			for l := range 32 {
-				lo += int32(q[32*j+l]&0xF) * int32(xb.qs[64*j+l])
-				hi += int32(q[32*j+l]>>4) * int32(xb.qs[64*j+32+l])
-			}
-			isum += int32(s1)*lo + int32(s2)*hi
-			msum += int32(m1)*(int32(xb.bsums[4*j])+int32(xb.bsums[4*j+1])) + int32(m2)*(int32(xb.bsums[4*j+2])+int32(xb.bsums[4*j+3]))
-		}
-		sum += f16(blk[0:])*xb.d*float32(isum) - f16(blk[2:])*xb.d*float32(msum)
+		q4KSubSums(blk, &x[b], &sub)
+		sum = addQ4_K(sum, blk, &x[b], sub[:])
 	}
 	return sum
+}
+
+// q4KSubSums sets sub to the sums of each 32-value sub-block's levels
+// times the activations.
+func q4KSubSums(blk []byte, xb *q8KBlock, sub *[8]int32) {
+	q := blk[16:144]
+	for j := range 4 {
+		var lo, hi int32
+		for l := range 32 {
+			lo += int32(q[32*j+l]&0xF) * int32(xb.qs[64*j+l])
+			hi += int32(q[32*j+l]>>4) * int32(xb.qs[64*j+32+l])
+		}
+		sub[2*j], sub[2*j+1] = lo, hi
+	}
+}
+
+// addQ4_K adds a Q4_K super-block's share to sum, given its sub-block
+// sums; shared by the portable twin and the NEON kernels as addQ6_K is.
+func addQ4_K(sum float32, blk []byte, xb *q8KBlock, sub []int32) float32 {
+	sc := blk[4:16]
+	var isum, msum int32
+	for j := range 4 {
+		s1, m1 := quant.ScaleMinK4(2*j, sc)
+		s2, m2 := quant.ScaleMinK4(2*j+1, sc)
+		isum += int32(s1)*sub[2*j] + int32(s2)*sub[2*j+1]
+		msum += int32(m1)*(int32(xb.bsums[4*j])+int32(xb.bsums[4*j+1])) + int32(m2)*(int32(xb.bsums[4*j+2])+int32(xb.bsums[4*j+3]))
+	}
+	return sum + (f16(blk[0:])*xb.d*float32(isum) - f16(blk[2:])*xb.d*float32(msum))
 }
 
 // dotQ5_KGo is dotQ4_KGo with a fifth bit per value in qh.

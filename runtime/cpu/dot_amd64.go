@@ -4,7 +4,6 @@ package cpu
 
 import (
 	"os"
-	"unsafe"
 
 	xcpu "golang.org/x/sys/cpu"
 
@@ -19,7 +18,7 @@ func init() {
 	if !useAVX2 {
 		return
 	}
-	dotF32, dotF32x4 = dotF32Fast, dotF32x4Fast
+	dotF32, dotF32x4 = f32Fast(dotF32AVX2), dotF32x4Fast
 	dotQ4_0, dotQ8_0 = fast1[q8Block](dotQ4_0x1AVX2, 18), fast1[q8Block](dotQ8_0x1AVX2, 34)
 	dotQ4_0x4, dotQ8_0x4 = fast4[q8Block](dotQ4_0x4AVX2, 18), fast4[q8Block](dotQ8_0x4AVX2, 34)
 	dotIQ4_NL, dotQ5_0 = fast1[q8Block](dotIQ4_NLx1AVX2, 18), fast1[q8Block](dotQ5_0x1AVX2, 22)
@@ -39,48 +38,6 @@ func init() {
 	simd = "AVX2"
 }
 
-// simdKernel is the signature of the generated kernels: the dot products of
-// one weight row with the activations of one or four tokens, token t's
-// at x + t·stride.
-type simdKernel func(w, x *byte, stride, nb int, out *float32)
-
-func actPtr[B actBlock](x []B) *byte { return (*byte)(unsafe.Pointer(unsafe.SliceData(x))) }
-
-// fast1 wraps a one-token kernel of a type of size bytes per block.
-func fast1[B actBlock](k simdKernel, size int) func([]byte, []B) float32 {
-	return func(w []byte, x []B) float32 {
-		var out float32
-		if len(x) > 0 {
-			_ = w[size*len(x)-1]
-			k(&w[0], actPtr(x), 0, len(x), &out)
-		}
-		return out
-	}
-}
-
-// fast4 wraps a four-token kernel.
-func fast4[B actBlock](k simdKernel, size int) func([]byte, []B, int, *[4]float32) {
-	var b B
-	stride := int(unsafe.Sizeof(b))
-	return func(w []byte, x []B, nb int, out *[4]float32) {
-		_, _ = w[size*nb-1], x[4*nb-1]
-		k(&w[0], actPtr(x), nb*stride, nb, &out[0])
-	}
-}
-
-func dotF32Fast(a, b []float32) float32 {
-	n := len(a) &^ 7
-	var s float32
-	if n > 0 {
-		_ = b[n-1]
-		s = dotF32AVX2(&a[0], &b[0], n)
-	}
-	for i := n; i < len(a); i++ {
-		s += a[i] * b[i]
-	}
-	return s
-}
-
 // dotF32x4Fast is dotF32x4Go with the kernel over whole groups of eight
 // values and the Go loop over the rest.
 func dotF32x4Fast(w, x []float32, stride int, out *[4]float32) {
@@ -95,27 +52,6 @@ func dotF32x4Fast(w, x []float32, stride int, out *[4]float32) {
 		for i := n; i < len(w); i++ {
 			out[t] += w[i] * xt[i]
 		}
-	}
-}
-
-// halfFast wraps a 16-bit float kernel; the tail of fewer than eight
-// values is the portable twin's.
-func halfFast(k func(w *byte, x *float32, n int) float32, typ quant.Type) func([]byte, []float32) float32 {
-	tail := dotF16Go
-	if typ == quant.BF16 {
-		tail = dotBF16Go
-	}
-	return func(w []byte, x []float32) float32 {
-		n := len(x) &^ 7
-		var s float32
-		if n > 0 {
-			_ = w[2*n-1]
-			s = k(&w[0], &x[0], n)
-		}
-		if n < len(x) {
-			s += tail(w[2*n:], x[n:])
-		}
-		return s
 	}
 }
 
@@ -147,21 +83,6 @@ func expShiftFast(dst, src []float32, shift float32) {
 		copy(in[:], src[n:])
 		expShiftAVX2(&res[0], &in[0], shift, 8)
 		copy(dst[n:len(src)], res[:])
-	}
-}
-
-// decodeFast wraps a 16-bit float decoder; the tail of fewer than eight
-// values is the codec's.
-func decodeFast(k func(dst *float32, src *byte, n int), typ quant.Type) func([]float32, []byte) {
-	return func(dst []float32, src []byte) {
-		n := len(dst) &^ 7
-		if n > 0 {
-			_ = src[2*n-1]
-			k(&dst[0], &src[0], n)
-		}
-		if n < len(dst) {
-			typ.Decode(dst[n:], src[2*n:])
-		}
 	}
 }
 

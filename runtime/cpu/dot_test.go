@@ -21,6 +21,7 @@ func randRow(rng *rand.Rand, n int) []float32 {
 // it) against the portable one, and both against a float64 dot product of
 // the dequantized weights with the dequantized activations.
 func TestKernelsAgree(t *testing.T) {
+	t.Logf("kernels: %s", simdName())
 	rng := rand.New(rand.NewPCG(3, 4))
 	const n = 1024
 	portable8 := map[quant.Type]func([]byte, []q8Block) float32{
