@@ -32,6 +32,8 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 		format = actF32
 	}
 	switch {
+	case format == actHalf && !exact && b.linearPanel(w, out, x, T):
+		// BF16 rows against bfloat16 activations (AVX512-BF16).
 	case (format == actF32 || format == actHalf) && gemmPays(T):
 		// 16-bit float rows decode exactly.
 		b.linearF32(out, x, w, T, false)

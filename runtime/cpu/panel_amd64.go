@@ -6,6 +6,8 @@ import (
 	"math"
 	"unsafe"
 
+	xcpu "golang.org/x/sys/cpu"
+
 	"github.com/lqc-dev/lqc/quant"
 )
 
@@ -54,6 +56,9 @@ type panelType struct {
 	// layout the kernels read, actBytes for every 32 values.
 	acts     func(b *Backend, x []float32, T, in int, zero int32) []byte
 	actBytes int
+	// unkept panels are packed for every product, even with KeepPanels:
+	// they take as much memory as the weights.
+	unkept bool
 }
 
 // panelTypes are the types with panel kernels on this CPU (none without
@@ -84,6 +89,35 @@ func init() {
 		one: gemmQ3_Kx16x1, four: gemmQ3_Kx16x4, eight: gemmQ3_Kx16x8, acts: panelActs16Zero, actBytes: act16}
 	panelTypes[quant.Q2_K] = &panelType{step: 128, stepBytes: 8*64 + 8*64 + 8*64, chunks: chunksQ2_K, scales: scalesQ2_K,
 		one: gemmQ2_Kx16x1, four: gemmQ2_Kx16x4, eight: gemmQ2_Kx16x8, acts: panelActs16Min, actBytes: act16}
+	if useAVX512BF16 {
+		panelTypes[quant.BF16] = &panelType{step: 32, stepBytes: 16 * 64, chunks: chunksBF16, scales: func([]byte, []byte, int, int) {},
+			one: gemmBF16x16x1, four: gemmBF16x16x4, eight: gemmBF16x16x8, acts: panelActsBF16, actBytes: 64, unkept: true}
+	}
+}
+
+// useAVX512BF16: BF16 prompts multiply with VDPBF16PS, their activations
+// rounded to bfloat16 (as llama.cpp's tinyBLAS does on such CPUs), where
+// the CPU has AVX512-BF16 (Zen 4 and later, Cooper Lake, Sapphire Rapids).
+var useAVX512BF16 = useAVX512 && xcpu.X86.HasAVX512BF16
+
+// chunksBF16: BF16 rows; 32 values a step, vector p of step s holding
+// values 32s+2p and 32s+2p+1, a row's dword as it is.
+func chunksBF16(in int) (p []panelChunk) {
+	for j := range in / 2 {
+		p = append(p, copyChunk(4*j, 64*j))
+	}
+	return p
+}
+
+// panelActsBF16 rounds activations to bfloat16 (to nearest, ties to even).
+func panelActsBF16(b *Backend, x []float32, T, in int, _ int32) []byte {
+	return asBytes(quantizeTokens(b, x, T, in, 32, func(dst [][32]uint16, x []float32) {
+		for i := range dst {
+			for j, v := range x[32*i : 32*i+32] {
+				dst[i][j] = quant.FP32ToBF16(v)
+			}
+		}
+	}))
 }
 
 // panelActsQ8 quantizes activations for the 32-value block types: the
@@ -254,10 +288,14 @@ func (b *Backend) keptPanels(pt *panelType, w *weight) {
 // activations of T tokens.
 func (b *Backend) linearPanel(w *weight, out, x []float32, T int) bool {
 	pt := panelTypes[w.typ]
-	if pt == nil || T < panelMinTokens && !(b.keepPanels && T >= keptPanelMinTokens) {
+	if pt == nil || w.rowLen%pt.step != 0 {
 		return false
 	}
-	if b.keepPanels {
+	keep := b.keepPanels && !pt.unkept
+	if T < panelMinTokens && !(keep && T >= keptPanelMinTokens) {
+		return false
+	}
+	if keep {
 		b.keptPanels(pt, w)
 	}
 	xa := pt.acts(b, x, T, w.rowLen, pt.zero)

@@ -82,6 +82,62 @@ func TestPanelLinear(t *testing.T) {
 	}
 }
 
+// TestPanelBF16: BF16 prompts on AVX512-BF16 round the activations to
+// bfloat16 and sum the products in float32 (VDPBF16PS); they agree with a
+// float64 product of the weights and the rounded activations to float32
+// rounding. Training's exact products keep float32 activations.
+func TestPanelBF16(t *testing.T) {
+	if panelTypes[quant.BF16] == nil {
+		t.Skip("no AVX512-BF16 on this CPU")
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	be := New(2)
+	defer be.Close()
+	be.KeepPanels() // BF16 panels are packed per product all the same
+	for _, shape := range [][2]int{{256, 16}, {2048, 37}, {5632, 33}} {
+		in, out := shape[0], shape[1]
+		wt, _ := ir.FromF32("w", []int64{int64(out), int64(in)}, randRow(rng, in*out))
+		q, err := ir.Convert(wt, quant.BF16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := be.Weight(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deq, _ := q.Float32s()
+		for _, T := range []int{12, 13, 16, 21, 29} {
+			x := randRow(rng, T*in)
+			y := make([]float32, T*out)
+			if err := be.linear(y, x, w, nil, false); err != nil {
+				t.Fatal(err)
+			}
+			exact := make([]float32, T*out)
+			if err := be.linear(exact, x, w, nil, true); err != nil {
+				t.Fatal(err)
+			}
+			for tok := range T {
+				xt := x[tok*in : (tok+1)*in]
+				for o := range out {
+					wo := deq[o*in : (o+1)*in]
+					var rounded, full, mag float64
+					for i, v := range xt {
+						rounded += float64(wo[i]) * float64(quant.BF16ToFP32(quant.FP32ToBF16(v)))
+						full += float64(wo[i]) * float64(v)
+						mag += math.Abs(float64(wo[i]) * float64(v))
+					}
+					if got := y[tok*out+o]; !within(got, rounded, mag, in) {
+						t.Fatalf("%dx%d token %d row %d: panel %v, float64 of bfloat16 activations %v", in, out, tok, o, got, rounded)
+					}
+					if got := exact[tok*out+o]; !within(got, full, mag, in) {
+						t.Fatalf("%dx%d token %d row %d: exact product %v, float64 %v", in, out, tok, o, got, full)
+					}
+				}
+			}
+		}
+	}
+}
+
 // quantizedDot quantizes T tokens of activations as typ's row kernels
 // take them and returns those kernels' product of a row with token t.
 func quantizedDot(typ quant.Type, x []float32, in int) func(row []byte, t int) float32 {
@@ -118,18 +174,25 @@ func BenchmarkPanel(b *testing.B) {
 	const in, out, T = 2048, 2048, 64
 	be := New(1)
 	defer be.Close()
-	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS, quant.Q3_K, quant.Q2_K} {
+	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS, quant.Q3_K, quant.Q2_K, quant.BF16} {
 		wt, _ := ir.FromF32("w", []int64{out, in}, randRow(rng, in*out))
 		q, _ := ir.Convert(wt, typ)
 		w, _ := be.Weight(q)
 		x := randRow(rng, T*in)
 		y := make([]float32, T*out)
-		b.Run(typ.String(), func(b *testing.B) {
-			for b.Loop() {
-				_ = be.linear(y, x, w, nil, false)
+		// BF16 also through the float32 GEMM (exact: training's path).
+		for _, exact := range []bool{false, true}[:1+btoi(typ == quant.BF16)] {
+			name := typ.String()
+			if exact {
+				name += "/exact"
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(in*out*T)*1e3, "ps/MAC")
-		})
+			b.Run(name, func(b *testing.B) {
+				for b.Loop() {
+					_ = be.linear(y, x, w, nil, exact)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(in*out*T)*1e3, "ps/MAC")
+			})
+		}
 	}
 }
 
@@ -215,4 +278,11 @@ func BenchmarkPanelTokens(b *testing.B) {
 			}
 		}
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -238,6 +238,9 @@ func main() {
 			panelGemm16(typ, tokens)
 		}
 	}
+	for _, tokens := range []int{1, 4, 8} {
+		panelBF16(tokens)
+	}
 	dotQ6_K512()
 	dotQ45_K512("Q4_K")
 	dotQ45_K512("Q5_K")
@@ -2441,6 +2444,85 @@ func dotQ6_K512() {
 	VADDSS(Mem{Base: o}, f, f)
 	MOVSS(f, Mem{Base: o})
 	nextBlock(fn, w, n, xs, 210, q8KBlockSize)
+	VZEROUPPER()
+	RET()
+}
+
+// VDPBF16PS emits AVX512-BF16's VDPBF16PS zmm(acc), zmm(w), zmm(x): each
+// float32 lane of acc += w's two bfloat16 values times x's, the odd pair
+// first. Neither the Go assembler nor avo knows the instruction, so it is
+// encoded here (EVEX.512.F3.0F38.W0 52 /r, register operands only) and
+// written as bytes; the registers are physical ones for that reason.
+func VDPBF16PS(acc, w, x int) {
+	inv := func(v, bit int) byte { return byte(^v>>bit) & 1 }
+	p0 := inv(acc, 3)<<7 | inv(x, 4)<<6 | inv(x, 3)<<5 | inv(acc, 4)<<4 | 0b10 // R X B R' 00 mm=0F38
+	p1 := byte(^w&15)<<3 | 1<<2 | 0b10                                         // W=0 vvvv 1 pp=F3
+	p2 := 0b10<<5 | inv(w, 4)<<3                                               // z=0 L'L=512 b=0 V' aaa=0
+	modrm := 0xC0 | byte(acc&7)<<3 | byte(x&7)
+	Comment(fmt.Sprintf("VDPBF16PS Z%d, Z%d, Z%d", x, w, acc))
+	for _, b := range []byte{0x62, p0, p1, p2, 0x52, modrm} {
+		Instruction(&ir.Instruction{Opcode: "BYTE", Operands: []Op{U8(b)}})
+	}
+}
+
+// panelBF16 emits the AVX512-BF16 micro-kernel of prompt processing on
+// BF16 weights: sixteen weight rows times `tokens` tokens with bfloat16
+// activations, two multiply-adds per lane and instruction, as llama.cpp's
+// tinyBLAS computes BF16 products on such CPUs.
+//
+//	func gemmBF16x16x<tokens>(panel, x *byte, xStride, nb int, out *float32, outStride int)
+//
+// Step s of the panel (1024 bytes) is sixteen vectors, the sixteen rows'
+// values 32s+2p and 32s+2p+1 side by side in vector p. Token t's
+// activations start at x + t·xStride, bfloat16 values in order; each pair
+// is broadcast across the rows. out gets token t's sixteen sums at
+// out + t·outStride (bytes).
+func panelBF16(tokens int) {
+	name := fmt.Sprintf("gemmBF16x16x%d", tokens)
+	TEXT(name, NOSPLIT, "func(panel, x *byte, xStride, nb int, out *float32, outStride int)")
+	Load(Param("panel"), RSI)
+	Load(Param("x"), RDI)
+	Load(Param("xStride"), RDX)
+	Load(Param("nb"), RCX)
+	// Token t's activations at bases[t/3] + (t%3)·xStride.
+	bases := []Register{RDI, R8, R9}
+	LEAQ(Mem{Base: RDI, Index: RDX, Scale: 2}, R8)
+	ADDQ(RDX, R8)
+	LEAQ(Mem{Base: R8, Index: RDX, Scale: 2}, R9)
+	ADDQ(RDX, R9)
+	zmm := []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15,
+		Z16, Z17, Z18, Z19, Z20, Z21, Z22, Z23, Z24, Z25, Z26, Z27, Z28, Z29, Z30, Z31}
+	for t := range tokens { // accumulators Z0–Z7
+		VPXORD(zmm[t], zmm[t], zmm[t])
+	}
+	Label(name + "_loop")
+	for p := range 16 {
+		w := 8 + p%2 // weights in Z8 and Z9 by turns
+		VMOVDQU32(Mem{Base: RSI, Disp: 64 * p}, zmm[w])
+		for t := range tokens {
+			m := Mem{Base: bases[t/3], Disp: 4 * p}
+			if t%3 > 0 {
+				m.Index, m.Scale = RDX, uint8(t%3)
+			}
+			x := 16 + t + 8*(p%2) // broadcasts in Z16–Z31
+			VPBROADCASTD(m, zmm[x])
+			VDPBF16PS(t, w, x)
+		}
+	}
+	ADDQ(U32(1024), RSI)
+	for _, b := range bases[:(tokens+2)/3] {
+		ADDQ(Imm(64), b)
+	}
+	DECQ(RCX)
+	JNZ(LabelRef(name + "_loop"))
+	Load(Param("out"), R10)
+	Load(Param("outStride"), R11)
+	for t := range tokens {
+		VMOVUPS(zmm[t], Mem{Base: R10})
+		if t+1 < tokens {
+			ADDQ(R11, R10)
+		}
+	}
 	VZEROUPPER()
 	RET()
 }
