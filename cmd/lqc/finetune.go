@@ -152,8 +152,8 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageError{errors.New("--init loftq starts a new base and adapter: no --resume (continue with the --base-out file as BASE), --init-adapter or --sweep-rank")}
 	case o.initMethod != "loftq" && (o.quantType != "" || o.baseOut != ""):
 		return usageError{errors.New("--quant and --base-out go with --init loftq")}
-	case o.teacherSamples < 0 || (o.teacherSamples > 0 && (o.teacherPath == "" || o.sftPath != "")):
-		return usageError{errors.New("--teacher-samples adds the teacher's own text to residual training: it needs --teacher (and no --sft)")}
+	case o.teacherSamples < 0 || (o.teacherSamples > 0 && (o.teacherPath == "" && o.initMethod != "loftq" || o.sftPath != "")):
+		return usageError{errors.New("--teacher-samples adds the teacher's own text to residual training: it needs --teacher or --init loftq (and no --sft)")}
 	case o.loftqIter <= 0:
 		return usageError{fmt.Errorf("--loftq-iter %d: want at least 1", o.loftqIter)}
 	}

@@ -7,4 +7,4 @@ package cpu
 func gemmKernels() map[string]*gemmKernel { return map[string]*gemmKernel{} }
 
 // linearPanel: the panel kernels are AVX-512 VNNI only.
-func (b *Backend) linearPanel(*weight, []float32, []float32, int) bool { return false }
+func (b *Backend) linearPanel(*weight, []float32, []float32, int, bool) bool { return false }

@@ -32,13 +32,14 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 		format = actF32
 	}
 	switch {
-	case format == actHalf && !exact && b.linearPanel(w, out, x, T):
-		// BF16 rows against bfloat16 activations (AVX512-BF16).
+	case format == actHalf && b.linearPanel(w, out, x, T, exact):
+		// F16 rows widened in registers; BF16 rows against bfloat16
+		// activations (AVX512-BF16), not for exact products.
 	case (format == actF32 || format == actHalf) && gemmPays(T):
 		// 16-bit float rows decode exactly.
 		b.linearF32(out, x, w, T, false)
 	case format == actQ8:
-		if b.linearPanel(w, out, x, T) {
+		if b.linearPanel(w, out, x, T, false) {
 			break
 		}
 		nb := in / 32
@@ -91,7 +92,7 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 		}
 		b.pool.parallel(nout, rows, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
 	case format == actQ8K:
-		if b.linearPanel(w, out, x, T) {
+		if b.linearPanel(w, out, x, T, false) {
 			break
 		}
 		nb := in / 256

@@ -59,6 +59,9 @@ type panelType struct {
 	// unkept panels are packed for every product, even with KeepPanels:
 	// they take as much memory as the weights.
 	unkept bool
+	// exact kernels take the activations in float32, so they serve
+	// training's exact products too.
+	exact bool
 }
 
 // panelTypes are the types with panel kernels on this CPU (none without
@@ -89,20 +92,26 @@ func init() {
 		one: gemmQ3_Kx16x1, four: gemmQ3_Kx16x4, eight: gemmQ3_Kx16x8, acts: panelActs16Zero, actBytes: act16}
 	panelTypes[quant.Q2_K] = &panelType{step: 128, stepBytes: 8*64 + 8*64 + 8*64, chunks: chunksQ2_K, scales: scalesQ2_K,
 		one: gemmQ2_Kx16x1, four: gemmQ2_Kx16x4, eight: gemmQ2_Kx16x8, acts: panelActs16Min, actBytes: act16}
+	noScales := func([]byte, []byte, int, int) {}
+	panelTypes[quant.F16] = &panelType{step: 32, stepBytes: 16 * 64, chunks: chunksPairs, scales: noScales,
+		one: gemmF16x16x1, four: gemmF16x16x4, eight: gemmF16x16x8, acts: panelActsF32, actBytes: 128, unkept: true, exact: true}
 	if useAVX512BF16 {
-		panelTypes[quant.BF16] = &panelType{step: 32, stepBytes: 16 * 64, chunks: chunksBF16, scales: func([]byte, []byte, int, int) {},
+		panelTypes[quant.BF16] = &panelType{step: 32, stepBytes: 16 * 64, chunks: chunksPairs, scales: noScales,
 			one: gemmBF16x16x1, four: gemmBF16x16x4, eight: gemmBF16x16x8, acts: panelActsBF16, actBytes: 64, unkept: true}
 	}
 }
+
+// panelActsF32 is the float32 activations as they are (F16's kernels).
+func panelActsF32(_ *Backend, x []float32, T, in int, _ int32) []byte { return asBytes(x[:T*in]) }
 
 // useAVX512BF16: BF16 prompts multiply with VDPBF16PS, their activations
 // rounded to bfloat16 (as llama.cpp's tinyBLAS does on such CPUs), where
 // the CPU has AVX512-BF16 (Zen 4 and later, Cooper Lake, Sapphire Rapids).
 var useAVX512BF16 = useAVX512 && xcpu.X86.HasAVX512BF16
 
-// chunksBF16: BF16 rows; 32 values a step, vector p of step s holding
-// values 32s+2p and 32s+2p+1, a row's dword as it is.
-func chunksBF16(in int) (p []panelChunk) {
+// chunksPairs: F16 and BF16 rows; 32 values a step, vector p of step s
+// holding values 32s+2p and 32s+2p+1, a row's dword as it is.
+func chunksPairs(in int) (p []panelChunk) {
 	for j := range in / 2 {
 		p = append(p, copyChunk(4*j, 64*j))
 	}
@@ -285,10 +294,10 @@ func (b *Backend) keptPanels(pt *panelType, w *weight) {
 
 // linearPanel runs a prompt's product through the panel kernels where the
 // weight type has them, and reports whether it did; x holds the float32
-// activations of T tokens.
-func (b *Backend) linearPanel(w *weight, out, x []float32, T int) bool {
+// activations of T tokens, exact asks for training's exact products.
+func (b *Backend) linearPanel(w *weight, out, x []float32, T int, exact bool) bool {
 	pt := panelTypes[w.typ]
-	if pt == nil || w.rowLen%pt.step != 0 {
+	if pt == nil || w.rowLen%pt.step != 0 || exact && !pt.exact {
 		return false
 	}
 	keep := b.keepPanels && !pt.unkept

@@ -82,55 +82,64 @@ func TestPanelLinear(t *testing.T) {
 	}
 }
 
-// TestPanelBF16: BF16 prompts on AVX512-BF16 round the activations to
-// bfloat16 and sum the products in float32 (VDPBF16PS); they agree with a
-// float64 product of the weights and the rounded activations to float32
-// rounding. Training's exact products keep float32 activations.
-func TestPanelBF16(t *testing.T) {
-	if panelTypes[quant.BF16] == nil {
-		t.Skip("no AVX512-BF16 on this CPU")
-	}
+// TestPanelHalf: F16 prompts widen the weights in registers and sum the
+// products in float32 with fused multiply-adds; BF16 prompts on
+// AVX512-BF16 round the activations to bfloat16 first and sum the
+// products in float32 (VDPBF16PS), as llama.cpp does. Both agree with a
+// float64 product of the weights and the activations they take (F16
+// float32, BF16 bfloat16) to float32 rounding; training's exact products
+// take float32 activations for both.
+func TestPanelHalf(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	be := New(2)
 	defer be.Close()
-	be.KeepPanels() // BF16 panels are packed per product all the same
-	for _, shape := range [][2]int{{256, 16}, {2048, 37}, {5632, 33}} {
-		in, out := shape[0], shape[1]
-		wt, _ := ir.FromF32("w", []int64{int64(out), int64(in)}, randRow(rng, in*out))
-		q, err := ir.Convert(wt, quant.BF16)
-		if err != nil {
-			t.Fatal(err)
+	be.KeepPanels() // 16-bit float panels are packed per product all the same
+	for _, typ := range []quant.Type{quant.F16, quant.BF16} {
+		if panelTypes[typ] == nil {
+			t.Logf("%v: no panel kernels on this CPU", typ)
+			continue
 		}
-		w, err := be.Weight(q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		deq, _ := q.Float32s()
-		for _, T := range []int{12, 13, 16, 21, 29} {
-			x := randRow(rng, T*in)
-			y := make([]float32, T*out)
-			if err := be.linear(y, x, w, nil, false); err != nil {
+		for _, shape := range [][2]int{{256, 16}, {2048, 37}, {5632, 33}} {
+			in, out := shape[0], shape[1]
+			wt, _ := ir.FromF32("w", []int64{int64(out), int64(in)}, randRow(rng, in*out))
+			q, err := ir.Convert(wt, typ)
+			if err != nil {
 				t.Fatal(err)
 			}
-			exact := make([]float32, T*out)
-			if err := be.linear(exact, x, w, nil, true); err != nil {
+			w, err := be.Weight(q)
+			if err != nil {
 				t.Fatal(err)
 			}
-			for tok := range T {
-				xt := x[tok*in : (tok+1)*in]
-				for o := range out {
-					wo := deq[o*in : (o+1)*in]
-					var rounded, full, mag float64
-					for i, v := range xt {
-						rounded += float64(wo[i]) * float64(quant.BF16ToFP32(quant.FP32ToBF16(v)))
-						full += float64(wo[i]) * float64(v)
-						mag += math.Abs(float64(wo[i]) * float64(v))
-					}
-					if got := y[tok*out+o]; !within(got, rounded, mag, in) {
-						t.Fatalf("%dx%d token %d row %d: panel %v, float64 of bfloat16 activations %v", in, out, tok, o, got, rounded)
-					}
-					if got := exact[tok*out+o]; !within(got, full, mag, in) {
-						t.Fatalf("%dx%d token %d row %d: exact product %v, float64 %v", in, out, tok, o, got, full)
+			deq, _ := q.Float32s()
+			for _, T := range []int{12, 13, 16, 21, 29} {
+				x := randRow(rng, T*in)
+				y := make([]float32, T*out)
+				if err := be.linear(y, x, w, nil, false); err != nil {
+					t.Fatal(err)
+				}
+				exact := make([]float32, T*out)
+				if err := be.linear(exact, x, w, nil, true); err != nil {
+					t.Fatal(err)
+				}
+				for tok := range T {
+					xt := x[tok*in : (tok+1)*in]
+					for o := range out {
+						wo := deq[o*in : (o+1)*in]
+						var rounded, full, mag float64
+						for i, v := range xt {
+							rounded += float64(wo[i]) * float64(quant.BF16ToFP32(quant.FP32ToBF16(v)))
+							full += float64(wo[i]) * float64(v)
+							mag += math.Abs(float64(wo[i]) * float64(v))
+						}
+						if typ == quant.F16 {
+							rounded = full
+						}
+						if got := y[tok*out+o]; !within(got, rounded, mag, in) {
+							t.Fatalf("%v %dx%d token %d row %d: panel %v, float64 of the activations it takes %v", typ, in, out, tok, o, got, rounded)
+						}
+						if got := exact[tok*out+o]; !within(got, full, mag, in) {
+							t.Fatalf("%v %dx%d token %d row %d: exact product %v, float64 %v", typ, in, out, tok, o, got, full)
+						}
 					}
 				}
 			}
@@ -174,7 +183,7 @@ func BenchmarkPanel(b *testing.B) {
 	const in, out, T = 2048, 2048, 64
 	be := New(1)
 	defer be.Close()
-	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS, quant.Q3_K, quant.Q2_K, quant.BF16} {
+	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS, quant.Q3_K, quant.Q2_K, quant.F16, quant.BF16} {
 		wt, _ := ir.FromF32("w", []int64{out, in}, randRow(rng, in*out))
 		q, _ := ir.Convert(wt, typ)
 		w, _ := be.Weight(q)

@@ -240,6 +240,7 @@ func main() {
 	}
 	for _, tokens := range []int{1, 4, 8} {
 		panelBF16(tokens)
+		panelF16(tokens)
 	}
 	dotQ6_K512()
 	dotQ45_K512("Q4_K")
@@ -2525,4 +2526,36 @@ func panelBF16(tokens int) {
 	}
 	VZEROUPPER()
 	RET()
+}
+
+// panelF16 emits the AVX-512 micro-kernel of prompt processing on F16
+// weights: sixteen weight rows times `tokens` tokens of float32
+// activations, the weights widened in registers (VCVTPH2PS) and each
+// activation broadcast from memory into a fused multiply-add.
+//
+//	func gemmF16x16x<tokens>(panel, x *byte, xStride, nb int, out *float32, outStride int)
+//
+// The panel is laid out as panelBF16's: vector p of step s holds the
+// sixteen rows' values 32s+2p and 32s+2p+1. Each of the sixteen sums is
+// its products added in order, one fused multiply-add each.
+func panelF16(tokens int) {
+	name := fmt.Sprintf("gemmF16x16x%d", tokens)
+	k := startPanel(name, "nb", tokens)
+	Label(name + "_loop")
+	for p := range 16 {
+		pair := ZMM()
+		VMOVDQU32(Mem{Base: k.p, Disp: 64 * p}, pair)
+		lo, hi := YMM(), YMM()
+		VPMOVDW(pair, lo) // the first value of each pair
+		VPSRLD(Imm(16), pair, pair)
+		VPMOVDW(pair, hi)
+		wlo, whi := ZMM(), ZMM()
+		VCVTPH2PS(lo, wlo)
+		VCVTPH2PS(hi, whi)
+		for t := range tokens {
+			VFMADD231PS_BCST(k.at(t, 8*p), wlo, k.acc[t])
+			VFMADD231PS_BCST(k.at(t, 8*p+4), whi, k.acc[t])
+		}
+	}
+	k.end(1024, 128)
 }
