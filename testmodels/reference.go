@@ -34,3 +34,32 @@ func PromptReference(t testing.TB, dir, name string) (ids []int32, logits []floa
 	}
 	return r.PromptIDs, logits
 }
+
+// CompareLogits returns KL(P_a ‖ P_b) of the softmaxes of two logit rows
+// and whether their most likely tokens agree.
+func CompareLogits(a, b []float32) (float64, bool) {
+	logSoftmax := func(x []float32) ([]float64, int) {
+		mx, arg := math.Inf(-1), 0
+		for i, v := range x {
+			if float64(v) > mx {
+				mx, arg = float64(v), i
+			}
+		}
+		var sum float64
+		for _, v := range x {
+			sum += math.Exp(float64(v) - mx)
+		}
+		out := make([]float64, len(x))
+		for i, v := range x {
+			out[i] = float64(v) - mx - math.Log(sum)
+		}
+		return out, arg
+	}
+	la, ia := logSoftmax(a)
+	lb, ib := logSoftmax(b)
+	var kld float64
+	for i := range la {
+		kld += math.Exp(la[i]) * (la[i] - lb[i])
+	}
+	return kld, ia == ib
+}

@@ -240,7 +240,7 @@ func TestInteropCalibrated(t *testing.T) {
 		// Accuracy as llama.cpp computes it.
 		var kld float64
 		for p, row := range r.Logits {
-			k, _ := compareLogits(ref[p], row)
+			k, _ := testmodels.CompareLogits(ref[p], row)
 			kld += k
 		}
 		kld /= float64(len(r.Logits))
@@ -271,7 +271,7 @@ func TestInteropCalibrated(t *testing.T) {
 		var diff float64
 		same := 0
 		for p, row := range r.Logits {
-			k, agree := compareLogits(row, ours[p*vocab:(p+1)*vocab])
+			k, agree := testmodels.CompareLogits(row, ours[p*vocab:(p+1)*vocab])
 			diff += k
 			if agree {
 				same++
@@ -285,35 +285,6 @@ func TestInteropCalibrated(t *testing.T) {
 		}
 	}
 	t.Log(table.String())
-}
-
-// compareLogits returns KL(P_a ‖ P_b) of the softmaxes of two logit rows
-// and whether their most likely tokens agree.
-func compareLogits(a, b []float32) (float64, bool) {
-	logSoftmax := func(x []float32) ([]float64, int) {
-		mx, arg := math.Inf(-1), 0
-		for i, v := range x {
-			if float64(v) > mx {
-				mx, arg = float64(v), i
-			}
-		}
-		var sum float64
-		for _, v := range x {
-			sum += math.Exp(float64(v) - mx)
-		}
-		out := make([]float64, len(x))
-		for i, v := range x {
-			out[i] = float64(v) - mx - math.Log(sum)
-		}
-		return out, arg
-	}
-	la, ia := logSoftmax(a)
-	lb, ib := logSoftmax(b)
-	var kld float64
-	for i := range la {
-		kld += math.Exp(la[i]) * (la[i] - lb[i])
-	}
-	return kld, ia == ib
 }
 
 // TestInteropResidualAdapter: a residual adapter trained by lqc finetune
@@ -360,7 +331,7 @@ func TestInteropResidualAdapter(t *testing.T) {
 	meanKLD := func(ref [][]float32, rows func(p int) []float32) float64 {
 		var s float64
 		for p := range ref {
-			k, _ := compareLogits(ref[p], rows(p))
+			k, _ := testmodels.CompareLogits(ref[p], rows(p))
 			s += k
 		}
 		return s / float64(len(ref))

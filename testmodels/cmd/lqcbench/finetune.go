@@ -212,5 +212,5 @@ func finetuneAccuracy(work, lqc string, threads int, run bool) error {
 		return err
 	}
 	fmt.Printf("%s\n(report, JSON and plots in %s)\n", md, out)
-	return nil
+	return loftqAccuracy(work, lqc, threads)
 }

@@ -72,7 +72,7 @@ func main() {
 	device := fs.String("device", "cuda", "lqcbench gpu: cuda, or cuda-sim to try the bench without a GPU")
 	ranks := fs.String("ranks", "16,8,128,256", "lqcbench finetune: LoRA ranks, each trained with and without gradient checkpointing")
 	torch := fs.Bool("torch", true, "lqcbench finetune: compare with PyTorch training the rank-16 LoRA")
-	accuracy := fs.Bool("accuracy", true, "lqcbench finetune: the residual-adapter rank sweep on stories260K")
+	accuracy := fs.Bool("accuracy", true, "lqcbench finetune: the residual-adapter rank sweep and the LoftQ rank-8 run on stories260K")
 	pp := fs.Int("pp", 0, "prompt tokens (lqcbench run: 64, gpu: 512)")
 	tg := fs.Int("tg", 0, "generated tokens (lqcbench run: 32, gpu: 128)")
 	fs.Parse(os.Args[2:])
