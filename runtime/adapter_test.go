@@ -175,6 +175,47 @@ func TestStepEqualsForward(t *testing.T) {
 					next[i] = int32(argmax(want))
 				}
 			}
+			// Batch: chunks of several tokens (a prompt being prefilled)
+			// beside single decoded tokens, one pass; each session's logits
+			// after its last token are those of Forward over the same
+			// chunk.
+			chunks := make([][]int32, len(mix))
+			for i := range chunks {
+				chunks[i] = prompt[10 : 10+(i*3)%7+1] // 1, 4, 7, 3 and 6 tokens
+			}
+			got, err := m.Batch(together, chunks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, s := range alone {
+				want, err := s.Forward(chunks[i], false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := maxDiff(got[i], want); !(d <= 1e-5*maxAbs(want)) {
+					t.Errorf("batch, sequence %d (%d tokens): logits differ by %.3g", i, len(chunks[i]), d)
+				}
+				if together[i].Pos() != s.Pos() {
+					t.Errorf("batch, sequence %d: position %d, alone %d", i, together[i].Pos(), s.Pos())
+				}
+			}
+			// And decoding goes on from there.
+			for i := range next {
+				next[i] = int32(argmax(got[i]))
+			}
+			got, err = m.Step(together, next)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, s := range alone {
+				want, err := s.Forward([]int32{next[i]}, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := maxDiff(got[i], want); !(d <= 1e-5*maxAbs(want)) {
+					t.Errorf("step after batch, sequence %d: logits differ by %.3g", i, d)
+				}
+			}
 		})
 	}
 }

@@ -50,25 +50,43 @@ func rowLocal(n *ir.Node) bool {
 // Step evaluates one more token of each session (tokens[i] for
 // sessions[i]) and returns each session's logits for it.
 func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
+	if len(tokens) != len(sessions) {
+		return nil, fmt.Errorf("step: %d sessions, %d tokens", len(sessions), len(tokens))
+	}
+	each := make([][]int32, len(tokens))
+	for i := range tokens {
+		each[i] = tokens[i : i+1]
+	}
+	return m.Batch(sessions, each)
+}
+
+// Batch evaluates the next tokens of several sessions in one pass over the
+// weights: tokens[i], one or more (a chunk of a prompt, or the token last
+// sampled), for sessions[i]. It returns each session's logits after its
+// last token. A server prefills new prompts and decodes running requests
+// in one batch this way, instead of one weight pass per prompt.
+func (m *Model) Batch(sessions []*Session, tokens [][]int32) ([][]float32, error) {
 	B := len(sessions)
 	if B == 0 || len(tokens) != B {
-		return nil, fmt.Errorf("step: %d sessions, %d tokens", B, len(tokens))
+		return nil, fmt.Errorf("step: %d sessions, %d token lists", B, len(tokens))
 	}
 	seen := map[*Session]bool{}
-	for _, s := range sessions {
-		switch {
+	for i, s := range sessions {
+		switch k := len(tokens[i]); {
 		case s.m != m:
 			return nil, fmt.Errorf("step: a session of another model")
 		case seen[s]:
 			return nil, fmt.Errorf("step: a session appears twice")
-		case s.pos+1 > s.ctx:
-			return nil, fmt.Errorf("context full: %d positions cached, 1 more does not fit in %d", s.pos, s.ctx)
+		case k == 0:
+			return nil, fmt.Errorf("step: no tokens for a session")
+		case s.pos+k > s.ctx:
+			return nil, fmt.Errorf("context full: %d positions cached, %d more do not fit in %d", s.pos, k, s.ctx)
 		case s.Observe != nil:
 			return nil, fmt.Errorf("step: sessions observed for calibration run alone")
 		}
 		seen[s] = true
 	}
-	// Order the rows so that sessions with the same adapters are adjacent.
+	// Order the sessions so that those with the same adapters are adjacent.
 	order := make([]int, B)
 	for i := range order {
 		order[i] = i
@@ -81,10 +99,15 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 	}
 	sort.SliceStable(order, func(a, b int) bool { return keys[order[a]] < keys[order[b]] })
 	seqs := make([]*Session, B)
+	// Session r (in that order) owns rows [first[r], first[r+1]) of the
+	// batched activations.
+	first := make([]int, B+1)
 	for r, i := range order {
 		seqs[r] = sessions[i]
+		first[r+1] = first[r] + len(tokens[i])
 	}
-	// groups: runs of rows whose sessions apply the same adapters.
+	R := first[B]
+	// groups: runs of sessions that apply the same adapters.
 	type group struct{ start, end int }
 	var groups []group
 	for r := 0; r < B; {
@@ -97,12 +120,15 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 	}
 
 	b, g := m.Backend, m.IR.Graph
+	output := g.Outputs[0]
 	batched := map[*ir.Value]*Tensor{}
 	per := map[*ir.Value][]*Tensor{}
 	bufs := newBuffers(b)
-	tok, pos := make([]int32, B), make([]int32, B)
+	tok, pos := make([]int32, 0, R), make([]int32, 0, R)
 	for r, s := range seqs {
-		tok[r], pos[r] = tokens[order[r]], int32(s.pos)
+		for j, t := range tokens[order[r]] {
+			tok, pos = append(tok, t), append(pos, int32(s.pos+j))
+		}
 	}
 	if err := m.bindTokens(batched, tok, pos); err != nil {
 		return nil, err
@@ -115,14 +141,28 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 			return t, nil
 		}
 		parts := per[v]
-		shape := append([]int{B}, parts[0].Shape[1:]...)
-		t := b.Alloc(quant.F32, shape)
+		rows := 0
+		for _, p := range parts {
+			rows += p.Shape[0]
+		}
+		t := b.Alloc(quant.F32, append([]int{rows}, parts[0].Shape[1:]...))
 		if err := b.Run("Concat", nil, t, parts); err != nil {
 			return nil, err
 		}
 		batched[v] = t
-		bufs.bind(t, nil, v == g.Outputs[0])
+		bufs.bind(t, nil, v == output)
 		return t, nil
+	}
+	// rowsOf slices rows [lo[r], hi[r]) of t for each session r.
+	rowsOf := func(t *Tensor, lo, hi func(r int) int) ([]*Tensor, error) {
+		parts := make([]*Tensor, B)
+		for r := range parts {
+			parts[r] = b.Alloc(t.Type, append([]int{hi(r) - lo(r)}, t.Shape[1:]...))
+			if err := b.Run("Slice", ir.Attrs{"axis": int64(0), "start": int64(lo(r)), "end": int64(hi(r))}, parts[r], []*Tensor{t}); err != nil {
+				return nil, err
+			}
+		}
+		return parts, nil
 	}
 	one := func(v *ir.Value, r int) (*Tensor, error) {
 		if w, ok := m.weights[v]; ok {
@@ -131,19 +171,17 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 		if ts, ok := per[v]; ok {
 			return ts[r], nil
 		}
-		t := batched[v]
-		parts := make([]*Tensor, B)
-		for i := range parts {
-			parts[i] = b.Alloc(t.Type, append([]int{1}, t.Shape[1:]...))
-			if err := b.Run("Slice", ir.Attrs{"axis": int64(0), "start": int64(i), "end": int64(i + 1)}, parts[i], []*Tensor{t}); err != nil {
-				return nil, err
-			}
-			bufs.bind(parts[i], nil, v == g.Outputs[0])
+		parts, err := rowsOf(batched[v], func(r int) int { return first[r] }, func(r int) int { return first[r+1] })
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range parts {
+			bufs.bind(p, nil, v == output)
 		}
 		per[v] = parts
 		return parts[r], nil
 	}
-	rowDims := map[string]int{"seq": B}
+	rowDims := map[string]int{"seq": R}
 	for i, n := range g.Nodes {
 		o := n.Outputs[0]
 		if rowLocal(n) {
@@ -159,19 +197,42 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 			if err != nil {
 				return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
 			}
+			// Each session needs the logits after its last token only:
+			// the classifier runs on those rows.
+			if o == output && n.Op == "Linear" && R > B {
+				lasts, err := rowsOf(in[0], func(r int) int { return first[r+1] - 1 }, func(r int) int { return first[r+1] })
+				if err != nil {
+					return nil, err
+				}
+				last := b.Alloc(quant.F32, append([]int{B}, in[0].Shape[1:]...))
+				if err := b.Run("Concat", nil, last, lasts); err != nil {
+					return nil, err
+				}
+				for _, t := range lasts {
+					bufs.bind(t, nil, false)
+					bufs.drop(t)
+				}
+				bufs.bind(last, nil, false)
+				defer bufs.drop(last)
+				in[0], shape[0] = last, B
+			}
 			out, err := seqs[0].runNode(n, in, shape)
 			if err != nil {
 				return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
 			}
 			if n.Op == "Linear" {
+				span := func(r int) int { return first[r] }
+				if shape[0] == B && R > B {
+					span = func(r int) int { return r }
+				}
 				for _, gr := range groups {
-					if err := seqs[gr.start].applyAdapters(n, in[0], out, gr.start, gr.end); err != nil {
+					if err := seqs[gr.start].applyAdapters(n, in[0], out, span(gr.start), span(gr.end)); err != nil {
 						return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
 					}
 				}
 			}
 			batched[o] = out
-			bufs.bindOutput(out, n, in, o == g.Outputs[0])
+			bufs.bindOutput(out, n, in, o == output)
 		} else {
 			outs := make([]*Tensor, B)
 			for r, s := range seqs {
@@ -183,14 +244,15 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 					}
 					in[j] = t
 				}
-				shape, err := bind(o.Shape(), map[string]int{"seq": 1, ir.KVDim: s.pos + 1})
+				k := first[r+1] - first[r]
+				shape, err := bind(o.Shape(), map[string]int{"seq": k, ir.KVDim: s.pos + k})
 				if err != nil {
 					return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
 				}
 				if outs[r], err = s.runNode(n, in, shape); err != nil {
 					return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
 				}
-				bufs.bindOutput(outs[r], n, in, o == g.Outputs[0])
+				bufs.bindOutput(outs[r], n, in, o == output)
 			}
 			per[o] = outs
 		}
@@ -205,7 +267,7 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 			}
 		}
 	}
-	res, err := all(g.Outputs[0])
+	res, err := all(output)
 	if err != nil {
 		return nil, err
 	}
@@ -213,11 +275,16 @@ func (m *Model) Step(sessions []*Session, tokens []int32) ([][]float32, error) {
 	if err := b.ReadF32(res, logits); err != nil {
 		return nil, err
 	}
-	vocab := len(logits) / B
+	vocab := m.VocabSize()
+	rows := len(logits) / vocab
 	out := make([][]float32, B)
 	for r, s := range seqs {
-		out[order[r]] = logits[r*vocab : (r+1)*vocab]
-		s.pos++
+		row := r // the classifier ran on each session's last row
+		if rows == R {
+			row = first[r+1] - 1
+		}
+		out[order[r]] = logits[row*vocab : (row+1)*vocab]
+		s.pos += first[r+1] - first[r]
 	}
 	return out, nil
 }

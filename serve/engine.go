@@ -95,8 +95,8 @@ type Options struct {
 	Parallel int // sessions stepped together
 	Context  int // positions per session
 	Queue    int // requests waiting for a session before Submit refuses
-	// PrefillChunk bounds the prompt tokens evaluated between two decode
-	// steps, so a long prompt delays the running requests by one chunk.
+	// PrefillChunk bounds the prompt tokens evaluated in one batch beside
+	// the decoding requests, so a long prompt delays them by one chunk.
 	PrefillChunk int
 }
 
@@ -219,8 +219,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		e.prefill()
-		e.decode()
+		e.step()
 	}
 }
 
@@ -302,55 +301,59 @@ func (e *Engine) finish(s *slot, ev Event) {
 	e.release(s)
 }
 
-// prefill evaluates the next chunk of each admitted prompt, oldest
-// request first, within one chunk's budget.
-func (e *Engine) prefill() {
+// step advances every admitted request in one batch (Model.Batch): the
+// next chunk of each prompt still being evaluated, oldest request first
+// and within PrefillChunk tokens in all, beside the last sampled token of
+// every request that is decoding. Prompts of new requests thus share the
+// pass over the weights with the running ones, as llama.cpp's server
+// batches them.
+func (e *Engine) step() {
+	var (
+		sessions []*lqrt.Session
+		tokens   [][]int32
+		stepped  []*slot
+		decoding int
+	)
 	budget := e.opt.PrefillChunk
 	for _, s := range e.slots {
-		if s.p == nil || s.fed == len(s.p.req.Prompt) || budget == 0 {
-			continue
+		switch {
+		case s.p == nil:
+		case s.fed < len(s.p.req.Prompt):
+			if budget == 0 {
+				continue
+			}
+			n := min(budget, len(s.p.req.Prompt)-s.fed)
+			budget -= n
+			sessions, stepped = append(sessions, s.sess), append(stepped, s)
+			tokens = append(tokens, s.p.req.Prompt[s.fed:s.fed+n])
+		case s.n > 0:
+			sessions, stepped = append(sessions, s.sess), append(stepped, s)
+			tokens = append(tokens, []int32{s.next})
+			decoding++
 		}
-		prompt := s.p.req.Prompt
-		n := min(budget, len(prompt)-s.fed)
-		logits, err := s.sess.Forward(prompt[s.fed:s.fed+n], false)
-		if err != nil {
+	}
+	if len(stepped) == 0 {
+		return
+	}
+	if decoding > 0 {
+		e.metrics.batchSize.Observe(float64(decoding))
+	}
+	logits, err := e.model.Batch(sessions, tokens)
+	if err != nil {
+		for _, s := range stepped {
 			e.finish(s, Event{Err: err})
-			continue
 		}
-		s.fed += n
-		budget -= n
-		if s.fed == len(prompt) {
+		return
+	}
+	for i, s := range stepped {
+		if prompt := s.p.req.Prompt; s.fed < len(prompt) {
+			s.fed += len(tokens[i])
+			if s.fed < len(prompt) {
+				continue
+			}
 			e.metrics.promptTokens.WithLabelValues(s.p.req.Model).Add(float64(len(prompt)))
 			e.metrics.ttft.WithLabelValues(s.p.req.Model).Observe(time.Since(s.p.queued).Seconds())
-			e.sampled(s, logits)
 		}
-	}
-}
-
-// decode feeds every running request its last token in one batched step.
-func (e *Engine) decode() {
-	var sessions []*lqrt.Session
-	var tokens []int32
-	var running []*slot
-	for _, s := range e.slots {
-		if s.p != nil && s.fed == len(s.p.req.Prompt) && s.n > 0 {
-			sessions = append(sessions, s.sess)
-			tokens = append(tokens, s.next)
-			running = append(running, s)
-		}
-	}
-	if len(running) == 0 {
-		return
-	}
-	e.metrics.batchSize.Observe(float64(len(running)))
-	logits, err := e.model.Step(sessions, tokens)
-	if err != nil {
-		for _, s := range running {
-			e.finish(s, Event{Err: err})
-		}
-		return
-	}
-	for i, s := range running {
 		e.sampled(s, logits[i])
 	}
 }

@@ -55,7 +55,7 @@ func (b *Backend) flashAttention(out, lse, q, k, v, mask *lqrt.Tensor, scale, so
 		var (
 			mx     [blockQ]float32 // running maximum per row
 			sum    [blockQ]float32 // running Σ exp(score − max) per row
-			acc    = make([]float32, blockQ*dv)
+			acc    = make([]float32, min(blockQ, T)*dv) // one row when decoding
 			scores [blockK]float32
 		)
 		for job := lo; job < hi; job++ {

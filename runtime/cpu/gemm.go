@@ -135,9 +135,12 @@ func (b *Backend) linearF32(out, x []float32, w *weight, T int, accumulate bool)
 	in, nout := w.rowLen, w.rows
 	depth := gemmDepth(w.typ.BlockSize())
 	const band = 64
+	// The buffers as large as this matrix needs: an adapter's factors
+	// (rank rows or columns) are much smaller than a band by a panel.
+	size := min(band, nout) * min(depth, in)
 	b.pool.parallel((nout+band-1)/band, 1, func(lo, hi int) {
-		seg := make([]float32, band*depth)
-		panel := make([]float32, depth*band)
+		seg := make([]float32, size)
+		panel := make([]float32, size)
 		for job := lo; job < hi; job++ {
 			r0, r1 := job*band, min(job*band+band, nout)
 			nr := r1 - r0
