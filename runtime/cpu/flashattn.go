@@ -53,8 +53,8 @@ func (b *Backend) flashAttention(out, lse, q, k, v, mask *lqrt.Tensor, scale, so
 	// A job is a tile of queries of one head against (up to) every key.
 	b.pool.parallel(B*H*tiles, grainFor(min(T, blockQ)*S*(d+dv), 1), func(lo, hi int) {
 		var (
-			mx     [blockQ]float32 // running maximum per row
-			sum    [blockQ]float32 // running Σ exp(score − max) per row
+			mx     [blockQ]float32                      // running maximum per row
+			sum    [blockQ]float32                      // running Σ exp(score − max) per row
 			acc    = make([]float32, min(blockQ, T)*dv) // one row when decoding
 			scores [blockK]float32
 		)
