@@ -1785,19 +1785,20 @@ decodeBF16NEONloop:
 decodeBF16NEONdone:
 	RET
 
-// func dotF32NEON(a *float32, b *float32, n int) float32
+// func dotF32NEON(w *float32, x *float32, n int) float32
 TEXT ·dotF32NEON(SB), NOSPLIT, $0-28
-	MOVD a+0(FP), R0
-	MOVD b+8(FP), R1
+	MOVD w+0(FP), R0
+	MOVD x+8(FP), R1
 	MOVD n+16(FP), R2
 	VEOR V16.B16, V16.B16, V16.B16
 	VEOR V17.B16, V17.B16, V17.B16
+	VEOR V31.B16, V31.B16, V31.B16
 	CBZ R2, dotF32NEONdone
 dotF32NEONloop:
-	VLD1.P 32(R0), [V0.B16, V1.B16]
-	VLD1.P 32(R1), [V2.B16, V3.B16]
-	WORD $0x4e22cc10 // fmla v16.4s, v0.4s, v2.4s
-	WORD $0x4e23cc31 // fmla v17.4s, v1.4s, v3.4s
+	VLD1.P 32(R0), [V1.B16, V2.B16]
+	VLD1.P 32(R1), [V3.B16, V4.B16]
+	WORD $0x4e23cc30 // fmla v16.4s, v1.4s, v3.4s
+	WORD $0x4e24cc51 // fmla v17.4s, v2.4s, v4.4s
 	SUBS $8, R2, R2
 	BNE dotF32NEONloop
 dotF32NEONdone:

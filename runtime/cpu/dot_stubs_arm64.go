@@ -84,12 +84,12 @@ func q4KSumsNEON(w *byte, x *byte, nb int, sums *int32)
 //go:noescape
 func q6KSumsNEON(w *byte, x *byte, nb int, sums *int32)
 
-// dotF16NEON: a row of 16-bit floats · float32 activations (n a multiple of 8).
+// dotF16NEON: a row of byte weights · float32 activations (n a multiple of 8).
 //
 //go:noescape
 func dotF16NEON(w *byte, x *float32, n int) float32
 
-// dotBF16NEON: a row of 16-bit floats · float32 activations (n a multiple of 8).
+// dotBF16NEON: a row of byte weights · float32 activations (n a multiple of 8).
 //
 //go:noescape
 func dotBF16NEON(w *byte, x *float32, n int) float32
@@ -104,7 +104,7 @@ func decodeF16NEON(dst *float32, src *byte, n int)
 //go:noescape
 func decodeBF16NEON(dst *float32, src *byte, n int)
 
-// dotF32NEON: a·b over n (a multiple of 8) float32 values.
+// dotF32NEON: a row of float32 weights · float32 activations (n a multiple of 8).
 //
 //go:noescape
-func dotF32NEON(a *float32, b *float32, n int) float32
+func dotF32NEON(w *float32, x *float32, n int) float32

@@ -341,11 +341,11 @@ func (g *gen) level(lo, hi v) {
 	g.subB(lo, lo, vConst2)
 }
 
-// halfDot: the dot product of n (a multiple of 8) 16-bit floats with
-// float32 activations, two vectors of four lanes fused-multiply-added.
-// widen turns the eight 16-bit values in V0 into float32 in V1 and V2.
-func (g *gen) halfDot(name string, widen func()) {
-	g.function(name, "(w *byte, x *float32, n int) float32", "$0-28", name+": a row of 16-bit floats · float32 activations (n a multiple of 8).")
+// floatDot: the dot product of n (a multiple of 8) weights with float32
+// activations, two vectors of four lanes fused-multiply-added. load puts
+// the next eight weights as float32 into V1 and V2 (from R0, moving it).
+func (g *gen) floatDot(name, weights string, load func()) {
+	g.function(name, "(w *"+weights+", x *float32, n int) float32", "$0-28", name+": a row of "+weights+" weights · float32 activations (n a multiple of 8).")
 	g.op("MOVD w+0(FP), R0")
 	g.op("MOVD x+8(FP), R1")
 	g.op("MOVD n+16(FP), R2")
@@ -354,8 +354,7 @@ func (g *gen) halfDot(name string, widen func()) {
 	g.zero(31)
 	g.op("CBZ R2, %sdone", name)
 	g.label(name + "loop")
-	g.load("R0", true, 0)
-	widen()
+	load()
 	g.load("R1", true, 3, 4)
 	g.fmla(16, 1, 3)
 	g.fmla(17, 2, 4)
@@ -384,32 +383,6 @@ func (g *gen) halfDecode(name string, widen func()) {
 	g.op("SUBS $8, R2, R2")
 	g.op("BNE %sloop", name)
 	g.label(name + "done")
-	g.op("RET")
-}
-
-// dotF32: n (a multiple of 8) float32 products in two vectors of four
-// lanes, fused-multiply-added.
-func (g *gen) dotF32() {
-	name := "dotF32NEON"
-	g.function(name, "(a *float32, b *float32, n int) float32", "$0-28", name+": a·b over n (a multiple of 8) float32 values.")
-	g.op("MOVD a+0(FP), R0")
-	g.op("MOVD b+8(FP), R1")
-	g.op("MOVD n+16(FP), R2")
-	g.zero(16)
-	g.zero(17)
-	g.op("CBZ R2, %sdone", name)
-	g.label(name + "loop")
-	g.load("R0", true, 0, 1)
-	g.load("R1", true, 2, 3)
-	g.fmla(16, 0, 2)
-	g.fmla(17, 1, 3)
-	g.op("SUBS $8, R2, R2")
-	g.op("BNE %sloop", name)
-	g.label(name + "done")
-	g.fadd(16, 16, 17)
-	g.faddp(16, 16, 16)
-	g.faddpScalar(0, 16)
-	g.op("FMOVS F0, ret+24(FP)")
 	g.op("RET")
 }
 
@@ -460,11 +433,14 @@ func main() {
 	}
 	widenF16 := func() { g.fcvtl(1, 0); g.fcvtl2(2, 0) }
 	widenBF16 := func() { g.zip1h(1, 31, 0); g.zip2h(2, 31, 0) } // bf16 << 16: a zero half below each
-	g.halfDot("dotF16NEON", widenF16)
-	g.halfDot("dotBF16NEON", widenBF16)
+	halves := func(widen func()) func() {
+		return func() { g.load("R0", true, 0); widen() }
+	}
+	g.floatDot("dotF16NEON", "byte", halves(widenF16))
+	g.floatDot("dotBF16NEON", "byte", halves(widenBF16))
 	g.halfDecode("decodeF16NEON", widenF16)
 	g.halfDecode("decodeBF16NEON", widenBF16)
-	g.dotF32()
+	g.floatDot("dotF32NEON", "float32", func() { g.load("R0", true, 1, 2) })
 
 	src, err := format.Source([]byte(g.stubs.String()))
 	if err != nil {

@@ -32,25 +32,7 @@ func loftqAccuracy(work, lqc string, threads int) error {
 		return err
 	}
 	kld := func(file string, lora ...string) (float64, error) {
-		args := []string{"eval", file, "--ref", hf, "--data", evalText, "-c", "128", "--json", "-t", fmt.Sprint(threads)}
-		for _, l := range lora {
-			args = append(args, "--lora", l)
-		}
-		out, _, err := childRun(lqc, args...)
-		if err != nil {
-			return 0, err
-		}
-		var ev struct {
-			Result struct {
-				Ref struct {
-					KLDMean float64 `json:"kld_mean"`
-				} `json:"ref"`
-			} `json:"result"`
-		}
-		if err := json.Unmarshal([]byte(out), &ev); err != nil {
-			return 0, fmt.Errorf("lqc eval --json: %w", err)
-		}
-		return ev.Result.Ref.KLDMean, nil
+		return evalKLD(lqc, file, hf, evalText, threads, lora...)
 	}
 	plain, err := kld(q4)
 	if err != nil {
@@ -77,6 +59,74 @@ func loftqAccuracy(work, lqc string, threads int) error {
 		fmt.Printf("| llama.cpp (mean KLD against its f32 logits, 256 tokens) | %.5f | %.5f | %.5f | %.1f%% |\n", cpp[0], cpp[1], cpp[2], 100*(1-cpp[2]/cpp[0]))
 	}
 	fmt.Println("target: ≥ 85% recovered (lqc eval); llama.cpp within 10 points")
+	return gptqResidual(work, lqc, threads, adapter, base)
+}
+
+// evalKLD is lqc eval's mean KLD of file (with adapters) against ref on
+// text, in 128-token chunks.
+func evalKLD(lqc, file, ref, text string, threads int, lora ...string) (float64, error) {
+	args := []string{"eval", file, "--ref", ref, "--data", text, "-c", "128", "--json", "-t", fmt.Sprint(threads)}
+	for _, l := range lora {
+		args = append(args, "--lora", l)
+	}
+	out, _, err := childRun(lqc, args...)
+	if err != nil {
+		return 0, err
+	}
+	var ev struct {
+		Result struct {
+			Ref struct {
+				KLDMean float64 `json:"kld_mean"`
+			} `json:"ref"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(out), &ev); err != nil {
+		return 0, fmt.Errorf("lqc eval --json: %w", err)
+	}
+	return ev.Result.Ref.KLDMean, nil
+}
+
+// gptqResidual compares, by mean KLD and bytes, a 4-bit base with a
+// residual adapter against llama.cpp's larger files of the same model: a
+// GPTQ Q4_0 base (lqc convert --method gptq) with a rank-8 adapter trained
+// as loftqAccuracy's, that LoftQ base and adapter, and llama.cpp's Q4_0,
+// Q5_0, Q5_1 and Q8_0 files.
+func gptqResidual(work, lqc string, threads int, loftqAdapter, loftqBase string) error {
+	shared := testmodels.SharedDir()
+	hf := filepath.Join(shared, "models/stories260K/hf")
+	evalText, calib := filepath.Join(shared, "golden/real/eval.txt"), filepath.Join(shared, "golden/quant/imatrix-calib.txt")
+	base, adapter := filepath.Join(work, "gptq-q4_0.gguf"), filepath.Join(work, "gptq-r8.gguf")
+	if _, err := timeCmd(lqc, "convert", hf, "--quant", "q4_0", "--method", "gptq", "--calib", calib, "-q", "-o", base); err != nil {
+		return err
+	}
+	if _, err := timeCmd(lqc, "finetune", base, "--teacher", hf, "--data", calib, "--teacher-samples", "500",
+		"--eval-data", evalText, "--rank", "8", "--ctx", "128", "--batch", "4", "--steps", "1000", "--lr", "2e-3",
+		"--eval-every", "250", "-t", fmt.Sprint(threads), "-q", "-o", adapter); err != nil {
+		return err
+	}
+	fmt.Println("\nstories260K: 4-bit bases with a rank-8 residual adapter against llama.cpp's files (mean KLD by lqc eval against the HF model, ctx 128)")
+	fmt.Println("| model | bytes (file + adapter) | mean KLD |")
+	fmt.Println("|---|---:|---:|")
+	rows := []struct{ name, file, adapter string }{
+		{"GPTQ Q4_0 (lqc)", base, ""},
+		{"GPTQ Q4_0 (lqc) + adapter", base, adapter},
+		{"LoftQ Q4_0 (lqc) + adapter", loftqBase, loftqAdapter},
+	}
+	for _, t := range []string{"Q4_0", "Q5_0", "Q5_1", "Q8_0"} {
+		rows = append(rows, struct{ name, file, adapter string }{"llama.cpp " + t, filepath.Join(shared, "golden/real/stories260K-"+t+".gguf"), ""})
+	}
+	for _, r := range rows {
+		var lora []string
+		bytes := size(r.file)
+		if r.adapter != "" {
+			lora, bytes = []string{r.adapter}, bytes+size(r.adapter)
+		}
+		k, err := evalKLD(lqc, r.file, hf, evalText, threads, lora...)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("| %s | %d | %.5f |\n", r.name, bytes, k)
+	}
 	return nil
 }
 
