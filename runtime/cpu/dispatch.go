@@ -1,7 +1,8 @@
 package cpu
 
 // The kernels the CPU backend calls. They start as the portable Go
-// versions; dot_amd64.go swaps in SIMD versions where the CPU has them.
+// versions; dot_amd64.go and dot_arm64.go swap in SIMD versions where the
+// CPU has them.
 var (
 	dotF32    = dotF32Go
 	dotF32x4  = dotF32x4Go

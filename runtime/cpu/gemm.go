@@ -123,7 +123,8 @@ func decode(typ quant.Type, dst []float32, src []byte) {
 	typ.Decode(dst, src)
 }
 
-// decodeHalf are the SIMD decoders of F16 and BF16 (dot_amd64.go).
+// decodeHalf are the SIMD decoders of F16 and BF16 (dot_amd64.go,
+// dot_arm64.go).
 var decodeHalf = map[quant.Type]func(dst []float32, src []byte){}
 
 // linearF32 computes out[t, o] = Σ_i x[t, i]·W[o, i] in float32 for T
