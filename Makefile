@@ -60,8 +60,9 @@ lint:
 	GOARCH=arm64 CGO_ENABLED=0 $(GO) build ./...
 	GOARCH=arm64 $(GO) vet ./runtime/cpu
 	@# dot_arm64.s is what its generator writes (no hand edits).
-	@cd runtime/cpu/asm && $(GO) run ./neon -out ../../../bin/dot_arm64.s -stubs ../../../bin/dot_stubs_arm64.go && \
-	  cmp -s ../../../bin/dot_arm64.s ../dot_arm64.s && cmp -s ../../../bin/dot_stubs_arm64.go ../dot_stubs_arm64.go || \
+	@mkdir -p bin
+	cd runtime/cpu/asm && $(GO) run ./neon -out ../../../bin/dot_arm64.s -stubs ../../../bin/dot_stubs_arm64.go
+	@cmp -s bin/dot_arm64.s runtime/cpu/dot_arm64.s && cmp -s bin/dot_stubs_arm64.go runtime/cpu/dot_stubs_arm64.go || \
 	  { echo "runtime/cpu/dot_arm64.s is stale: cd runtime/cpu && go generate" >&2; exit 1; }
 	@# -tags nocuda: no purego, a fully static binary.
 	CGO_ENABLED=0 $(GO) build -tags nocuda -o bin/lqc-static ./cmd/lqc
