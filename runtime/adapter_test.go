@@ -1,6 +1,7 @@
 package runtime_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -159,26 +160,45 @@ func TestStepEqualsForward(t *testing.T) {
 				}
 				next = append(next, prompt[5+i])
 			}
-			for step := range 4 {
-				got, err := m.Step(together, next)
-				if err != nil {
-					t.Fatal(err)
-				}
+			// agree runs each session alone over its chunk and holds the
+			// batched logits and positions to it; it returns the logits of
+			// the sessions run alone.
+			agree := func(what string, got [][]float32, chunks [][]int32) [][]float32 {
+				t.Helper()
+				wants := make([][]float32, len(alone))
 				for i, s := range alone {
-					want, err := s.Forward([]int32{next[i]}, false)
+					want, err := s.Forward(chunks[i], false)
 					if err != nil {
 						t.Fatal(err)
 					}
 					if d := maxDiff(got[i], want); !(d <= 1e-5*maxAbs(want)) { // a NaN fails too
-						t.Errorf("step %d, sequence %d: batched logits differ by %.3g", step, i, d)
+						t.Errorf("%s, sequence %d (%d tokens): batched logits differ by %.3g", what, i, len(chunks[i]), d)
 					}
+					if together[i].Pos() != s.Pos() {
+						t.Errorf("%s, sequence %d: position %d, alone %d", what, i, together[i].Pos(), s.Pos())
+					}
+					wants[i] = want
+				}
+				return wants
+			}
+			step := func(what string) {
+				got, err := m.Step(together, next)
+				if err != nil {
+					t.Fatal(err)
+				}
+				chunks := make([][]int32, len(next))
+				for i := range next {
+					chunks[i] = next[i : i+1]
+				}
+				for i, want := range agree(what, got, chunks) {
 					next[i] = int32(argmax(want))
 				}
 			}
+			for k := range 4 {
+				step(fmt.Sprintf("step %d", k))
+			}
 			// Batch: chunks of several tokens (a prompt being prefilled)
-			// beside single decoded tokens, one pass; each session's logits
-			// after its last token are those of Forward over the same
-			// chunk.
+			// beside single decoded tokens, in one pass.
 			chunks := make([][]int32, len(mix))
 			for i := range chunks {
 				chunks[i] = prompt[10 : 10+(i*3)%7+1] // 1, 4, 7, 3 and 6 tokens
@@ -187,35 +207,10 @@ func TestStepEqualsForward(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i, s := range alone {
-				want, err := s.Forward(chunks[i], false)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if d := maxDiff(got[i], want); !(d <= 1e-5*maxAbs(want)) {
-					t.Errorf("batch, sequence %d (%d tokens): logits differ by %.3g", i, len(chunks[i]), d)
-				}
-				if together[i].Pos() != s.Pos() {
-					t.Errorf("batch, sequence %d: position %d, alone %d", i, together[i].Pos(), s.Pos())
-				}
+			for i, want := range agree("batch", got, chunks) {
+				next[i] = int32(argmax(want))
 			}
-			// And decoding goes on from there.
-			for i := range next {
-				next[i] = int32(argmax(got[i]))
-			}
-			got, err = m.Step(together, next)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i, s := range alone {
-				want, err := s.Forward([]int32{next[i]}, false)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if d := maxDiff(got[i], want); !(d <= 1e-5*maxAbs(want)) {
-					t.Errorf("step after batch, sequence %d: logits differ by %.3g", i, d)
-				}
-			}
+			step("step after a batch") // and decoding goes on from there
 		})
 	}
 }

@@ -198,38 +198,37 @@ func (m *Model) Batch(sessions []*Session, tokens [][]int32) ([][]float32, error
 				return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
 			}
 			// Each session needs the logits after its last token only:
-			// the classifier runs on those rows.
+			// the classifier runs on those rows, one per session.
+			span := func(r int) int { return first[r] } // session r's first row
+			var lastRows *Tensor
 			if o == output && n.Op == "Linear" && R > B {
 				lasts, err := rowsOf(in[0], func(r int) int { return first[r+1] - 1 }, func(r int) int { return first[r+1] })
 				if err != nil {
 					return nil, err
 				}
-				last := b.Alloc(quant.F32, append([]int{B}, in[0].Shape[1:]...))
-				if err := b.Run("Concat", nil, last, lasts); err != nil {
+				lastRows = b.Alloc(quant.F32, append([]int{B}, in[0].Shape[1:]...))
+				if err := b.Run("Concat", nil, lastRows, lasts); err != nil {
 					return nil, err
 				}
 				for _, t := range lasts {
-					bufs.bind(t, nil, false)
-					bufs.drop(t)
+					bufs.release(t)
 				}
-				bufs.bind(last, nil, false)
-				defer bufs.drop(last)
-				in[0], shape[0] = last, B
+				in[0], shape[0] = lastRows, B
+				span = func(r int) int { return r }
 			}
 			out, err := seqs[0].runNode(n, in, shape)
 			if err != nil {
 				return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
 			}
 			if n.Op == "Linear" {
-				span := func(r int) int { return first[r] }
-				if shape[0] == B && R > B {
-					span = func(r int) int { return r }
-				}
 				for _, gr := range groups {
 					if err := seqs[gr.start].applyAdapters(n, in[0], out, span(gr.start), span(gr.end)); err != nil {
 						return nil, fmt.Errorf("node %d (%s): %w", i, n.Op, err)
 					}
 				}
+			}
+			if lastRows != nil {
+				bufs.release(lastRows)
 			}
 			batched[o] = out
 			bufs.bindOutput(out, n, in, o == output)

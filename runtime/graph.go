@@ -174,6 +174,13 @@ func (s *buffers) bindOutput(out *Tensor, n *ir.Node, in []*Tensor, keep bool) {
 	}
 }
 
+// release hands back t, a scratch tensor nothing else uses (never bound).
+func (s *buffers) release(t *Tensor) {
+	if s.r != nil {
+		s.r.Release(t)
+	}
+}
+
 // drop ends tensor t's life (nil or untracked: nothing).
 func (s *buffers) drop(t *Tensor) {
 	buf := s.root[t]

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/lqc-dev/lqc/runtime/cpu"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lqc-dev/lqc/runtime/chat"
+	"github.com/lqc-dev/lqc/runtime/cpu"
 	"github.com/lqc-dev/lqc/serve"
 )
 

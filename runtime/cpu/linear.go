@@ -32,16 +32,13 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 		format = actF32
 	}
 	switch {
-	case format == actHalf && b.linearPanel(w, out, x, T, exact):
-		// F16 rows widened in registers; BF16 rows against bfloat16
-		// activations (AVX512-BF16), not for exact products.
+	case b.linearPanel(w, out, x, T, exact):
+		// Prompts through the panel kernels where the type has them (F16
+		// for exact products too).
 	case (format == actF32 || format == actHalf) && gemmPays(T):
 		// 16-bit float rows decode exactly.
 		b.linearF32(out, x, w, T, false)
 	case format == actQ8:
-		if b.linearPanel(w, out, x, T, false) {
-			break
-		}
 		nb := in / 32
 		xq := quantizeTokens(b, x, T, in, 32, quantizeQ8)
 		dot, dot4 := dotQ8For(w.typ), dot4For(w.typ)
@@ -92,9 +89,6 @@ func (b *Backend) linear(out, x []float32, wt *lqrt.Tensor, bias []float32, exac
 		}
 		b.pool.parallel(nout, rows, func(lo, hi int) { rowDots(w, out, xq, T, nb, lo, hi, dot, dot4) })
 	case format == actQ8K:
-		if b.linearPanel(w, out, x, T, false) {
-			break
-		}
 		nb := in / 256
 		xq := quantizeTokens(b, x, T, in, 256, quantizeQ8K)
 		dot, dot4 := dotQ8KFor(w.typ), dot4KFor(w.typ)

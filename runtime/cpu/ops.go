@@ -55,7 +55,6 @@ func layerNorm(p *pool, out, x, w, bias []float32, eps float32) {
 	})
 }
 
-// broadcast applies f elementwise, b repeating over a's leading axes.
 // broadcastAdd and broadcastMul compute out = a ∘ b with b repeated over
 // a's leading dimensions, each its own loop: through a function value
 // every element cost a call.
@@ -80,8 +79,8 @@ func broadcastMul(out, a, b []float32) {
 }
 
 // silu and expShift (dst = e^(src−shift)) are vectorized where the CPU
-// has AVX2 (dot_amd64.go): a polynomial exp within about an ulp of
-// math.Exp's, as ggml's own.
+// has AVX2 (dot_amd64.go): a polynomial exp within two ulps of
+// math.Exp's (TestExpShift), as ggml's own.
 var silu, expShift = siluGo, expShiftGo
 
 func siluGo(out, x []float32) {

@@ -90,13 +90,16 @@ func TestPanelLinear(t *testing.T) {
 // float32, BF16 bfloat16) to float32 rounding; training's exact products
 // take float32 activations for both.
 func TestPanelHalf(t *testing.T) {
+	if panelTypes[quant.F16] == nil {
+		t.Skip("no AVX-512 on this CPU")
+	}
 	rng := rand.New(rand.NewPCG(9, 10))
 	be := New(2)
 	defer be.Close()
 	be.KeepPanels() // 16-bit float panels are packed per product all the same
 	for _, typ := range []quant.Type{quant.F16, quant.BF16} {
 		if panelTypes[typ] == nil {
-			t.Logf("%v: no panel kernels on this CPU", typ)
+			t.Logf("%v: no panel kernels on this CPU (BF16 needs AVX512-BF16)", typ)
 			continue
 		}
 		for _, shape := range [][2]int{{256, 16}, {2048, 37}, {5632, 33}} {

@@ -38,39 +38,36 @@ func init() {
 	}
 }
 
+// wideKernel is a generated wide kernel: a row's block pairs against one
+// or four tokens in the wide layout.
+type wideKernel func(w, x, corr, dx *byte, xStride, cStride, pairs int, out *float32)
+
+// wideKernels are the wide kernels of each type and the bytes a pair of
+// its blocks takes.
+var wideKernels = map[quant.Type]struct {
+	pairBytes int
+	one, four wideKernel
+}{
+	quant.Q4_0:   {36, dotQ4_0Widex1, dotQ4_0Widex4},
+	quant.IQ4_NL: {36, dotIQ4_NLWidex1, dotIQ4_NLWidex4},
+	quant.Q8_0:   {68, dotQ8_0Widex1, dotQ8_0Widex4},
+}
+
 // wideDotAVX512 computes out[k] = the dot product of row with token t+k,
 // for len(out) (1 or 4) tokens, over block pairs [p0, p0+np).
 func wideDotAVX512(typ quant.Type, row []byte, a *wideAct, t, p0, np int, out []float32) {
 	nb := 2 * a.pairs
 	cStride := a.pairs * 16 * 4
-	x := unsafe.Pointer(&a.qs[t*nb*32+p0*64])
-	c := unsafe.Pointer(&a.corr[t*a.pairs*16+p0*16])
-	d := unsafe.Pointer(&a.dv[t*a.pairs*16+p0*16])
+	x := (*byte)(unsafe.Pointer(&a.qs[t*nb*32+p0*64]))
+	c := (*byte)(unsafe.Pointer(&a.corr[t*a.pairs*16+p0*16]))
+	d := (*byte)(unsafe.Pointer(&a.dv[t*a.pairs*16+p0*16]))
 	_ = a.dv[(t+len(out)-1)*a.pairs*16+(p0+np)*16-1]
-	switch typ {
-	case quant.Q4_0:
-		_ = row[36*(p0+np)-1]
-		w := &row[36*p0]
-		if len(out) == 4 {
-			dotQ4_0Widex4(w, (*byte)(x), (*byte)(c), (*byte)(d), nb*32, cStride, np, &out[0])
-		} else {
-			dotQ4_0Widex1(w, (*byte)(x), (*byte)(c), (*byte)(d), 0, 0, np, &out[0])
-		}
-	case quant.IQ4_NL:
-		_ = row[36*(p0+np)-1]
-		w := &row[36*p0]
-		if len(out) == 4 {
-			dotIQ4_NLWidex4(w, (*byte)(x), (*byte)(c), (*byte)(d), nb*32, cStride, np, &out[0])
-		} else {
-			dotIQ4_NLWidex1(w, (*byte)(x), (*byte)(c), (*byte)(d), 0, 0, np, &out[0])
-		}
-	case quant.Q8_0:
-		_ = row[68*(p0+np)-1]
-		w := &row[68*p0]
-		if len(out) == 4 {
-			dotQ8_0Widex4(w, (*byte)(x), (*byte)(c), (*byte)(d), nb*32, cStride, np, &out[0])
-		} else {
-			dotQ8_0Widex1(w, (*byte)(x), (*byte)(c), (*byte)(d), 0, 0, np, &out[0])
-		}
+	k := wideKernels[typ]
+	_ = row[k.pairBytes*(p0+np)-1]
+	w := &row[k.pairBytes*p0]
+	if len(out) == 4 {
+		k.four(w, x, c, d, nb*32, cStride, np, &out[0])
+	} else {
+		k.one(w, x, c, d, 0, 0, np, &out[0])
 	}
 }
