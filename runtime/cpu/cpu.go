@@ -106,6 +106,34 @@ type weight struct {
 	// backend keeps panels; made once, on first use.
 	packOnce sync.Once
 	panels   []byte
+	// columns is the matrix decoded and transposed (column c's values
+	// contiguous), for products that read it a column at a time: a LoRA
+	// B factor; made once, on first use.
+	columnsOnce sync.Once
+	columns     []float32
+}
+
+// transposed returns w decoded to float32 with its columns as rows:
+// element (r, c) at c·rows + r.
+func (w *weight) transposed() ([]float32, error) {
+	var err error
+	w.columnsOnce.Do(func() {
+		cols := make([]float32, w.rows*w.rowLen)
+		row := make([]float32, w.rowLen)
+		for r := range w.rows {
+			if err = w.typ.Decode(row, w.row(r)); err != nil {
+				return
+			}
+			for c, v := range row {
+				cols[c*w.rows+r] = v
+			}
+		}
+		w.columns = cols
+	})
+	if w.columns == nil && err == nil {
+		err = fmt.Errorf("cpu: a %v matrix failed to decode", w.typ)
+	}
+	return w.columns, err
 }
 
 func (w *weight) row(r int) []byte { return w.data[r*w.rowBytes : (r+1)*w.rowBytes] }

@@ -54,7 +54,10 @@ func TestFlashAttentionMatchesUnfused(t *testing.T) {
 	defer b.Close()
 	type shape struct{ H, Hkv, d, T, S int }
 	shapes := []shape{{8, 8, 32, 1, 1}, {8, 2, 64, 7, 7}, {4, 1, 128, 64, 64}, {8, 4, 64, 300, 300},
-		{8, 2, 64, 1, 1000}, {4, 4, 32, 5, 77}, {2, 1, 64, 4096, 4096}}
+		{8, 2, 64, 1, 1000}, {4, 4, 32, 5, 77}, {2, 1, 64, 4096, 4096},
+		// Decoding with groups of query heads: TinyLlama's 8, an odd 7
+		// (Qwen2-7B's), and 16.
+		{32, 4, 64, 1, 300}, {28, 4, 128, 1, 77}, {16, 1, 32, 1, 130}}
 	for _, sh := range shapes {
 		for _, mode := range []struct {
 			causal bool
@@ -116,7 +119,7 @@ func TestFlashAttentionBatchedMasks(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	b := New(2)
 	defer b.Close()
-	const B, H, Hkv, d = 2, 4, 2, 32
+	const B, H, Hkv, d = 2, 8, 2, 32
 	cases := []struct {
 		T, S    int
 		mask    []int // mask shape, nil for none
@@ -129,6 +132,8 @@ func TestFlashAttentionBatchedMasks(t *testing.T) {
 		{5, 40, []int{1, H, 5, 40}, false, 0},
 		{70, 70, []int{B, H, 70, 70}, true, 20},
 		{33, 33, nil, true, 5},
+		{1, 100, []int{B, 1, 1, 100}, false, 20}, // decoding
+		{1, 70, []int{1, H, 1, 70}, false, 0},
 	}
 	for _, c := range cases {
 		name := fmt.Sprintf("T%d S%d mask %v causal %v softcap %g", c.T, c.S, c.mask, c.causal, c.softcap)

@@ -303,9 +303,10 @@ func (b *Backend) embedding(out []float32, table *lqrt.Tensor, ids []int32) erro
 }
 
 // lowRank adds scale·(x·Aᵀ)·Bᵀ to rows [start, end) of out, x's rows
-// being the same: a LoRA update beside the base product. The rank-r
-// intermediate is tiny, so it is computed on the calling thread; the
-// product with B is spread over the pool by output column.
+// being the same: a LoRA update beside the base product. The product
+// with A is spread over the pool by rank, the one with B by output
+// column: an adapter's factors are read from memory for every step, and
+// one thread alone would wait on them.
 func (b *Backend) lowRank(out []float32, x, a, bw *lqrt.Tensor, scale float64, start, end int) error {
 	wa, err := matrix(a)
 	if err != nil {
@@ -328,24 +329,32 @@ func (b *Backend) lowRank(out []float32, x, a, bw *lqrt.Tensor, scale float64, s
 		b.linearF32(out[start*nout:end*nout], t, wb, rows, true)
 		return nil
 	}
-	scratch := make([]float32, max(in, r))
 	s := float32(scale)
-	for k := range r {
-		ak := decodeRow(wa, k, scratch[:in])
-		for i := range rows {
-			t[i*r+k] = s * dotF32(ak, xs[i*in:(i+1)*in])
+	b.pool.parallel(r, grainFor(rows*in, 1), func(lo, hi int) {
+		var scratch []float32
+		if wa.typ != quant.F32 {
+			scratch = make([]float32, in)
 		}
+		for k := lo; k < hi; k++ {
+			ak := decodeRow(wa, k, scratch)
+			for i := range rows {
+				t[i*r+k] = s * dotF32(ak, xs[i*in:(i+1)*in])
+			}
+		}
+	})
+	// B's columns, r of them, each added to every output row scaled by
+	// that row's value of t: r long vector updates per row, instead of a
+	// dot product of length r per output value.
+	bt, err := wb.transposed()
+	if err != nil {
+		return fmt.Errorf("cpu: LowRank: %w", err)
 	}
 	dst := out[start*nout : end*nout]
-	b.pool.parallel(nout, 512, func(lo, hi int) {
-		var sc []float32
-		if wb.typ != quant.F32 {
-			sc = make([]float32, r)
-		}
-		for o := lo; o < hi; o++ {
-			bo := decodeRow(wb, o, sc)
-			for i := range rows {
-				dst[i*nout+o] += dotF32(bo, t[i*r:(i+1)*r])
+	b.pool.parallel(nout, grainFor(rows*r, 256), func(lo, hi int) {
+		for i := range rows {
+			d := dst[i*nout+lo : i*nout+hi]
+			for k, tk := range t[i*r : (i+1)*r] {
+				axpy(d, tk, bt[k*nout+lo:k*nout+hi])
 			}
 		}
 	})

@@ -185,9 +185,13 @@ func causalMask(out, x []float32, shape []int, zero bool, window int) {
 func rope(out, x []float32, pos []int32, factors []float32, freqScale float64, shape []int, nDims int, base float64, neox, inverse bool) {
 	T, H, d := shape[0], shape[1], shape[2]
 	copy(out, x)
+	freq := make([]float64, nDims/2) // the same for every token
+	for i := range freq {
+		freq[i] = math.Pow(base, -2*float64(i)/float64(nDims))
+	}
 	for t := range T {
-		for i := 0; i < nDims/2; i++ {
-			theta := float64(pos[t]) * freqScale * math.Pow(base, -2*float64(i)/float64(nDims))
+		for i, f := range freq {
+			theta := float64(pos[t]) * freqScale * f
 			if factors != nil {
 				theta /= float64(factors[i])
 			}
@@ -209,6 +213,23 @@ func rope(out, x []float32, pos []int32, factors []float32, freqScale float64, s
 			}
 		}
 	}
+}
+
+// keepsOrder reports whether permuting axes of a tensor of this shape
+// leaves its elements in the same order: the axes longer than one keep
+// their relative order.
+func keepsOrder(shape []int, perm []int64) bool {
+	last := -1
+	for _, p := range perm {
+		if shape[p] == 1 {
+			continue
+		}
+		if int(p) < last {
+			return false
+		}
+		last = int(p)
+	}
+	return true
 }
 
 // matmul multiplies batches of matrices: a[B,M,K] · b[Bk,K,N] (or b[Bk,N,K]
@@ -260,6 +281,10 @@ func permute(out, x *lqrt.Tensor, perm []int64) error {
 	}
 	src, dst := f32s(x), f32s(out)
 	s := x.Shape
+	if keepsOrder(s, perm) { // moving axes of length 1 only: a token's heads when decoding
+		copy(dst, src[:len(dst)])
+		return nil
+	}
 	strides := []int{s[1] * s[2], s[2], 1}
 	o := out.Shape
 	i := 0
