@@ -122,6 +122,7 @@ bench:
 	$(GO) run ./testmodels/cmd/lqcbench lora
 	$(GO) run ./testmodels/cmd/lqcbench serve
 	$(GO) run ./testmodels/cmd/lqcbench finetune --layers 2 --runs 2
+	$(GO) run ./testmodels/cmd/lqcbench plan
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./quant
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./runtime/cpu
 

@@ -106,6 +106,22 @@ func targetType(pl quant.Plan, t *ir.Tensor) (quant.Type, string, error) {
 	return t.Type, "", nil
 }
 
+// QuantizedTypes is the type Quantize gives each weight of m for file
+// type ft (pure: without the per-tensor rules), when no importance matrix
+// steers it: what a memory plan sizes before anything is converted.
+func QuantizedTypes(m *ir.Model, ft quant.FileType, pure bool) (map[string]quant.Type, error) {
+	pl := plan(m, ft, pure, false)
+	types := map[string]quant.Type{}
+	for _, w := range m.Graph.Weights {
+		t, _, err := targetType(pl, w.Weight)
+		if err != nil {
+			return nil, err
+		}
+		types[w.Weight.Name] = t
+	}
+	return types, nil
+}
+
 func (q Quantize) Run(m *ir.Model) (Report, error) {
 	imat := q.Imatrix
 	if imat == nil && q.Calib != nil {

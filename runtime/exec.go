@@ -162,6 +162,7 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 	if err := b.ReadF32(res, logits); err != nil {
 		return nil, err
 	}
+	bufs.handBack(res) // all of a window's logits are large: the next window reuses them
 	s.pos += T
 	if !all && T > 1 && len(logits) > m.VocabSize() {
 		logits = logits[len(logits)-m.VocabSize():]

@@ -181,6 +181,18 @@ func (s *buffers) release(t *Tensor) {
 	}
 }
 
+// handBack returns the buffer of a graph output the caller has read and
+// will not touch again, unless it is a view of another buffer.
+func (s *buffers) handBack(t *Tensor) {
+	if s.r == nil || s.root[t] != t || s.users[t] != 1 {
+		return
+	}
+	delete(s.root, t)
+	delete(s.users, t)
+	delete(s.kept, t)
+	s.r.Release(t)
+}
+
 // drop ends tensor t's life (nil or untracked: nothing).
 func (s *buffers) drop(t *Tensor) {
 	buf := s.root[t]

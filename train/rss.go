@@ -36,6 +36,9 @@ func PeakRSS() int64 {
 // pile up to twice the live set: GiBs on a 1B model.
 func LeanGC() {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(20)
+		debug.SetGCPercent(LeanGCPercent)
 	}
 }
+
+// LeanGCPercent is the GOGC LeanGC sets.
+const LeanGCPercent = 20

@@ -17,6 +17,7 @@ import (
 	"github.com/lqc-dev/lqc/frontend"
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/passes"
+	"github.com/lqc-dev/lqc/plan"
 	"github.com/lqc-dev/lqc/quant"
 	lqrt "github.com/lqc-dev/lqc/runtime"
 	"github.com/lqc-dev/lqc/runtime/chat"
@@ -50,7 +51,8 @@ type finetuneJob struct {
 	beta1, beta2, eps                                  float64
 	seed                                               uint64
 	shuffle, resume, asJSON, quiet, verbose, alphaSet  bool
-	ctxSet, recompute                                  bool
+	ctxSet, recompute, recomputeSet                    bool
+	mem                                                string
 	targets                                            []string
 	sweep                                              []int
 	objective                                          passes.Objective
@@ -115,7 +117,8 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.IntVarP(&o.threads, "threads", "t", runtime.GOMAXPROCS(0), "threads")
 	fs.StringVar(&o.templateFile, "chat-template", "", "--sft: a Jinja chat template file for chat rows instead of the model's (without either, ### Role: headers)")
 	fs.StringVar(&o.flashAttn, "flash-attn", "on", "fused attention in training: on (backward from the saved log-sum-exp) or off")
-	fs.BoolVar(&o.recompute, "gradient-checkpointing", false, "recompute each layer's activations in the backward pass instead of keeping them: one layer's alive at a time, for about a third more compute")
+	fs.BoolVar(&o.recompute, "gradient-checkpointing", false, "recompute each layer's activations in the backward pass instead of keeping them: one layer's alive at a time, for about a third more compute (default: on when the run does not fit --mem without it)")
+	fs.StringVar(&o.mem, "mem", "", "the memory the run must fit in, as 15GiB (default: what the system has available); lqc plan's prediction decides gradient checkpointing, and a run that cannot fit is refused before it starts")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "print the training passes and what they did")
 	profile := profileFlag(fs)
 	pos, err := parseFlags(fs, args, 1)
@@ -129,6 +132,7 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer stopProfile()
 	train.LeanGC()
 	o.base, o.alphaSet, o.ctxSet = pos[0], fs.Changed("alpha"), fs.Changed("ctx")
+	o.recomputeSet = fs.Changed("gradient-checkpointing")
 	switch {
 	case o.out == "":
 		return usageError{errors.New("missing -o ADAPTER.gguf")}
@@ -263,6 +267,38 @@ type evalPoint struct {
 	Eval *evalResult `json:"eval"`
 }
 
+// planMemory predicts the run's memory as lqc plan does (the CPU backend,
+// the base's weights as they are, the adapter of info, windows of
+// window tokens) and refuses a run that cannot fit --mem. Unless
+// --gradient-checkpointing was given, it turns recomputation on when
+// the run fits only with it.
+func (o *finetuneJob) planMemory(info train.RunInfo, window int, teacher *ir.Model) error {
+	mem, err := planBudget(o.mem, "cpu")
+	if err != nil {
+		return usageError{err}
+	}
+	opt := plan.Options{Mode: plan.LoRA, Device: "cpu", Rank: info.Rank, Targets: info.Targets, Ctx: window, Batch: 1, Teacher: teacher, Mem: mem,
+		Unfused: o.flashAttn != "on"}
+	if o.recomputeSet {
+		opt.Recompute = &o.recompute
+	}
+	p, err := plan.Make(func() (*ir.Model, error) { return frontend.Load(o.base, frontend.Options{}) }, opt)
+	if err != nil {
+		return fmt.Errorf("memory plan: %w", err)
+	}
+	if !p.Fits {
+		return fmt.Errorf("the run needs %s and %s is available (%s); lqc plan %s shows the parts",
+			plan.Bytes(p.TotalBytes), plan.Bytes(mem), strings.Join(p.Advice[1:], "; "), o.base)
+	}
+	if p.Recompute && !o.recomputeSet {
+		o.logf("memory: %s planned; gradient checkpointing on, since without it the run needs more than the %s available", plan.Bytes(p.TotalBytes), plan.Bytes(mem))
+	} else {
+		o.logf("memory: %s planned of %s available", plan.Bytes(p.TotalBytes), plan.Bytes(mem))
+	}
+	o.recompute = p.Recompute
+	return nil
+}
+
 // train runs one training of a rank-rank adapter (or of --init-adapter)
 // and writes it to out (and peftOut).
 func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, stdout io.Writer) (*runSummary, error) {
@@ -361,6 +397,9 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 			info.Rank, info.Alpha = int(l.Rank()), l.Scale*float64(l.Rank())
 		}
 		sum.Rank = info.Rank
+		if err := o.planMemory(info, window, teacher); err != nil {
+			return nil, err
+		}
 		if o.loftq == nil {
 			o.logf("adapter: %s (rank %d, %d weights)", o.initAdapter, info.Rank, len(ad.LoRA))
 		}
@@ -378,6 +417,9 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 			if teacher != nil {
 				method = "svd"
 			}
+		}
+		if err := o.planMemory(info, window, teacher); err != nil {
+			return nil, err
 		}
 		start := time.Now()
 		if ad, err = train.NewAdapter(base, train.InitOptions{Method: method, Rank: rank, Alpha: info.Alpha, Targets: info.Targets, Seed: o.seed, Teacher: teacher}); err != nil {

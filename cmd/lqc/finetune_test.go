@@ -305,11 +305,16 @@ func TestFinetuneBadInput(t *testing.T) {
 		{"malformed JSONL line", []string{base, "--sft", bad}, []string{bad + ":2"}},
 		{"diverging loss", []string{base, "--teacher", teacher, "--data", data, "--lr", "1e30", "--clip", "0", "--steps", "3", "--ctx", "32"}, []string{"diverged"}},
 		{"rank beyond the matrix", []string{base, "--teacher", teacher, "--data", data, "--rank", "100"}, []string{"rank 100"}},
+		// lqc plan's prediction refuses a run that cannot fit, before it starts.
+		{"more memory than --mem", []string{base, "--teacher", teacher, "--data", data, "--mem", "1MiB"}, []string{"1.0 MiB is available", "lqc plan"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			failsCleanly(t, append([]string{"finetune"}, c.args...), 1, c.want...)
 		})
 	}
+	t.Run("a --mem that is no size", func(t *testing.T) {
+		failsCleanly(t, []string{"finetune", base, "--data", data, "--mem", "lots"}, 2, "--mem")
+	})
 	t.Run("teacher samples without a teacher", func(t *testing.T) {
 		failsCleanly(t, []string{"finetune", base, "--data", data, "--teacher-samples", "4"}, 2, "--teacher-samples")
 	})

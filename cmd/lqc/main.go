@@ -29,6 +29,7 @@ var commands = []command{
 	{"inspect", "show a model's metadata, tensors and graph", runInspect},
 	{"run", "generate text with a model", runRun},
 	{"finetune", "train a LoRA adapter on a frozen (quantized) model: residual distillation or SFT", runFinetune},
+	{"plan", "predict the memory a model needs to run or train on a device, and whether it fits", runPlan},
 	{"eval", "measure perplexity and KL divergence against a reference; gate CI on them", runEval},
 	{"serve", "serve a model and its adapters with OpenAI's API", runServe},
 	{"tokenize", "print the tokens of a text", runTokenize},

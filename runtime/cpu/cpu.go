@@ -43,26 +43,30 @@ func New(threads int) *Backend {
 // by length, for the next Alloc of that length: a training step allocates
 // the same shapes window after window, so its activations come from a
 // few hot buffers instead of fresh pages the kernel must fault in and
-// zero. At most maxFreeBytes are kept; beyond that a released buffer is
-// left to the garbage collector.
+// zero. Buffers of at least FreeMinBytes are kept, at most FreeMaxBytes
+// in all; beyond that a released buffer is left to the garbage collector.
+// lqc plan models this pool (ir.LiveOptions).
 type freeBuffers struct {
 	mu    sync.Mutex
 	byLen map[int][][]float32
 	bytes int
 }
 
-const maxFreeBytes = 1 << 30
+const (
+	FreeMinBytes = 4 << 10 // smaller ones cost the allocator little
+	FreeMaxBytes = 1 << 30
+)
 
 // Release implements runtime.Releaser.
 func (b *Backend) Release(t *lqrt.Tensor) {
 	d, ok := t.Data.([]float32)
-	if !ok || len(d) < 1024 || t.Stride0 != 0 { // small ones cost the allocator little
+	if !ok || 4*len(d) < FreeMinBytes || t.Stride0 != 0 {
 		return
 	}
 	f := &b.free
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.bytes+4*len(d) > maxFreeBytes {
+	if f.bytes+4*len(d) > FreeMaxBytes {
 		return
 	}
 	f.byLen[len(d)] = append(f.byLen[len(d)], d)

@@ -58,8 +58,8 @@ func main() {
 		}
 		return
 	}
-	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality" && os.Args[1] != "lora" && os.Args[1] != "finetune" && os.Args[1] != "serve" && os.Args[1] != "gpu") {
-		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|lora|serve|quality|finetune|gpu [flags]")
+	if len(os.Args) < 2 || (os.Args[1] != "convert" && os.Args[1] != "run" && os.Args[1] != "attention" && os.Args[1] != "quality" && os.Args[1] != "lora" && os.Args[1] != "finetune" && os.Args[1] != "serve" && os.Args[1] != "gpu" && os.Args[1] != "plan") {
+		fmt.Fprintln(os.Stderr, "usage: lqcbench convert|run|attention|lora|serve|quality|finetune|plan|gpu [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -98,6 +98,8 @@ func main() {
 		}
 	case "serve":
 		err = benchServe(*work, *layers, *runs, *threads)
+	case "plan":
+		err = benchPlan(*work, *layers, *threads)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lqcbench:", err)
