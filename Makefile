@@ -144,13 +144,15 @@ ptx-check:
 	for arch in sm_80 sm_90; do $(PTXAS) -arch=$$arch $(PTX) -o /dev/null || exit 1; echo "ptx-check: $(PTX) assembles for $$arch"; done
 
 # On a real GPU. gpu-prep (here, with Go) builds what gpu-check runs on a
-# machine with only the driver, CUDA and PyTorch: the CUDA package's test
-# binary, lqcbench, and the fixtures the tests read (under 64 MiB in all, so
+# machine with only the driver, CUDA and PyTorch: the test binaries of the
+# CUDA backend and of training, lqcbench (gzipped), and the fixtures the
+# tests read (under 64 MiB in all, so
 # of llama.cpp's golden files only the K-quant mixes go; the tests skip the
 # others there).
 GPU_FIXTURES = models/stories260K/hf models/stories260K/reference/prompt64.json \
   models/stories260K/reference/prompt64_logits.f32.bin models/stories260K/reference/expected_greedy_ids.txt \
   models/gpt2-tiny/hf models/gpt2-tiny/reference/prompt32.json models/gpt2-tiny/reference/prompt32_logits.f32.bin \
+  models/stories260K/reference/finetune \
   golden/real/stories260K-Q8_0.gguf golden/real/stories260K-Q4_0.gguf \
   $(foreach q,Q6_K Q5_K_M Q4_K_M IQ4_XS Q3_K_M Q2_K,golden/quant/$(q).gguf) \
   $(foreach f,mistral llama3 gemma gemma2 gemma3 phi3 qwen2 opt opt-proj,models/$(f)-tiny/hf \
@@ -158,8 +160,10 @@ GPU_FIXTURES = models/stories260K/hf models/stories260K/reference/prompt64.json 
 gpu-prep:
 	rm -rf bin/gpu && mkdir -p bin/gpu/shared
 	$(GO) test -c -trimpath -ldflags='-s -w' -o bin/gpu/cuda.test ./runtime/cuda
+	$(GO) test -c -trimpath -ldflags='-s -w' -o bin/gpu/train.test ./train
 	$(GO) build -trimpath -ldflags='-s -w' -o bin/gpu/lqcbench ./testmodels/cmd/lqcbench
 	cd $(SHARED) && cp -r --parents $(GPU_FIXTURES) $(CURDIR)/bin/gpu/shared/
+	gzip -9 bin/gpu/cuda.test bin/gpu/train.test bin/gpu/lqcbench # gpu-check unpacks them
 	@du -sh bin/gpu
 
 gpu-check:

@@ -13,6 +13,10 @@ import (
 	"github.com/lqc-dev/lqc/ir/arch"
 	"github.com/lqc-dev/lqc/passes"
 	"github.com/lqc-dev/lqc/runtime/cpu"
+	"github.com/lqc-dev/lqc/runtime/cuda"
+	"github.com/lqc-dev/lqc/runtime/cuda/driver"
+	"github.com/lqc-dev/lqc/runtime/cuda/libcuda"
+	"github.com/lqc-dev/lqc/runtime/cuda/sim"
 	"github.com/lqc-dev/lqc/testmodels"
 )
 
@@ -66,7 +70,7 @@ func readJSON(t *testing.T, path string, v any) {
 }
 
 // referenceEngine loads the Q4_0 base with the reference's initial
-// adapter for opt's objective, on the CPU backend.
+// adapter for opt's objective, on opt's backend (the CPU's when unset).
 func referenceEngine(t *testing.T, r *reference, opt EngineOptions) *Engine {
 	t.Helper()
 	obj := opt.Objective
@@ -75,8 +79,10 @@ func referenceEngine(t *testing.T, r *reference, opt EngineOptions) *Engine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { base.Close() })
-	opt.Backend = cpu.New(2)
-	t.Cleanup(func() { opt.Backend.Close() })
+	if opt.Backend == nil {
+		opt.Backend = cpu.New(2)
+		t.Cleanup(func() { opt.Backend.Close() })
+	}
 	if obj == passes.Distill {
 		teacher, err := frontend.Load(testmodels.Shared(t, "models", "stories260K", "hf"), frontend.Options{})
 		if err != nil {
@@ -125,23 +131,53 @@ func (r *reference) examples(obj passes.Objective) ([]Example, int) {
 func TestReferenceLossesAndGradients(t *testing.T) {
 	r := loadReference(t)
 	forEachObjective(t, func(t *testing.T, obj passes.Objective, flash bool) {
-		e := referenceEngine(t, r, EngineOptions{Objective: obj, FlashAttention: flash})
-		exs, scored := r.examples(obj)
-		loss, err := e.Batch(exs, scored)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := r.losses.Distill
-		if obj == passes.SFT {
-			want = r.losses.SFT
-		}
-		if rel := math.Abs(loss-want) / want; rel > 1e-4 {
-			t.Errorf("loss %.9g, PyTorch %.9g (relative error %.2g)", loss, want, rel)
-		} else {
-			t.Logf("loss %.9g, PyTorch %.9g (relative error %.2g)", loss, want, rel)
-		}
-		checkGradients(t, e, r.gradients(obj))
+		checkReference(t, r, referenceEngine(t, r, EngineOptions{Objective: obj, FlashAttention: flash}), obj)
 	})
+}
+
+// TestReferenceOnCUDA: the same losses and gradients from the CUDA
+// backend's kernels (forward, backward, losses, the teacher), interpreted
+// by the PTX simulator, or on the GPU with LQC_CUDA_TEST=cuda.
+func TestReferenceOnCUDA(t *testing.T) {
+	r := loadReference(t)
+	for _, obj := range []passes.Objective{passes.Distill, passes.SFT} {
+		t.Run(obj.String(), func(t *testing.T) {
+			var drv driver.Driver = sim.New()
+			if os.Getenv("LQC_CUDA_TEST") == "cuda" {
+				var err error
+				if drv, err = libcuda.Open(0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b, err := cuda.New(drv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			checkReference(t, r, referenceEngine(t, r, EngineOptions{Objective: obj, FlashAttention: true, Backend: b}), obj)
+		})
+	}
+}
+
+// checkReference runs the reference batch through e and holds the loss
+// and every gradient to PyTorch's.
+func checkReference(t *testing.T, r *reference, e *Engine, obj passes.Objective) {
+	t.Helper()
+	exs, scored := r.examples(obj)
+	loss, err := e.Batch(exs, scored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := r.losses.Distill
+	if obj == passes.SFT {
+		want = r.losses.SFT
+	}
+	if rel := math.Abs(loss-want) / want; rel > 1e-4 {
+		t.Errorf("loss %.9g, PyTorch %.9g (relative error %.2g)", loss, want, rel)
+	} else {
+		t.Logf("loss %.9g, PyTorch %.9g (relative error %.2g)", loss, want, rel)
+	}
+	checkGradients(t, e, r.gradients(obj))
 }
 
 // forEachObjective runs f for both objectives, with the fused attention

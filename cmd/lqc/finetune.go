@@ -52,7 +52,7 @@ type finetuneJob struct {
 	seed                                               uint64
 	shuffle, resume, asJSON, quiet, verbose, alphaSet  bool
 	ctxSet, recompute, recomputeSet                    bool
-	mem                                                string
+	mem, device                                        string
 	targets                                            []string
 	sweep                                              []int
 	objective                                          passes.Objective
@@ -118,6 +118,7 @@ func runFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.StringVar(&o.templateFile, "chat-template", "", "--sft: a Jinja chat template file for chat rows instead of the model's (without either, ### Role: headers)")
 	fs.StringVar(&o.flashAttn, "flash-attn", "on", "fused attention in training: on (backward from the saved log-sum-exp) or off")
 	fs.BoolVar(&o.recompute, "gradient-checkpointing", false, "recompute each layer's activations in the backward pass instead of keeping them: one layer's alive at a time, for about a third more compute (default: on when the run does not fit --mem without it)")
+	addDeviceFlag(fs, &o.device)
 	fs.StringVar(&o.mem, "mem", "", "the memory the run must fit in, as 15GiB (default: what the system has available); lqc plan's prediction decides gradient checkpointing, and a run that cannot fit is refused before it starts")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "print the training passes and what they did")
 	profile := profileFlag(fs)
@@ -273,11 +274,16 @@ type evalPoint struct {
 // --gradient-checkpointing was given, it turns recomputation on when
 // the run fits only with it.
 func (o *finetuneJob) planMemory(info train.RunInfo, window int, teacher *ir.Model) error {
-	mem, err := planBudget(o.mem, "cpu")
+	device := "cpu"
+	if strings.HasPrefix(o.device, "cuda") {
+		device = "cuda"
+	}
+	mem, err := planBudget(o.mem, device)
 	if err != nil {
 		return usageError{err}
 	}
-	opt := plan.Options{Mode: plan.LoRA, Device: "cpu", Rank: info.Rank, Targets: info.Targets, Ctx: window, Batch: 1, Teacher: teacher, Mem: mem,
+	// The CUDA backend trains in float32 for now, as the CPU does.
+	opt := plan.Options{Mode: plan.LoRA, Device: device, Precision: "f32", Rank: info.Rank, Targets: info.Targets, Ctx: window, Batch: 1, Teacher: teacher, Mem: mem,
 		Unfused: o.flashAttn != "on"}
 	if o.recomputeSet {
 		opt.Recompute = &o.recompute
@@ -428,7 +434,10 @@ func (o *finetuneJob) train(ctx context.Context, rank int, out, peftOut string, 
 		o.logf("adapter: rank %d, alpha %g, %s init on %d weights (%.1fs)", rank, info.Alpha, method, len(info.Targets), time.Since(start).Seconds())
 	}
 
-	backend := cpu.New(o.threads)
+	backend, err := newBackend(o.device, o.threads, o.stderr)
+	if err != nil {
+		return nil, err
+	}
 	defer backend.Close()
 	opt := train.EngineOptions{Objective: o.objective, Teacher: teacher, Backend: backend, FlashAttention: o.flashAttn == "on", Recompute: o.recompute}
 	if o.verbose {

@@ -90,6 +90,18 @@ func (b *Backend) alloc(n int64) (*buffer, error) {
 	return buf, nil
 }
 
+// keepUntilLaunched keeps scratch buffers (or tensors) alive up to this
+// call: a kernel receives only their addresses, and the collector would
+// otherwise free a buffer, through its cleanup, once its last Go use is
+// behind, possibly before the kernel that reads it is launched. Launches
+// are in order on one stream, so a buffer freed after its kernel is
+// queued is reused only by later kernels.
+func keepUntilLaunched(xs ...any) {
+	for _, x := range xs {
+		runtime.KeepAlive(x)
+	}
+}
+
 // Alloc returns a device tensor; a failed allocation is reported by the
 // next Run (the interface gives Alloc no error of its own).
 func (b *Backend) Alloc(t quant.Type, shape []int) *lqrt.Tensor {
@@ -293,8 +305,14 @@ func (b *Backend) launch(name string, grid, block driver.Dim3, args ...any) erro
 }
 
 func (b *Backend) RunOutputs(op string, attrs ir.Attrs, outs []*lqrt.Tensor, in []*lqrt.Tensor) error {
-	if len(outs) == 1 {
+	defer keepUntilLaunched(outs, in)
+	switch {
+	case len(outs) == 1:
 		return b.Run(op, attrs, outs[0], in)
+	case op == "FlashAttention" && len(outs) == 2:
+		return b.flashAttention(outs[0], outs[1], attrs, in)
+	case op == "FlashAttentionGrad" && len(outs) == 3:
+		return b.flashAttentionGrad(attrs, outs, in)
 	}
 	return fmt.Errorf("cuda: no kernel for op %s with %d outputs", op, len(outs))
 }

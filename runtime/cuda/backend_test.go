@@ -169,6 +169,21 @@ func TestKernelsAgainstCPU(t *testing.T) {
 		{"MatMul transposed, grouped", "MatMul", ir.Attrs{"transpose_b": true}, []operand{act(4, 3, 8), act(2, 5, 8)}, []int{4, 3, 5}},
 		{"MatMul", "MatMul", nil, []operand{act(2, 3, 5), act(2, 5, 7)}, []int{2, 3, 7}},
 		{"LowRank", "LowRank", ir.Attrs{"scale": 2.0}, []operand{act(3, 40), weight(quant.F32, 4, 40), weight(quant.F32, 6, 4)}, []int{3, 6}},
+		// Training: the backward ops and the losses. The trained factors
+		// are activations the trainer owns, not uploaded weights.
+		{"LowRank on trained factors", "LowRank", ir.Attrs{"scale": 0.5}, []operand{act(3, 64), act(4, 64), act(6, 4)}, []int{3, 6}},
+		{"SiLUGrad", "SiLUGrad", nil, []operand{act(301), act(301)}, []int{301}},
+		{"RMSNormGrad", "RMSNormGrad", ir.Attrs{"eps": 1e-5, "wrt": "x"}, []operand{act(3, 300), act(300), act(3, 300)}, []int{3, 300}},
+		{"LinearT Q4_0", "LinearT", nil, []operand{act(5, 13), weight(quant.Q4_0, 13, 160)}, []int{5, 160}},
+		{"LinearT Q6_K", "LinearT", nil, []operand{act(2, 5), weight(quant.Q6_K, 5, 512)}, []int{2, 512}},
+		{"LinearT F16", "LinearT", nil, []operand{act(3, 7), weight(quant.F16, 7, 96)}, []int{3, 96}},
+		{"LinearT on a trained factor", "LinearT", nil, []operand{act(3, 64), act(64, 4)}, []int{3, 4}},
+		{"LinearT on a trained factor, 64 wide", "LinearT", nil, []operand{act(9, 4), act(4, 64)}, []int{9, 64}},
+		{"LinearGradW", "LinearGradW", nil, []operand{act(5, 6), act(5, 40)}, []int{6, 40}},
+		{"CrossEntropy", "CrossEntropy", nil, []operand{act(4, 70), ints(3, -1, 69, 0)}, []int{1}},
+		{"CrossEntropyGrad", "CrossEntropyGrad", nil, []operand{act(4, 70), ints(3, -1, 69, 0), act(1)}, []int{4, 70}},
+		{"KLDiv", "KLDiv", nil, []operand{act(3, 300), act(3, 300)}, []int{1}},
+		{"KLDivGrad", "KLDivGrad", nil, []operand{act(3, 300), act(3, 300), act(1)}, []int{3, 300}},
 	}
 	// Every other block type lqc writes: a matrix product (the CPU
 	// multiplying decoded rows, as the GPU does) and embedding rows.
@@ -272,5 +287,71 @@ func TestKVCache(t *testing.T) {
 				t.Fatalf("view head %d value %d: %v, want %v", h, k, got, want)
 			}
 		}
+	}
+}
+
+// TestFlashAttentionTraining: the fused attention's log-sum-exp output
+// and its backward (dq, dk, dv recomputed from it) agree with the CPU
+// backend's, with grouped heads, causal windows, a softcap and a mask.
+func TestFlashAttentionTraining(t *testing.T) {
+	cases := []struct {
+		name  string
+		attrs ir.Attrs
+		q, kv []int // shapes; kv's last axis is the head size of both
+		mask  []int
+	}{
+		{"causal GQA", ir.Attrs{"scale": 0.25, "causal": true}, []int{4, 37, 16}, []int{2, 37, 16}, nil},
+		{"window, softcap", ir.Attrs{"scale": 0.3, "causal": true, "window": int64(5), "softcap": 4.0}, []int{2, 40, 8}, []int{1, 40, 8}, nil},
+		{"batched, masked", ir.Attrs{"scale": 0.2}, []int{2, 2, 3, 8}, []int{2, 1, 70, 8}, []int{1, 1, 3, 70}},
+	}
+	gpu := testBackend(t)
+	host := cpu.New(1)
+	defer host.Close()
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var results [2][][]float32
+			for j, be := range []lqrt.Backend{host, gpu} {
+				ops := []operand{act(c.q...), act(c.kv...), act(c.kv...), act(c.q...)} // q, k, v, do
+				if c.mask != nil {
+					ops = append(ops, act(c.mask...))
+				}
+				in := place(t, be, ops, uint64(i))
+				lseShape := c.q[:len(c.q)-1]
+				o, lse := be.Alloc(quant.F32, c.q), be.Alloc(quant.F32, lseShape)
+				fwd := []*lqrt.Tensor{in[0], in[1], in[2]}
+				if c.mask != nil {
+					fwd = append(fwd, in[4])
+				}
+				if err := be.RunOutputs("FlashAttention", c.attrs, []*lqrt.Tensor{o, lse}, fwd); err != nil {
+					t.Fatalf("%s: %v", be.Name(), err)
+				}
+				grads := []*lqrt.Tensor{be.Alloc(quant.F32, c.q), be.Alloc(quant.F32, c.kv), be.Alloc(quant.F32, c.kv)}
+				bwd := []*lqrt.Tensor{in[0], in[1], in[2], o, lse, in[3]}
+				if c.mask != nil {
+					bwd = append(bwd, in[4])
+				}
+				if err := be.RunOutputs("FlashAttentionGrad", c.attrs, grads, bwd); err != nil {
+					t.Fatalf("%s: %v", be.Name(), err)
+				}
+				for _, x := range append([]*lqrt.Tensor{o, lse}, grads...) {
+					v := make([]float32, x.Len())
+					if err := be.ReadF32(x, v); err != nil {
+						t.Fatal(err)
+					}
+					results[j] = append(results[j], v)
+				}
+			}
+			for k, what := range []string{"o", "lse", "dq", "dk", "dv"} {
+				want, got := results[0][k], results[1][k]
+				var scale, diff float64
+				for j := range want {
+					scale = max(scale, math.Abs(float64(want[j])))
+					diff = max(diff, math.Abs(float64(got[j]-want[j])))
+				}
+				if diff > 2e-5*max(scale, 1) || math.IsNaN(diff) || scale == 0 {
+					t.Errorf("%s: max |GPU − CPU| = %.3g (values up to %.3g)", what, diff, scale)
+				}
+			}
+		})
 	}
 }

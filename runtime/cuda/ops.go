@@ -22,6 +22,7 @@ const linearTokens = 4
 
 // Run dispatches one op to its kernel.
 func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Tensor) error {
+	defer keepUntilLaunched(out, in) // the kernels see addresses only
 	b.mu.Lock()
 	err := b.err
 	b.mu.Unlock()
@@ -78,7 +79,10 @@ func (b *Backend) Run(op string, attrs ir.Attrs, out *lqrt.Tensor, in []*lqrt.Te
 		}
 		return b.lowRank(out, in[0], in[1], in[2], attrs.Float("scale"), start, end, add)
 	case "FlashAttention":
-		return b.flashAttention(out, attrs, in)
+		return b.flashAttention(out, nil, attrs, in)
+	}
+	if ok, err := b.runTraining(op, attrs, out, in); ok {
+		return err
 	}
 	return fmt.Errorf("cuda: no kernel for op %s", op)
 }
@@ -261,9 +265,9 @@ func init() {
 // rows of x from row0 on (out's rows likewise); exact keeps float32
 // activations where a kernel on 8-bit ones exists.
 func (b *Backend) linear(out, x, w, bias *lqrt.Tensor, alpha float32, accumulate bool, row0 int, exact bool) error {
-	wd, ok := w.Data.(*devWeight)
-	if !ok {
-		return fmt.Errorf("cuda: Linear: the weight is not an uploaded matrix")
+	wd, err := matrixOf(w, "Linear")
+	if err != nil {
+		return err
 	}
 	in, nout := wd.rowLen, wd.rows
 	T := x.Len()/in - row0
@@ -292,7 +296,7 @@ func (b *Backend) linear(out, x, w, bias *lqrt.Tensor, alpha float32, accumulate
 	grid := driver.Dim3{X: uint32((nout + warpsPerBlock - 1) / warpsPerBlock), Y: uint32(T)}
 	block := driver.Dim3{X: 32 * warpsPerBlock}
 	if wd.typ == quant.F32 && in%32 != 0 {
-		return b.launch("linear_f32_any", grid, block, o, xp, wd.buf.ptr, bp, int32(in), int32(nout), alpha, acc)
+		return b.launch("linear_f32_any", grid, block, o, xp, wd.ptr, bp, int32(in), int32(nout), alpha, acc)
 	}
 	// The typed kernels take linearTokens tokens per warp.
 	grid.Y = uint32((T + linearTokens - 1) / linearTokens)
@@ -312,21 +316,23 @@ func (b *Backend) linear(out, x, w, bias *lqrt.Tensor, alpha float32, accumulate
 			xq.ptr, ds.ptr, xp, int32(blocks)); err != nil {
 			return err
 		}
-		return b.launch(q8, grid, block, o, xq.ptr, ds.ptr, wd.buf.ptr, bp, int32(in), int32(nout), int32(wd.rowBytes), int32(T), alpha, acc)
+		err = b.launch(q8, grid, block, o, xq.ptr, ds.ptr, wd.ptr, bp, int32(in), int32(nout), int32(wd.rowBytes), int32(T), alpha, acc)
+		keepUntilLaunched(xq, ds)
+		return err
 	}
 	kernel, ok := linearKernels[wd.typ]
 	if !ok || in%32 != 0 {
 		return fmt.Errorf("cuda: Linear on %v weights [%d, %d]: no kernel", wd.typ, nout, in)
 	}
-	return b.launch(kernel, grid, block, o, xp, wd.buf.ptr, bp, int32(in), int32(nout), int32(wd.rowBytes), int32(T), alpha, acc)
+	return b.launch(kernel, grid, block, o, xp, wd.ptr, bp, int32(in), int32(nout), int32(wd.rowBytes), int32(T), alpha, acc)
 }
 
 // lowRank adds scale·(x·Aᵀ)·Bᵀ to rows [start, end) of out (or, without
 // add, writes it there).
 func (b *Backend) lowRank(out, x, A, B *lqrt.Tensor, scale float64, start, end int, add bool) error {
-	ad, ok := A.Data.(*devWeight)
-	if !ok {
-		return fmt.Errorf("cuda: LowRank: A is not an uploaded matrix")
+	ad, err := matrixOf(A, "LowRank")
+	if err != nil {
+		return err
 	}
 	rows := end - start
 	if rows <= 0 {
@@ -338,7 +344,9 @@ func (b *Backend) lowRank(out, x, A, B *lqrt.Tensor, scale float64, start, end i
 	if err := b.linear(t, xs, A, nil, float32(scale), false, start, true); err != nil {
 		return err
 	}
-	return b.linear(out, t, B, nil, 1, add, start, true)
+	err = b.linear(out, t, B, nil, 1, add, start, true)
+	keepUntilLaunched(t)
+	return err
 }
 
 func (b *Backend) embedding(out, table, ids *lqrt.Tensor) error {
@@ -451,7 +459,9 @@ func (b *Backend) rope(out *lqrt.Tensor, attrs ir.Attrs, in []*lqrt.Tensor) erro
 	if attrs.Str("mode") == "neox" {
 		neox = 1
 	}
-	return b.launchN("rope_f32", T*H*half, o, o, tables.ptr, tables.ptr+driver.Ptr(4*T*half), int32(T), int32(H), int32(d), int32(half), neox)
+	err = b.launchN("rope_f32", T*H*half, o, o, tables.ptr, tables.ptr+driver.Ptr(4*T*half), int32(T), int32(H), int32(d), int32(half), neox)
+	keepUntilLaunched(tables)
+	return err
 }
 
 // kvCache writes x [T, Hkv, d] into the cache [Hkv, ctx, d] at pos; out
@@ -533,52 +543,129 @@ func (b *Backend) concat(out *lqrt.Tensor, in []*lqrt.Tensor) error {
 // flashAttention runs the fused attention kernel: q [B?, H, T, d] against
 // k and v [B?, Hkv, S, d] (3-D ones may be KV cache views), an optional
 // mask broadcast to [B, H, T, S].
-func (b *Backend) flashAttention(out *lqrt.Tensor, attrs ir.Attrs, in []*lqrt.Tensor) error {
-	q, k, v := in[0], in[1], in[2]
+// attention is what the attention kernels share: the operands' shapes
+// and device addresses, as FlashAttention's inputs (q, k, v, and a mask
+// last when masked) give them.
+type attention struct {
+	B, H, Hkv, T, S, d, dv int
+	kStride, vStride       int
+	q, k, v, mask          driver.Ptr
+	mst                    [4]int
+}
+
+func attentionOf(q, k, v, mask *lqrt.Tensor) (attention, error) {
 	r := len(q.Shape)
-	B := 1
+	a := attention{B: 1}
 	if r == 4 {
-		B = q.Shape[0]
+		a.B = q.Shape[0]
 	}
-	H, T, d := q.Shape[r-3], q.Shape[r-2], q.Shape[r-1]
-	Hkv, S, dv := k.Shape[r-3], k.Shape[r-2], v.Shape[r-1]
-	if dv > 256 || Hkv == 0 || H%Hkv != 0 {
-		return fmt.Errorf("cuda: FlashAttention with %d heads over %d, value size %d: no kernel (value size ≤ 256)", H, Hkv, dv)
+	a.H, a.T, a.d = q.Shape[r-3], q.Shape[r-2], q.Shape[r-1]
+	a.Hkv, a.S, a.dv = k.Shape[r-3], k.Shape[r-2], v.Shape[r-1]
+	if a.dv > 256 || a.d > 256 || a.Hkv == 0 || a.H%a.Hkv != 0 {
+		return a, fmt.Errorf("cuda: FlashAttention with %d heads over %d, head sizes %d and %d: no kernel (sizes ≤ 256)", a.H, a.Hkv, a.d, a.dv)
 	}
 	// Per-head strides: a 3-D operand may be a cache view with its own.
-	kStride, vStride := S*d, S*dv
+	a.kStride, a.vStride = a.S*a.d, a.S*a.dv
 	if r == 3 {
-		kStride, vStride = k.Step0(), v.Step0()
+		a.kStride, a.vStride = k.Step0(), v.Step0()
 	}
-	o, qp, err := dense2("FlashAttention", out, q)
-	if err != nil {
-		return err
+	var err error
+	if a.q, err = dense(q, "FlashAttention"); err != nil {
+		return a, err
 	}
-	kp, err := ptr(k)
-	if err != nil {
-		return err
+	if a.k, err = ptr(k); err != nil {
+		return a, err
 	}
-	vp, err := ptr(v)
-	if err != nil {
-		return err
+	if a.v, err = ptr(v); err != nil {
+		return a, err
 	}
-	var mp driver.Ptr
-	var mst [4]int
-	if len(in) == 4 {
-		if mp, err = ptr(in[3]); err != nil {
-			return err
+	if mask != nil {
+		if a.mask, err = ptr(mask); err != nil {
+			return a, err
 		}
-		mst = maskStrides(in[3].Shape, B, H, T, S)
+		a.mst = maskStrides(mask.Shape, a.B, a.H, a.T, a.S)
 	}
+	return a, nil
+}
+
+// args are the kernels' trailing arguments, from H to the mask strides.
+func (a attention) args(attrs ir.Attrs) []any {
 	causal := int32(0)
 	if attrs.Bool("causal") {
 		causal = 1
 	}
-	grid := driver.Dim3{X: uint32((H*T + warpsPerBlock - 1) / warpsPerBlock), Y: uint32(B)}
-	return b.launch("flash_attn_f32", grid, driver.Dim3{X: 32 * warpsPerBlock}, o, qp, kp, vp, mp,
-		int32(H), int32(Hkv), int32(T), int32(S), int32(d), int32(dv), int32(kStride), int32(vStride),
+	return []any{int32(a.H), int32(a.Hkv), int32(a.T), int32(a.S), int32(a.d), int32(a.dv), int32(a.kStride), int32(a.vStride),
 		float32(attrs.Float("scale")), float32(attrs.Float("softcap")), causal, int32(attrs.Int("window")),
-		int32(mst[0]), int32(mst[1]), int32(mst[2]), int32(mst[3]))
+		int32(a.mst[0]), int32(a.mst[1]), int32(a.mst[2]), int32(a.mst[3])}
+}
+
+// maskOf is FlashAttention's optional mask, the input after the first n.
+func maskOf(in []*lqrt.Tensor, n int) *lqrt.Tensor {
+	if len(in) > n {
+		return in[n]
+	}
+	return nil
+}
+
+// flashAttention runs the fused attention, one warp per query row; with
+// lse set, each row's log-sum-exp goes there too (training keeps it for
+// the backward).
+func (b *Backend) flashAttention(out, lse *lqrt.Tensor, attrs ir.Attrs, in []*lqrt.Tensor) error {
+	a, err := attentionOf(in[0], in[1], in[2], maskOf(in, 3))
+	if err != nil {
+		return err
+	}
+	o, err := dense(out, "FlashAttention")
+	if err != nil {
+		return err
+	}
+	var lp driver.Ptr
+	if lse != nil {
+		if lp, err = dense(lse, "FlashAttention"); err != nil {
+			return err
+		}
+	}
+	grid := driver.Dim3{X: uint32((a.H*a.T + warpsPerBlock - 1) / warpsPerBlock), Y: uint32(a.B)}
+	return b.launch("flash_attn_f32", grid, driver.Dim3{X: 32 * warpsPerBlock}, append([]any{o, lp, a.q, a.k, a.v, a.mask}, a.args(attrs)...)...)
+}
+
+// flashAttentionGrad computes dq, dk, dv from q, k, v, the output o, its
+// log-sum-exp and do (and the mask): D = do·o per query row, then dq
+// with a warp per query row and dk, dv with a warp per key row, every
+// sum in a fixed order.
+func (b *Backend) flashAttentionGrad(attrs ir.Attrs, outs, in []*lqrt.Tensor) error {
+	a, err := attentionOf(in[0], in[1], in[2], maskOf(in, 6))
+	if err != nil {
+		return err
+	}
+	var p [6]driver.Ptr // o, lse, do, dq, dk, dv
+	for i, t := range []*lqrt.Tensor{in[3], in[4], in[5], outs[0], outs[1], outs[2]} {
+		if p[i], err = dense(t, "FlashAttentionGrad"); err != nil {
+			return err
+		}
+	}
+	rows := a.B * a.H * a.T
+	if rows == 0 {
+		return nil
+	}
+	D, err := b.alloc(int64(4 * rows))
+	if err != nil {
+		return err
+	}
+	block := driver.Dim3{X: 32 * warpsPerBlock}
+	warps := func(n int) uint32 { return uint32((n + warpsPerBlock - 1) / warpsPerBlock) }
+	if err := b.launch("flash_attn_grad_d_f32", driver.Dim3{X: warps(rows)}, block, D.ptr, p[0], p[2], int32(rows), int32(a.dv)); err != nil {
+		return err
+	}
+	tail := a.args(attrs)
+	if err := b.launch("flash_attn_grad_q_f32", driver.Dim3{X: warps(a.H * a.T), Y: uint32(a.B)}, block,
+		append([]any{p[3], a.q, a.k, a.v, p[2], p[1], D.ptr, a.mask}, tail...)...); err != nil {
+		return err
+	}
+	err = b.launch("flash_attn_grad_kv_f32", driver.Dim3{X: warps(a.Hkv * a.S), Y: uint32(a.B)}, block,
+		append([]any{p[4], p[5], a.q, a.k, a.v, p[2], p[1], D.ptr, a.mask}, tail...)...)
+	keepUntilLaunched(D)
+	return err
 }
 
 // maskStrides are a mask's strides for b, h, t, s of the [B,H,T,S]

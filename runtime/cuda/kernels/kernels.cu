@@ -8,7 +8,7 @@
 // int (32-bit), which every tensor lqc runs fits; one warp reduces one
 // dot product with butterfly shuffles, so every lane ends with the sum.
 // Only what the PTX simulator implements may appear in the PTX: keep to
-// plain arithmetic, __expf, sqrtf, shuffles and __syncthreads.
+// plain arithmetic, __expf, __logf, sqrtf, shuffles and __syncthreads.
 
 #include <cuda_fp16.h>
 
@@ -666,7 +666,7 @@ __global__ void matmul_f32(float* out, const float* a, const float* b, int B, in
 // each lane keeps dv/32 of the output (dv ≤ 256). k and v are [B, Hkv,
 // S, d] with per-head strides kStride and vStride (a cache view's own);
 // mask, if set, is indexed with strides m0..m3 for b, h, t, s.
-__global__ void flash_attn_f32(float* out, const float* q, const float* k, const float* v, const float* mask,
+__global__ void flash_attn_f32(float* out, float* lse, const float* q, const float* k, const float* v, const float* mask,
                                int H, int Hkv, int T, int S, int d, int dv, int kStride, int vStride,
                                float scale, float softcap, int causal, int window,
                                int m0, int m1, int m2, int m3) {
@@ -722,6 +722,325 @@ __global__ void flash_attn_f32(float* out, const float* q, const float* k, const
 #pragma unroll
     for (int j = 0; j < 8; j++)
         if (j * WARP + lane < dv) o[j * WARP + lane] = acc[j] * inv;
+    if (lse && lane == 0) lse[(size_t)(bi * H + h) * T + t] = m + __logf(l); // −inf for a row that sees no key
+}
+
+// ---- attention's backward (FlashAttention-2): the probabilities
+// recomputed from the saved log-sum-exp, never stored ----
+
+// fa_score is a query's score for a key as flash_attn_f32 computes it,
+// before the mask, and in dcap the softcap's derivative.
+__device__ __forceinline__ float fa_score(const float* qr, const float* kr, int d, float scale, float softcap, float* dcap) {
+    float dot = 0.0f;
+    for (int j = 0; j < d; j++) dot += qr[j] * kr[j];
+    float z = dot * scale;
+    *dcap = 1.0f;
+    if (softcap != 0.0f) {
+        float th = 1.0f - 2.0f / (__expf(2.0f * z / softcap) + 1.0f);
+        *dcap = 1.0f - th * th;
+        return softcap * th;
+    }
+    return z;
+}
+
+// flash_attn_grad_d_f32: D[r] = do[r]·o[r] for every query row; one warp
+// per row.
+__global__ void flash_attn_grad_d_f32(float* D, const float* o, const float* dO, int rows, int dv) {
+    int r = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    if (r >= rows) return;
+    float s = 0.0f;
+    for (int j = lane; j < dv; j += WARP) s += o[(size_t)r * dv + j] * dO[(size_t)r * dv + j];
+    s = warp_sum(s);
+    if (lane == 0) D[r] = s;
+}
+
+// flash_attn_grad_q_f32: dq of each query row, one warp per row (as
+// flash_attn_f32): lane c scores key s0+c, dS = P·(do·v − D)·softcap'·
+// scale, and every lane adds dS·k to its share of dq, key after key in
+// order.
+__global__ void flash_attn_grad_q_f32(float* dq, const float* q, const float* k, const float* v, const float* dO,
+                                      const float* lse, const float* D, const float* mask,
+                                      int H, int Hkv, int T, int S, int d, int dv, int kStride, int vStride,
+                                      float scale, float softcap, int causal, int window, int m0, int m1, int m2, int m3) {
+    int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    int bi = blockIdx.y;
+    if (row >= H * T) return;
+    int h = row / T, t = row % T, hk = h / (H / Hkv);
+    size_t r = (size_t)(bi * H + h) * T + t;
+    const float* qr = q + r * d;
+    const float* dor = dO + r * dv;
+    const float* kh = k + (size_t)(bi * Hkv + hk) * kStride;
+    const float* vh = v + (size_t)(bi * Hkv + hk) * vStride;
+    float l = lse[r], Dt = D[r];
+    int first = 0, limit = S;
+    if (causal) {
+        limit = S - T + t + 1;
+        if (window > 0) first = max(0, limit - window);
+    }
+    float acc[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) acc[j] = 0.0f;
+    if (l != -INFINITY) {
+        for (int s0 = first; s0 < limit; s0 += WARP) {
+            int s = s0 + lane;
+            float ds = 0.0f;
+            if (s < limit) {
+                float dcap, sc = fa_score(qr, kh + (size_t)s * d, d, scale, softcap, &dcap);
+                if (mask) sc += mask[(size_t)bi * m0 + (size_t)h * m1 + (size_t)t * m2 + (size_t)s * m3];
+                float p = __expf(sc - l);
+                if (p != 0.0f) {
+                    const float* vr = vh + (size_t)s * dv;
+                    float dp = 0.0f;
+                    for (int j = 0; j < dv; j++) dp += dor[j] * vr[j];
+                    ds = p * (dp - Dt) * dcap * scale;
+                }
+            }
+            int n = min(WARP, limit - s0);
+            for (int c = 0; c < n; c++) {
+                float dsc = __shfl_sync(FULL, ds, c);
+                const float* kr = kh + (size_t)(s0 + c) * d;
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    if (j * WARP + lane < d) acc[j] += dsc * kr[j * WARP + lane];
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+        if (j * WARP + lane < d) dq[r * d + j * WARP + lane] = acc[j];
+}
+
+// flash_attn_grad_kv_f32: dk and dv of each key row (b, key/value head,
+// s), one warp per row: for every query head of the group, query rows
+// 32 at a time (lane c takes t0+c), the recomputed P and dS broadcast and
+// added to the row's dv (P·do) and dk (dS·q) in order of head and query.
+__global__ void flash_attn_grad_kv_f32(float* dk, float* dvOut, const float* q, const float* k, const float* v,
+                                       const float* dO, const float* lse, const float* D, const float* mask,
+                                       int H, int Hkv, int T, int S, int d, int dv, int kStride, int vStride,
+                                       float scale, float softcap, int causal, int window, int m0, int m1, int m2, int m3) {
+    int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    int bi = blockIdx.y;
+    if (row >= Hkv * S) return;
+    int hk = row / S, s = row % S, group = H / Hkv;
+    const float* kr = k + (size_t)(bi * Hkv + hk) * kStride + (size_t)s * d;
+    const float* vr = v + (size_t)(bi * Hkv + hk) * vStride + (size_t)s * dv;
+    float accK[8], accV[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) accK[j] = accV[j] = 0.0f;
+    for (int h = hk * group; h < (hk + 1) * group; h++) {
+        size_t r0 = (size_t)(bi * H + h) * T;
+        for (int t0 = 0; t0 < T; t0 += WARP) {
+            int t = t0 + lane;
+            float p = 0.0f, ds = 0.0f;
+            if (t < T) {
+                int first = 0, limit = S;
+                if (causal) {
+                    limit = S - T + t + 1;
+                    if (window > 0) first = max(0, limit - window);
+                }
+                float l = lse[r0 + t];
+                if (s >= first && s < limit && l != -INFINITY) {
+                    float dcap, sc = fa_score(q + (r0 + t) * d, kr, d, scale, softcap, &dcap);
+                    if (mask) sc += mask[(size_t)bi * m0 + (size_t)h * m1 + (size_t)t * m2 + (size_t)s * m3];
+                    p = __expf(sc - l);
+                    if (p != 0.0f) {
+                        const float* dor = dO + (r0 + t) * dv;
+                        float dp = 0.0f;
+                        for (int j = 0; j < dv; j++) dp += dor[j] * vr[j];
+                        ds = p * (dp - D[r0 + t]) * dcap * scale;
+                    }
+                }
+            }
+            int n = min(WARP, T - t0);
+            for (int c = 0; c < n; c++) {
+                float pc = __shfl_sync(FULL, p, c), dsc = __shfl_sync(FULL, ds, c);
+                const float* dor = dO + (r0 + t0 + c) * dv;
+                const float* qr = q + (r0 + t0 + c) * d;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    if (j * WARP + lane < dv) accV[j] += pc * dor[j * WARP + lane];
+                    if (j * WARP + lane < d) accK[j] += dsc * qr[j * WARP + lane];
+                }
+            }
+        }
+    }
+    size_t base = (size_t)(bi * Hkv + hk) * S + s;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (j * WARP + lane < d) dk[base * d + j * WARP + lane] = accK[j];
+        if (j * WARP + lane < dv) dvOut[base * dv + j * WARP + lane] = accV[j];
+    }
+}
+
+// ---- training: the backward ops and the losses ----
+//
+// Every sum runs in a fixed order (a thread or a warp per output value,
+// never atomics), so a training step gives the same bits every time, as
+// on the CPU.
+
+// silu_grad_f32: out = dy · σ(x)·(1 + x·(1 − σ(x))).
+__global__ void silu_grad_f32(float* out, const float* x, const float* dy, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float v = x[i], s = 1.0f / (1.0f + __expf(-v));
+        out[i] = dy[i] * s * (1.0f + v * (1.0f - s));
+    }
+}
+
+// rms_norm_grad_f32: the gradient of RMSNorm(x, w) with respect to x; one
+// block per row. With x̂ = x/σ and g = dy·w: dx = (g − x̂·mean(g·x̂))/σ.
+__global__ void rms_norm_grad_f32(float* out, const float* x, const float* w, const float* dy, int d, float eps) {
+    const float* row = x + (size_t)blockIdx.x * d;
+    const float* g = dy + (size_t)blockIdx.x * d;
+    float* o = out + (size_t)blockIdx.x * d;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) ss += row[i] * row[i];
+    ss = block_sum(ss);
+    float inv = 1.0f / sqrtf(ss / d + eps);
+    float gx = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) gx += g[i] * w[i] * row[i];
+    gx = block_sum(gx) * inv / d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = (g[i] * w[i] - row[i] * inv * gx) * inv;
+}
+
+// linear_grad_w_f32: dW[o, i] = Σ_t dy[t, o]·x[t, i], t in order; one
+// thread per element of dW (the trained matrices are an adapter's, small).
+__global__ void linear_grad_w_f32(float* dw, const float* dy, const float* x, int T, int nout, int in) {
+    int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= nout * in) return;
+    int o = e / in, i = e % in;
+    float s = 0.0f;
+    for (int t = 0; t < T; t++) s += dy[(size_t)t * nout + o] * x[(size_t)t * in + i];
+    dw[e] = s;
+}
+
+// linear_t_<type>: dx[t, i] = Σ_o dy[t, o]·W[o, i], the transposed
+// product on a weight of any type, read in place. A thread takes one
+// group of 32 columns for LINEAR_TOKENS tokens and walks the rows in
+// order, decoding that group of each row in registers.
+// grid = (ceil(in/32 / threads per block), ceil(T / LINEAR_TOKENS)).
+#define LINEAR_T(name)                                                                                        \
+    __global__ void linear_t_##name(float* dx, const float* dy, const unsigned char* w, int in, int nout,     \
+                                    int rowBytes, int T) {                                                    \
+        int g = blockIdx.x * blockDim.x + threadIdx.x;                                                        \
+        int t0 = blockIdx.y * LINEAR_TOKENS, nt = min(LINEAR_TOKENS, T - t0);                                 \
+        if (g >= in / 32) return;                                                                             \
+        float acc[LINEAR_TOKENS][32];                                                                         \
+        _Pragma("unroll") for (int k = 0; k < LINEAR_TOKENS; k++)                                             \
+            _Pragma("unroll") for (int j = 0; j < 32; j++) acc[k][j] = 0.0f;                                 \
+        for (int o = 0; o < nout; o++) {                                                                      \
+            float v[32];                                                                                      \
+            decode_##name(w + (size_t)o * rowBytes, g, v);                                                    \
+            _Pragma("unroll") for (int k = 0; k < LINEAR_TOKENS; k++) {                                      \
+                if (k < nt) {                                                                                 \
+                    float d = dy[(size_t)(t0 + k) * nout + o];                                                \
+                    _Pragma("unroll") for (int j = 0; j < 32; j++) acc[k][j] += d * v[j];                   \
+                }                                                                                             \
+            }                                                                                                 \
+        }                                                                                                     \
+        _Pragma("unroll") for (int k = 0; k < LINEAR_TOKENS; k++) {                                          \
+            if (k < nt) {                                                                                     \
+                float* out = dx + (size_t)(t0 + k) * in + 32 * g;                                             \
+                _Pragma("unroll") for (int j = 0; j < 32; j++) out[j] = acc[k][j];                          \
+            }                                                                                                 \
+        }                                                                                                     \
+    }
+
+LINEAR_T(f32)
+LINEAR_T(f16)
+LINEAR_T(q8_0)
+LINEAR_T(q4_0)
+LINEAR_T(q6_K)
+LINEAR_T(q4_1)
+LINEAR_T(q5_0)
+LINEAR_T(q5_1)
+LINEAR_T(iq4_nl)
+LINEAR_T(iq4_xs)
+LINEAR_T(q2_K)
+LINEAR_T(q3_K)
+LINEAR_T(q4_K)
+LINEAR_T(q5_K)
+
+// linear_t_f32_any: the transposed product on float32 rows whose length
+// is not a multiple of 32 (an adapter's B, of rank r); a thread per
+// element of dx.
+__global__ void linear_t_f32_any(float* dx, const float* dy, const float* w, int in, int nout, int T) {
+    int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= T * in) return;
+    int t = e / in, i = e % in;
+    float s = 0.0f;
+    for (int o = 0; o < nout; o++) s += dy[(size_t)t * nout + o] * w[(size_t)o * in + i];
+    dx[e] = s;
+}
+
+// row_lse is the log-sum-exp of a row of n values over the block.
+__device__ __forceinline__ float row_lse(const float* row, int n) {
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, row[i]);
+    m = block_max(m);
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += __expf(row[i] - m);
+    return m + __logf(block_sum(s));
+}
+
+// cross_entropy_rows_f32: per[t] = lse(logits[t]) − logits[t, y] for rows
+// with a target y ≥ 0, else 0; one block per row.
+__global__ void cross_entropy_rows_f32(float* per, const float* logits, const int* targets, int V) {
+    const float* row = logits + (size_t)blockIdx.x * V;
+    int y = targets[blockIdx.x];
+    if (y < 0) {
+        if (threadIdx.x == 0) per[blockIdx.x] = 0.0f;
+        return;
+    }
+    float lse = row_lse(row, V);
+    if (threadIdx.x == 0) per[blockIdx.x] = lse - row[y];
+}
+
+// cross_entropy_grad_f32: grad[t] = dl·(softmax(logits[t]) − onehot(y)),
+// 0 on rows without a target; dl is the loss's gradient, on the device.
+__global__ void cross_entropy_grad_f32(float* grad, const float* logits, const int* targets, const float* dl, int V) {
+    const float* row = logits + (size_t)blockIdx.x * V;
+    float* g = grad + (size_t)blockIdx.x * V;
+    int y = targets[blockIdx.x];
+    if (y < 0) {
+        for (int i = threadIdx.x; i < V; i += blockDim.x) g[i] = 0.0f;
+        return;
+    }
+    float lse = row_lse(row, V), s = *dl;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) g[i] = s * (__expf(row[i] - lse) - (i == y ? 1.0f : 0.0f));
+}
+
+// kl_div_rows_f32: per[t] = KL(softmax(teacher[t]) ‖ softmax(logits[t])).
+__global__ void kl_div_rows_f32(float* per, const float* logits, const float* teacher, int V) {
+    const float* s = logits + (size_t)blockIdx.x * V;
+    const float* q = teacher + (size_t)blockIdx.x * V;
+    float ls = row_lse(s, V), lq = row_lse(q, V);
+    float kl = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float lp = q[i] - lq, p = __expf(lp);
+        if (p > 0.0f) kl += p * (lp - (s[i] - ls));
+    }
+    kl = block_sum(kl);
+    if (threadIdx.x == 0) per[blockIdx.x] = kl;
+}
+
+// kl_div_grad_f32: grad[t] = dl·(softmax(logits[t]) − softmax(teacher[t])).
+__global__ void kl_div_grad_f32(float* grad, const float* logits, const float* teacher, const float* dl, int V) {
+    const float* s = logits + (size_t)blockIdx.x * V;
+    const float* q = teacher + (size_t)blockIdx.x * V;
+    float* g = grad + (size_t)blockIdx.x * V;
+    float ls = row_lse(s, V), lq = row_lse(q, V), d = *dl;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) g[i] = d * (__expf(s[i] - ls) - __expf(q[i] - lq));
+}
+
+// sum_in_order_f32: out[0] = Σ per[t] in order, by one thread: a loss is a
+// few hundred rows.
+__global__ void sum_in_order_f32(float* out, const float* per, int n) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        float s = 0.0f;
+        for (int t = 0; t < n; t++) s += per[t];
+        out[0] = s;
+    }
 }
 
 } // extern "C"
