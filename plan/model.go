@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/lqc-dev/lqc/frontend/hf"
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/ir/arch"
 	"github.com/lqc-dev/lqc/quant"
@@ -40,13 +41,9 @@ func ConfigOnly(dir string) bool {
 // with shapes and no data: enough for a plan.
 func ConfigModel(dir string) (*ir.Model, error) {
 	path := filepath.Join(dir, "config.json")
-	data, err := os.ReadFile(path)
+	cfg, err := hf.ReadConfig(path)
 	if err != nil {
 		return nil, err
-	}
-	cfg, err := arch.ParseConfig(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	m, err := configModel(cfg)
 	if err != nil {

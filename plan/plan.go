@@ -116,6 +116,10 @@ type Plan struct {
 	// (20 under lqc finetune) past what is live before collecting.
 	HeadroomBytes int64 `json:"gc_headroom_bytes,omitempty"`
 
+	// HostBytes is what a GPU run keeps in host memory beside the device's
+	// total: the adapter's master copy, gradients and AdamW moments.
+	HostBytes int64 `json:"host_bytes,omitempty"`
+
 	TotalBytes int64    `json:"total_bytes"`
 	MemBytes   int64    `json:"mem_bytes,omitempty"`
 	Fits       bool     `json:"fits"`
@@ -422,10 +426,15 @@ func (p *Plan) training(m *ir.Model, load func() (*ir.Model, error), opt Options
 	// a batch and two moments. A full fine-tune is planned the way mixed
 	// precision does it elsewhere: the master copy and moments in float32,
 	// the weights and gradients at the precision.
-	switch opt.Mode {
-	case LoRA:
+	// On a GPU, lqc keeps only the copy the kernels read on the device; the
+	// rest stays with the optimizer on the host, and the gradients reach
+	// it as the graph's outputs (among the activations).
+	switch {
+	case opt.Mode == LoRA && opt.Device == "cuda":
+		p.ParamBytes, p.HostBytes = 4*params, 20*params
+	case opt.Mode == LoRA:
 		p.ParamBytes, p.GradientBytes, p.OptimizerBytes = 12*params, 4*params, 8*params
-	case Full:
+	case opt.Mode == Full:
 		p.ParamBytes, p.GradientBytes, p.OptimizerBytes = (4+floatBytes)*params, floatBytes*params, 8*params
 	}
 	step := func(ctx int, recompute bool) (int64, error) {

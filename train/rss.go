@@ -14,13 +14,21 @@ func ResetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) 
 
 // PeakRSS is the peak resident memory since the start or the last
 // ResetPeakRSS (VmHWM), in bytes; 0 where the system does not say.
-func PeakRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+func PeakRSS() int64 { return procKB("/proc/self/status", "VmHWM:") }
+
+// MemAvailable is Linux's estimate of the memory a new process can use
+// without swapping (/proc/meminfo's MemAvailable), in bytes; 0 where the
+// system does not say.
+func MemAvailable() int64 { return procKB("/proc/meminfo", "MemAvailable:") }
+
+// procKB reads a "key: N kB" line of a /proc file, in bytes.
+func procKB(path, key string) int64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == key {
 			var kb int64
 			fmt.Sscan(f[1], &kb)
 			return kb << 10

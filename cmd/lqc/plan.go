@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/lqc-dev/lqc/passes"
 	"github.com/lqc-dev/lqc/plan"
 	"github.com/lqc-dev/lqc/runtime/cuda/libcuda"
+	"github.com/lqc-dev/lqc/train"
 )
 
 func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -122,23 +122,7 @@ func planBudget(flag, device string) (int64, error) {
 		}
 		return devs[0].Memory, nil
 	}
-	return availableMemory(), nil
-}
-
-// availableMemory is Linux's estimate of the memory a new process can
-// use without swapping (MemAvailable), 0 where it does not say.
-func availableMemory() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	return train.MemAvailable(), nil
 }
 
 // parseBytes reads 15GiB, 512MiB, 16GB (decimal), 15G (binary, as
@@ -190,8 +174,12 @@ func printPlan(w io.Writer, p *plan.Plan) {
 	}
 	if p.TrainableParams > 0 {
 		row("trained values", p.ParamBytes, fmt.Sprintf("%d parameters", p.TrainableParams))
-		row("gradients", p.GradientBytes, "")
-		row("AdamW moments", p.OptimizerBytes, "")
+		if p.HostBytes > 0 {
+			row("on the host", p.HostBytes, "the optimizer's copy, gradients and moments (not in the device's total)")
+		} else {
+			row("gradients", p.GradientBytes, "")
+			row("AdamW moments", p.OptimizerBytes, "")
+		}
 		row("activations, all kept", p.ActivationsKeptBytes, mark(!p.Recompute))
 		row("activations, recomputed per layer", p.ActivationsRecomputeBytes, mark(p.Recompute))
 	} else {
@@ -199,7 +187,11 @@ func printPlan(w io.Writer, p *plan.Plan) {
 		row("KV cache", p.KVCacheBytes, "")
 	}
 	row("of the activations: logits", p.LogitsBytes, "")
-	row("runtime", p.OverheadBytes, "")
+	if p.Device == "cuda" {
+		row("CUDA context and kernels", p.OverheadBytes, "a typical figure, not measured")
+	} else {
+		row("runtime", p.OverheadBytes, "")
+	}
 	if p.HeadroomBytes > 0 {
 		row("collector headroom", p.HeadroomBytes, "the heap grows by GOGC% before the garbage collector runs")
 	}
