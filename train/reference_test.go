@@ -13,10 +13,6 @@ import (
 	"github.com/lqc-dev/lqc/ir/arch"
 	"github.com/lqc-dev/lqc/passes"
 	"github.com/lqc-dev/lqc/runtime/cpu"
-	"github.com/lqc-dev/lqc/runtime/cuda"
-	"github.com/lqc-dev/lqc/runtime/cuda/driver"
-	"github.com/lqc-dev/lqc/runtime/cuda/libcuda"
-	"github.com/lqc-dev/lqc/runtime/cuda/sim"
 	"github.com/lqc-dev/lqc/testmodels"
 )
 
@@ -142,18 +138,7 @@ func TestReferenceOnCUDA(t *testing.T) {
 	r := loadReference(t)
 	for _, obj := range []passes.Objective{passes.Distill, passes.SFT} {
 		t.Run(obj.String(), func(t *testing.T) {
-			var drv driver.Driver = sim.New()
-			if os.Getenv("LQC_CUDA_TEST") == "cuda" {
-				var err error
-				if drv, err = libcuda.Open(0); err != nil {
-					t.Fatal(err)
-				}
-			}
-			b, err := cuda.New(drv)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { b.Close() })
+			b := cudaBackend(t)
 			checkReference(t, r, referenceEngine(t, r, EngineOptions{Objective: obj, FlashAttention: true, Backend: b}), obj)
 		})
 	}

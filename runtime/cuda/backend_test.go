@@ -184,6 +184,13 @@ func TestKernelsAgainstCPU(t *testing.T) {
 		{"CrossEntropyGrad", "CrossEntropyGrad", nil, []operand{act(4, 70), ints(3, -1, 69, 0), act(1)}, []int{4, 70}},
 		{"KLDiv", "KLDiv", nil, []operand{act(3, 300), act(3, 300)}, []int{1}},
 		{"KLDivGrad", "KLDivGrad", nil, []operand{act(3, 300), act(3, 300), act(1)}, []int{3, 300}},
+		{"GELUGrad", "GELUGrad", nil, []operand{act(2, 33), act(2, 33)}, []int{2, 33}},
+		{"GELUGrad erf", "GELUGrad", ir.Attrs{"approximate": "none"}, []operand{act(3, 41), act(3, 41)}, []int{3, 41}},
+		{"ReluGrad", "ReluGrad", nil, []operand{act(2, 37), act(2, 37)}, []int{2, 37}},
+		{"SoftcapGrad", "SoftcapGrad", ir.Attrs{"cap": 3.0}, []operand{act(2, 45), act(2, 45)}, []int{2, 45}},
+		{"SoftmaxGrad", "SoftmaxGrad", nil, []operand{act(3, 70), act(3, 70)}, []int{3, 70}},
+		{"LayerNormGrad", "LayerNormGrad", ir.Attrs{"eps": 1e-5, "wrt": "x"}, []operand{act(2, 37), act(37), act(2, 37)}, []int{2, 37}},
+		{"SliceGrad", "SliceGrad", ir.Attrs{"axis": int64(1), "start": int64(2)}, []operand{act(3, 3, 2)}, []int{3, 7, 2}},
 	}
 	// Every other block type lqc writes: a matrix product (the CPU
 	// multiplying decoded rows, as the GPU does) and embedding rows.

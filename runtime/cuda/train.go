@@ -17,11 +17,24 @@ func (b *Backend) runTraining(op string, attrs ir.Attrs, out *lqrt.Tensor, in []
 	switch op {
 	case "SiLUGrad":
 		return true, b.elementGrad("silu_grad_f32", out, in[0], in[1])
-	case "RMSNormGrad":
-		if attrs.Str("wrt") == "w" {
-			return true, fmt.Errorf("cuda: RMSNormGrad with respect to the norm's weight: no kernel (lqc trains adapters, not norms)")
+	case "GELUGrad":
+		if attrs.Str("approximate") == "none" {
+			return true, b.elementGrad("gelu_erf_grad_f32", out, in[0], in[1])
 		}
-		return true, b.rmsNormGrad(out, in[0], in[1], in[2], float32(attrs.Float("eps")))
+		return true, b.elementGrad("gelu_grad_f32", out, in[0], in[1])
+	case "ReluGrad":
+		return true, b.elementGrad("relu_grad_f32", out, in[0], in[1])
+	case "SoftcapGrad":
+		return true, b.elementGrad("softcap_grad_f32", out, in[0], in[1], float32(attrs.Float("cap")))
+	case "SoftmaxGrad":
+		return true, b.softmaxGrad(out, in[0], in[1])
+	case "RMSNormGrad", "LayerNormGrad":
+		if attrs.Str("wrt") == "w" {
+			return true, fmt.Errorf("cuda: %s with respect to the norm's weight: no kernel (lqc trains adapters, not norms)", op)
+		}
+		return true, b.normGrad(op, out, in[0], in[1], in[2], float32(attrs.Float("eps")))
+	case "SliceGrad":
+		return true, b.sliceGrad(out, in[0], int(attrs.Int("axis")), int(attrs.Int("start")))
 	case "LinearT":
 		return true, b.linearT(out, in[0], in[1])
 	case "LinearGradW":
@@ -61,7 +74,9 @@ func matrixOf(t *lqrt.Tensor, what string) (matrix, error) {
 	return matrix{quant.F32, t.Shape[0], t.Shape[1], 4 * t.Shape[1], p}, nil
 }
 
-func (b *Backend) elementGrad(kernel string, out, x, dy *lqrt.Tensor) error {
+// elementGrad is out = dy · f'(x), with the kernel's float parameters
+// (a softcap's cap) before the length.
+func (b *Backend) elementGrad(kernel string, out, x, dy *lqrt.Tensor, params ...float32) error {
 	o, xp, err := dense2(kernel, out, x)
 	if err != nil {
 		return err
@@ -70,11 +85,41 @@ func (b *Backend) elementGrad(kernel string, out, x, dy *lqrt.Tensor) error {
 	if err != nil {
 		return err
 	}
-	return b.launchN(kernel, out.Len(), o, xp, g, int32(out.Len()))
+	args := []any{o, xp, g}
+	for _, p := range params {
+		args = append(args, p)
+	}
+	return b.launchN(kernel, out.Len(), append(args, int32(out.Len()))...)
 }
 
-func (b *Backend) rmsNormGrad(out, x, w, dy *lqrt.Tensor, eps float32) error {
-	o, xp, err := dense2("RMSNormGrad", out, x)
+// rowsOf is a tensor's rows of its last axis: their count and length.
+func rowsOf(t *lqrt.Tensor) (rows, n int) {
+	n = t.Shape[len(t.Shape)-1]
+	if n == 0 {
+		return 0, 0
+	}
+	return t.Len() / n, n
+}
+
+func (b *Backend) softmaxGrad(out, y, dy *lqrt.Tensor) error {
+	o, yp, err := dense2("SoftmaxGrad", out, y)
+	if err != nil {
+		return err
+	}
+	g, err := dense(dy, "SoftmaxGrad")
+	if err != nil {
+		return err
+	}
+	rows, n := rowsOf(y)
+	if rows == 0 {
+		return nil
+	}
+	return b.launch("softmax_grad_f32", driver.Dim3{X: uint32(rows)}, driver.Dim3{X: uint32(blockFor(n))}, o, yp, g, int32(n))
+}
+
+// normGrad is RMSNorm's or LayerNorm's gradient with respect to x.
+func (b *Backend) normGrad(op string, out, x, w, dy *lqrt.Tensor, eps float32) error {
+	o, xp, err := dense2(op, out, x)
 	if err != nil {
 		return err
 	}
@@ -82,15 +127,43 @@ func (b *Backend) rmsNormGrad(out, x, w, dy *lqrt.Tensor, eps float32) error {
 	if err != nil {
 		return err
 	}
-	g, err := dense(dy, "RMSNormGrad")
+	g, err := dense(dy, op)
 	if err != nil {
 		return err
 	}
-	d := x.Shape[len(x.Shape)-1]
-	if x.Len() == 0 {
+	rows, d := rowsOf(x)
+	if rows == 0 {
 		return nil
 	}
-	return b.launch("rms_norm_grad_f32", driver.Dim3{X: uint32(x.Len() / d)}, driver.Dim3{X: 256}, o, xp, wp, g, int32(d), eps)
+	kernel := "rms_norm_grad_f32"
+	if op == "LayerNormGrad" {
+		kernel = "layer_norm_grad_f32"
+	}
+	return b.launch(kernel, driver.Dim3{X: uint32(rows)}, driver.Dim3{X: 256}, o, xp, wp, g, int32(d), eps)
+}
+
+// sliceGrad places dy at [start, start+len) along axis of a zero out:
+// Slice's copy, the other way.
+func (b *Backend) sliceGrad(out, dy *lqrt.Tensor, axis, start int) error {
+	if axis < 0 {
+		axis += len(out.Shape)
+	}
+	o, g, err := dense2("SliceGrad", out, dy)
+	if err != nil {
+		return err
+	}
+	if err := b.launchN("fill_f32", out.Len(), o, float32(0), int32(out.Len())); err != nil {
+		return err
+	}
+	outer, inner := 1, 1
+	for _, d := range out.Shape[:axis] {
+		outer *= d
+	}
+	for _, d := range out.Shape[axis+1:] {
+		inner *= d
+	}
+	n := dy.Shape[axis] * inner
+	return b.copyRows(o, g, outer, n, out.Shape[axis]*inner, start*inner, n, 0)
 }
 
 // linearT is dx = dy·W on a weight of any type (or a float32 parameter).

@@ -25,7 +25,7 @@ echo "== the CUDA test suite on the real GPU"
 
 echo "== training on the GPU: stories260K's losses and gradients against PyTorch's"
 (cd train && LQC_SHARED="$G/shared" LQC_REQUIRE_FIXTURES=0 LQC_CUDA_TEST=cuda \
-  timeout 60 "$G/train.test" -test.v -test.count=1 -test.run 'TestReferenceOnCUDA') 2>&1 | grep -E '^(\s*--- |PASS|FAIL|ok)|_test.go'
+  timeout 90 "$G/train.test" -test.v -test.count=1 -test.run 'TestReferenceOnCUDA|TestCUDAMatchesCPUOnGPT2') 2>&1 | grep -E '^(\s*--- |PASS|FAIL|ok)|_test.go'
 
 echo "== speed: TinyLlama-1.1B shape, pp512 / tg128"
 timeout 420 "$G/lqcbench" gpu --device cuda --layers 22 --runs 3 --pp 512 --tg 128 --work "${TMPDIR:-/tmp}/lqc-gpu-bench"

@@ -887,6 +887,85 @@ __global__ void silu_grad_f32(float* out, const float* x, const float* dy, int n
     }
 }
 
+// gelu_grad_f32: out = dy · d/dx GELU(x), the tanh approximation.
+__global__ void gelu_grad_f32(float* out, const float* x, const float* dy, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const float c = 0.7978845608028654f; // sqrt(2/π)
+        float v = x[i];
+        float t = 1.0f - 2.0f / (__expf(2.0f * c * (v + 0.044715f * v * v * v)) + 1.0f);
+        out[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * c * (1.0f + 3.0f * 0.044715f * v * v));
+    }
+}
+
+// gelu_erf_grad_f32: out = dy · d/dx GELU(x), the exact (erf) form.
+__global__ void gelu_erf_grad_f32(float* out, const float* x, const float* dy, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float v = x[i];
+        out[i] = dy[i] * (0.5f * (1.0f + erff(v * 0.7071067811865476f)) + v * __expf(-0.5f * v * v) * 0.3989422804014327f);
+    }
+}
+
+__global__ void relu_grad_f32(float* out, const float* x, const float* dy, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+// softcap_grad_f32: out = dy · (1 − tanh²(x/cap)).
+__global__ void softcap_grad_f32(float* out, const float* x, const float* dy, float cap, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float t = 1.0f - 2.0f / (__expf(2.0f * x[i] / cap) + 1.0f);
+        out[i] = dy[i] * (1.0f - t * t);
+    }
+}
+
+// softmax_grad_f32: out = y·(dy − Σ y·dy) over each row of n; one block
+// per row.
+__global__ void softmax_grad_f32(float* out, const float* y, const float* dy, int n) {
+    const float* yr = y + (size_t)blockIdx.x * n;
+    const float* g = dy + (size_t)blockIdx.x * n;
+    float* o = out + (size_t)blockIdx.x * n;
+    float dot = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dot += yr[i] * g[i];
+    dot = block_sum(dot);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = yr[i] * (g[i] - dot);
+}
+
+// layer_norm_grad_f32: the gradient of LayerNorm(x, w, b) with respect to
+// x; one block per row. With x̂ = (x − mean)/σ and g = dy·w:
+// dx = (g − mean(g) − x̂·mean(g·x̂))/σ.
+__global__ void layer_norm_grad_f32(float* out, const float* x, const float* w, const float* dy, int d, float eps) {
+    const float* row = x + (size_t)blockIdx.x * d;
+    const float* g = dy + (size_t)blockIdx.x * d;
+    float* o = out + (size_t)blockIdx.x * d;
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) sum += row[i];
+    float mean = block_sum(sum) / d;
+    float var = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float c = row[i] - mean;
+        var += c * c;
+    }
+    float inv = 1.0f / sqrtf(block_sum(var) / d + eps);
+    float sg = 0.0f, sgx = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float gw = g[i] * w[i];
+        sg += gw;
+        sgx += gw * (row[i] - mean) * inv;
+    }
+    sg = block_sum(sg) / d;
+    sgx = block_sum(sgx) / d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = (g[i] * w[i] - sg - (row[i] - mean) * inv * sgx) * inv;
+}
+
+// fill_f32: out[i] = v.
+__global__ void fill_f32(float* out, float v, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = v;
+}
+
 // rms_norm_grad_f32: the gradient of RMSNorm(x, w) with respect to x; one
 // block per row. With x̂ = x/σ and g = dy·w: dx = (g − x̂·mean(g·x̂))/σ.
 __global__ void rms_norm_grad_f32(float* out, const float* x, const float* w, const float* dy, int d, float eps) {
