@@ -509,15 +509,22 @@ func (b *Backend) slice(out, x *lqrt.Tensor, axis, start int) error {
 	if err != nil {
 		return err
 	}
-	outer, inner := 1, 1
-	for _, d := range x.Shape[:axis] {
-		outer *= d
-	}
-	for _, d := range x.Shape[axis+1:] {
-		inner *= d
-	}
+	outer, inner := aroundAxis(x.Shape, axis)
 	n := out.Shape[axis] * inner
 	return b.copyRows(o, xp, outer, n, n, 0, x.Shape[axis]*inner, start*inner)
+}
+
+// aroundAxis is the product of shape's dimensions before axis and after
+// it.
+func aroundAxis(shape []int, axis int) (outer, inner int) {
+	outer, inner = 1, 1
+	for _, d := range shape[:axis] {
+		outer *= d
+	}
+	for _, d := range shape[axis+1:] {
+		inner *= d
+	}
+	return outer, inner
 }
 
 // concat puts the inputs' rows one after the other.

@@ -155,13 +155,7 @@ func (b *Backend) sliceGrad(out, dy *lqrt.Tensor, axis, start int) error {
 	if err := b.launchN("fill_f32", out.Len(), o, float32(0), int32(out.Len())); err != nil {
 		return err
 	}
-	outer, inner := 1, 1
-	for _, d := range out.Shape[:axis] {
-		outer *= d
-	}
-	for _, d := range out.Shape[axis+1:] {
-		inner *= d
-	}
+	outer, inner := aroundAxis(out.Shape, axis)
 	n := dy.Shape[axis] * inner
 	return b.copyRows(o, g, outer, n, out.Shape[axis]*inner, start*inner, n, 0)
 }

@@ -118,18 +118,26 @@ __global__ void rms_norm_f32(float* out, const float* x, const float* w, int d, 
     for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = row[i] * s * w[i];
 }
 
+// layer_norm_stats is a row's mean and 1/σ over the block, as LayerNorm
+// and its gradient compute them.
+__device__ __forceinline__ void layer_norm_stats(const float* row, int d, float eps, float* mean, float* inv) {
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) sum += row[i];
+    float m = block_sum(sum) / d;
+    float var = 0.0f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float c = row[i] - m;
+        var += c * c;
+    }
+    *mean = m;
+    *inv = 1.0f / sqrtf(block_sum(var) / d + eps);
+}
+
 __global__ void layer_norm_f32(float* out, const float* x, const float* w, const float* b, int d, float eps) {
     const float* row = x + (size_t)blockIdx.x * d;
     float* o = out + (size_t)blockIdx.x * d;
-    float sum = 0.0f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) sum += row[i];
-    float mean = block_sum(sum) / d;
-    float var = 0.0f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float c = row[i] - mean;
-        var += c * c;
-    }
-    float s = 1.0f / sqrtf(block_sum(var) / d + eps);
+    float mean, s;
+    layer_norm_stats(row, d, eps, &mean, &s);
     for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = (row[i] - mean) * s * w[i] + b[i];
 }
 
@@ -940,15 +948,8 @@ __global__ void layer_norm_grad_f32(float* out, const float* x, const float* w, 
     const float* row = x + (size_t)blockIdx.x * d;
     const float* g = dy + (size_t)blockIdx.x * d;
     float* o = out + (size_t)blockIdx.x * d;
-    float sum = 0.0f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) sum += row[i];
-    float mean = block_sum(sum) / d;
-    float var = 0.0f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float c = row[i] - mean;
-        var += c * c;
-    }
-    float inv = 1.0f / sqrtf(block_sum(var) / d + eps);
+    float mean, inv;
+    layer_norm_stats(row, d, eps, &mean, &inv);
     float sg = 0.0f, sgx = 0.0f;
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
         float gw = g[i] * w[i];
