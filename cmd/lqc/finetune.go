@@ -268,9 +268,9 @@ type evalPoint struct {
 	Eval *evalResult `json:"eval"`
 }
 
-// planMemory predicts the run's memory as lqc plan does (the CPU backend,
-// the base's weights as they are, the adapter of info, windows of
-// window tokens) and refuses a run that cannot fit --mem. Unless
+// planMemory predicts the run's memory as lqc plan does (on --device's
+// backend, the base's weights as they are, the adapter of info, windows
+// of window tokens) and refuses a run that cannot fit --mem. Unless
 // --gradient-checkpointing was given, it turns recomputation on when
 // the run fits only with it.
 func (o *finetuneJob) planMemory(info train.RunInfo, window int, teacher *ir.Model) error {
