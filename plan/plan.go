@@ -25,6 +25,7 @@ import (
 	"github.com/lqc-dev/lqc/passes"
 	"github.com/lqc-dev/lqc/quant"
 	"github.com/lqc-dev/lqc/runtime/cpu"
+	"github.com/lqc-dev/lqc/serve"
 	"github.com/lqc-dev/lqc/train"
 )
 
@@ -49,7 +50,7 @@ type Options struct {
 	Precision string
 	Rank      int
 	Targets   []string // as lqc finetune --targets; empty: every projection
-	Ctx       int      // tokens per window (training) or per session (inference)
+	Ctx       int      // tokens per window (training) or per session (inference); 0: min(512, the model's context)
 	// Batch is the sessions decoding together (inference). Training runs
 	// the windows of a batch one after another, so it does not change the
 	// memory of a step.
@@ -165,6 +166,12 @@ func Make(load func() (*ir.Model, error), opt Options) (*Plan, error) {
 		return nil, err
 	}
 	defer m.Close()
+	if opt.Ctx == 0 { // lqc finetune's default window
+		opt.Ctx = min(512, m.Params.ContextLength)
+		if opt.Ctx <= 0 {
+			opt.Ctx = 512
+		}
+	}
 	p := &Plan{Model: m.Source, Arch: m.Arch, Mode: opt.Mode, Device: opt.Device, Quant: opt.Quant, Precision: opt.Precision,
 		Ctx: opt.Ctx, Batch: opt.Batch, WeightsByType: map[string]int64{}}
 	if p.Quant == "" {
@@ -226,7 +233,7 @@ func (o *Options) check() error {
 		return fmt.Errorf("precision %s: the CPU backend computes in float32", o.Precision)
 	case o.Mode == Infer && o.Precision != "f32":
 		return fmt.Errorf("precision %s: lqc runs inference in float32 on every backend (--precision is training's)", o.Precision)
-	case o.Ctx <= 0:
+	case o.Ctx < 0:
 		return fmt.Errorf("context %d: want a positive number of tokens", o.Ctx)
 	case o.Batch <= 0:
 		return fmt.Errorf("batch %d: want at least 1", o.Batch)
@@ -308,10 +315,6 @@ func lookupOnly(g *ir.Graph, w *ir.Value) bool {
 
 func alignUp(n, a int64) int64 { return (n + a - 1) / a * a }
 
-// servePrefill is lqc serve's prefill chunk (serve.Options.PrefillChunk's
-// default): the prompt tokens of all sessions evaluated in one pass.
-const servePrefill = 256
-
 // inference plans Batch sessions of Ctx positions: each session's KV
 // cache (float32 on both backends), and the activations of one pass with
 // the classifier on each session's last row: a whole prompt of Ctx tokens
@@ -322,7 +325,7 @@ func (p *Plan) inference(m *ir.Model, opt Options, live ir.LiveOptions) error {
 		if sessions == 1 {
 			return inferencePeak(m, ctx, live, false)
 		}
-		return inferencePeak(m, min(sessions*ctx, servePrefill+sessions), live, false)
+		return inferencePeak(m, min(sessions*ctx, serve.DefaultPrefillChunk+sessions), live, false)
 	}
 	kv := kvBytes(m, opt.Ctx)
 	act, err := pass(opt.Ctx, opt.Batch)
@@ -437,21 +440,35 @@ func (p *Plan) training(m *ir.Model, load func() (*ir.Model, error), opt Options
 	case opt.Mode == Full:
 		p.ParamBytes, p.GradientBytes, p.OptimizerBytes = (4+floatBytes)*params, floatBytes*params, 8*params
 	}
-	step := func(ctx int, recompute bool) (int64, error) {
+	// The training graph, with and without recomputation, built once
+	// each: the window's length is a symbolic dimension, bound per step.
+	graphs := map[bool]*ir.Graph{}
+	graph := func(recompute bool) (*ir.Graph, error) {
+		if g := graphs[recompute]; g != nil {
+			return g, nil
+		}
 		tm, err := load()
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		defer tm.Close()
 		ad, err := shapeOnlyAdapter(tm, opt)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		pm := &passes.Manager{Passes: passes.Training(ad, passes.TrainingOptions{Objective: objective, FlashAttention: !opt.Unfused, Recompute: recompute})}
 		if err := pm.Run(tm); err != nil {
+			return nil, err
+		}
+		graphs[recompute] = tm.Graph
+		return tm.Graph, nil
+	}
+	step := func(ctx int, recompute bool) (int64, error) {
+		g, err := graph(recompute)
+		if err != nil {
 			return 0, err
 		}
-		peak, _, err := tm.Graph.PeakLiveWith(map[string]int{"seq": ctx}, live)
+		peak, _, err := g.PeakLiveWith(map[string]int{"seq": ctx}, live)
 		if err != nil {
 			return 0, err
 		}

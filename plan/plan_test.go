@@ -85,6 +85,11 @@ func TestPlanParts(t *testing.T) {
 	if want := int64(5 * 2 * 4 * 8 * 256 * 4 * 3); inf.KVCacheBytes != want {
 		t.Errorf("KV cache of 3 sessions of 256: %d bytes, want %d", inf.KVCacheBytes, want)
 	}
+	if def, err := Make(load, Options{Mode: Infer, Device: "cpu", Batch: 1}); err != nil {
+		t.Fatal(err)
+	} else if def.Ctx != 512 {
+		t.Errorf("without a context: context %d, want lqc finetune's default, the model's 512", def.Ctx)
+	}
 	if inf.TotalBytes != inf.OverheadBytes+inf.WeightsBytes-inf.UnreadBytes+inf.ActivationBytes+inf.KVCacheBytes {
 		t.Errorf("inference total %d is not the sum of its parts: %+v", inf.TotalBytes, inf)
 	}
@@ -139,7 +144,7 @@ func TestPlanRefuses(t *testing.T) {
 		{Options{Mode: LoRA, Device: "tpu", Ctx: 8, Batch: 1, Rank: 4}, `device "tpu"`},
 		{Options{Mode: LoRA, Device: "cpu", Precision: "bf16", Ctx: 8, Batch: 1, Rank: 4}, "computes in float32"},
 		{Options{Mode: LoRA, Device: "cuda", Precision: "f8", Ctx: 8, Batch: 1, Rank: 4}, `precision "f8"`},
-		{Options{Mode: LoRA, Device: "cpu", Ctx: 0, Batch: 1, Rank: 4}, "context 0"},
+		{Options{Mode: LoRA, Device: "cpu", Ctx: -1, Batch: 1, Rank: 4}, "context -1"},
 		{Options{Mode: LoRA, Device: "cpu", Ctx: 8, Batch: 1}, "rank 0"},
 		{Options{Mode: LoRA, Device: "cpu", Ctx: 8, Batch: 1, Rank: 4, Quant: "q9_9"}, "q9_9"},
 		{Options{Mode: LoRA, Device: "cpu", Ctx: 8, Batch: 1, Rank: 4, Targets: []string{"nonsense"}}, "nonsense"},

@@ -100,6 +100,10 @@ type Options struct {
 	PrefillChunk int
 }
 
+// DefaultPrefillChunk is Options.PrefillChunk's default (lqc plan sizes
+// a batched step with it).
+const DefaultPrefillChunk = 256
+
 // ErrQueueFull is Submit's answer when Options.Queue requests wait.
 var ErrQueueFull = errors.New("too many requests are waiting; retry later")
 
@@ -151,7 +155,7 @@ func NewEngine(m *lqrt.Model, tok *tokenizer.Tokenizer, opt Options, metrics *Me
 		return nil, fmt.Errorf("serve: %d sessions of %d positions", opt.Parallel, opt.Context)
 	}
 	if opt.PrefillChunk <= 0 {
-		opt.PrefillChunk = 256
+		opt.PrefillChunk = DefaultPrefillChunk
 	}
 	if opt.Queue <= 0 {
 		opt.Queue = 64

@@ -45,17 +45,6 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{err}
 	}
 	load := func() (*ir.Model, error) { return loadForPlan(path) }
-	m, err := load()
-	if err != nil {
-		return err
-	}
-	if opt.Ctx == 0 {
-		opt.Ctx = min(512, m.Params.ContextLength)
-		if opt.Ctx <= 0 {
-			opt.Ctx = 512
-		}
-	}
-	m.Close()
 	if *teacherPath != "" {
 		t, err := frontend.Load(*teacherPath, frontend.Options{})
 		if err != nil {

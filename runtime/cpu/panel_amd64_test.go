@@ -12,6 +12,7 @@ import (
 
 	"github.com/lqc-dev/lqc/ir"
 	"github.com/lqc-dev/lqc/quant"
+	lqrt "github.com/lqc-dev/lqc/runtime"
 )
 
 // The panel kernels sum each block exactly in int32 and add it with one
@@ -30,15 +31,7 @@ func TestPanelLinear(t *testing.T) {
 		// 16 rows fill one panel; 37 leave a part-filled last panel.
 		for _, shape := range [][2]int{{256, 16}, {2048, 37}, {5632, 33}} {
 			in, out := shape[0], shape[1]
-			wt, _ := ir.FromF32("w", []int64{int64(out), int64(in)}, randRow(rng, in*out))
-			q, err := ir.Convert(wt, typ)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := be.Weight(q)
-			if err != nil {
-				t.Fatal(err)
-			}
+			q, w := randWeight(t, be, rng, typ, out, in)
 			rows, err := matrix(w)
 			if err != nil {
 				t.Fatal(err)
@@ -104,15 +97,7 @@ func TestPanelHalf(t *testing.T) {
 		}
 		for _, shape := range [][2]int{{256, 16}, {2048, 37}, {5632, 33}} {
 			in, out := shape[0], shape[1]
-			wt, _ := ir.FromF32("w", []int64{int64(out), int64(in)}, randRow(rng, in*out))
-			q, err := ir.Convert(wt, typ)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := be.Weight(q)
-			if err != nil {
-				t.Fatal(err)
-			}
+			q, w := randWeight(t, be, rng, typ, out, in)
 			deq, _ := q.Float32s()
 			for _, T := range []int{12, 13, 16, 21, 29} {
 				x := randRow(rng, T*in)
@@ -187,9 +172,7 @@ func BenchmarkPanel(b *testing.B) {
 	be := New(1)
 	defer be.Close()
 	for _, typ := range []quant.Type{quant.Q4_0, quant.IQ4_NL, quant.Q8_0, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_XS, quant.Q3_K, quant.Q2_K, quant.F16, quant.BF16} {
-		wt, _ := ir.FromF32("w", []int64{out, in}, randRow(rng, in*out))
-		q, _ := ir.Convert(wt, typ)
-		w, _ := be.Weight(q)
+		_, w := randWeight(b, be, rng, typ, out, in)
 		x := randRow(rng, T*in)
 		y := make([]float32, T*out)
 		// BF16 also through the float32 GEMM (exact: training's path).
@@ -271,9 +254,7 @@ func BenchmarkPanelTokens(b *testing.B) {
 	defer be.Close()
 	defer func(n int) { panelMinTokens = n }(panelMinTokens)
 	for _, typ := range []quant.Type{quant.Q4_0, quant.Q4_K, quant.Q6_K} {
-		wt, _ := ir.FromF32("w", []int64{out, in}, randRow(rng, in*out))
-		q, _ := ir.Convert(wt, typ)
-		w, _ := be.Weight(q)
+		_, w := randWeight(b, be, rng, typ, out, in)
 		for _, T := range []int{4, 8, 12, 16, 24} {
 			x := randRow(rng, T*in)
 			y := make([]float32, T*out)
@@ -297,4 +278,23 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// randWeight is a random out × in matrix converted to typ, and as be
+// keeps it.
+func randWeight(t testing.TB, be *Backend, rng *rand.Rand, typ quant.Type, out, in int) (*ir.Tensor, *lqrt.Tensor) {
+	t.Helper()
+	wt, err := ir.FromF32("w", []int64{int64(out), int64(in)}, randRow(rng, in*out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ir.Convert(wt, typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := be.Weight(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q, w
 }

@@ -248,7 +248,11 @@ var linearQ8Kernels = map[quant.Type]string{quant.Q4_0: "linear_q8_q4_0", quant.
 // embeddingKernels are the weight types with an embedding-rows kernel.
 var embeddingKernels = map[quant.Type]string{}
 
-// The kernels are named by type: linear_q4_K, get_rows_q4_K, …
+// linearTKernels are the weight types with a transposed-product kernel
+// (training's dX = dY·W).
+var linearTKernels = map[quant.Type]string{}
+
+// The kernels are named by type: linear_q4_K, linear_t_q4_K, get_rows_q4_K, …
 func init() {
 	for _, t := range []quant.Type{quant.F32, quant.F16, quant.Q8_0, quant.Q4_0, quant.Q4_1, quant.Q5_0, quant.Q5_1,
 		quant.Q2_K, quant.Q3_K, quant.Q4_K, quant.Q5_K, quant.Q6_K, quant.IQ4_NL, quant.IQ4_XS} {
@@ -257,6 +261,7 @@ func init() {
 			name = strings.TrimSuffix(name, "_k") + "_K"
 		}
 		linearKernels[t] = "linear_" + name
+		linearTKernels[t] = "linear_t_" + name
 		embeddingKernels[t] = "get_rows_" + name
 	}
 }

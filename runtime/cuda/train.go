@@ -180,14 +180,14 @@ func (b *Backend) linearT(dx, dy, w *lqrt.Tensor) error {
 		}
 		return b.launchN("linear_t_f32_any", T*m.rowLen, o, g, m.ptr, int32(m.rowLen), int32(m.rows), int32(T))
 	}
-	kernel, ok := linearKernels[m.typ]
+	kernel, ok := linearTKernels[m.typ]
 	if !ok {
 		return fmt.Errorf("cuda: LinearT on %v weights: no kernel", m.typ)
 	}
 	groups := m.rowLen / 32
 	const threads = 64
 	grid := driver.Dim3{X: uint32((groups + threads - 1) / threads), Y: uint32((T + linearTokens - 1) / linearTokens)}
-	return b.launch("linear_t_"+kernel[len("linear_"):], grid, driver.Dim3{X: threads}, o, g, m.ptr, int32(m.rowLen), int32(m.rows), int32(m.rowBytes), int32(T))
+	return b.launch(kernel, grid, driver.Dim3{X: threads}, o, g, m.ptr, int32(m.rowLen), int32(m.rows), int32(m.rowBytes), int32(T))
 }
 
 // linearGradW is dW = Σ_t dy[t]ᵀ·x[t].
